@@ -1,0 +1,63 @@
+# Shared by scripts/test.sh and scripts/run.sh.
+
+PHASES=()
+
+# phase NAME CMD...: run CMD, print its wall time, remember it for the summary.
+phase() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "==> ${name}"
+  "$@"
+  local took=$((SECONDS - start))
+  PHASES+=("$(printf '%-40s %5ss' "$name" "$took")")
+  echo "==> ${name}: done in ${took}s"
+}
+
+summary() {
+  echo "==> phase times"
+  printf '    %s\n' "${PHASES[@]}"
+}
+
+require_toolchain() {
+  local missing=()
+  for tool in cargo go make; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+  done
+  cargo fmt --version >/dev/null 2>&1 || missing+=("rustfmt (rustup component add rustfmt)")
+  cargo clippy --version >/dev/null 2>&1 || missing+=("clippy (rustup component add clippy)")
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "missing tools: ${missing[*]}" >&2
+    exit 1
+  fi
+}
+
+check_format() {
+  cargo fmt --all -- --check
+  local unformatted
+  unformatted=$(gofmt -l tests/controlplane)
+  if [ -n "$unformatted" ]; then
+    echo "gofmt would change: $unformatted" >&2
+    return 1
+  fi
+}
+
+# Sets REGISTRAR_CONTROLPLANE to the control-plane binary, building it if needed.
+build_controlplane() {
+  REGISTRAR_CONTROLPLANE=$(bash tests/controlplane/build.sh)
+  echo "control plane: ${REGISTRAR_CONTROLPLANE}"
+}
+
+# Every harness state directory starts with registrar-e2e-, and every
+# control-plane process names its state directory on its command line.
+check_no_leftovers() {
+  local deadline=$((SECONDS + 60))
+  while pgrep -f 'registrar-e2e-' >/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "control-plane processes outlived the tests:" >&2
+      pgrep -af 'registrar-e2e-' >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "no etcd, kube-apiserver or kube-controller-manager process left"
+}

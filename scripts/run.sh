@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Run registrar.
+#
+# With KUBECONFIG set: run the operator against that cluster (its CRDs must be
+# installed: kubectl apply --server-side -f crds/).
+# Without: start a local control plane (etcd, kube-apiserver,
+# kube-controller-manager) in .local/cluster, install the CRDs, run the operator,
+# and print how to point kubectl at it. Ctrl-C stops everything; the local
+# cluster's state is discarded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+require_toolchain
+
+echo "==> building registrar"
+cargo build --locked --quiet --bin registrar
+operator=target/debug/registrar
+
+if [ -n "${KUBECONFIG:-}" ]; then
+  echo "==> running registrar against the cluster in KUBECONFIG=${KUBECONFIG}"
+  exec "$operator" "$@"
+fi
+
+echo "==> KUBECONFIG is not set: starting a local control plane"
+controlplane=$(bash tests/controlplane/build.sh)
+kubectl_bin="$(dirname "$controlplane")/kubectl"
+state=${REGISTRAR_STATE_DIR:-$PWD/.local/cluster}
+mkdir -p "$(dirname "$state")"
+
+cp_pid=""
+op_pid=""
+stop() {
+  trap - EXIT INT TERM
+  echo
+  echo "==> stopping"
+  [ -n "$op_pid" ] && kill -TERM "$op_pid" 2>/dev/null && wait "$op_pid" 2>/dev/null
+  [ -n "$cp_pid" ] && kill -TERM "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null
+  echo "==> stopped"
+}
+trap stop EXIT INT TERM
+
+"$controlplane" up --dir "$state" >/dev/null &
+cp_pid=$!
+while [ ! -f "$state/kubeconfig" ]; do
+  if ! kill -0 "$cp_pid" 2>/dev/null; then
+    echo "the local control plane failed to start; its logs are in $state/logs" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+export KUBECONFIG="$state/kubeconfig"
+
+echo "==> installing the CRDs"
+"$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
+"$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+
+cat <<MSG
+
+  registrar is starting against a local control plane. In another terminal:
+
+    export KUBECONFIG=$KUBECONFIG
+    kubectl get ns                      # any kubectl; $kubectl_bin matches the server
+
+  Component logs: $state/logs. Ctrl-C stops everything.
+
+MSG
+
+"$operator" "$@" &
+op_pid=$!
+# Stop when either the operator or the control plane exits.
+wait -n "$op_pid" "$cp_pid" || true

@@ -1,0 +1,10 @@
+//! registrar: OAuth 2.0 client registrations as declarative Kubernetes resources.
+//!
+//! An `AppRegistration` declares an app; the operator mints its Client ID and
+//! Client Secret into a Kubernetes Secret, rotates and revokes it. An
+//! `AppConsent` enables a shared app for another namespace. See DESIGN.md in the
+//! shared docs for the mapping of the product onto Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod telemetry;

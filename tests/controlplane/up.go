@@ -1,0 +1,441 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// marker names the file that says a directory belongs to `up`, so it may wipe it.
+const marker = ".registrar-controlplane"
+
+// component is one control-plane process started by the supervisor.
+type component struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func (c *component) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// up starts etcd, kube-apiserver and kube-controller-manager on free loopback
+// ports, writes DIR/kubeconfig (an admin kubeconfig) once all three are ready,
+// prints one JSON line describing the cluster on stdout, and stops everything on
+// SIGINT/SIGTERM, when any component exits, or (with --exit-on-stdin-close) when
+// its standard input closes — which is how a test binary that exits or crashes
+// takes its cluster with it.
+func up(args []string) int {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	dir := fs.String("dir", "", "state directory (created; wiped at start when it was made by up)")
+	cleanup := fs.Bool("cleanup", false, "remove the state directory on exit")
+	stdinClose := fs.Bool("exit-on-stdin-close", false, "stop when standard input reaches EOF")
+	timeout := fs.Duration("ready-timeout", 3*time.Minute, "how long to wait for the cluster to become ready")
+	apiserverPort := fs.Int("apiserver-port", 0, "apiserver port on 127.0.0.1 (0 picks a free one)")
+	verbosity := fs.Int("v", 0, "log verbosity of the Kubernetes components")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" {
+		fmt.Fprintln(os.Stderr, "up: --dir is required")
+		return 2
+	}
+	stateDir, err := filepath.Abs(*dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "up: %v\n", err)
+		return 2
+	}
+	if err := prepareDir(stateDir); err != nil {
+		fmt.Fprintf(os.Stderr, "up: %v\n", err)
+		return 1
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-signals
+		fmt.Fprintf(os.Stderr, "controlplane: %v received, stopping\n", s)
+		stop()
+	}()
+	if *stdinClose {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			stop()
+		}()
+	}
+
+	s := &supervisor{dir: stateDir, verbosity: *verbosity}
+	err = s.start(ctx, *timeout, *apiserverPort)
+	if err == nil {
+		err = s.wait(ctx)
+	}
+	s.stopAll()
+	code := 0
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
+		s.printLogTails()
+		code = 1
+	}
+	if *cleanup {
+		if rmErr := os.RemoveAll(stateDir); rmErr != nil {
+			fmt.Fprintf(os.Stderr, "controlplane: removing %s: %v\n", stateDir, rmErr)
+		}
+	}
+	return code
+}
+
+// prepareDir gives `up` an empty state directory, refusing to wipe a directory
+// it did not create.
+func prepareDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return err
+	case len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(dir, marker)); err != nil {
+			return fmt.Errorf("%s is not empty and was not created by controlplane up; refusing to wipe it", dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, marker), nil, 0o600)
+}
+
+type supervisor struct {
+	dir        string
+	verbosity  int
+	components []*component
+}
+
+func (s *supervisor) start(ctx context.Context, timeout time.Duration, apiserverPort int) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	ports, err := freePorts(4)
+	if err != nil {
+		return err
+	}
+	etcdPort, peerPort, kcmPort := ports[0], ports[1], ports[3]
+	if apiserverPort == 0 {
+		apiserverPort = ports[2]
+	}
+	certs, err := generatePKI(filepath.Join(s.dir, "pki"))
+	if err != nil {
+		return fmt.Errorf("generating certificates: %w", err)
+	}
+	server := fmt.Sprintf("https://127.0.0.1:%d", apiserverPort)
+	adminKubeconfig := filepath.Join(s.dir, "admin.kubeconfig")
+	if err := writeKubeconfig(adminKubeconfig, server, certs); err != nil {
+		return err
+	}
+	client, err := httpClient(certs)
+	if err != nil {
+		return err
+	}
+
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
+	etcd, err := s.spawn("etcd",
+		"--data-dir", filepath.Join(s.dir, "etcd"),
+		"--client-port", strconv.Itoa(etcdPort),
+		"--peer-port", strconv.Itoa(peerPort))
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, etcd, "etcd health", func() bool {
+		body, ok := get(http.DefaultClient, etcdURL+"/health")
+		return ok && strings.Contains(body, `"health":"true"`)
+	}); err != nil {
+		return err
+	}
+
+	v := "--v=" + strconv.Itoa(s.verbosity)
+	apiserver, err := s.spawn("kube-apiserver", v,
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(apiserverPort),
+		"--cert-dir="+filepath.Join(s.dir, "apiserver"),
+		"--tls-cert-file="+certs.servingCert(),
+		"--tls-private-key-file="+certs.servingKey(),
+		"--client-ca-file="+certs.caCert(),
+		"--authorization-mode=RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+certs.saPub(),
+		"--service-account-signing-key-file="+certs.saKey(),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--allow-privileged=true",
+		"--profiling=false",
+	)
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, apiserver, "kube-apiserver /readyz", func() bool {
+		body, ok := get(client, server+"/readyz")
+		return ok && strings.TrimSpace(body) == "ok"
+	}); err != nil {
+		return err
+	}
+
+	kcm, err := s.spawn("kube-controller-manager", v,
+		"--kubeconfig="+adminKubeconfig,
+		"--authentication-kubeconfig="+adminKubeconfig,
+		"--authorization-kubeconfig="+adminKubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(kcmPort),
+		"--cert-dir="+filepath.Join(s.dir, "kube-controller-manager"),
+		"--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,clusterrole-aggregation-controller",
+		"--leader-elect=false",
+		"--root-ca-file="+certs.caCert(),
+		"--service-account-private-key-file="+certs.saKey(),
+		"--use-service-account-credentials=false",
+		"--profiling=false",
+	)
+	if err != nil {
+		return err
+	}
+	// The serviceaccount controller creates the default ServiceAccount in every
+	// namespace: once it exists, the controller-manager is running its controllers.
+	if err := waitFor(ctx, kcm, "kube-controller-manager (default ServiceAccount)", func() bool {
+		_, ok := get(client, server+"/api/v1/namespaces/default/serviceaccounts/default")
+		return ok
+	}); err != nil {
+		return err
+	}
+
+	kubeconfig := filepath.Join(s.dir, "kubeconfig")
+	if err := writeKubeconfig(kubeconfig+".tmp", server, certs); err != nil {
+		return err
+	}
+	if err := os.Rename(kubeconfig+".tmp", kubeconfig); err != nil {
+		return err
+	}
+	ready, err := json.Marshal(map[string]any{
+		"ready":      true,
+		"kubeconfig": kubeconfig,
+		"server":     server,
+		"dir":        s.dir,
+		"pid":        os.Getpid(),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(ready))
+	fmt.Fprintf(os.Stderr, "controlplane: ready at %s (KUBECONFIG=%s)\n", server, kubeconfig)
+	return nil
+}
+
+// wait blocks until the supervisor is told to stop (nil) or a component exits
+// on its own (an error).
+func (s *supervisor) wait(ctx context.Context) error {
+	ticker := time.NewTicker(200 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		for _, c := range s.components {
+			if c.exited() {
+				return fmt.Errorf("%s exited unexpectedly: %v", c.name, c.err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}
+
+func (s *supervisor) spawn(name string, args ...string) (*component, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(s.dir, "logs", name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, append([]string{name}, args...)...)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Dir = s.dir
+	// Own process group: a terminal's Ctrl-C reaches only the supervisor, which
+	// stops the components in order. Pdeathsig: if the supervisor is killed
+	// outright, the kernel kills the components too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	c := &component{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		logFile.Close()
+		close(c.done)
+	}()
+	s.components = append(s.components, c)
+	return c, nil
+}
+
+// stopAll stops the components in reverse start order: SIGTERM, then SIGKILL
+// after a grace period.
+func (s *supervisor) stopAll() {
+	for i := len(s.components) - 1; i >= 0; i-- {
+		c := s.components[i]
+		if c.exited() {
+			continue
+		}
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+}
+
+func (s *supervisor) printLogTails() {
+	for _, c := range s.components {
+		fmt.Fprintf(os.Stderr, "---- last lines of %s ----\n", c.log)
+		f, err := os.Open(c.log)
+		if err != nil {
+			continue
+		}
+		var lines []string
+		scanner := bufio.NewScanner(f)
+		scanner.Buffer(make([]byte, 64*1024), 1024*1024)
+		for scanner.Scan() {
+			lines = append(lines, scanner.Text())
+			if len(lines) > 40 {
+				lines = lines[1:]
+			}
+		}
+		f.Close()
+		for _, l := range lines {
+			fmt.Fprintln(os.Stderr, l)
+		}
+	}
+}
+
+func waitFor(ctx context.Context, c *component, what string, ready func() bool) error {
+	for {
+		if ready() {
+			return nil
+		}
+		if c.exited() {
+			return fmt.Errorf("%s exited while waiting for %s: %v", c.name, what, c.err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func get(client *http.Client, url string) (string, bool) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return string(body), err == nil && resp.StatusCode == http.StatusOK
+}
+
+func httpClient(certs pki) (*http.Client, error) {
+	caPEM, err := os.ReadFile(certs.caCert())
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	admin, err := tls.LoadX509KeyPair(certs.adminCert(), certs.adminKey())
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{
+		Timeout: 5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs:      pool,
+			Certificates: []tls.Certificate{admin},
+			MinVersion:   tls.VersionTLS12,
+		}},
+	}, nil
+}
+
+func writeKubeconfig(path, server string, certs pki) error {
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["registrar-local"] = &clientcmdapi.Cluster{
+		Server:                   server,
+		CertificateAuthorityData: read(certs.caCert()),
+	}
+	cfg.AuthInfos["registrar-admin"] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: read(certs.adminCert()),
+		ClientKeyData:         read(certs.adminKey()),
+	}
+	cfg.Contexts["registrar-local"] = &clientcmdapi.Context{Cluster: "registrar-local", AuthInfo: "registrar-admin", Namespace: "default"}
+	cfg.CurrentContext = "registrar-local"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// freePorts reserves n distinct free loopback ports. They are released before
+// the components bind them; the window is short and only loopback is involved.
+func freePorts(n int) ([]int, error) {
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

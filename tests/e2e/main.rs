@@ -1,0 +1,7 @@
+//! End-to-end tests against a real kube-apiserver, etcd and
+//! kube-controller-manager started once for this test binary.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod smoke;

@@ -1,0 +1,232 @@
+//! Test harness: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager) shared by every test in one test binary, and a fresh
+//! namespace per test.
+//!
+//! The control plane is the `controlplane` binary built from the official
+//! Kubernetes Go modules by `tests/controlplane/build.sh` (or the binary named by
+//! `REGISTRAR_CONTROLPLANE`). It is started once, on first use, as a supervisor
+//! process (`controlplane up --exit-on-stdin-close --cleanup`) whose standard
+//! input is a pipe held by this process: when the test binary exits — normally,
+//! after a panic, or killed — the pipe closes and the supervisor stops every
+//! component and removes its temporary directory.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+/// The prefix of every harness state directory; the leftover check looks for it.
+pub const STATE_DIR_PREFIX: &str = "registrar-e2e-";
+
+/// A running control plane.
+pub struct ControlPlane {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    // Held for the life of the process: closing it stops the control plane.
+    _supervisor: Mutex<(Child, ChildStdin)>,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The control plane of this test binary, started on first call.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(|| ControlPlane::start().unwrap_or_else(|e| panic!("{e}")))
+}
+
+impl ControlPlane {
+    fn start() -> Result<Self, String> {
+        let binary = controlplane_binary()?;
+        let dir = std::env::temp_dir().join(format!(
+            "{STATE_DIR_PREFIX}{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut child = Command::new(&binary)
+            .args(["up", "--exit-on-stdin-close", "--cleanup", "--dir"])
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+        let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+        // `up` prints one JSON line once etcd, the apiserver and the
+        // controller-manager are ready, or exits (with its logs on stderr).
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("reading from controlplane up: {e}"))?;
+        let ready: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            format!("the control plane did not start ({status}); see its output above")
+        })?;
+        let field = |k: &str| {
+            ready[k]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(format!("no {k} in {line}"))
+        };
+        Ok(ControlPlane {
+            binary,
+            kubeconfig: field("kubeconfig")?.into(),
+            server: field("server")?,
+            _supervisor: Mutex::new((child, stdin)),
+        })
+    }
+
+    /// Path of an admin kubeconfig, for tests that drive kubectl or helm.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The apiserver's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The kubectl of the control plane's own release, pointed at it.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("kubectl").env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// An admin client. Each test builds its own: a client belongs to the tokio
+    /// runtime it was made on.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("load kubeconfig");
+        Client::try_from(config).expect("build client")
+    }
+}
+
+/// The control-plane binary: `REGISTRAR_CONTROLPLANE`, or built (and cached) by
+/// tests/controlplane/build.sh.
+fn controlplane_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("REGISTRAR_CONTROLPLANE") {
+        return Ok(path.into());
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/controlplane/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed ({})", script.display(), out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().into())
+}
+
+/// One test's own namespace on the shared control plane.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    /// Creates a namespace named `<prefix>-<random>` and an admin client.
+    pub async fn new(prefix: &str) -> Self {
+        let client = control_plane().client().await;
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        TestNamespace { name, client }
+    }
+
+    /// An `Api` for a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Deletes the namespace (the controller-manager removes its contents).
+    /// A namespace left behind by a failed test goes with the control plane.
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::default())
+            .await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+/// Tests wait on conditions with deadlines, never on fixed sleeps.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Installs registrar's CRDs (server-side apply, idempotent) and waits until the
+/// apiserver serves them.
+pub async fn install_crds(client: &Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let params = PatchParams::apply("registrar-tests").force();
+    for crd in registrar::api::crds() {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        api.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        eventually(
+            &format!("CRD {name} to be established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
