@@ -39,6 +39,8 @@ stop() {
 }
 trap stop EXIT INT TERM
 
+# A kubeconfig left by an earlier run must not be mistaken for readiness.
+rm -f "$state/kubeconfig"
 "$controlplane" up --dir "$state" >/dev/null &
 cp_pid=$!
 while [ ! -f "$state/kubeconfig" ]; do

@@ -1,52 +1,312 @@
 //! `AppRegistration`: one OAuth 2.0 client ("custom app") registered by a group.
+//!
+//! The schema carries every rule the apiserver can enforce on `kubectl apply`
+//! (lengths, counts, enums, CEL rules with messages); `validation` checks the
+//! rest and the controller reports those as `Ready=False, reason=InvalidSpec`.
+//! No field has a schema default: an absent field means its documented default,
+//! so GitOps diffs stay clean.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
-use schemars::JsonSchema;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema, core::Duration};
 use serde::{Deserialize, Serialize};
 
 /// An OAuth 2.0 client registration. registrar mints its Client ID and Client
-/// Secret into a Secret in the same namespace, rotates the secret on request and
-/// revokes both when the registration is deleted.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Secret into a Secret in the same namespace, rotates the secret when the
+/// `registrar.dev/rotate` annotation changes, and revokes both when the
+/// registration is deleted.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "registrar.dev",
     version = "v1alpha1",
     kind = "AppRegistration",
     plural = "appregistrations",
     shortname = "appreg",
+    category = "registrar",
     namespaced,
     status = "AppRegistrationStatus",
+    selectable = ".spec.scope",
+    printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
+    printcolumn(
+        name = "Registered By",
+        type_ = "string",
+        json_path = ".status.registeredBy"
+    ),
+    printcolumn(name = "Client ID", type_ = "string", json_path = ".status.clientId"),
+    printcolumn(
+        name = "Secret",
+        type_ = "string",
+        json_path = ".status.secretFingerprint",
+        description = "First 8 hex digits of the SHA-256 of the current client secret"
+    ),
+    printcolumn(name = "PKCE", type_ = "boolean", json_path = ".spec.requirePkce"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     doc = "An OAuth 2.0 client registration: registrar mints its Client ID and Client Secret into a Secret."
 )]
+#[x_kube(validation = Rule::new(
+    "!(has(self.publicClient) && self.publicClient) || (has(self.requirePkce) && self.requirePkce)"
+).message("a public client must set requirePkce: true"))]
+#[x_kube(validation = Rule::new(
+    "!(has(self.publicClient) && self.publicClient) || !has(self.grantTypes) || !self.grantTypes.exists(g, g == 'client_credentials')"
+).message("a public client cannot use the client_credentials grant: it has no secret"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.publicClient) && self.publicClient) || !has(self.redirectUris) || self.redirectUris.all(u, u.matches('^(?i)https?://'))"
+).message("private-use URI schemes (such as com.example.app:/callback) are allowed only for public clients"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.publicClient) && self.publicClient) == (has(oldSelf.publicClient) && oldSelf.publicClient)"
+).message("publicClient cannot be changed after creation; create a new AppRegistration"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.secret) && has(self.secret.name) ? self.secret.name : '') == (has(oldSelf.secret) && has(oldSelf.secret.name) ? oldSelf.secret.name : '')"
+).message("secret.name cannot be changed after creation"))]
+#[x_kube(validation = Rule::new(
+    "(has(self.secret) && has(self.secret.keys) && has(self.secret.keys.clientId) ? self.secret.keys.clientId : '') == (has(oldSelf.secret) && has(oldSelf.secret.keys) && has(oldSelf.secret.keys.clientId) ? oldSelf.secret.keys.clientId : '') && (has(self.secret) && has(self.secret.keys) && has(self.secret.keys.clientSecret) ? self.secret.keys.clientSecret : '') == (has(oldSelf.secret) && has(oldSelf.secret.keys) && has(oldSelf.secret.keys.clientSecret) ? oldSelf.secret.keys.clientSecret : '')"
+).message("secret.keys cannot be changed after creation"))]
 #[serde(rename_all = "camelCase")]
 pub struct AppRegistrationSpec {
-    /// The application name users see.
+    /// The application name users see (1 to 100 characters, no control characters).
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new("!self.matches('[\\\\x00-\\\\x1f\\\\x7f]')").message("displayName must not contain control characters"))]
     pub display_name: String,
+
     /// Who may discover and consent to the app: its own namespace (Group), the
-    /// namespaces of its organization (Organization), or every namespace (Global).
+    /// namespaces of its organization (Organization), or every namespace
+    /// (Global, only in the platform namespace). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("scope cannot be changed after creation; create a new AppRegistration with the desired scope"))]
     pub scope: Scope,
+
+    /// A public client (a browser or native app) has no secret and must require
+    /// PKCE. Default false. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_client: Option<bool>,
+
+    /// Require a PKCE code verifier (S256) on token requests. Default false;
+    /// must be true for a public client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_pkce: Option<bool>,
+
+    /// Callback URLs, matched exactly at authorization time: https, or http on
+    /// 127.0.0.1 / [::1] (any port); private-use schemes only for public clients.
+    /// No fragment, userinfo or wildcard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 2048)), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new("self.all(u, u.matches('^[a-zA-Z][a-zA-Z0-9+.-]*:'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, !u.matches('^[a-zA-Z][a-zA-Z0-9+.-]*:'))[0] + ' is not an absolute URI'".into())))]
+    #[x_kube(validation = Rule::new("self.all(u, !u.matches('^(?i)(javascript|data|file|vbscript):'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, u.matches('^(?i)(javascript|data|file|vbscript):'))[0] + ' uses a forbidden scheme (javascript:, data:, file: and vbscript: are never allowed)'".into())))]
+    #[x_kube(validation = Rule::new("self.all(u, !u.contains('#'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, u.contains('#'))[0] + ' must not contain a fragment (#)'".into())))]
+    #[x_kube(validation = Rule::new("self.all(u, !u.contains('*'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, u.contains('*'))[0] + ' must not contain a wildcard (*)'".into())))]
+    #[x_kube(validation = Rule::new("self.all(u, !u.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, u.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@'))[0] + ' must not contain userinfo (user@)'".into())))]
+    #[x_kube(validation = Rule::new("self.all(u, !u.matches('^(?i)http:') || u.matches('^(?i)http://(127\\\\.0\\\\.0\\\\.1|\\\\[::1\\\\])(:[0-9]+)?([/?].*)?$'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, u.matches('^(?i)http:') && !u.matches('^(?i)http://(127\\\\.0\\\\.0\\\\.1|\\\\[::1\\\\])(:[0-9]+)?([/?].*)?$'))[0] + ' uses http on a host other than the loopback IP literals 127.0.0.1 and [::1]; use https'".into())))]
+    pub redirect_uris: Vec<String>,
+
+    /// OAuth 2.0 grant types. Default authorization_code and refresh_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 3), extend("x-kubernetes-list-type" = "set"))]
+    pub grant_types: Option<Vec<GrantType>>,
+
+    /// The API scopes the app asks for (RFC 6749 section 3.3 scope tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[\x21\x23-\x5B\x5D-\x7E]+$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub oauth_scopes: Vec<String>,
+
+    /// The credentials Secret: name (default `<name>-credentials`), keys, and
+    /// extra labels and annotations. Name and keys are immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretTemplate>,
+
+    /// Secret rotation: grace period for the previous secret, optional schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+
+    /// Workloads to roll after a rotation (a pod-template annotation changes),
+    /// because environment variables from a Secret never refresh.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
+    pub restart_on_rotate: Vec<WorkloadRef>,
 }
 
 /// Visibility of an app.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
 pub enum Scope {
+    /// Only the registering namespace.
+    #[default]
     Group,
+    /// The namespaces of the registering namespace's organization.
     Organization,
+    /// Every namespace; only in the platform namespace.
     Global,
 }
 
-/// What the operator observed and issued. Written only by registrar.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Group => "Group",
+            Scope::Organization => "Organization",
+            Scope::Global => "Global",
+        }
+    }
+}
+
+/// An OAuth 2.0 grant type. `implicit` and `password` do not exist here.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+/// The default grant types of an app that names none.
+#[allow(dead_code)] // used by validation and the controller
+pub const DEFAULT_GRANT_TYPES: [GrantType; 2] =
+    [GrantType::AuthorizationCode, GrantType::RefreshToken];
+
+/// Layout of the credentials Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Secret name. Default `<metadata.name>-credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: Option<String>,
+    /// Data keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<SecretKeys>,
+    /// Extra labels for the Secret (not in the registrar.dev/ namespace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('registrar.dev/') && k != 'app.kubernetes.io/managed-by')")
+        .message("secret.labels must not set registrar.dev/ labels or app.kubernetes.io/managed-by: registrar owns them"))]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations for the Secret (not in the registrar.dev/ namespace).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('registrar.dev/'))")
+        .message("secret.annotations must not set registrar.dev/ annotations: registrar owns them"))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Data keys of the credentials Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "(has(self.clientId) ? self.clientId : 'client_id') != (has(self.clientSecret) ? self.clientSecret : 'client_secret')"
+).message("secret.keys.clientId and secret.keys.clientSecret must differ"))]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeys {
+    /// Key of the Client ID. Default `client_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_id: Option<String>,
+    /// Key of the Client Secret. Default `client_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_secret: Option<String>,
+}
+
+/// Secret rotation settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// How long the previous secret keeps verifying after a rotation (Go
+    /// duration, 0s to 168h). Default 0s: it stops working at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('168h')")
+        .message("rotation.gracePeriod must be between 0s and 168h"))]
+    pub grace_period: Option<Duration>,
+    /// Rotate on a schedule, this long after the last rotation (Go duration,
+    /// at least 1m). Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')")
+        .message("rotation.interval must be at least 1m"))]
+    pub interval: Option<Duration>,
+}
+
+/// A workload rolled after a rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct WorkloadRef {
+    pub kind: WorkloadKind,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kinds of workload registrar can roll.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// What the operator observed and issued. Written only by registrar, with
+/// server-side apply under one field manager. Never holds a plaintext secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppRegistrationStatus {
-    /// The Client ID, minted once and never changed.
+    /// The Client ID: 128 random bits, URL-safe, minted once, never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// argon2id PHC string of the current client secret (confidential clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+    /// Increments at every mint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<i64>,
+    /// First 8 hex digits of the SHA-256 of the current secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_fingerprint: Option<String>,
+    /// argon2id hash of the previous secret, during a grace period only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_hash: Option<String>,
+    /// When the previous secret stops verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<Time>,
+    /// When the current secret was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<Time>,
+    /// The `registrar.dev/rotate` annotation value already acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_rotate: Option<String>,
+    /// The user who created the app, recorded at admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_by: Option<String>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` and its reason.
+    /// `Ready`, with reason Issued, InvalidSpec, SecretConflict, ScopeNotPermitted or Revoked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -37,6 +37,7 @@ async fn app_registration_round_trips_through_the_apiserver() {
         AppRegistrationSpec {
             display_name: "Billing".into(),
             scope: Scope::Organization,
+            ..Default::default()
         },
     );
     apps.create(&PostParams::default(), &app)
