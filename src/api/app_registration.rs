@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 /// Secret into a Secret in the same namespace, rotates the secret when the
 /// `registrar.dev/rotate` annotation changes, and revokes both when the
 /// registration is deleted.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "registrar.dev",
