@@ -6,5 +6,9 @@
 //! shared docs for the mapping of the product onto Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod admin_server;
 pub mod api;
+pub mod credentials;
+pub mod metrics;
+pub mod registration;
 pub mod telemetry;

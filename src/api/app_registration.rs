@@ -25,16 +25,13 @@ use serde::{Deserialize, Serialize};
     kind = "AppRegistration",
     plural = "appregistrations",
     shortname = "appreg",
+    shortname = "appregs",
     category = "registrar",
     namespaced,
     status = "AppRegistrationStatus",
     selectable = ".spec.scope",
     printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
-    printcolumn(
-        name = "Registered By",
-        type_ = "string",
-        json_path = ".status.registeredBy"
-    ),
+    printcolumn(name = "Registered By", type_ = "string", json_path = ".status.registeredBy"),
     printcolumn(name = "Client ID", type_ = "string", json_path = ".status.clientId"),
     printcolumn(
         name = "Secret",
@@ -43,16 +40,8 @@ use serde::{Deserialize, Serialize};
         description = "First 8 hex digits of the SHA-256 of the current client secret"
     ),
     printcolumn(name = "PKCE", type_ = "boolean", json_path = ".spec.requirePkce"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "An OAuth 2.0 client registration: registrar mints its Client ID and Client Secret into a Secret."
 )]
 #[x_kube(validation = Rule::new(
@@ -146,9 +135,7 @@ pub struct AppRegistrationSpec {
 }
 
 /// Visibility of an app.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum Scope {
     /// Only the registering namespace.
     #[default]
@@ -170,19 +157,7 @@ impl Scope {
 }
 
 /// An OAuth 2.0 grant type. `implicit` and `password` do not exist here.
-#[derive(
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     AuthorizationCode,
@@ -192,8 +167,7 @@ pub enum GrantType {
 
 /// The default grant types of an app that names none.
 #[allow(dead_code)] // used by validation and the controller
-pub const DEFAULT_GRANT_TYPES: [GrantType; 2] =
-    [GrantType::AuthorizationCode, GrantType::RefreshToken];
+pub const DEFAULT_GRANT_TYPES: [GrantType; 2] = [GrantType::AuthorizationCode, GrantType::RefreshToken];
 
 /// Layout of the credentials Secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

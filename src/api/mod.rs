@@ -3,9 +3,14 @@
 
 mod app_consent;
 mod app_registration;
+pub mod conditions;
+pub mod validation;
 
 pub use app_consent::{AppConsent, AppConsentSpec, AppConsentStatus, AppRef};
-pub use app_registration::{AppRegistration, AppRegistrationSpec, AppRegistrationStatus, Scope};
+pub use app_registration::{
+    AppRegistration, AppRegistrationSpec, AppRegistrationStatus, DEFAULT_GRANT_TYPES, GrantType, Rotation, Scope,
+    SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -49,13 +54,7 @@ mod tests {
     #[test]
     fn crd_names_follow_group_and_plural() {
         let names: Vec<_> = crds().into_iter().filter_map(|c| c.metadata.name).collect();
-        assert_eq!(
-            names,
-            [
-                "appregistrations.registrar.dev",
-                "appconsents.registrar.dev"
-            ]
-        );
+        assert_eq!(names, ["appregistrations.registrar.dev", "appconsents.registrar.dev"]);
     }
 
     #[test]
@@ -69,24 +68,14 @@ mod tests {
             assert_eq!(version.name, "v1alpha1");
             assert!(version.served && version.storage);
             let subresources = version.subresources.as_ref().expect("subresources");
-            assert!(
-                subresources.status.is_some(),
-                "{} has no status subresource",
-                crd.spec.names.kind
-            );
+            assert!(subresources.status.is_some(), "{} has no status subresource", crd.spec.names.kind);
         }
     }
 
     #[test]
-    fn short_names_are_appreg_and_appconsent() {
-        let short: Vec<_> = crds()
-            .into_iter()
-            .map(|c| c.spec.names.short_names.unwrap_or_default())
-            .collect();
-        assert_eq!(
-            short,
-            [vec!["appreg".to_string()], vec!["appconsent".to_string()]]
-        );
+    fn short_names_cover_singular_and_plural_forms() {
+        let short: Vec<_> = crds().into_iter().map(|c| c.spec.names.short_names.unwrap_or_default()).collect();
+        assert_eq!(short, [vec!["appreg".to_string()], vec!["appconsent".to_string()]]);
     }
 
     /// `crds/` is checked in; this fails when it differs from what crdgen prints.

@@ -17,8 +17,7 @@ fn main() -> ExitCode {
         print!("{}", docs.join("---\n"));
         return ExitCode::SUCCESS;
     }
-    let dir =
-        PathBuf::from(arg.unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/crds").into()));
+    let dir = PathBuf::from(arg.unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/crds").into()));
     if let Err(e) = fs::create_dir_all(&dir) {
         eprintln!("crdgen: cannot create {}: {e}", dir.display());
         return ExitCode::FAILURE;

@@ -1,15 +1,19 @@
-//! The registrar operator.
-//!
-//! For now it connects to the cluster, checks that registrar's CRDs are
-//! installed, and waits for SIGINT or SIGTERM; the controllers land in later
-//! changes.
+//! The registrar operator: reconciles AppRegistrations into credentials
+//! Secrets, and serves /metrics, /healthz and /readyz.
 
-use std::process::ExitCode;
+use std::{net::SocketAddr, process::ExitCode};
 
 use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client};
-use registrar::telemetry::{self, LogFormat};
+use kube::Api;
+use registrar::{
+    admin_server::{self, Readiness},
+    credentials::{HashParams, Hasher},
+    metrics::{self, Metrics},
+    registration::{self, Settings},
+    telemetry::{self, LogFormat},
+};
+use tokio::sync::watch;
 use tracing::{error, info};
 
 /// Turns OAuth 2.0 client registrations into declarative Kubernetes resources.
@@ -19,13 +23,40 @@ struct Args {
     /// Log line format.
     #[arg(long, env = "REGISTRAR_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "REGISTRAR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// The only namespace where Global-scope apps are accepted.
+    #[arg(long, env = "REGISTRAR_PLATFORM_NAMESPACE", default_value = "registrar-system")]
+    platform_namespace: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "REGISTRAR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// AppRegistrations reconciled at once.
+    #[arg(long, env = "REGISTRAR_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "REGISTRAR_ARGON2_MEMORY_KIB", default_value_t = HashParams::default().memory_kib)]
+    argon2_memory_kib: u32,
+    /// argon2id passes.
+    #[arg(long, env = "REGISTRAR_ARGON2_ITERATIONS", default_value_t = HashParams::default().iterations)]
+    argon2_iterations: u32,
+    /// argon2id lanes.
+    #[arg(long, env = "REGISTRAR_ARGON2_PARALLELISM", default_value_t = HashParams::default().parallelism)]
+    argon2_parallelism: u32,
+    /// Hashes computed at once (default: one per core).
+    #[arg(long, env = "REGISTRAR_HASH_WORKERS")]
+    hash_workers: Option<usize>,
+    /// Instance name on Events (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     telemetry::init(args.log_format);
-    match run().await {
+    match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "registrar stopped");
@@ -34,25 +65,71 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::try_default().await?;
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let params = HashParams {
+        memory_kib: args.argon2_memory_kib,
+        iterations: args.argon2_iterations,
+        parallelism: args.argon2_parallelism,
+    };
+    let hasher = match args.hash_workers {
+        Some(n) => Hasher::new(params, n)?,
+        None => Hasher::per_core(params)?,
+    };
+    let metrics = Metrics::new();
+    let config = kube::Config::infer().await?;
+    let client = metrics::counted_client(config, &metrics)?;
     let version = client.apiserver_version().await?;
     info!(server = %version.git_version, "connected to the Kubernetes API server");
+    check_crds(&client).await?;
 
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let readiness = Readiness::default();
+    let (addr, serve) = admin_server::bind(args.metrics_addr, metrics.clone(), readiness.clone()).await?;
+    info!(%addr, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            error!(error = %e, "the metrics server stopped");
+        }
+    });
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+
+    let settings = Settings {
+        watch_namespace: args.watch_namespace,
+        platform_namespace: args.platform_namespace,
+        concurrency: args.concurrency,
+        instance: args.instance,
+    };
+    info!(?settings, ?params, "starting");
+    registration::run(client, settings, hasher, metrics, readiness, shutdown).await;
+    Ok(())
+}
+
+async fn check_crds(client: &kube::Client) -> Result<(), Box<dyn std::error::Error>> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in registrar::api::crds() {
         let name = crd.metadata.name.unwrap_or_default();
-        if crds.get_opt(&name).await?.is_none() {
-            return Err(format!(
-                "the CustomResourceDefinition {name} is not installed; apply crds/ first (kubectl apply --server-side -f crds/)"
-            )
-            .into());
+        match crds.get_opt(&name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(format!(
+                    "the CustomResourceDefinition {name} is not installed; apply crds/ first (kubectl apply --server-side -f crds/)"
+                )
+                .into());
+            }
+            // Without permission to read CRDs (a least-privilege install), carry on:
+            // the watches fail loudly if the CRDs are missing.
+            Err(kube::Error::Api(s)) if s.is_forbidden() => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
-    info!("registrar's CRDs are installed; waiting (controllers are not implemented yet)");
-
-    shutdown_signal().await;
-    info!("shutting down");
     Ok(())
 }
 

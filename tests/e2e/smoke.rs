@@ -17,13 +17,7 @@ use crate::support::{TestNamespace, control_plane, eventually, install_crds};
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn config_map(name: &str) -> ConfigMap {
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    ConfigMap { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() }
 }
 
 #[tokio::test]
@@ -34,37 +28,18 @@ async fn app_registration_round_trips_through_the_apiserver() {
     let apps = ns.api::<AppRegistration>();
     let app = AppRegistration::new(
         "billing",
-        AppRegistrationSpec {
-            display_name: "Billing".into(),
-            scope: Scope::Organization,
-            ..Default::default()
-        },
+        AppRegistrationSpec { display_name: "Billing".into(), scope: Scope::Organization, ..Default::default() },
     );
-    apps.create(&PostParams::default(), &app)
-        .await
-        .expect("create AppRegistration");
-    let stored = apps
-        .get("billing")
-        .await
-        .expect("read AppRegistration back");
+    apps.create(&PostParams::default(), &app).await.expect("create AppRegistration");
+    let stored = apps.get("billing").await.expect("read AppRegistration back");
     assert_eq!(stored.spec, app.spec);
     assert!(stored.uid().is_some());
 
     // The harness's kubeconfig drives the bundled kubectl, short name included.
-    let out = control_plane()
-        .kubectl()
-        .args(["get", "appreg", "-n", &ns.name, "-o", "name"])
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "appregistration.registrar.dev/billing"
-    );
+    let out =
+        control_plane().kubectl().args(["get", "appreg", "-n", &ns.name, "-o", "name"]).output().expect("run kubectl");
+    assert!(out.status.success(), "kubectl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "appregistration.registrar.dev/billing");
 
     ns.delete().await;
 }
@@ -84,19 +59,12 @@ async fn apiserver_rejects_a_wrongly_typed_field() {
     let mut bad = DynamicObject::new("typo", &resource);
     bad.data = json!({ "spec": { "displayName": 42, "scope": "Group" } });
 
-    let err = api
-        .create(&PostParams::default(), &bad)
-        .await
-        .expect_err("a number is not a string");
+    let err = api.create(&PostParams::default(), &bad).await.expect_err("a number is not a string");
     let kube::Error::Api(status) = &err else {
         panic!("expected an API error, got {err}");
     };
     assert!(status.is_invalid(), "expected 422 Invalid, got {status:?}");
-    assert!(
-        status.message.contains("spec.displayName"),
-        "{}",
-        status.message
-    );
+    assert!(status.message.contains("spec.displayName"), "{}", status.message);
     assert!(api.get_opt("typo").await.expect("get").is_none());
 
     ns.delete().await;
@@ -107,23 +75,12 @@ async fn apiserver_rejects_a_wrongly_typed_field() {
 #[tokio::test]
 async fn deleted_namespace_disappears_with_its_contents() {
     let ns = TestNamespace::new("smoke-nsdel").await;
-    ns.api::<ConfigMap>()
-        .create(&PostParams::default(), &config_map("content"))
-        .await
-        .expect("create ConfigMap");
+    ns.api::<ConfigMap>().create(&PostParams::default(), &config_map("content")).await.expect("create ConfigMap");
 
     let namespaces = Api::<Namespace>::all(ns.client.clone());
-    namespaces
-        .delete(&ns.name, &DeleteParams::default())
-        .await
-        .expect("delete namespace");
+    namespaces.delete(&ns.name, &DeleteParams::default()).await.expect("delete namespace");
     eventually("the namespace to be gone", TIMEOUT, || async {
-        namespaces
-            .get_opt(&ns.name)
-            .await
-            .expect("get namespace")
-            .is_none()
-            .then_some(())
+        namespaces.get_opt(&ns.name).await.expect("get namespace").is_none().then_some(())
     })
     .await;
 }
@@ -134,30 +91,14 @@ async fn deleted_namespace_disappears_with_its_contents() {
 async fn dependent_is_garbage_collected_with_its_owner() {
     let ns = TestNamespace::new("smoke-gc").await;
     let config_maps = ns.api::<ConfigMap>();
-    let owner = config_maps
-        .create(&PostParams::default(), &config_map("owner"))
-        .await
-        .expect("create owner");
+    let owner = config_maps.create(&PostParams::default(), &config_map("owner")).await.expect("create owner");
     let mut dependent = config_map("dependent");
-    dependent.metadata.owner_references = Some(vec![
-        owner.controller_owner_ref(&()).expect("owner reference"),
-    ]);
-    config_maps
-        .create(&PostParams::default(), &dependent)
-        .await
-        .expect("create dependent");
+    dependent.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).expect("owner reference")]);
+    config_maps.create(&PostParams::default(), &dependent).await.expect("create dependent");
 
-    config_maps
-        .delete("owner", &DeleteParams::default())
-        .await
-        .expect("delete owner");
+    config_maps.delete("owner", &DeleteParams::default()).await.expect("delete owner");
     eventually("the dependent to be garbage-collected", TIMEOUT, || async {
-        config_maps
-            .get_opt("dependent")
-            .await
-            .expect("get dependent")
-            .is_none()
-            .then_some(())
+        config_maps.get_opt("dependent").await.expect("get dependent").is_none().then_some(())
     })
     .await;
 

@@ -19,6 +19,8 @@ use std::{
     time::Duration,
 };
 
+pub mod operator;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Config,
@@ -66,19 +68,12 @@ impl ControlPlane {
         // `up` prints one JSON line once etcd, the apiserver and the
         // controller-manager are ready, or exits (with its logs on stderr).
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| format!("reading from controlplane up: {e}"))?;
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("reading from controlplane up: {e}"))?;
         let ready: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             format!("the control plane did not start ({status}); see its output above")
         })?;
-        let field = |k: &str| {
-            ready[k]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or(format!("no {k} in {line}"))
-        };
+        let field = |k: &str| ready[k].as_str().map(str::to_owned).ok_or(format!("no {k} in {line}"));
         Ok(ControlPlane {
             binary,
             kubeconfig: field("kubeconfig")?.into(),
@@ -108,9 +103,8 @@ impl ControlPlane {
     /// runtime it was made on.
     pub async fn client(&self) -> Client {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("load kubeconfig");
+        let config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("load kubeconfig");
         Client::try_from(config).expect("build client")
     }
 }
@@ -144,13 +138,8 @@ impl TestNamespace {
     pub async fn new(prefix: &str) -> Self {
         let client = control_plane().client().await;
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await
@@ -170,9 +159,7 @@ impl TestNamespace {
     /// Deletes the namespace (the controller-manager removes its contents).
     /// A namespace left behind by a failed test goes with the control plane.
     pub async fn delete(self) {
-        let _ = Api::<Namespace>::all(self.client)
-            .delete(&self.name, &DeleteParams::default())
-            .await;
+        let _ = Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::default()).await;
     }
 }
 
@@ -207,26 +194,47 @@ pub async fn install_crds(client: &Client) {
     let params = PatchParams::apply("registrar-tests").force();
     for crd in registrar::api::crds() {
         let name = crd.metadata.name.clone().expect("CRD name");
-        api.patch(&name, &params, &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-        eventually(
-            &format!("CRD {name} to be established"),
-            Duration::from_secs(30),
-            || {
-                let api = api.clone();
-                let name = name.clone();
-                async move {
-                    let crd = api.get(&name).await.ok()?;
-                    let established = crd
-                        .status?
-                        .conditions?
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True");
-                    established.then_some(())
-                }
-            },
-        )
+        api.patch(&name, &params, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+        eventually(&format!("CRD {name} to be established"), Duration::from_secs(30), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established =
+                    crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
         .await;
     }
+}
+
+/// Installs registrar's CRDs and the Registered By admission policies, and
+/// waits until the policies act (admission policies take effect asynchronously).
+pub async fn install_registrar(client: &Client) {
+    use registrar::api::{AppRegistration, AppRegistrationSpec};
+
+    install_crds(client).await;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/registered-by-policy.yaml");
+    let out = control_plane()
+        .kubectl()
+        .args(["apply", "--server-side", "--field-manager=registrar-tests", "-f"])
+        .arg(&manifest)
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "applying {}: {}", manifest.display(), String::from_utf8_lossy(&out.stderr));
+
+    let apps: Api<AppRegistration> = Api::namespaced(client.clone(), "default");
+    eventually("the Registered By policy to take effect", Duration::from_secs(60), || {
+        let apps = apps.clone();
+        async move {
+            let probe = AppRegistration::new(
+                &format!("policy-probe-{:08x}", rand::random::<u32>()),
+                AppRegistrationSpec { display_name: "probe".into(), ..Default::default() },
+            );
+            let created = apps.create(&PostParams { dry_run: true, ..Default::default() }, &probe).await.ok()?;
+            created.metadata.annotations?.contains_key("registrar.dev/registered-by").then_some(())
+        }
+    })
+    .await;
 }

@@ -1,0 +1,142 @@
+//! Status conditions: the one place their types, reasons and constructors live.
+//!
+//! Conditions follow the kstatus convention (`Ready` with `observedGeneration`),
+//! so `kubectl wait --for=condition=Ready`, Argo CD and Flux can wait on them. A
+//! condition keeps its `lastTransitionTime` unless its status really flips, and
+//! comparisons ignore that timestamp, so an unchanged object is never rewritten.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// The condition every AppRegistration carries.
+pub const READY: &str = "Ready";
+
+/// Reasons of the `Ready` condition.
+pub mod reason {
+    /// Credentials are issued and current.
+    pub const ISSUED: &str = "Issued";
+    /// The spec breaks a rule; credentials already issued are kept.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A Secret registrar does not own holds the credentials Secret's name.
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// The scope is not allowed in this namespace.
+    pub const SCOPE_NOT_PERMITTED: &str = "ScopeNotPermitted";
+    /// The app is being deleted; the registry no longer accepts it.
+    pub const REVOKED: &str = "Revoked";
+}
+
+/// A condition as the controller wants it, before timestamps are settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredCondition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl DesiredCondition {
+    pub fn ready(reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: READY, status: true, reason, message: message.into() }
+    }
+
+    pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: READY, status: false, reason, message: message.into() }
+    }
+}
+
+fn status_word(status: bool) -> &'static str {
+    if status { "True" } else { "False" }
+}
+
+/// Builds the condition list: `desired` replaces conditions of the same type;
+/// the transition time is kept when the status did not flip, else set to `now`.
+/// Conditions of other types are kept as they are.
+pub fn settle(
+    existing: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> =
+        existing.iter().filter(|c| !desired.iter().any(|d| d.type_ == c.type_)).cloned().collect();
+    for d in desired {
+        let status = status_word(d.status);
+        let previous = existing.iter().find(|c| c.type_ == d.type_);
+        let last_transition_time = match previous {
+            Some(p) if p.status == status => p.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        out.push(Condition {
+            type_: d.type_.to_owned(),
+            status: status.to_owned(),
+            reason: d.reason.to_owned(),
+            message: d.message.clone(),
+            observed_generation: generation,
+            last_transition_time,
+        });
+    }
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
+}
+
+/// The condition of `type_`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether a condition of `type_` is `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn new_condition_gets_now_and_generation() {
+        let out = settle(&[], &[DesiredCondition::ready(reason::ISSUED, "ok")], Some(3), &at(100));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, "True");
+        assert_eq!(out[0].reason, "Issued");
+        assert_eq!(out[0].observed_generation, Some(3));
+        assert_eq!(out[0].last_transition_time, at(100));
+    }
+
+    #[test]
+    fn unchanged_status_keeps_its_transition_time() {
+        let first = settle(&[], &[DesiredCondition::not_ready(reason::INVALID_SPEC, "a")], Some(1), &at(100));
+        let second = settle(&first, &[DesiredCondition::not_ready(reason::SECRET_CONFLICT, "b")], Some(2), &at(200));
+        assert_eq!(second[0].last_transition_time, at(100));
+        assert_eq!(second[0].reason, "SecretConflict");
+        let same = settle(&second, &[DesiredCondition::not_ready(reason::SECRET_CONFLICT, "b")], Some(2), &at(300));
+        assert_eq!(same, second, "re-settling an unchanged condition changes nothing");
+    }
+
+    #[test]
+    fn flipped_status_moves_the_transition_time() {
+        let first = settle(&[], &[DesiredCondition::not_ready(reason::INVALID_SPEC, "a")], Some(1), &at(100));
+        let second = settle(&first, &[DesiredCondition::ready(reason::ISSUED, "ok")], Some(2), &at(200));
+        assert_eq!(second[0].last_transition_time, at(200));
+        assert!(is_true(&second, READY));
+    }
+
+    #[test]
+    fn other_condition_types_are_kept() {
+        let other = Condition {
+            type_: "Other".into(),
+            status: "True".into(),
+            reason: "X".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: at(1),
+        };
+        let out = settle(std::slice::from_ref(&other), &[DesiredCondition::ready(reason::ISSUED, "ok")], None, &at(5));
+        assert_eq!(out.len(), 2);
+        assert!(out.contains(&other));
+    }
+}

@@ -1,0 +1,81 @@
+//! Errors of the AppRegistration controller. Messages name the object and the
+//! step that failed, never a secret.
+
+use std::fmt;
+
+/// The I/O step that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    ReadSecret,
+    WriteSecret,
+    DeleteSecret,
+    WriteStatus,
+    RestartWorkload,
+}
+
+impl Step {
+    /// A small fixed label for the error metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::ReadSecret => "read_secret",
+            Step::WriteSecret => "write_secret",
+            Step::DeleteSecret => "delete_secret",
+            Step::WriteStatus => "write_status",
+            Step::RestartWorkload => "restart_workload",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::ReadSecret => "reading the credentials Secret",
+            Step::WriteSecret => "writing the credentials Secret",
+            Step::DeleteSecret => "deleting the credentials Secret",
+            Step::WriteStatus => "writing the status",
+            Step::RestartWorkload => "restarting a workload",
+        })
+    }
+}
+
+/// Why a reconcile failed. Retried with per-object exponential backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{step} of AppRegistration {object} failed: {source}")]
+    Kube {
+        step: Step,
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("hashing the client secret of AppRegistration {object} failed: {source}")]
+    Credentials {
+        object: String,
+        #[source]
+        source: crate::credentials::CredentialError,
+    },
+    #[error("the AppRegistration has no namespace")]
+    NoNamespace,
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A small fixed label for the error metric.
+    pub fn metric_label(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Kube { step, .. } => step.label(),
+            Error::Credentials { .. } => "hashing",
+            Error::NoNamespace => "no_namespace",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+        }
+    }
+
+    pub fn kube(step: Step, object: impl Into<String>, source: kube::Error) -> Self {
+        Error::Kube { step, object: object.into(), source: Box::new(source) }
+    }
+}

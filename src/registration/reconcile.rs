@@ -1,0 +1,611 @@
+//! The I/O shell of the AppRegistration controller: gathers what `plan` needs,
+//! carries out its decision (Secret first, then status — the crash-safe order),
+//! and publishes Events. An unchanged, healthy app costs no write.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, Deployment, StatefulSet},
+        core::v1::Secret,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        finalizer::{Event as FinalizerEvent, finalizer},
+        reflector::{ObjectRef, Store},
+    },
+};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::{
+    Settings,
+    error::{Error, Step},
+    plan::{self, Decision, Inputs, IssuedHash, MintReason, StatusInputs},
+};
+use crate::{
+    api::{
+        AppRegistration, AppRegistrationStatus, Scope, WorkloadKind,
+        conditions::{DesiredCondition, reason},
+        validation::validate_spec,
+    },
+    credentials::{
+        ClientSecret, Hasher,
+        layout::{Issued, Observed, SecretLayout, VERSION_ANNOTATION},
+    },
+    metrics::{ErrorLabels, Metrics, ReasonLabels},
+};
+
+/// The field manager of every write registrar makes.
+pub const FIELD_MANAGER: &str = "registrar";
+/// The finalizer that revokes credentials on deletion.
+pub const FINALIZER: &str = "registrar.dev/revoke";
+
+/// Shared state of the controller.
+pub struct Context {
+    client: Client,
+    settings: Settings,
+    hasher: Hasher,
+    metrics: Metrics,
+    recorder: Recorder,
+    secrets: Store<Secret>,
+    memory: Mutex<Memory>,
+}
+
+/// What this process remembers between reconciles, keyed by app UID.
+#[derive(Default)]
+struct Memory {
+    /// Secret versions known to verify against their status hash, with the
+    /// SHA-256 of the secret: spares an argon2id verify on every pass.
+    verified: HashMap<String, (i64, [u8; 32])>,
+    /// The secret version this process last wrote to status: a cached app
+    /// showing less is a lagging cache, not a reason to act.
+    written: HashMap<String, i64>,
+    /// Consecutive failures, for exponential backoff.
+    failures: HashMap<String, u32>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        hasher: Hasher,
+        metrics: Metrics,
+        recorder: Recorder,
+        secrets: Store<Secret>,
+    ) -> Self {
+        Context { client, settings, hasher, metrics, recorder, secrets, memory: Mutex::default() }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding this lock cannot leave it inconsistent in a way
+        // that matters: every entry is an optimisation or a retry counter.
+        self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn key(app: &AppRegistration) -> String {
+    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+}
+
+fn uid(app: &AppRegistration) -> String {
+    app.uid().unwrap_or_default()
+}
+
+/// Entry point called by the kube-runtime Controller.
+pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciliations.inc();
+    ctx.metrics.cached_secrets.set(i64::try_from(ctx.secrets.len()).unwrap_or(i64::MAX));
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
+    let object_key = key(&app);
+    let action = finalizer(&api, FINALIZER, app, |event| async {
+        match event {
+            FinalizerEvent::Apply(app) => apply(&app, &ctx).await,
+            FinalizerEvent::Cleanup(app) => revoke(&app, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.memory().failures.remove(&object_key);
+    Ok(action)
+}
+
+/// Retries a failed app with exponential backoff (1s doubling to 5 min), per object.
+pub fn error_policy(app: Arc<AppRegistration>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { error: error.metric_label().into() }).inc();
+    let failures = {
+        let mut memory = ctx.memory();
+        let n = memory.failures.entry(key(&app)).or_default();
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let status = app.status.clone().unwrap_or_default();
+    let status_version = status.secret_version.unwrap_or(0);
+
+    // Our own status write may not have reached the cache yet.
+    if ctx.memory().written.get(&uid(app)).is_some_and(|written| status_version < *written) {
+        debug!(namespace = ns, name = app.name_any(), "cache lags the last status write; waiting");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    let layout = SecretLayout::for_app(app);
+    let cached = ctx.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
+    let observed = layout.observe(app, cached.as_deref());
+    let secret_verifies = verify_observed(app, &status, &observed, ctx).await?;
+    let violations = validate_spec(&app.spec);
+    let now = Timestamp::now();
+    let scope_permitted = app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace;
+    let decision = plan::decide(&Inputs {
+        app,
+        violations: &violations,
+        scope_permitted,
+        platform_namespace: &ctx.settings.platform_namespace,
+        observed: &observed,
+        secret_verifies,
+        now,
+    });
+
+    let desired = match decision {
+        Decision::Reject { reason, message } => {
+            let condition = DesiredCondition::not_ready(reason, message);
+            warn_on_new_condition(app, &condition, ctx).await;
+            plan::desired_status(StatusInputs { app, now, condition, issued: None })
+        }
+        Decision::Conflict => return conflict(app, &layout, now, ctx).await,
+        Decision::Mint { reason, client_id, version, rotate_request } => {
+            if matches!(reason, MintReason::SecretMissing | MintReason::SecretAltered)
+                && cache_lags(&layout, &ns, cached.as_deref(), ctx).await?
+            {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            let public = app.spec.public_client == Some(true);
+            let issued = Issued {
+                client_id,
+                secret: (!public).then(ClientSecret::mint),
+                version: Some(version),
+                rotate_request,
+            };
+            let hash = hash_issued(app, &issued, ctx).await?;
+            let secret = layout.desired(app, &issued);
+            let written = match &observed {
+                Observed::Owned(owned) => apply_secret(&ns, &secret, owned.resource_version.clone(), ctx).await?,
+                _ => match create_secret(&ns, &secret, ctx).await? {
+                    Some(created) => Some(created),
+                    None => {
+                        if foreign_secret_holds_the_name(app, &layout, &ns, ctx).await? {
+                            return conflict(app, &layout, now, ctx).await;
+                        }
+                        None
+                    }
+                },
+            };
+            let Some(written) = written else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            remember_verified(app, &issued, ctx);
+            if reason != MintReason::Initial {
+                restart_workloads(app, version, ctx).await?;
+            }
+            let condition = plan::issued_condition(&issued.client_id, issued.version, public);
+            let desired = plan::desired_status(StatusInputs {
+                app,
+                now,
+                condition,
+                issued: Some((&issued, &hash, reason.is_rotation())),
+            });
+            let action = finish(app, &desired, now, ctx).await?;
+            ctx.metrics.mints.get_or_create(&ReasonLabels { reason: reason_label(&reason).into() }).inc();
+            announce_mint(app, &reason, &layout, &issued, &written, ctx).await;
+            return Ok(action);
+        }
+        Decision::Adopt(issued) => {
+            info!(
+                namespace = ns,
+                name = app.name_any(),
+                client_id = issued.client_id,
+                secret_version = issued.version,
+                "finishing an interrupted mint from the Secret"
+            );
+            let hash = hash_issued(app, &issued, ctx).await?;
+            remember_verified(app, &issued, ctx);
+            if let Some(version) = issued.version.filter(|v| *v > 1) {
+                restart_workloads(app, version, ctx).await?;
+            }
+            let public = app.spec.public_client == Some(true);
+            let condition = plan::issued_condition(&issued.client_id, issued.version, public);
+            let is_rotation = status.client_id.is_some();
+            let desired =
+                plan::desired_status(StatusInputs { app, now, condition, issued: Some((&issued, &hash, is_rotation)) });
+            return finish(app, &desired, now, ctx).await;
+        }
+        Decision::Keep { repair_metadata } => {
+            if repair_metadata && let Observed::Owned(owned) = &observed {
+                info!(
+                    namespace = ns,
+                    name = app.name_any(),
+                    "repairing the credentials Secret's labels and annotations"
+                );
+                let secret = layout.desired(app, &owned.issued);
+                if apply_secret(&ns, &secret, owned.resource_version.clone(), ctx).await?.is_none() {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+            }
+            let public = app.spec.public_client == Some(true);
+            let condition =
+                plan::issued_condition(status.client_id.as_deref().unwrap_or_default(), status.secret_version, public);
+            plan::desired_status(StatusInputs { app, now, condition, issued: None })
+        }
+    };
+    finish(app, &desired, now, ctx).await
+}
+
+/// A Secret registrar does not own holds the name: report it, touch nothing.
+async fn conflict(
+    app: &AppRegistration,
+    layout: &SecretLayout,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let condition = DesiredCondition::not_ready(
+        reason::SECRET_CONFLICT,
+        format!(
+            "Secret {} already exists and is not managed by this AppRegistration; registrar never overwrites it. \
+             Delete or rename that Secret, or set spec.secret.name",
+            layout.name
+        ),
+    );
+    warn_on_new_condition(app, &condition, ctx).await;
+    let desired = plan::desired_status(StatusInputs { app, now, condition, issued: None });
+    write_status(app, &desired, ctx).await?;
+    // Foreign Secrets are not watched: look again later.
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// Reads the Secret of the app's name from the apiserver (foreign Secrets are
+/// not in the cache) and says whether something other than this app controls it.
+async fn foreign_secret_holds_the_name(
+    app: &AppRegistration,
+    layout: &SecretLayout,
+    ns: &str,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    let live = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&layout.name)
+        .await
+        .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", layout.name), e))?;
+    Ok(matches!(layout.observe(app, live.as_ref()), Observed::Foreign))
+}
+
+/// Writes the desired status (when it differs) and says when to look again.
+async fn finish(
+    app: &AppRegistration,
+    desired: &AppRegistrationStatus,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    write_status(app, desired, ctx).await?;
+    Ok(plan::next_wakeup(app, desired, now).map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Whether the owned Secret's secret verifies against `status.secretHash`:
+/// a fingerprint check, then this process's memory of verified secrets, then argon2id.
+async fn verify_observed(
+    app: &AppRegistration,
+    status: &AppRegistrationStatus,
+    observed: &Observed,
+    ctx: &Context,
+) -> Result<Option<bool>, Error> {
+    let Observed::Owned(owned) = observed else {
+        return Ok(None);
+    };
+    let (Some(hash), Some(version)) = (&status.secret_hash, status.secret_version) else {
+        return Ok(None);
+    };
+    if owned.issued.version != Some(version) {
+        return Ok(None);
+    }
+    let Some(secret) = &owned.issued.secret else {
+        return Ok(Some(false));
+    };
+    if status.secret_fingerprint.as_deref() != Some(secret.fingerprint().as_str()) {
+        return Ok(Some(false));
+    }
+    let digest = secret.digest();
+    if ctx.memory().verified.get(&uid(app)) == Some(&(version, digest)) {
+        return Ok(Some(true));
+    }
+    let verifies =
+        ctx.hasher.verify(secret, hash).await.map_err(|source| Error::Credentials { object: key(app), source })?;
+    if verifies {
+        ctx.memory().verified.insert(uid(app), (version, digest));
+    }
+    Ok(Some(verifies))
+}
+
+fn remember_verified(app: &AppRegistration, issued: &Issued, ctx: &Context) {
+    if let (Some(secret), Some(version)) = (&issued.secret, issued.version) {
+        ctx.memory().verified.insert(uid(app), (version, secret.digest()));
+    }
+}
+
+async fn hash_issued(app: &AppRegistration, issued: &Issued, ctx: &Context) -> Result<IssuedHash, Error> {
+    let Some(secret) = &issued.secret else {
+        return Ok(IssuedHash { hash: None, fingerprint: None });
+    };
+    let started = Instant::now();
+    let hash = ctx.hasher.hash(secret).await.map_err(|source| Error::Credentials { object: key(app), source })?;
+    ctx.metrics.hash_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(IssuedHash { hash: Some(hash), fingerprint: Some(secret.fingerprint()) })
+}
+
+/// Before re-minting because the cached Secret looks deleted or altered, asks
+/// the apiserver: a cache that has not caught up must not cost a secret.
+async fn cache_lags(layout: &SecretLayout, ns: &str, cached: Option<&Secret>, ctx: &Context) -> Result<bool, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let live = api
+        .get_opt(&layout.name)
+        .await
+        .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", layout.name), e))?;
+    let rv = |s: Option<&Secret>| s.and_then(|s| s.resource_version());
+    Ok(rv(live.as_ref()) != rv(cached))
+}
+
+/// Creates the Secret; never overwrites an existing one. `None` when a Secret
+/// of that name exists: ours but not yet in the cache, or a foreign one.
+async fn create_secret(ns: &str, secret: &Secret, ctx: &Context) -> Result<Option<Secret>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.create(&params, secret).await {
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(None),
+        Err(e) => Err(Error::kube(Step::WriteSecret, format!("{ns}/{}", secret.name_any()), e)),
+    }
+}
+
+/// Server-side applies our Secret, on condition that it is still the version
+/// observed (`resource_version`). `None` on a conflict (retry later).
+async fn apply_secret(
+    ns: &str,
+    secret: &Secret,
+    resource_version: Option<String>,
+    ctx: &Context,
+) -> Result<Option<Secret>, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let mut body = secret.clone();
+    body.metadata.resource_version = resource_version;
+    body.metadata.managed_fields = None;
+    let patch = Patch::Apply(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": body.metadata,
+        "type": body.type_,
+        "data": body.data,
+    }));
+    match api.patch(&secret.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
+        Ok(applied) => Ok(Some(applied)),
+        Err(kube::Error::Api(status)) if status.is_conflict() || status.is_not_found() => Ok(None),
+        Err(e) => Err(Error::kube(Step::WriteSecret, format!("{ns}/{}", secret.name_any()), e)),
+    }
+}
+
+/// Writes status with server-side apply, unless it is already as desired.
+async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ctx: &Context) -> Result<(), Error> {
+    if app.status.as_ref() == Some(desired) {
+        return Ok(());
+    }
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = Patch::Apply(json!({
+        "apiVersion": AppRegistration::api_version(&()),
+        "kind": AppRegistration::kind(&()),
+        "status": desired,
+    }));
+    api.patch_status(&app.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+        .await
+        .map_err(|e| Error::kube(Step::WriteStatus, key(app), e))?;
+    if let Some(version) = desired.secret_version {
+        ctx.memory().written.insert(uid(app), version);
+    }
+    Ok(())
+}
+
+/// Rolls the app's `restartOnRotate` workloads by setting a pod-template
+/// annotation to the new secret version (idempotent). A missing workload is
+/// reported and skipped.
+async fn restart_workloads(app: &AppRegistration, version: i64, ctx: &Context) -> Result<(), Error> {
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let patch = Patch::Merge(json!({
+        "spec": { "template": { "metadata": { "annotations": { VERSION_ANNOTATION: version.to_string() } } } }
+    }));
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    for workload in &app.spec.restart_on_rotate {
+        let result = match workload.kind {
+            WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+                .patch(&workload.name, &params, &patch)
+                .await
+                .map(|_| ()),
+            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+                .patch(&workload.name, &params, &patch)
+                .await
+                .map(|_| ()),
+            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
+                .patch(&workload.name, &params, &patch)
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                info!(namespace = ns, name = app.name_any(), workload = workload.name, kind = ?workload.kind, secret_version = version, "restarted workload")
+            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                publish(
+                    app,
+                    EventType::Warning,
+                    "RestartTargetMissing",
+                    format!("{:?} {} named in restartOnRotate does not exist", workload.kind, workload.name),
+                    ctx,
+                )
+                .await;
+            }
+            Err(e) => return Err(Error::kube(Step::RestartWorkload, key(app), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Deletion: mark the app revoked, delete its Secret (already gone is fine),
+/// forget it. The finalizer is removed by the caller once this succeeds.
+async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let now = Timestamp::now();
+    let condition = DesiredCondition::not_ready(
+        reason::REVOKED,
+        "the AppRegistration is being deleted; its credentials are revoked",
+    );
+    let desired = plan::desired_status(StatusInputs { app, now, condition, issued: None });
+    match write_status(app, &desired, ctx).await {
+        Ok(()) => {}
+        // The object may already be on its way out; revocation must not hang on status.
+        Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found() || s.is_conflict()) =>
+            {}
+        Err(e) => return Err(e),
+    }
+    let layout = SecretLayout::for_app(app);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(secret) = api.get_opt(&layout.name).await.map_err(|e| Error::kube(Step::ReadSecret, key(app), e))?
+        && matches!(layout.observe(app, Some(&secret)), Observed::Owned(_))
+    {
+        match api.delete(&layout.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(Error::kube(Step::DeleteSecret, key(app), e)),
+        }
+    }
+    {
+        let mut memory = ctx.memory();
+        memory.verified.remove(&uid(app));
+        memory.written.remove(&uid(app));
+    }
+    let client_id = app.status.as_ref().and_then(|s| s.client_id.clone()).unwrap_or_default();
+    info!(namespace = ns, name = app.name_any(), client_id, "revoked");
+    publish(app, EventType::Normal, "Revoked", format!("Client ID {client_id} is revoked and its Secret deleted"), ctx)
+        .await;
+    Ok(Action::await_change())
+}
+
+fn reason_label(reason: &MintReason) -> &'static str {
+    match reason {
+        MintReason::Initial => "Initial",
+        MintReason::SecretMissing => "SecretMissing",
+        MintReason::SecretAltered => "SecretAltered",
+        MintReason::RotateRequested(_) => "RotateRequested",
+        MintReason::Scheduled => "Scheduled",
+    }
+}
+
+async fn announce_mint(
+    app: &AppRegistration,
+    reason: &MintReason,
+    layout: &SecretLayout,
+    issued: &Issued,
+    written: &Secret,
+    ctx: &Context,
+) {
+    let version = issued.version.unwrap_or_default();
+    let ns = app.namespace().unwrap_or_default();
+    info!(
+        namespace = ns,
+        name = app.name_any(),
+        client_id = issued.client_id,
+        secret_version = version,
+        reason = reason_label(reason),
+        "minted credentials"
+    );
+    let (type_, event_reason, note) = match reason {
+        MintReason::Initial => (
+            EventType::Normal,
+            "Issued",
+            format!("Issued Client ID {} into Secret {} (secret version {version})", issued.client_id, layout.name),
+        ),
+        MintReason::RotateRequested(value) => (
+            EventType::Normal,
+            "Rotated",
+            format!("Rotated the client secret to version {version} as requested by registrar.dev/rotate={value}"),
+        ),
+        MintReason::Scheduled => (
+            EventType::Normal,
+            "Rotated",
+            format!("Rotated the client secret to version {version} on schedule (rotation.interval)"),
+        ),
+        MintReason::SecretMissing => (
+            EventType::Warning,
+            "SecretRecreated",
+            format!(
+                "Secret {} was deleted; a secret cannot be recovered, so a new one was minted (version {version})",
+                layout.name
+            ),
+        ),
+        MintReason::SecretAltered => (
+            EventType::Warning,
+            "SecretReminted",
+            format!(
+                "The client secret in Secret {} no longer matched the registration; a new one was minted (version {version})",
+                layout.name
+            ),
+        ),
+    };
+    // The Secret, at the version just written, as the related object: it tells
+    // which Secret to look at, and keeps each mint its own Event (the recorder
+    // folds Events with equal references into one series).
+    let mut related = written.object_ref(&());
+    related.resource_version = written.resource_version();
+    publish_related(app, type_, event_reason, note, Some(related), ctx).await;
+}
+
+/// Publishes a Warning Event when the Ready condition moves to a new reason or
+/// message, so a persisting problem is reported once, not on every pass.
+async fn warn_on_new_condition(app: &AppRegistration, condition: &DesiredCondition, ctx: &Context) {
+    let current =
+        app.status.as_ref().and_then(|s| crate::api::conditions::find(&s.conditions, condition.type_).cloned());
+    let unchanged = current.is_some_and(|c| c.reason == condition.reason && c.message == condition.message);
+    if !unchanged {
+        publish(app, EventType::Warning, condition.reason, condition.message.clone(), ctx).await;
+    }
+}
+
+async fn publish(app: &AppRegistration, type_: EventType, reason: &str, note: String, ctx: &Context) {
+    publish_related(app, type_, reason, note, None, ctx).await;
+}
+
+async fn publish_related(
+    app: &AppRegistration,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ctx: &Context,
+) {
+    let event =
+        Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: related };
+    if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
+        warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %e, "could not publish an Event");
+    }
+}

@@ -1,0 +1,631 @@
+//! The AppRegistration lifecycle against a real apiserver, with the registrar
+//! binary running as its own process: register, show, edit, rotate, revoke,
+//! drift, Registered By, quietness.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Event, Secret},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use registrar::{
+    api::{AppRegistration, AppRegistrationSpec, AppRegistrationStatus, Rotation, Scope, WorkloadKind, WorkloadRef},
+    credentials::{ClientSecret, verify_now},
+};
+use serde_json::json;
+
+use crate::support::{TestNamespace, control_plane, eventually, install_registrar, operator::Operator};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn confidential(name: &str) -> AppRegistration {
+    AppRegistration::new(
+        name,
+        AppRegistrationSpec {
+            display_name: format!("App {name}"),
+            scope: Scope::Organization,
+            redirect_uris: vec!["https://app.example.com/callback".into()],
+            oauth_scopes: vec!["read".into()],
+            ..Default::default()
+        },
+    )
+}
+
+/// Sets up a namespace, registrar's CRDs and policies, and an operator for it.
+async fn setup(prefix: &str) -> (TestNamespace, Operator) {
+    let ns = TestNamespace::new(prefix).await;
+    install_registrar(&ns.client).await;
+    let operator = Operator::start(&ns.name).await;
+    (ns, operator)
+}
+
+async fn apply(ns: &TestNamespace, app: &AppRegistration) -> AppRegistration {
+    let mut body = serde_json::to_value(app).expect("serialize");
+    body.as_object_mut().expect("object").remove("status");
+    ns.api::<AppRegistration>()
+        .patch(&app.name_any(), &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", app.name_any()))
+}
+
+/// Waits until the app is Ready for its current generation and `check` holds.
+async fn wait_app(
+    ns: &TestNamespace,
+    name: &str,
+    what: &str,
+    check: impl Fn(&AppRegistration) -> bool,
+) -> AppRegistration {
+    let apps = ns.api::<AppRegistration>();
+    eventually(what, TIMEOUT, || async {
+        let app = apps.get(name).await.ok()?;
+        let status = app.status.as_ref()?;
+        (status.observed_generation == app.metadata.generation && check(&app)).then_some(app)
+    })
+    .await
+}
+
+fn ready_reason(app: &AppRegistration) -> Option<(String, String, String)> {
+    let c = app.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn is_ready(app: &AppRegistration) -> bool {
+    ready_reason(app).is_some_and(|(s, _, _)| s == "True")
+}
+
+fn status(app: &AppRegistration) -> AppRegistrationStatus {
+    app.status.clone().unwrap_or_default()
+}
+
+fn secret_value(secret: &Secret, key: &str) -> Option<String> {
+    let bytes = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
+async fn credentials(ns: &TestNamespace, name: &str) -> Option<Secret> {
+    ns.api::<Secret>().get_opt(name).await.expect("get Secret")
+}
+
+/// Asserts the Secret's client secret verifies against status and returns it.
+fn assert_verifies(app: &AppRegistration, secret: &Secret) -> String {
+    let st = status(app);
+    assert_eq!(secret_value(secret, "client_id"), st.client_id, "Client ID in the Secret equals status");
+    let plain = secret_value(secret, "client_secret").expect("client_secret key");
+    let hash = st.secret_hash.expect("secretHash");
+    let plain_secret = ClientSecret::from_bytes(plain.as_bytes()).expect("utf-8");
+    assert!(
+        verify_now(&plain_secret, &hash).expect("valid hash"),
+        "the Secret's secret verifies against status.secretHash"
+    );
+    assert_eq!(st.secret_fingerprint, Some(plain_secret.fingerprint()));
+    plain
+}
+
+async fn wait_issued(ns: &TestNamespace, name: &str) -> (AppRegistration, Secret) {
+    let app = wait_app(ns, name, &format!("{name} to be Ready"), is_ready).await;
+    let secret = eventually("the credentials Secret", TIMEOUT, || async {
+        let s = credentials(ns, &format!("{name}-credentials")).await?;
+        let version = s.annotations().get("registrar.dev/secret-version").cloned();
+        (version == status(&app).secret_version.map(|v| v.to_string())).then_some(s)
+    })
+    .await;
+    (app, secret)
+}
+
+async fn events(ns: &TestNamespace) -> Vec<Event> {
+    ns.api::<Event>().list(&ListParams::default()).await.expect("list events").items
+}
+
+async fn wait_event(ns: &TestNamespace, reason: &str, note_contains: &str) -> Event {
+    let what = format!("a {reason} Event mentioning {note_contains:?} (events so far: {:?})", event_summary(ns).await);
+    eventually(&what, TIMEOUT, || async {
+        events(ns).await.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason) && e.message.as_deref().unwrap_or_default().contains(note_contains)
+        })
+    })
+    .await
+}
+
+async fn event_summary(ns: &TestNamespace) -> Vec<String> {
+    events(ns)
+        .await
+        .into_iter()
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// No secret a test saw minted appears in the operator's log, in any Event or
+/// in any AppRegistration's status.
+async fn assert_no_leak(ns: &TestNamespace, operator: &Operator, secrets: &[String]) {
+    let log = operator.log();
+    let events = serde_json::to_string(&events(ns).await).expect("serialize events");
+    let apps =
+        serde_json::to_string(&ns.api::<AppRegistration>().list(&ListParams::default()).await.expect("list").items)
+            .expect("serialize apps");
+    for (i, s) in secrets.iter().enumerate() {
+        assert!(!log.contains(s.as_str()), "secret #{i} appears in the operator log");
+        assert!(!events.contains(s.as_str()), "secret #{i} appears in an Event");
+        assert!(!apps.contains(s.as_str()), "secret #{i} appears in an AppRegistration");
+    }
+    assert!(!log.is_empty(), "the operator log was captured");
+}
+
+/// Re-applies the operator's own status with one field changed, under the
+/// operator's field manager so ownership is unchanged: how a test back-dates time.
+async fn backdate_status(ns: &TestNamespace, name: &str, change: impl FnOnce(&mut AppRegistrationStatus)) {
+    let apps = ns.api::<AppRegistration>();
+    let app = apps.get(name).await.expect("get app");
+    let mut st = status(&app);
+    change(&mut st);
+    let patch = Patch::Apply(json!({
+        "apiVersion": "registrar.dev/v1alpha1", "kind": "AppRegistration", "status": st
+    }));
+    apps.patch_status(name, &PatchParams::apply("registrar").force(), &patch).await.expect("back-date status");
+}
+
+async fn annotate(ns: &TestNamespace, name: &str, key: &str, value: &str) {
+    let patch = Patch::Merge(json!({ "metadata": { "annotations": { key: value } } }));
+    ns.api::<AppRegistration>().patch(name, &PatchParams::default(), &patch).await.expect("annotate");
+}
+
+#[tokio::test]
+async fn confidential_app_gets_a_verifying_secret_and_the_seed_columns() {
+    let (ns, operator) = setup("reg-issue").await;
+    apply(&ns, &confidential("billing")).await;
+    let (app, secret) = wait_issued(&ns, "billing").await;
+    let plain = assert_verifies(&app, &secret);
+
+    let st = status(&app);
+    assert_eq!(st.secret_version, Some(1));
+    assert_eq!(st.client_id.as_ref().map(String::len), Some(22));
+    assert_eq!(st.registered_by.as_deref(), Some("registrar-test-admin"));
+    let labels = secret.labels();
+    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("registrar"));
+    assert_eq!(labels.get("registrar.dev/app").map(String::as_str), Some("billing"));
+    let owner = &secret.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("AppRegistration", Some(true)));
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+
+    let out = control_plane().kubectl().args(["get", "appregs", "-n", &ns.name]).output().expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> =
+        table.lines().next().unwrap_or_default().split("  ").filter(|s| !s.trim().is_empty()).map(str::trim).collect();
+    assert_eq!(header, ["NAME", "SCOPE", "REGISTERED BY", "CLIENT ID", "SECRET", "PKCE", "READY", "AGE"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    for cell in [
+        "billing",
+        "Organization",
+        "registrar-test-admin",
+        st.client_id.as_deref().unwrap_or("?"),
+        st.secret_fingerprint.as_deref().unwrap_or("?"),
+        "True",
+    ] {
+        assert!(row.contains(cell), "row {row:?} shows {cell}");
+    }
+    // spec.scope is a selectable field.
+    let out = control_plane()
+        .kubectl()
+        .args(["get", "appregs", "-n", &ns.name, "--field-selector", "spec.scope=Group", "-o", "name"])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+
+    wait_event(&ns, "Issued", st.client_id.as_deref().unwrap_or("?")).await;
+    assert_no_leak(&ns, &operator, &[plain]).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn public_client_secret_holds_only_the_client_id() {
+    let (ns, _operator) = setup("reg-public").await;
+    let mut app = confidential("spa");
+    app.spec.public_client = Some(true);
+    app.spec.require_pkce = Some(true);
+    app.spec.redirect_uris = vec!["com.example.app:/callback".into(), "http://127.0.0.1/cb".into()];
+    apply(&ns, &app).await;
+    let (app, secret) = wait_issued(&ns, "spa").await;
+    let st = status(&app);
+    assert!(st.secret_hash.is_none() && st.secret_fingerprint.is_none());
+    let keys: Vec<_> = secret.data.clone().unwrap_or_default().into_keys().collect();
+    assert_eq!(keys, ["client_id"]);
+    assert_eq!(secret_value(&secret, "client_id"), st.client_id);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn bad_specs_are_rejected_or_reported_and_issued_credentials_survive() {
+    let (ns, operator) = setup("reg-invalid").await;
+    let apps = ns.api::<AppRegistration>();
+    let rejected = |app: AppRegistration, needle: &'static str| {
+        let apps = apps.clone();
+        async move {
+            let err = apps.create(&PostParams::default(), &app).await.expect_err("the apiserver rejects it");
+            let kube::Error::Api(status) = err else { panic!("expected an API error") };
+            assert!(status.is_invalid(), "{status:?}");
+            assert!(status.message.contains(needle), "{:?} should mention {needle:?}", status.message);
+        }
+    };
+    let mut public_without_pkce = confidential("p1");
+    public_without_pkce.spec.public_client = Some(true);
+    rejected(public_without_pkce, "a public client must set requirePkce: true").await;
+    let mut js = confidential("p2");
+    js.spec.redirect_uris = vec!["javascript:alert(1)".into()];
+    rejected(js, "forbidden scheme").await;
+    let mut fragment = confidential("p3");
+    fragment.spec.redirect_uris = vec!["https://app.example.com/cb#x".into()];
+    rejected(fragment, "must not contain a fragment").await;
+    let mut http = confidential("p4");
+    http.spec.redirect_uris = vec!["http://example.com/cb".into()];
+    rejected(http, "uses http on a host other than the loopback").await;
+
+    // An issued app hit by bad edits keeps its Client ID and secret.
+    apply(&ns, &confidential("stable")).await;
+    let (issued, secret) = wait_issued(&ns, "stable").await;
+    let plain = assert_verifies(&issued, &secret);
+
+    let mut scope_change = confidential("stable");
+    scope_change.spec.scope = Scope::Group;
+    let mut body = serde_json::to_value(&scope_change).expect("json");
+    body.as_object_mut().expect("object").remove("status");
+    let err = apps
+        .patch("stable", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
+        .await
+        .expect_err("scope is immutable");
+    assert!(err.to_string().contains("scope cannot be changed"), "{err}");
+
+    // Dot segments pass the apiserver's rules; the controller reports them.
+    let mut dots = confidential("stable");
+    dots.spec.redirect_uris = vec!["https://app.example.com/cb/../x".into()];
+    apply(&ns, &dots).await;
+    let reported = wait_app(&ns, "stable", "InvalidSpec", |a| {
+        ready_reason(a).is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
+    })
+    .await;
+    let (_, _, message) = ready_reason(&reported).expect("condition");
+    assert!(message.contains("spec.redirectUris[0]"), "{message}");
+    assert_eq!(status(&reported).client_id, status(&issued).client_id);
+    assert_eq!(status(&reported).secret_hash, status(&issued).secret_hash);
+    let after = credentials(&ns, "stable-credentials").await.expect("Secret still there");
+    assert_eq!(after.resource_version(), secret.resource_version(), "the Secret was not touched");
+
+    // Fixing the spec makes it Ready again with the same credentials.
+    apply(&ns, &confidential("stable")).await;
+    let fixed = wait_app(&ns, "stable", "Ready again", is_ready).await;
+    assert_eq!(status(&fixed).secret_version, Some(1));
+    assert_no_leak(&ns, &operator, &[plain]).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn edits_update_status_and_never_touch_the_secret() {
+    let (ns, _operator) = setup("reg-edit").await;
+    apply(&ns, &confidential("edit")).await;
+    let (before, secret) = wait_issued(&ns, "edit").await;
+
+    let mut edited = confidential("edit");
+    edited.spec.display_name = "Renamed".into();
+    edited.spec.redirect_uris = vec!["https://other.example.com/cb".into(), "http://[::1]:8080/cb".into()];
+    edited.spec.require_pkce = Some(true);
+    edited.spec.grant_types = Some(vec![registrar::api::GrantType::AuthorizationCode]);
+    edited.spec.oauth_scopes = vec!["read".into(), "write".into()];
+    let applied = apply(&ns, &edited).await;
+    let after = wait_app(&ns, "edit", "the edit to be observed", |a| {
+        a.status.as_ref().and_then(|s| s.observed_generation) == applied.metadata.generation && is_ready(a)
+    })
+    .await;
+    assert!(after.metadata.generation > before.metadata.generation);
+    assert_eq!(status(&after).client_id, status(&before).client_id);
+    assert_eq!(status(&after).secret_hash, status(&before).secret_hash);
+    assert_eq!(status(&after).secret_version, Some(1));
+    let secret_after = credentials(&ns, "edit-credentials").await.expect("Secret");
+    assert_eq!(secret_after.resource_version(), secret.resource_version());
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn rotate_annotation_rotates_exactly_once_per_value() {
+    let (ns, operator) = setup("reg-rotate").await;
+    let mut app = confidential("rot");
+    apply(&ns, &app).await;
+    let (_, secret) = wait_issued(&ns, "rot").await;
+    let mut seen = vec![secret_value(&secret, "client_secret").expect("secret")];
+
+    for (value, version) in [("r1", 2), ("r2", 3)] {
+        app.metadata.annotations = Some(BTreeMap::from([("registrar.dev/rotate".to_string(), value.to_string())]));
+        apply(&ns, &app).await;
+        let rotated = wait_app(&ns, "rot", &format!("rotation {value}"), |a| {
+            status(a).last_handled_rotate.as_deref() == Some(value)
+        })
+        .await;
+        let st = status(&rotated);
+        assert_eq!(st.secret_version, Some(version));
+        assert!(st.previous_secret_hash.is_none(), "gracePeriod 0: the old hash leaves status at once");
+        let (rotated, secret) = wait_issued(&ns, "rot").await;
+        let plain = assert_verifies(&rotated, &secret);
+        let old = ClientSecret::from_bytes(seen.last().expect("old").as_bytes()).expect("utf-8");
+        assert!(!verify_now(&old, st.secret_hash.as_deref().expect("hash")).expect("hash"));
+        seen.push(plain);
+        wait_event(&ns, "Rotated", &format!("version {version}")).await;
+    }
+
+    // Re-applying the same manifest rotates nothing.
+    let reconciles = operator.metric("registrar_reconciliations_total").await;
+    apply(&ns, &app).await;
+    annotate(&ns, "rot", "e2e.registrar.dev/touch", "1").await;
+    eventually("a reconcile after the re-apply", TIMEOUT, || async {
+        (operator.metric("registrar_reconciliations_total").await > reconciles).then_some(())
+    })
+    .await;
+    let app_now = ns.api::<AppRegistration>().get("rot").await.expect("get");
+    assert_eq!(status(&app_now).secret_version, Some(3));
+    assert_eq!(operator.metric("registrar_secret_mints_total{reason=\"RotateRequested\"}").await, 2.0);
+    assert_no_leak(&ns, &operator, &seen).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn grace_period_keeps_the_previous_secret_until_it_expires() {
+    let (ns, _operator) = setup("reg-grace").await;
+    let mut app = confidential("grace");
+    app.spec.rotation = Some(Rotation { grace_period: Some("1m".parse().expect("duration")), interval: None });
+    apply(&ns, &app).await;
+    let (_, secret) = wait_issued(&ns, "grace").await;
+    let old =
+        ClientSecret::from_bytes(secret_value(&secret, "client_secret").expect("secret").as_bytes()).expect("utf-8");
+
+    annotate(&ns, "grace", "registrar.dev/rotate", "g1").await;
+    let rotated = wait_app(&ns, "grace", "the rotation", |a| status(a).secret_version == Some(2)).await;
+    let st = status(&rotated);
+    let previous = st.previous_secret_hash.clone().expect("previousSecretHash during the grace period");
+    assert!(verify_now(&old, &previous).expect("hash"), "the old secret verifies during the grace period");
+    let (rotated, new_secret) = wait_issued(&ns, "grace").await;
+    assert_verifies(&rotated, &new_secret);
+    let expires = st.previous_secret_expires_at.clone().expect("expiry").0;
+    let left = expires.duration_since(Timestamp::now()).as_secs();
+    assert!((30..=61).contains(&left), "expires about a minute after the rotation ({left}s left)");
+
+    // Back-date the expiry instead of waiting a minute.
+    backdate_status(&ns, "grace", |s| {
+        s.previous_secret_expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::from_second(Timestamp::now().as_second() - 1).expect("time"),
+        ));
+    })
+    .await;
+    let expired =
+        wait_app(&ns, "grace", "the previous hash to expire", |a| status(a).previous_secret_hash.is_none()).await;
+    assert!(status(&expired).previous_secret_expires_at.is_none());
+    assert_eq!(status(&expired).secret_version, Some(2));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn interval_rotates_on_schedule_and_restarts_workloads() {
+    let (ns, _operator) = setup("reg-interval").await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "api" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "api" } },
+            "template": {
+                "metadata": { "labels": { "app": "api" } },
+                "spec": { "containers": [{ "name": "api", "image": "registry.invalid/api:1" }] }
+            }
+        }
+    }))
+    .expect("deployment");
+    ns.api::<Deployment>().create(&PostParams::default(), &deployment).await.expect("create deployment");
+
+    let mut app = confidential("sched");
+    app.spec.rotation = Some(Rotation { grace_period: None, interval: Some("1h".parse().expect("duration")) });
+    app.spec.restart_on_rotate = vec![WorkloadRef { kind: WorkloadKind::Deployment, name: "api".into() }];
+    apply(&ns, &app).await;
+    wait_issued(&ns, "sched").await;
+
+    backdate_status(&ns, "sched", |s| {
+        s.last_rotated_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            Timestamp::from_second(Timestamp::now().as_second() - 2 * 3600).expect("time"),
+        ));
+    })
+    .await;
+    let rotated = wait_app(&ns, "sched", "the scheduled rotation", |a| status(a).secret_version == Some(2)).await;
+    assert!(
+        status(&rotated).last_rotated_at.expect("lastRotatedAt").0
+            > Timestamp::now().checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(600)).expect("time")
+    );
+    let (rotated, secret) = wait_issued(&ns, "sched").await;
+    assert_verifies(&rotated, &secret);
+    let rolled = ns.api::<Deployment>().get("api").await.expect("deployment");
+    let template_annotations =
+        rolled.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations).unwrap_or_default();
+    assert_eq!(template_annotations.get("registrar.dev/secret-version").map(String::as_str), Some("2"));
+    wait_event(&ns, "Rotated", "on schedule").await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn deleting_the_app_revokes_it_and_a_new_app_gets_a_new_client_id() {
+    let (ns, mut operator) = setup("reg-revoke").await;
+    apply(&ns, &confidential("gone")).await;
+    let (first, _) = wait_issued(&ns, "gone").await;
+    assert!(first.finalizers().contains(&"registrar.dev/revoke".to_string()));
+
+    let apps = ns.api::<AppRegistration>();
+    apps.delete("gone", &DeleteParams::default()).await.expect("delete");
+    eventually("the app and its Secret to be gone", TIMEOUT, || async {
+        let app_gone = apps.get_opt("gone").await.ok()?.is_none();
+        let secret_gone = credentials(&ns, "gone-credentials").await.is_none();
+        (app_gone && secret_gone).then_some(())
+    })
+    .await;
+
+    apply(&ns, &confidential("gone")).await;
+    let (second, _) = wait_issued(&ns, "gone").await;
+    assert_ne!(status(&second).client_id, status(&first).client_id);
+
+    // Deleting while the operator is down completes when it returns.
+    operator.kill();
+    apps.delete("gone", &DeleteParams::default()).await.expect("delete");
+    let pending = apps.get("gone").await.expect("held by the finalizer");
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    operator.restart().await;
+    eventually("deletion to complete after the restart", TIMEOUT, || async {
+        let app_gone = apps.get_opt("gone").await.ok()?.is_none();
+        let secret_gone = credentials(&ns, "gone-credentials").await.is_none();
+        (app_gone && secret_gone).then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn drift_is_repaired_with_warning_events() {
+    let (ns, operator) = setup("reg-drift").await;
+    let secrets = ns.api::<Secret>();
+    apply(&ns, &confidential("drift")).await;
+    let (app, secret) = wait_issued(&ns, "drift").await;
+    let mut seen = vec![assert_verifies(&app, &secret)];
+    let client_id = status(&app).client_id;
+
+    // Deleted Secret: re-minted, with a Warning.
+    secrets.delete("drift-credentials", &DeleteParams::default()).await.expect("delete Secret");
+    wait_app(&ns, "drift", "a re-mint after deletion", |a| status(a).secret_version == Some(2)).await;
+    let (app, secret) = wait_issued(&ns, "drift").await;
+    seen.push(assert_verifies(&app, &secret));
+    assert_eq!(status(&app).client_id, client_id);
+    let event = wait_event(&ns, "SecretRecreated", "drift-credentials").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    // Altered client secret: re-minted, with a Warning.
+    let tampered = "tampered-value-that-does-not-verify";
+    let patch = Patch::Merge(json!({ "stringData": { "client_secret": tampered } }));
+    secrets.patch("drift-credentials", &PatchParams::default(), &patch).await.expect("alter Secret");
+    wait_app(&ns, "drift", "a re-mint after tampering", |a| status(a).secret_version == Some(3)).await;
+    let (app, secret) = wait_issued(&ns, "drift").await;
+    seen.push(assert_verifies(&app, &secret));
+    assert_eq!(status(&app).client_id, client_id);
+    let event = wait_event(&ns, "SecretReminted", "drift-credentials").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    // Label drift: repaired without a new secret.
+    let patch = Patch::Merge(json!({ "metadata": { "labels": { "app.kubernetes.io/managed-by": null } } }));
+    secrets.patch("drift-credentials", &PatchParams::default(), &patch).await.expect("drop label");
+    eventually("the label to be restored", TIMEOUT, || async {
+        let s = credentials(&ns, "drift-credentials").await?;
+        s.labels().contains_key("app.kubernetes.io/managed-by").then_some(())
+    })
+    .await;
+    let app_now = ns.api::<AppRegistration>().get("drift").await.expect("get");
+    assert_eq!(status(&app_now).secret_version, Some(3));
+    assert_no_leak(&ns, &operator, &seen).await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_overwritten() {
+    let (ns, _operator) = setup("reg-conflict").await;
+    let foreign = Secret {
+        metadata: ObjectMeta { name: Some("taken-credentials".into()), ..Default::default() },
+        string_data: Some(BTreeMap::from([("keep".to_string(), "me".to_string())])),
+        ..Default::default()
+    };
+    let created = ns.api::<Secret>().create(&PostParams::default(), &foreign).await.expect("create foreign Secret");
+    apply(&ns, &confidential("taken")).await;
+    let app = wait_app(&ns, "taken", "SecretConflict", |a| {
+        ready_reason(a).is_some_and(|(s, r, _)| s == "False" && r == "SecretConflict")
+    })
+    .await;
+    assert!(ready_reason(&app).expect("condition").2.contains("taken-credentials"));
+    let after = credentials(&ns, "taken-credentials").await.expect("still there");
+    assert_eq!(after.resource_version(), created.resource_version(), "left untouched");
+    wait_event(&ns, "SecretConflict", "taken-credentials").await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn registered_by_is_set_at_creation_and_survives_gitops_reapply() {
+    let (ns, _operator) = setup("reg-by").await;
+    // Created through impersonation as alice, like a GitOps tool's identity.
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(control_plane().kubeconfig()).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    config.auth_info.impersonate = Some("alice".into());
+    config.auth_info.impersonate_groups = Some(vec!["system:masters".into()]);
+    let alice = kube::Client::try_from(config).expect("client");
+    let mut app = confidential("mine");
+    app.metadata.annotations =
+        Some(BTreeMap::from([("registrar.dev/registered-by".to_string(), "forged".to_string())]));
+    let mut body = serde_json::to_value(&app).expect("json");
+    body.as_object_mut().expect("object").remove("status");
+    Api::<AppRegistration>::namespaced(alice, &ns.name)
+        .patch("mine", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
+        .await
+        .expect("apply as alice");
+    let issued = wait_app(&ns, "mine", "Registered By", |a| status(a).registered_by.is_some()).await;
+    assert_eq!(
+        status(&issued).registered_by.as_deref(),
+        Some("alice"),
+        "set from the requesting user, not the manifest"
+    );
+
+    // A GitOps re-apply of a manifest that does not mention it keeps it.
+    apply(&ns, &confidential("mine")).await;
+    let app = ns.api::<AppRegistration>().get("mine").await.expect("get");
+    assert_eq!(app.annotations().get("registrar.dev/registered-by").map(String::as_str), Some("alice"));
+    assert_eq!(status(&app).registered_by.as_deref(), Some("alice"));
+
+    // Changing it is refused.
+    let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/registered-by": "mallory" } } }));
+    let err = ns.api::<AppRegistration>().patch("mine", &PatchParams::default(), &patch).await.expect_err("immutable");
+    assert!(err.to_string().contains("cannot be changed"), "{err}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_ready_app_costs_no_writes_and_unrelated_secrets_are_not_cached() {
+    let (ns, operator) = setup("reg-quiet").await;
+    for i in 0..5 {
+        let unrelated = Secret {
+            metadata: ObjectMeta { name: Some(format!("unrelated-{i}")), ..Default::default() },
+            string_data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+            ..Default::default()
+        };
+        ns.api::<Secret>().create(&PostParams::default(), &unrelated).await.expect("create Secret");
+    }
+    apply(&ns, &confidential("quiet")).await;
+    wait_issued(&ns, "quiet").await;
+    // Let the reconciles triggered by registrar's own writes settle: two
+    // readings half a second apart agree.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut previous = (operator.writes().await, operator.metric("registrar_reconciliations_total").await);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = (operator.writes().await, operator.metric("registrar_reconciliations_total").await);
+        if now == previous {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the operator did not settle");
+        previous = now;
+    }
+
+    let writes = operator.writes().await;
+    let reconciles = operator.metric("registrar_reconciliations_total").await;
+    annotate(&ns, "quiet", "e2e.registrar.dev/touch", "1").await;
+    eventually("a reconcile of the touched app", TIMEOUT, || async {
+        (operator.metric("registrar_reconciliations_total").await > reconciles).then_some(())
+    })
+    .await;
+    assert_eq!(operator.writes().await, writes, "reconciling an unchanged Ready app made a write request");
+    assert_eq!(operator.metric("registrar_cached_secrets").await, 1.0, "only registrar's Secret is cached");
+    ns.delete().await;
+}

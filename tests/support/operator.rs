@@ -1,0 +1,136 @@
+//! Runs the registrar binary as its own process against the test control plane,
+//! watching one test's namespace, with its log captured to a file.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use super::{control_plane, eventually};
+
+/// A running operator process. Killed when dropped.
+pub struct Operator {
+    namespace: String,
+    metrics_addr: String,
+    log: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Operator {
+    /// Starts registrar for `namespace` and waits until its caches are synced.
+    pub async fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[]).await
+    }
+
+    pub async fn start_with(namespace: &str, extra_args: &[&str]) -> Self {
+        let log =
+            std::env::temp_dir().join(format!("registrar-operator-{namespace}-{:08x}.log", rand::random::<u32>()));
+        let mut operator = Operator {
+            namespace: namespace.into(),
+            metrics_addr: String::new(),
+            log,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        operator.spawn().await;
+        operator
+    }
+
+    async fn spawn(&mut self) {
+        // A free loopback port for /metrics; released just before the operator binds it.
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        self.metrics_addr = format!("127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_registrar"))
+            .args(["--watch-namespace", &self.namespace, "--metrics-addr", &self.metrics_addr])
+            .args(["--log-format", "json"])
+            .args(&self.extra_args)
+            .env("KUBECONFIG", control_plane().kubeconfig())
+            .env("RUST_LOG", "info,registrar=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start the registrar binary");
+        self.child = Some(child);
+        let addr = self.metrics_addr.clone();
+        eventually("the operator to become ready", Duration::from_secs(60), || {
+            let addr = addr.clone();
+            async move { (http_get(&addr, "/readyz").await?.0 == 200).then_some(()) }
+        })
+        .await;
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again after [`Operator::kill`].
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// The Prometheus text of /metrics.
+    pub async fn metrics(&self) -> String {
+        http_get(&self.metrics_addr, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
+    }
+
+    /// The value of a counter or gauge line (`name` with its labels, e.g.
+    /// `registrar_kube_requests_total{verb="PATCH"}`), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Write requests (POST, PUT, PATCH, DELETE) the operator has made.
+    pub async fn writes(&self) -> f64 {
+        let mut total = 0.0;
+        for verb in ["POST", "PUT", "PATCH", "DELETE"] {
+            total += self.metric(&format!("registrar_kube_requests_total{{verb=\"{verb}\"}}")).await;
+        }
+        total
+    }
+
+    /// Everything the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback: (status, body).
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let addr = addr.to_owned();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(&addr).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some((status, body))
+    })
+    .await
+    .ok()
+    .flatten()
+}
