@@ -52,9 +52,10 @@ while [ ! -f "$state/kubeconfig" ]; do
 done
 export KUBECONFIG="$state/kubeconfig"
 
-echo "==> installing the CRDs"
+echo "==> installing the CRDs and the Registered By admission policy"
 "$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
 "$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+"$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/registered-by-policy.yaml
 
 cat <<MSG
 
@@ -62,12 +63,16 @@ cat <<MSG
 
     export KUBECONFIG=$KUBECONFIG
     kubectl get ns                      # any kubectl; $kubectl_bin matches the server
+    kubectl apply -f examples/confidential-app.yaml
+    kubectl get appregs
+    kubectl get secret billing-portal-credentials -o yaml
 
+  Metrics: http://127.0.0.1:8080/metrics.
   Component logs: $state/logs. Ctrl-C stops everything.
 
 MSG
 
-"$operator" "$@" &
+"$operator" --metrics-addr 127.0.0.1:8080 "$@" &
 op_pid=$!
 # Stop when either the operator or the control plane exits.
 wait -n "$op_pid" "$cp_pid" || true

@@ -678,3 +678,21 @@ async fn sigkill_during_concurrent_rotations_loses_nothing() {
     assert_eq!(owners, names, "exactly one Secret per app");
     ns.delete().await;
 }
+
+/// What README and the quickstart show works as shown.
+#[tokio::test]
+async fn examples_become_ready() {
+    let (ns, _operator) = setup("reg-examples").await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let out = control_plane().kubectl().args(["apply", "-n", &ns.name, "-f"]).arg(&examples).output().expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["billing-portal", "desktop-app", "reports-worker"] {
+        wait_app(&ns, name, &format!("example {name} to be Ready"), is_ready).await;
+    }
+    let worker = credentials(&ns, "reports-oauth").await.expect("custom Secret name");
+    let mut keys: Vec<_> = worker.data.clone().unwrap_or_default().into_keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET"]);
+    assert_eq!(worker.labels().get("team").map(String::as_str), Some("reporting"));
+    ns.delete().await;
+}
