@@ -266,6 +266,35 @@ async fn bad_specs_are_rejected_or_reported_and_issued_credentials_survive() {
     http.spec.redirect_uris = vec!["http://example.com/cb".into()];
     rejected(http, "uses http on a host other than the loopback").await;
 
+    let mut public_credentials = confidential("p5");
+    public_credentials.spec.public_client = Some(true);
+    public_credentials.spec.require_pkce = Some(true);
+    public_credentials.spec.grant_types = Some(vec![registrar::api::GrantType::ClientCredentials]);
+    rejected(public_credentials, "cannot use the client_credentials grant").await;
+    let mut private_scheme = confidential("p6");
+    private_scheme.spec.redirect_uris = vec!["com.example.app:/callback".into()];
+    rejected(private_scheme, "allowed only for public clients").await;
+    let mut userinfo = confidential("p7");
+    userinfo.spec.redirect_uris = vec!["https://user@app.example.com/cb".into()];
+    rejected(userinfo, "must not contain userinfo").await;
+    let mut wildcard = confidential("p8");
+    wildcard.spec.redirect_uris = vec!["https://*.example.com/cb".into()];
+    rejected(wildcard, "must not contain a wildcard").await;
+    let mut control = confidential("p9");
+    control.spec.display_name = "bad\u{7}name".into();
+    rejected(control, "must not contain control characters").await;
+
+    // Global scope outside the platform namespace: reported by the controller.
+    let mut global = confidential("global");
+    global.spec.scope = Scope::Global;
+    apply(&ns, &global).await;
+    let reported = wait_app(&ns, "global", "ScopeNotPermitted", |a| {
+        ready_reason(a).is_some_and(|(s, r, _)| s == "False" && r == "ScopeNotPermitted")
+    })
+    .await;
+    assert!(ready_reason(&reported).expect("condition").2.contains("registrar-system"));
+    assert!(credentials(&ns, "global-credentials").await.is_none(), "nothing is issued");
+
     // An issued app hit by bad edits keeps its Client ID and secret.
     apply(&ns, &confidential("stable")).await;
     let (issued, secret) = wait_issued(&ns, "stable").await;
@@ -280,6 +309,17 @@ async fn bad_specs_are_rejected_or_reported_and_issued_credentials_survive() {
         .await
         .expect_err("scope is immutable");
     assert!(err.to_string().contains("scope cannot be changed"), "{err}");
+
+    let mut now_public = confidential("stable");
+    now_public.spec.public_client = Some(true);
+    now_public.spec.require_pkce = Some(true);
+    let mut body = serde_json::to_value(&now_public).expect("json");
+    body.as_object_mut().expect("object").remove("status");
+    let err = apps
+        .patch("stable", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
+        .await
+        .expect_err("publicClient is immutable");
+    assert!(err.to_string().contains("publicClient cannot be changed"), "{err}");
 
     // Dot segments pass the apiserver's rules; the controller reports them.
     let mut dots = confidential("stable");
