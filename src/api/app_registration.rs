@@ -166,8 +166,14 @@ pub enum GrantType {
 }
 
 /// The default grant types of an app that names none.
-#[allow(dead_code)] // used by validation and the controller
 pub const DEFAULT_GRANT_TYPES: [GrantType; 2] = [GrantType::AuthorizationCode, GrantType::RefreshToken];
+
+/// Default data key of the Client ID in the credentials Secret.
+pub const DEFAULT_CLIENT_ID_KEY: &str = "client_id";
+/// Default data key of the Client Secret in the credentials Secret.
+pub const DEFAULT_CLIENT_SECRET_KEY: &str = "client_secret";
+/// Label registrar sets on every Secret it manages; `secret.labels` may not set it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 /// Layout of the credentials Secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

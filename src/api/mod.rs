@@ -8,8 +8,9 @@ pub mod validation;
 
 pub use app_consent::{AppConsent, AppConsentSpec, AppConsentStatus, AppRef};
 pub use app_registration::{
-    AppRegistration, AppRegistrationSpec, AppRegistrationStatus, DEFAULT_GRANT_TYPES, GrantType, Rotation, Scope,
-    SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
+    AppRegistration, AppRegistrationSpec, AppRegistrationStatus, DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY,
+    DEFAULT_GRANT_TYPES, GrantType, MANAGED_BY_LABEL, Rotation, Scope, SecretKeys, SecretTemplate, WorkloadKind,
+    WorkloadRef,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

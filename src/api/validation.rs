@@ -18,8 +18,8 @@ use std::time::Duration as StdDuration;
 use kube::core::Duration;
 
 use super::app_registration::{
-    AppRegistrationSpec, DEFAULT_GRANT_TYPES, GrantType, Rotation, SecretKeys, SecretTemplate, WorkloadKind,
-    WorkloadRef,
+    AppRegistrationSpec, DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, DEFAULT_GRANT_TYPES, GrantType,
+    MANAGED_BY_LABEL, Rotation, SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
 };
 
 /// Longest echoed value, in characters; longer values end with `…`.
@@ -43,14 +43,8 @@ const MAX_ANNOTATION_BYTES: usize = 255 * 1024;
 const MAX_GRACE_PERIOD: StdDuration = StdDuration::from_secs(168 * 3600);
 const MIN_ROTATION_INTERVAL: StdDuration = StdDuration::from_secs(60);
 
-/// Default data key of the Client ID in the credentials Secret.
-const DEFAULT_CLIENT_ID_KEY: &str = "client_id";
-/// Default data key of the Client Secret in the credentials Secret.
-const DEFAULT_CLIENT_SECRET_KEY: &str = "client_secret";
 /// Label and annotation prefix reserved for registrar.
 const RESERVED_PREFIX: &str = "registrar.dev/";
-/// Label registrar sets on every Secret it owns.
-const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Schemes never allowed in a redirect URI, for any client.
 const FORBIDDEN_SCHEMES: [&str; 4] = ["javascript", "data", "file", "vbscript"];
 

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt, api::ObjectMeta};
 use super::ClientSecret;
 use crate::api::AppRegistration;
 
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub use crate::api::{DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, MANAGED_BY_LABEL};
 pub const MANAGED_BY: &str = "registrar";
 /// Label naming the app a Secret belongs to; the Secret watch selects on it.
 pub const APP_LABEL: &str = "registrar.dev/app";
@@ -26,9 +26,6 @@ pub const CLIENT_ID_ANNOTATION: &str = "registrar.dev/client-id";
 pub const VERSION_ANNOTATION: &str = "registrar.dev/secret-version";
 /// The `registrar.dev/rotate` value this secret version answers, if any.
 pub const ROTATE_REQUEST_ANNOTATION: &str = "registrar.dev/rotate-request";
-
-pub const DEFAULT_CLIENT_ID_KEY: &str = "client_id";
-pub const DEFAULT_CLIENT_SECRET_KEY: &str = "client_secret";
 
 /// Where and how an app's credentials are stored, resolved from its spec.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -153,7 +153,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let violations = validate_spec(&app.spec);
     let now = Timestamp::now();
     let scope_permitted = app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace;
-    let decision = plan::decide(&Inputs {
+    let inputs = Inputs {
         app,
         violations: &violations,
         scope_permitted,
@@ -161,7 +161,8 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         observed: &observed,
         secret_verifies,
         now,
-    });
+    };
+    let decision = plan::decide(&inputs);
 
     let desired = match decision {
         Decision::Reject { reason, message } => {
@@ -230,7 +231,12 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
                 restart_workloads(app, version, ctx).await?;
             }
             let public = app.spec.public_client == Some(true);
-            let condition = plan::issued_condition(&issued.client_id, issued.version, public);
+            // Finishing the interrupted mint comes first; a spec that turned
+            // invalid meanwhile is still reported.
+            let condition = match plan::rejection(&inputs) {
+                Some((reason, message)) => DesiredCondition::not_ready(reason, message),
+                None => plan::issued_condition(&issued.client_id, issued.version, public),
+            };
             let is_rotation = status.client_id.is_some();
             let desired =
                 plan::desired_status(StatusInputs { app, now, condition, issued: Some((&issued, &hash, is_rotation)) });
