@@ -40,7 +40,7 @@ use crate::{
         validation::validate_spec,
     },
     credentials::{
-        ClientSecret, Hasher,
+        ClientSecret, CredentialError, Hasher,
         layout::{Issued, Observed, SecretLayout, VERSION_ANNOTATION},
     },
     metrics::{ErrorLabels, Metrics, ReasonLabels},
@@ -338,8 +338,13 @@ async fn verify_observed(
     if ctx.memory().verified.get(&uid(app)) == Some(&(version, digest)) {
         return Ok(Some(true));
     }
-    let verifies =
-        ctx.hasher.verify(secret, hash).await.map_err(|source| Error::Credentials { object: key(app), source })?;
+    let verifies = match ctx.hasher.verify(secret, hash).await {
+        Ok(verifies) => verifies,
+        // Status is registrar's own; a hash that does not parse was tampered
+        // with, and nothing can verify against it: mint anew.
+        Err(CredentialError::MalformedHash) => false,
+        Err(source) => return Err(Error::Credentials { object: key(app), source }),
+    };
     if verifies {
         ctx.memory().verified.insert(uid(app), (version, digest));
     }

@@ -104,3 +104,37 @@ async fn dependent_is_garbage_collected_with_its_owner() {
 
     ns.delete().await;
 }
+
+/// Service-account tokens are signed and TokenReview authenticates them (the
+/// registry API authenticates its callers this way).
+#[tokio::test]
+async fn service_account_tokens_pass_token_review() {
+    use k8s_openapi::api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec},
+        core::v1::ServiceAccount,
+    };
+
+    let ns = TestNamespace::new("smoke-token").await;
+    let accounts = ns.api::<ServiceAccount>();
+    let account = ServiceAccount {
+        metadata: ObjectMeta { name: Some("caller".into()), ..Default::default() },
+        ..Default::default()
+    };
+    accounts.create(&PostParams::default(), &account).await.expect("create ServiceAccount");
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(600), ..Default::default() }),
+        ..Default::default()
+    };
+    let issued =
+        accounts.create_token_request("caller", &PostParams::default(), &request).await.expect("request a token");
+    let token = issued.status.expect("token status").token.expect("a token");
+
+    let review = TokenReview { spec: TokenReviewSpec { token, ..Default::default() }, ..Default::default() };
+    let reviewed =
+        Api::<TokenReview>::all(ns.client.clone()).create(&PostParams::default(), &review).await.expect("TokenReview");
+    let status = reviewed.status.expect("review status");
+    assert_eq!(status.authenticated, Some(true), "{:?}", status.error);
+    let username = status.user.and_then(|u| u.username).unwrap_or_default();
+    assert_eq!(username, format!("system:serviceaccount:{}:caller", ns.name));
+    ns.delete().await;
+}
