@@ -8,7 +8,10 @@
 
 pub mod admin_server;
 pub mod api;
+pub mod consent;
 pub mod credentials;
+pub mod index;
 pub mod metrics;
 pub mod registration;
 pub mod telemetry;
+pub mod watches;

@@ -33,6 +33,7 @@ pub struct ReasonLabels {
 pub struct Metrics {
     registry: Arc<Registry>,
     pub reconciliations: Counter,
+    pub consent_reconciliations: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub mints: Family<ReasonLabels, Counter>,
     pub hash_seconds: Histogram,
@@ -51,6 +52,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("registrar");
         let reconciliations = Counter::default();
         registry.register("reconciliations", "AppRegistration reconciliations run", reconciliations.clone());
+        let consent_reconciliations = Counter::default();
+        registry.register("consent_reconciliations", "AppConsent reconciliations run", consent_reconciliations.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register("reconcile_errors", "Failed reconciliations by error kind", reconcile_errors.clone());
         let mints = Family::<ReasonLabels, Counter>::default();
@@ -76,6 +79,7 @@ impl Metrics {
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
+            consent_reconciliations,
             reconcile_errors,
             mints,
             hash_seconds,

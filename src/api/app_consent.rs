@@ -1,46 +1,85 @@
-//! `AppConsent`: a namespace enabling a shared app for itself.
+//! `AppConsent`: a namespace enabling a shared app for itself ("Add Consent").
+//! Deleting it is "Remove Consent": only that namespace loses access.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
-use schemars::JsonSchema;
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// A group's consent to use a shared app, created in the consuming namespace.
 /// Deleting it removes the consent for that namespace only.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+// clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "registrar.dev",
     version = "v1alpha1",
     kind = "AppConsent",
     plural = "appconsents",
     shortname = "appconsent",
+    category = "registrar",
     namespaced,
     status = "AppConsentStatus",
+    printcolumn(name = "App", type_ = "string", json_path = ".status.app"),
+    printcolumn(name = "Client ID", type_ = "string", json_path = ".status.clientId"),
+    printcolumn(name = "Granted", type_ = "string", json_path = ".status.conditions[?(@.type==\"Granted\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Granted\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "A namespace's consent to use a shared AppRegistration."
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AppConsentSpec {
-    /// The app consented to.
+    /// The app consented to. Immutable: a consent is bound to one app.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("appRef cannot be changed; delete this AppConsent and create a new one"))]
     pub app_ref: AppRef,
+    /// The API scopes this namespace accepts, a subset of the app's. Default:
+    /// every scope the app offers when the consent is first granted; scopes the
+    /// app adds later stay pending until listed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[\x21\x23-\x5B\x5D-\x7E]+$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub oauth_scopes: Option<Vec<String>>,
 }
 
-/// Reference to an AppRegistration in another (or the same) namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+/// Reference to an AppRegistration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub struct AppRef {
     /// Namespace of the AppRegistration.
+    #[schemars(length(min = 1, max = 63))]
     pub namespace: String,
     /// Name of the AppRegistration.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
 
 /// Whether the consent is granted, and why not. Written only by registrar.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppConsentStatus {
+    /// `<namespace>/<name>` of the app, for the App column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The Client ID this consent is bound to, from its first grant on. It never
+    /// moves to another Client ID: a revoked app's consent stays revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The app's display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The scopes granted to the app in this namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_scopes: Vec<String>,
+    /// Scopes the app asks for that this namespace has not accepted yet (list
+    /// them in spec.oauthScopes to accept them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_scopes: Vec<String>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Granted` and its reason.
+    /// `Granted`, with reason Granted, AppNotFound, NotVisible, ScopeMismatch or AppRevoked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

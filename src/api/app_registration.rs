@@ -252,6 +252,20 @@ pub enum WorkloadKind {
     DaemonSet,
 }
 
+/// The namespaces that consented to an app: the first [`MAX_LISTED_CONSENTS`]
+/// in name order, and how many there are in all.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ConsentSummary {
+    /// Consenting namespaces, sorted, at most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Number of consenting namespaces.
+    pub count: i64,
+}
+
+/// The most consenting namespaces listed in an app's status.
+pub const MAX_LISTED_CONSENTS: usize = 100;
+
 /// What the operator observed and issued. Written only by registrar, with
 /// server-side apply under one field manager. Never holds a plaintext secret.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
@@ -284,6 +298,9 @@ pub struct AppRegistrationStatus {
     /// The user who created the app, recorded at admission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_by: Option<String>,
+    /// The namespaces holding a granted consent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consents: Option<ConsentSummary>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

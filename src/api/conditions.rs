@@ -10,6 +10,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 /// The condition every AppRegistration carries.
 pub const READY: &str = "Ready";
 
+/// The condition every AppConsent carries.
+pub const GRANTED: &str = "Granted";
+
+/// Reasons of the `Granted` condition.
+pub mod consent_reason {
+    /// The app is visible to the namespace and the consent is in force.
+    pub const GRANTED: &str = "Granted";
+    /// No such app (or it has no Client ID yet).
+    pub const APP_NOT_FOUND: &str = "AppNotFound";
+    /// The app's scope does not reach this namespace.
+    pub const NOT_VISIBLE: &str = "NotVisible";
+    /// None of the requested API scopes are offered by the app.
+    pub const SCOPE_MISMATCH: &str = "ScopeMismatch";
+    /// The app this consent was granted to was deleted.
+    pub const APP_REVOKED: &str = "AppRevoked";
+}
+
 /// Reasons of the `Ready` condition.
 pub mod reason {
     /// Credentials are issued and current.
@@ -34,6 +51,14 @@ pub struct DesiredCondition {
 }
 
 impl DesiredCondition {
+    pub fn granted(reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: GRANTED, status: true, reason, message: message.into() }
+    }
+
+    pub fn not_granted(reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: GRANTED, status: false, reason, message: message.into() }
+    }
+
     pub fn ready(reason: &'static str, message: impl Into<String>) -> Self {
         DesiredCondition { type_: READY, status: true, reason, message: message.into() }
     }

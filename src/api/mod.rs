@@ -12,6 +12,7 @@ pub use app_registration::{
     DEFAULT_GRANT_TYPES, GrantType, MANAGED_BY_LABEL, Rotation, Scope, SecretKeys, SecretTemplate, WorkloadKind,
     WorkloadRef,
 };
+pub use app_registration::{ConsentSummary, MAX_LISTED_CONSENTS};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

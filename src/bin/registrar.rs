@@ -8,10 +8,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use registrar::{
     admin_server::{self, Readiness},
+    consent,
     credentials::{HashParams, Hasher},
     metrics::{self, Metrics},
     registration::{self, Settings},
     telemetry::{self, LogFormat},
+    watches::{self, Selection},
 };
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -26,6 +28,13 @@ struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "REGISTRAR_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// Manage only AppRegistrations and AppConsents matching this label
+    /// selector (for sharding; default: all).
+    #[arg(long, env = "REGISTRAR_SELECTOR")]
+    selector: Option<String>,
+    /// Organization of namespaces without the registrar.dev/organization label.
+    #[arg(long, env = "REGISTRAR_DEFAULT_ORGANIZATION", default_value = "default")]
+    default_organization: String,
     /// The only namespace where Global-scope apps are accepted.
     #[arg(long, env = "REGISTRAR_PLATFORM_NAMESPACE", default_value = "registrar-system")]
     platform_namespace: String,
@@ -91,24 +100,40 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let shutdown = async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
     };
 
+    let selection = Selection { namespace: args.watch_namespace, selector: args.selector };
+    info!(?selection, default_organization = args.default_organization, ?params, "starting");
+    let (caches, triggers, drive) = watches::start(&client, &selection, &args.default_organization);
+    let watching = tokio::spawn(drive);
+    let synced = caches.clone();
+    tokio::spawn(async move {
+        synced.synced().await;
+        info!("caches are synced");
+        readiness.set_ready();
+    });
+
     let settings = Settings {
-        watch_namespace: args.watch_namespace,
         platform_namespace: args.platform_namespace,
         concurrency: args.concurrency,
         instance: args.instance,
     };
-    info!(?settings, ?params, "starting");
-    registration::run(client, settings, hasher, metrics, readiness, shutdown).await;
+    tokio::join!(
+        registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), triggers.apps, stopped()),
+        consent::run(client, caches, triggers.consents, args.concurrency, metrics, stopped()),
+    );
+    watching.abort();
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! and publishes Events. An unchanged, healthy app costs no write.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -22,7 +22,7 @@ use kube::{
         controller::Action,
         events::{Event, EventType, Recorder},
         finalizer::{Event as FinalizerEvent, finalizer},
-        reflector::{ObjectRef, Store},
+        reflector::ObjectRef,
     },
 };
 use serde_json::json;
@@ -35,8 +35,8 @@ use super::{
 };
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, Scope, WorkloadKind,
-        conditions::{DesiredCondition, reason},
+        AppRegistration, AppRegistrationStatus, ConsentSummary, MAX_LISTED_CONSENTS, Scope, WorkloadKind,
+        conditions::{self, DesiredCondition, reason},
         validation::validate_spec,
     },
     credentials::{
@@ -44,6 +44,7 @@ use crate::{
         layout::{Issued, Observed, SecretLayout, VERSION_ANNOTATION},
     },
     metrics::{ErrorLabels, Metrics, ReasonLabels},
+    watches::Caches,
 };
 
 /// The field manager of every write registrar makes.
@@ -58,7 +59,7 @@ pub struct Context {
     hasher: Hasher,
     metrics: Metrics,
     recorder: Recorder,
-    secrets: Store<Secret>,
+    caches: Caches,
     memory: Mutex<Memory>,
 }
 
@@ -82,9 +83,9 @@ impl Context {
         hasher: Hasher,
         metrics: Metrics,
         recorder: Recorder,
-        secrets: Store<Secret>,
+        caches: Caches,
     ) -> Self {
-        Context { client, settings, hasher, metrics, recorder, secrets, memory: Mutex::default() }
+        Context { client, settings, hasher, metrics, recorder, caches, memory: Mutex::default() }
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -104,8 +105,10 @@ fn uid(app: &AppRegistration) -> String {
 
 /// Entry point called by the kube-runtime Controller.
 pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Deciding on a partial view could take a not-yet-listed Secret for a deleted one.
+    ctx.caches.synced().await;
     ctx.metrics.reconciliations.inc();
-    ctx.metrics.cached_secrets.set(i64::try_from(ctx.secrets.len()).unwrap_or(i64::MAX));
+    ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
     let object_key = key(&app);
@@ -147,7 +150,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     }
 
     let layout = SecretLayout::for_app(app);
-    let cached = ctx.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
+    let cached = ctx.caches.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
     let observed = layout.observe(app, cached.as_deref());
     let secret_verifies = verify_observed(app, &status, &observed, ctx).await?;
     let violations = validate_spec(&app.spec);
@@ -418,7 +421,9 @@ async fn apply_secret(
 }
 
 /// Writes status with server-side apply, unless it is already as desired.
+/// Every write carries the consent summary: a field left out of an apply is removed.
 async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ctx: &Context) -> Result<(), Error> {
+    let desired = &AppRegistrationStatus { consents: consent_summary(app, ctx), ..desired.clone() };
     if app.status.as_ref() == Some(desired) {
         return Ok(());
     }
@@ -436,6 +441,36 @@ async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ct
         ctx.memory().written.insert(uid(app), version);
     }
     Ok(())
+}
+
+/// The namespaces holding a consent granted to this app's Client ID, from the
+/// consents index (entries are checked against the consent cache).
+fn consent_summary(app: &AppRegistration, ctx: &Context) -> Option<ConsentSummary> {
+    let client_id = app.status.as_ref()?.client_id.as_deref()?;
+    let key = (app.namespace().unwrap_or_default(), app.name_any());
+    let namespaces: BTreeSet<String> = ctx
+        .caches
+        .index
+        .consents_of_app(&key)
+        .into_iter()
+        .filter_map(|(ns, name)| ctx.caches.consents.get(&ObjectRef::new(&name).within(&ns)))
+        .filter(|consent| {
+            let app_ref = &consent.spec.app_ref;
+            let status = consent.status.as_ref();
+            app_ref.namespace == key.0
+                && app_ref.name == key.1
+                && status.and_then(|s| s.client_id.as_deref()) == Some(client_id)
+                && status.is_some_and(|s| conditions::is_true(&s.conditions, conditions::GRANTED))
+        })
+        .filter_map(|consent| consent.namespace())
+        .collect();
+    if namespaces.is_empty() {
+        return None;
+    }
+    Some(ConsentSummary {
+        count: i64::try_from(namespaces.len()).unwrap_or(i64::MAX),
+        namespaces: namespaces.into_iter().take(MAX_LISTED_CONSENTS).collect(),
+    })
 }
 
 /// Rolls the app's `restartOnRotate` workloads by setting a pod-template
@@ -594,8 +629,7 @@ async fn announce_mint(
 /// Publishes a Warning Event when the Ready condition moves to a new reason or
 /// message, so a persisting problem is reported once, not on every pass.
 async fn warn_on_new_condition(app: &AppRegistration, condition: &DesiredCondition, ctx: &Context) {
-    let current =
-        app.status.as_ref().and_then(|s| crate::api::conditions::find(&s.conditions, condition.type_).cloned());
+    let current = app.status.as_ref().and_then(|s| conditions::find(&s.conditions, condition.type_).cloned());
     let unchanged = current.is_some_and(|c| c.reason == condition.reason && c.message == condition.message);
     if !unchanged {
         publish(app, EventType::Warning, condition.reason, condition.message.clone(), ctx).await;

@@ -209,20 +209,20 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-/// Installs registrar's CRDs and the Registered By admission policies, and
-/// waits until the policies act (admission policies take effect asynchronously).
+/// Installs registrar's CRDs and admission policies (Registered By, Global
+/// scope), and waits until the policies act (they take effect asynchronously).
 pub async fn install_registrar(client: &Client) {
     use registrar::api::{AppRegistration, AppRegistrationSpec};
 
     install_crds(client).await;
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/registered-by-policy.yaml");
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let out = control_plane()
         .kubectl()
         .args(["apply", "--server-side", "--field-manager=registrar-tests", "-f"])
-        .arg(&manifest)
+        .arg(&manifests)
         .output()
         .expect("run kubectl");
-    assert!(out.status.success(), "applying {}: {}", manifest.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "applying {}: {}", manifests.display(), String::from_utf8_lossy(&out.stderr));
 
     let apps: Api<AppRegistration> = Api::namespaced(client.clone(), "default");
     eventually("the Registered By policy to take effect", Duration::from_secs(60), || {
@@ -233,7 +233,11 @@ pub async fn install_registrar(client: &Client) {
                 AppRegistrationSpec { display_name: "probe".into(), ..Default::default() },
             );
             let created = apps.create(&PostParams { dry_run: true, ..Default::default() }, &probe).await.ok()?;
-            created.metadata.annotations?.contains_key("registrar.dev/registered-by").then_some(())
+            let mut global = probe.clone();
+            global.spec.scope = registrar::api::Scope::Global;
+            let global_refused =
+                apps.create(&PostParams { dry_run: true, ..Default::default() }, &global).await.is_err();
+            (global_refused && created.metadata.annotations?.contains_key("registrar.dev/registered-by")).then_some(())
         }
     })
     .await;

@@ -1,0 +1,141 @@
+//! The AppConsent controller: grants (or says exactly why not) a namespace's
+//! consent to a shared app, and keeps that answer current as the app, its
+//! scopes, the namespaces' organizations and the app's deletion change.
+
+pub mod visibility;
+
+use std::sync::Arc;
+
+use futures::{StreamExt, channel::mpsc};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::{Action, Config as ControllerConfig},
+        reflector::ObjectRef,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    api::{AppConsent, AppConsentStatus, conditions},
+    metrics::{ErrorLabels, Metrics},
+    registration::plan::to_time,
+    watches::Caches,
+};
+use visibility::{AppFacts, ConsentFacts, evaluate};
+
+const FIELD_MANAGER: &str = "registrar";
+
+/// Why a consent reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the status of AppConsent {object} failed: {source}")]
+    WriteStatus {
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+struct Context {
+    client: Client,
+    caches: Caches,
+    metrics: Metrics,
+}
+
+/// Runs the AppConsent controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    caches: Caches,
+    triggers: mpsc::Receiver<ObjectRef<AppConsent>>,
+    concurrency: u16,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let reader = caches.consents.clone();
+    let ctx = Arc::new(Context { client, caches, metrics });
+    info!("AppConsent controller started");
+    Controller::for_shared_stream(futures::stream::pending(), reader)
+        .reconcile_on(triggers)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+    info!("AppConsent controller stopped");
+}
+
+async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Deciding on a partial view could flap a consent to NotVisible.
+    ctx.caches.synced().await;
+    ctx.metrics.consent_reconciliations.inc();
+    let namespace = consent.namespace().unwrap_or_default();
+    let app_ref = &consent.spec.app_ref;
+    let app = ctx.caches.apps.get(&ObjectRef::new(&app_ref.name).within(&app_ref.namespace));
+    let index = &ctx.caches.index;
+    let consent_org = index.organization_of(&namespace);
+    let app_org = index.organization_of(&app_ref.namespace);
+    let current = consent.status.clone().unwrap_or_default();
+    let facts = app.as_deref().map(|app| {
+        let status = app.status.as_ref();
+        AppFacts {
+            namespace: &app_ref.namespace,
+            name: &app_ref.name,
+            organization: &app_org,
+            scope: app.spec.scope,
+            display_name: &app.spec.display_name,
+            client_id: status.and_then(|s| s.client_id.as_deref()),
+            oauth_scopes: &app.spec.oauth_scopes,
+            deleting: app.meta().deletion_timestamp.is_some(),
+        }
+    });
+    let evaluation = evaluate(
+        &ConsentFacts {
+            namespace: &namespace,
+            organization: &consent_org,
+            requested_scopes: consent.spec.oauth_scopes.as_deref(),
+            status: &current,
+        },
+        facts.as_ref(),
+    );
+
+    let generation = consent.metadata.generation;
+    let desired = AppConsentStatus {
+        app: Some(format!("{}/{}", app_ref.namespace, app_ref.name)),
+        client_id: evaluation.client_id,
+        display_name: evaluation.display_name,
+        granted_scopes: evaluation.granted_scopes,
+        pending_scopes: evaluation.pending_scopes,
+        observed_generation: generation,
+        conditions: conditions::settle(
+            &current.conditions,
+            &[evaluation.condition],
+            generation,
+            &to_time(Timestamp::now()),
+        ),
+    };
+    if consent.status.as_ref() != Some(&desired) {
+        let reason = desired.conditions.first().map(|c| c.reason.clone()).unwrap_or_default();
+        info!(namespace, name = consent.name_any(), app = desired.app, reason, "consent evaluated");
+        let api: Api<AppConsent> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = Patch::Apply(json!({
+            "apiVersion": AppConsent::api_version(&()),
+            "kind": AppConsent::kind(&()),
+            "status": desired,
+        }));
+        api.patch_status(&consent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await.map_err(
+            |e| Error::WriteStatus { object: format!("{namespace}/{}", consent.name_any()), source: Box::new(e) },
+        )?;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(consent: Arc<AppConsent>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { error: "consent_write_status".into() }).inc();
+    warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %error, "consent reconcile failed");
+    Action::requeue(std::time::Duration::from_secs(5))
+}

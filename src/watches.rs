@@ -1,0 +1,266 @@
+//! The watches registrar runs — AppRegistrations, AppConsents, the Secrets
+//! labelled `registrar.dev/app`, and the metadata of Namespaces — each feeding a
+//! reflector store and the [`Index`], and turning every change into reconcile
+//! requests for exactly the objects it affects:
+//!
+//! - an app changed: the app, and every consent pointing at it;
+//! - a consent changed or deleted: the consent, and its app (status.consents);
+//! - a Secret changed or deleted: the app that owns it;
+//! - a namespace's organization changed: the consents in it, and the consents
+//!   of the apps registered in it.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::{SinkExt, StreamExt, channel::mpsc};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::PartialObjectMeta,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher::{self, Event, watcher},
+    },
+};
+use tracing::warn;
+
+use crate::{
+    api::{AppConsent, AppRegistration},
+    consent::visibility::ORGANIZATION_LABEL,
+    credentials::layout::APP_LABEL,
+    index::{Index, Key},
+};
+
+/// Bound of each reconcile-request queue; the controllers' schedulers drain and
+/// deduplicate them continuously.
+const TRIGGER_QUEUE: usize = 4096;
+
+/// Which objects this operator instance manages.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+    /// Manage only AppRegistrations and AppConsents matching this label selector.
+    pub selector: Option<String>,
+}
+
+/// The caches, shared by the controllers.
+#[derive(Clone)]
+pub struct Caches {
+    pub apps: Store<AppRegistration>,
+    pub consents: Store<AppConsent>,
+    pub secrets: Store<Secret>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub index: Arc<Index>,
+}
+
+impl Caches {
+    /// Resolves once every cache has seen its first full list.
+    pub async fn synced(&self) {
+        synced(&self.apps).await;
+        synced(&self.consents).await;
+        synced(&self.secrets).await;
+        synced(&self.namespaces).await;
+    }
+}
+
+/// Resolves once `store` has seen its first full list.
+///
+/// `Store::wait_until_ready` wakes only the most recent of several concurrent
+/// waiters (one oneshot receiver inside), and each Controller waits on its own
+/// store too; polling with a short timeout re-registers our waker each time.
+async fn synced<K: kube::Resource + Clone>(store: &Store<K>)
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await.is_err() {}
+}
+
+/// Reconcile requests for the two controllers.
+pub struct Triggers {
+    pub apps: mpsc::Receiver<ObjectRef<AppRegistration>>,
+    pub consents: mpsc::Receiver<ObjectRef<AppConsent>>,
+}
+
+#[derive(Clone)]
+struct Senders {
+    apps: mpsc::Sender<ObjectRef<AppRegistration>>,
+    consents: mpsc::Sender<ObjectRef<AppConsent>>,
+    index: Arc<Index>,
+}
+
+impl Senders {
+    async fn app(&mut self, (namespace, name): Key) {
+        let _ = self.apps.send(ObjectRef::new(&name).within(&namespace)).await;
+    }
+
+    async fn consent(&mut self, (namespace, name): Key) {
+        let _ = self.consents.send(ObjectRef::new(&name).within(&namespace)).await;
+    }
+
+    async fn consents_of_app(&mut self, app: &Key) {
+        for consent in self.index.consents_of_app(app) {
+            self.consent(consent).await;
+        }
+    }
+}
+
+fn key<K: Resource>(obj: &K) -> Key {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Starts the watches. Returns the caches, the reconcile requests, and the
+/// future that drives the watches (run it for as long as the controllers run).
+pub fn start(
+    client: &Client,
+    selection: &Selection,
+    default_organization: &str,
+) -> (Caches, Triggers, impl Future<Output = ()> + Send + 'static) {
+    let ns = selection.namespace.as_deref();
+    let mut selected = watcher::Config::default();
+    if let Some(selector) = &selection.selector {
+        selected = selected.labels(selector);
+    }
+    let index = Arc::new(Index::new(default_organization));
+    let (app_tx, app_rx) = mpsc::channel(TRIGGER_QUEUE);
+    let (consent_tx, consent_rx) = mpsc::channel(TRIGGER_QUEUE);
+    let senders = Senders { apps: app_tx, consents: consent_tx, index: index.clone() };
+
+    let (apps, app_writer) = reflector::store();
+    let app_events =
+        reflector(app_writer, watcher(api::<AppRegistration>(client, ns), selected.clone())).default_backoff();
+    let (consents, consent_writer) = reflector::store();
+    let consent_events = reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected)).default_backoff();
+    let (secrets, secret_writer) = reflector::store();
+    let secret_events =
+        reflector(secret_writer, watcher(api::<Secret>(client, ns), watcher::Config::default().labels(APP_LABEL)))
+            .default_backoff();
+    let mut namespace_config = watcher::Config::default();
+    if let Some(ns) = ns {
+        namespace_config = namespace_config.fields(&format!("metadata.name={ns}"));
+    }
+    let (namespaces, namespace_writer) = reflector::store();
+    let namespace_events = reflector(
+        namespace_writer,
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config),
+    )
+    .default_backoff();
+
+    let drive = {
+        let app_senders = senders.clone();
+        let consent_senders = senders.clone();
+        let secret_senders = senders.clone();
+        let namespace_senders = senders;
+        async move {
+            tokio::join!(
+                drain("AppRegistration", app_events, app_senders, on_app),
+                drain("AppConsent", consent_events, consent_senders, on_consent),
+                drain("Secret", secret_events, secret_senders, on_secret),
+                drain("Namespace", namespace_events, namespace_senders, on_namespace),
+            );
+        }
+    };
+    (Caches { apps, consents, secrets, namespaces, index }, Triggers { apps: app_rx, consents: consent_rx }, drive)
+}
+
+/// Consumes one watch, handing each event to `handle`.
+async fn drain<K, S, H, Fut>(kind: &'static str, events: S, senders: Senders, handle: H)
+where
+    S: futures::Stream<Item = Result<Event<K>, watcher::Error>>,
+    H: Fn(Event<K>, Senders) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => handle(event, senders.clone()).await,
+            Err(e) => warn!(kind, error = %e, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
+    match event {
+        Event::Apply(app) | Event::InitApply(app) => {
+            let key = key(&app);
+            to.index.app_applied(&key);
+            to.app(key.clone()).await;
+            to.consents_of_app(&key).await;
+        }
+        Event::Delete(app) => {
+            let key = key(&app);
+            to.index.app_deleted(&key);
+            to.consents_of_app(&key).await;
+        }
+        Event::Init | Event::InitDone => {}
+    }
+}
+
+async fn on_consent(event: Event<AppConsent>, mut to: Senders) {
+    match event {
+        Event::Apply(consent) | Event::InitApply(consent) => {
+            let key = key(&consent);
+            let app = (consent.spec.app_ref.namespace.clone(), consent.spec.app_ref.name.clone());
+            to.index.consent_applied(key.clone(), app.clone());
+            to.consent(key).await;
+            to.app(app).await;
+        }
+        Event::Delete(consent) => {
+            if let Some(app) = to.index.consent_deleted(&key(&consent)) {
+                to.app(app).await;
+            }
+        }
+        Event::Init | Event::InitDone => {}
+    }
+}
+
+async fn on_secret(event: Event<Secret>, mut to: Senders) {
+    let secret = match event {
+        Event::Apply(s) | Event::InitApply(s) | Event::Delete(s) => s,
+        Event::Init | Event::InitDone => return,
+    };
+    let owner = secret.owner_references().iter().find(|o| {
+        o.controller == Some(true)
+            && o.kind == AppRegistration::kind(&())
+            && o.api_version == AppRegistration::api_version(&())
+    });
+    if let Some(owner) = owner {
+        to.app((secret.namespace().unwrap_or_default(), owner.name.clone())).await;
+    }
+}
+
+async fn on_namespace(event: Event<PartialObjectMeta<Namespace>>, mut to: Senders) {
+    let (name, changed) = match event {
+        Event::Apply(ns) | Event::InitApply(ns) => {
+            let name = ns.name_any();
+            let changed = to.index.namespace_applied(&name, ns.labels().get(ORGANIZATION_LABEL).map(String::as_str));
+            (name, changed)
+        }
+        Event::Delete(ns) => {
+            let name = ns.name_any();
+            let changed = to.index.namespace_deleted(&name);
+            (name, changed)
+        }
+        Event::Init | Event::InitDone => return,
+    };
+    if !changed {
+        return;
+    }
+    for consent in to.index.consents_in_namespace(&name) {
+        to.consent(consent).await;
+    }
+    for app in to.index.apps_in_namespace(&name) {
+        to.consents_of_app(&app).await;
+    }
+}
