@@ -25,7 +25,7 @@ use crate::support::{TestNamespace, control_plane, eventually, install_registrar
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-fn confidential(name: &str) -> AppRegistration {
+pub(crate) fn confidential(name: &str) -> AppRegistration {
     AppRegistration::new(
         name,
         AppRegistrationSpec {
@@ -46,7 +46,7 @@ async fn setup(prefix: &str) -> (TestNamespace, Operator) {
     (ns, operator)
 }
 
-async fn apply(ns: &TestNamespace, app: &AppRegistration) -> AppRegistration {
+pub(crate) async fn apply(ns: &TestNamespace, app: &AppRegistration) -> AppRegistration {
     let mut body = serde_json::to_value(app).expect("serialize");
     body.as_object_mut().expect("object").remove("status");
     ns.api::<AppRegistration>()
@@ -56,7 +56,7 @@ async fn apply(ns: &TestNamespace, app: &AppRegistration) -> AppRegistration {
 }
 
 /// Waits until the app is Ready for its current generation and `check` holds.
-async fn wait_app(
+pub(crate) async fn wait_app(
     ns: &TestNamespace,
     name: &str,
     what: &str,
@@ -71,16 +71,16 @@ async fn wait_app(
     .await
 }
 
-fn ready_reason(app: &AppRegistration) -> Option<(String, String, String)> {
+pub(crate) fn ready_reason(app: &AppRegistration) -> Option<(String, String, String)> {
     let c = app.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-fn is_ready(app: &AppRegistration) -> bool {
+pub(crate) fn is_ready(app: &AppRegistration) -> bool {
     ready_reason(app).is_some_and(|(s, _, _)| s == "True")
 }
 
-fn status(app: &AppRegistration) -> AppRegistrationStatus {
+pub(crate) fn status(app: &AppRegistration) -> AppRegistrationStatus {
     app.status.clone().unwrap_or_default()
 }
 
@@ -89,7 +89,7 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     String::from_utf8(bytes.0.clone()).ok()
 }
 
-async fn credentials(ns: &TestNamespace, name: &str) -> Option<Secret> {
+pub(crate) async fn credentials(ns: &TestNamespace, name: &str) -> Option<Secret> {
     ns.api::<Secret>().get_opt(name).await.expect("get Secret")
 }
 
@@ -108,7 +108,7 @@ fn assert_verifies(app: &AppRegistration, secret: &Secret) -> String {
     plain
 }
 
-async fn wait_issued(ns: &TestNamespace, name: &str) -> (AppRegistration, Secret) {
+pub(crate) async fn wait_issued(ns: &TestNamespace, name: &str) -> (AppRegistration, Secret) {
     let app = wait_app(ns, name, &format!("{name} to be Ready"), is_ready).await;
     let secret = eventually("the credentials Secret", TIMEOUT, || async {
         let s = credentials(ns, &format!("{name}-credentials")).await?;

@@ -136,10 +136,18 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates a namespace named `<prefix>-<random>` and an admin client.
     pub async fn new(prefix: &str) -> Self {
+        Self::labelled(prefix, &[]).await
+    }
+
+    /// Creates a namespace named `<prefix>-<random>` with these labels.
+    pub async fn labelled(prefix: &str, labels: &[(&str, &str)]) -> Self {
         let client = control_plane().client().await;
         let name = format!("{prefix}-{:08x}", rand::random::<u32>());
-        let ns =
-            Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels), ..Default::default() },
+            ..Default::default()
+        };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await

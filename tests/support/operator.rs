@@ -13,7 +13,6 @@ use super::{control_plane, eventually};
 
 /// A running operator process. Killed when dropped.
 pub struct Operator {
-    namespace: String,
     metrics_addr: String,
     log: PathBuf,
     extra_args: Vec<String>,
@@ -23,17 +22,17 @@ pub struct Operator {
 impl Operator {
     /// Starts registrar for `namespace` and waits until its caches are synced.
     pub async fn start(namespace: &str) -> Self {
-        Self::start_with(namespace, &[]).await
+        Self::start_with(&["--watch-namespace", namespace]).await
     }
 
-    pub async fn start_with(namespace: &str, extra_args: &[&str]) -> Self {
-        let log =
-            std::env::temp_dir().join(format!("registrar-operator-{namespace}-{:08x}.log", rand::random::<u32>()));
+    /// Starts registrar with these arguments (besides the metrics address and
+    /// log format) and waits until its caches are synced.
+    pub async fn start_with(args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("registrar-operator-{:08x}.log", rand::random::<u32>()));
         let mut operator = Operator {
-            namespace: namespace.into(),
             metrics_addr: String::new(),
             log,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         operator.spawn().await;
@@ -46,7 +45,7 @@ impl Operator {
         self.metrics_addr = format!("127.0.0.1:{port}");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_registrar"))
-            .args(["--watch-namespace", &self.namespace, "--metrics-addr", &self.metrics_addr])
+            .args(["--metrics-addr", &self.metrics_addr])
             .args(["--log-format", "json"])
             .args(&self.extra_args)
             .env("KUBECONFIG", control_plane().kubeconfig())
