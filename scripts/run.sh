@@ -52,10 +52,10 @@ while [ ! -f "$state/kubeconfig" ]; do
 done
 export KUBECONFIG="$state/kubeconfig"
 
-echo "==> installing the CRDs and the Registered By admission policy"
+echo "==> installing the CRDs and the admission policies"
 "$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
 "$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-"$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/registered-by-policy.yaml
+"$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
 
 cat <<MSG
 
@@ -66,6 +66,7 @@ cat <<MSG
     kubectl apply -f examples/confidential-app.yaml
     kubectl get appregs
     kubectl get secret billing-portal-credentials -o yaml
+    kubectl apply -f examples/organizations/ && kubectl get appconsents -A
 
   Metrics: http://127.0.0.1:8080/metrics.
   Component logs: $state/logs. Ctrl-C stops everything.

@@ -303,3 +303,44 @@ async fn consent_before_the_app_and_scope_changes() {
     assert!(mismatch.status.expect("status").conditions[0].message.contains("delete"));
     world.delete().await;
 }
+
+/// The README's walkthrough: examples/organizations applied as is.
+#[tokio::test]
+async fn organization_examples_work_as_the_readme_shows() {
+    let admin = crate::support::control_plane().client().await;
+    install_registrar(&admin).await;
+    let operator = Operator::start_with(&["--selector", "app.kubernetes.io/part-of=registrar-example"]).await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/organizations");
+    let out = crate::support::control_plane().kubectl().args(["apply", "-f"]).arg(&examples).output().expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (ns, name) in [("team-b", "billing-portal"), ("team-b", "company-directory")] {
+        let consents: Api<AppConsent> = Api::namespaced(admin.clone(), ns);
+        eventually(&format!("consent {ns}/{name} to be granted"), TIMEOUT, || async {
+            let consent = consents.get(name).await.ok()?;
+            (granted(&consent)? == ("True".to_string(), "Granted".to_string())).then_some(())
+        })
+        .await;
+    }
+    let billing: Api<AppRegistration> = Api::namespaced(admin.clone(), "team-a");
+    eventually("billing-portal to list team-b as consenting", TIMEOUT, || async {
+        let app = billing.get("billing-portal").await.ok()?;
+        (status(&app).consents?.namespaces == ["team-b"]).then_some(())
+    })
+    .await;
+    let out = crate::support::control_plane()
+        .kubectl()
+        .args(["get", "appconsents", "-n", "team-b"])
+        .output()
+        .expect("kubectl");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .eq(["NAME", "APP", "CLIENT", "ID", "GRANTED", "REASON", "AGE"]),
+        "{table}"
+    );
+    drop(operator);
+}
