@@ -11,6 +11,7 @@ pub mod api;
 pub mod consent;
 pub mod credentials;
 pub mod index;
+pub mod leadership;
 pub mod metrics;
 pub mod registration;
 pub mod telemetry;

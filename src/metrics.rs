@@ -39,6 +39,7 @@ pub struct Metrics {
     pub hash_seconds: Histogram,
     pub kube_requests: Family<VerbLabels, Counter>,
     pub cached_secrets: Gauge,
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -76,6 +77,12 @@ impl Metrics {
             "Secrets in the operator's cache (only those labelled registrar.dev/app)",
             cached_secrets.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (holds the leader lease, or runs without election)",
+            leader.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
@@ -85,6 +92,7 @@ impl Metrics {
             hash_seconds,
             kube_requests,
             cached_secrets,
+            leader,
         }
     }
 

@@ -71,8 +71,8 @@ pub struct AppConsentStatus {
     /// The scopes granted to the app in this namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub granted_scopes: Vec<String>,
-    /// Scopes the app asks for that this namespace has not accepted yet (list
-    /// them in spec.oauthScopes to accept them).
+    /// For a consent without spec.oauthScopes: scopes the app added after the
+    /// grant, not accepted yet (list them in spec.oauthScopes to accept them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_scopes: Vec<String>,
     /// The generation this status describes.

@@ -21,7 +21,7 @@ pub mod consent_reason {
     pub const APP_NOT_FOUND: &str = "AppNotFound";
     /// The app's scope does not reach this namespace.
     pub const NOT_VISIBLE: &str = "NotVisible";
-    /// None of the requested API scopes are offered by the app.
+    /// The consent asks for API scopes the app does not offer.
     pub const SCOPE_MISMATCH: &str = "ScopeMismatch";
     /// The app this consent was granted to was deleted.
     pub const APP_REVOKED: &str = "AppRevoked";

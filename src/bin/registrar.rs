@@ -1,7 +1,14 @@
 //! The registrar operator: reconciles AppRegistrations into credentials
 //! Secrets, and serves /metrics, /healthz and /readyz.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -10,6 +17,7 @@ use registrar::{
     admin_server::{self, Readiness},
     consent,
     credentials::{HashParams, Hasher},
+    leadership::{self, LeaseSettings},
     metrics::{self, Metrics},
     registration::{self, Settings},
     telemetry::{self, LogFormat},
@@ -56,9 +64,22 @@ struct Args {
     /// Hashes computed at once (default: one per core).
     #[arg(long, env = "REGISTRAR_HASH_WORKERS")]
     hash_workers: Option<usize>,
-    /// Instance name on Events (the pod name in a cluster).
+    /// Instance name on Events and identity in the leader lease (the pod name
+    /// in a cluster; default: the host name and a random suffix).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Run only while holding the leader Lease (for several replicas).
+    #[arg(long, env = "REGISTRAR_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "REGISTRAR_LEADER_ELECTION_LEASE", default_value = "registrar")]
+    leader_election_lease: String,
+    /// Lease duration in seconds: the longest a failover takes.
+    #[arg(long, env = "REGISTRAR_LEADER_ELECTION_DURATION", default_value_t = 15)]
+    leader_election_duration: u64,
 }
 
 #[tokio::main]
@@ -101,10 +122,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let signal_tx = stop_tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down");
-        let _ = stop_tx.send(true);
+        let _ = signal_tx.send(true);
     });
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -124,6 +147,38 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         readiness.set_ready();
     });
 
+    // Standbys keep warm caches; only the leader reconciles.
+    let identity = args.instance.clone().unwrap_or_else(default_identity);
+    let mut leadership = None;
+    if args.leader_election {
+        let lease = LeaseSettings {
+            namespace: args.leader_election_namespace,
+            name: args.leader_election_lease,
+            identity,
+            duration_secs: args.leader_election_duration.max(2),
+        };
+        match leadership::acquire(client.clone(), &lease, stopped()).await? {
+            Some(held) => leadership = Some(held),
+            None => return Ok(()),
+        }
+    }
+    metrics.leader.set(1);
+    let lost = Arc::new(AtomicBool::new(false));
+    let (give_back, give_back_rx) = tokio::sync::oneshot::channel::<()>();
+    let leadership = leadership.map(|mut held| {
+        let (lost, stop_tx) = (lost.clone(), stop_tx.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = held.lost() => {
+                    lost.store(true, Ordering::Release);
+                    let _ = stop_tx.send(true);
+                    None
+                }
+                _ = give_back_rx => Some(held),
+            }
+        })
+    });
+
     let settings = Settings {
         platform_namespace: args.platform_namespace,
         concurrency: args.concurrency,
@@ -131,10 +186,27 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::join!(
         registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), triggers.apps, stopped()),
-        consent::run(client, caches, triggers.consents, args.concurrency, metrics, stopped()),
+        consent::run(client, caches, triggers.consents, args.concurrency, metrics.clone(), stopped()),
     );
     watching.abort();
+    metrics.leader.set(0);
+    if lost.load(Ordering::Acquire) {
+        return Err("lost the leader lease; exiting to rejoin as a standby".into());
+    }
+    if let Some(task) = leadership {
+        // Released on a clean stop, so a standby takes over without waiting for expiry.
+        let _ = give_back.send(());
+        if let Ok(Some(held)) = task.await {
+            held.release().await;
+            info!("released the leader lease");
+        }
+    }
     Ok(())
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{}-{:08x}", if host.is_empty() { "registrar" } else { &host }, rand::random::<u32>())
 }
 
 async fn check_crds(client: &kube::Client) -> Result<(), Box<dyn std::error::Error>> {

@@ -151,22 +151,27 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
     let (granted, pending, note): (BTreeSet<&str>, BTreeSet<&str>, Option<String>) = match consent.requested_scopes {
         Some(requested) => {
             let requested: BTreeSet<&str> = requested.iter().map(String::as_str).collect();
-            let not_offered: Vec<&str> = requested.difference(&offered).copied().collect();
-            if bound.is_none() && !not_offered.is_empty() {
+            let previous = previously_granted.clone().unwrap_or_default();
+            // Asked for but not offered: either granted once and since dropped
+            // by the app (the grant shrinks), or never offered (a mismatch).
+            let (dropped, unknown): (Vec<&str>, Vec<&str>) =
+                requested.difference(&offered).copied().partition(|scope| previous.contains(scope));
+            if !unknown.is_empty() {
                 return Evaluation::denied(
                     status,
                     reason::SCOPE_MISMATCH,
                     format!(
                         "AppRegistration {app_key} does not offer {}; it offers: {}",
-                        list(&not_offered),
+                        list(&unknown),
                         if offered.is_empty() { "no scopes".to_owned() } else { list(&offered) }
                     ),
                 );
             }
-            let granted = requested.intersection(&offered).copied().collect();
-            let note =
-                (!not_offered.is_empty()).then(|| format!("; no longer offered by the app: {}", list(&not_offered)));
-            (granted, BTreeSet::new(), note)
+            let granted: BTreeSet<&str> = requested.intersection(&offered).copied().collect();
+            // An explicit list is the namespace's choice: nothing is pending.
+            let pending = BTreeSet::new();
+            let note = (!dropped.is_empty()).then(|| format!("; no longer offered by the app: {}", list(&dropped)));
+            (granted, pending, note)
         }
         None => match previously_granted {
             // Default consent: what was granted stays granted while offered;
@@ -206,4 +211,546 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
 fn unreachable_global() -> String {
     // visible_to is always true for Global.
     "a Global app is visible everywhere".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::conditions::GRANTED;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    const DEFAULT_ORG: &str = "default-org";
+    const ORG: &str = "acme";
+    const OTHER_ORG: &str = "globex";
+    const APP_NS: &str = "team-a";
+    const APP_NAME: &str = "billing";
+    const APP_KEY: &str = "team-a/billing";
+    const CONSENT_NS: &str = "team-b";
+    const CLIENT: &str = "client-1111";
+    const NEW_CLIENT: &str = "client-2222";
+    const DISPLAY: &str = "Billing";
+
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// An issued Organization app in `team-a` of `acme`, offering `offered`.
+    fn app(offered: &[String]) -> AppFacts<'_> {
+        AppFacts {
+            namespace: APP_NS,
+            name: APP_NAME,
+            organization: ORG,
+            scope: Scope::Organization,
+            display_name: DISPLAY,
+            client_id: Some(CLIENT),
+            oauth_scopes: offered,
+            deleting: false,
+        }
+    }
+
+    /// A consent in `team-b` of `acme`.
+    fn consent<'a>(requested: Option<&'a [String]>, status: &'a AppConsentStatus) -> ConsentFacts<'a> {
+        ConsentFacts { namespace: CONSENT_NS, organization: ORG, requested_scopes: requested, status }
+    }
+
+    /// Never granted: an empty status.
+    fn unbound() -> AppConsentStatus {
+        AppConsentStatus::default()
+    }
+
+    /// Bound to `client_id` with `granted` scopes, as a previous grant leaves it.
+    fn bound(client_id: &str, granted: &[&str]) -> AppConsentStatus {
+        AppConsentStatus {
+            app: Some(APP_KEY.to_owned()),
+            client_id: Some(client_id.to_owned()),
+            display_name: Some(DISPLAY.to_owned()),
+            granted_scopes: scopes(granted),
+            ..AppConsentStatus::default()
+        }
+    }
+
+    /// `bound`, with `pending` scopes waiting for acceptance.
+    fn bound_with_pending(client_id: &str, granted: &[&str], pending: &[&str]) -> AppConsentStatus {
+        AppConsentStatus { pending_scopes: scopes(pending), ..bound(client_id, granted) }
+    }
+
+    /// The status a controller would write from `evaluation` (condition omitted).
+    fn status_after(evaluation: &Evaluation) -> AppConsentStatus {
+        AppConsentStatus {
+            app: Some(APP_KEY.to_owned()),
+            client_id: evaluation.client_id.clone(),
+            display_name: evaluation.display_name.clone(),
+            granted_scopes: evaluation.granted_scopes.clone(),
+            pending_scopes: evaluation.pending_scopes.clone(),
+            ..AppConsentStatus::default()
+        }
+    }
+
+    fn assert_granted(e: &Evaluation) {
+        assert_eq!(e.condition.type_, GRANTED);
+        assert!(e.condition.status, "expected Granted, got {:?}", e.condition);
+        assert_eq!(e.condition.reason, reason::GRANTED);
+    }
+
+    fn assert_denied(e: &Evaluation, expected_reason: &str) {
+        assert_eq!(e.condition.type_, GRANTED);
+        assert!(!e.condition.status, "expected not granted, got {:?}", e.condition);
+        assert_eq!(e.condition.reason, expected_reason, "{}", e.condition.message);
+    }
+
+    /// A denial carries the status' binding and scopes over unchanged.
+    fn assert_keeps(e: &Evaluation, status: &AppConsentStatus) {
+        assert_eq!(e.client_id, status.client_id);
+        assert_eq!(e.display_name, status.display_name);
+        assert_eq!(e.granted_scopes, status.granted_scopes);
+        assert_eq!(e.pending_scopes, status.pending_scopes);
+    }
+
+    // organization_of
+
+    #[test]
+    fn organization_of_uses_the_label_when_set() {
+        assert_eq!(organization_of(Some(ORG), DEFAULT_ORG), ORG);
+    }
+
+    #[test]
+    fn organization_of_without_label_is_the_default() {
+        assert_eq!(organization_of(None, DEFAULT_ORG), DEFAULT_ORG);
+    }
+
+    #[test]
+    fn organization_of_empty_label_is_the_default() {
+        assert_eq!(organization_of(Some(""), DEFAULT_ORG), DEFAULT_ORG);
+    }
+
+    // visible_to
+
+    #[test]
+    fn group_app_is_visible_only_in_its_own_namespace() {
+        assert!(visible_to(Scope::Group, APP_NS, ORG, APP_NS, ORG));
+        assert!(!visible_to(Scope::Group, APP_NS, ORG, CONSENT_NS, ORG), "not even in the same organization");
+        assert!(!visible_to(Scope::Group, APP_NS, ORG, CONSENT_NS, OTHER_ORG));
+    }
+
+    #[test]
+    fn organization_app_is_visible_in_its_own_namespace() {
+        assert!(visible_to(Scope::Organization, APP_NS, ORG, APP_NS, ORG));
+    }
+
+    #[test]
+    fn organization_app_is_visible_in_namespaces_of_the_same_organization() {
+        assert!(visible_to(Scope::Organization, APP_NS, ORG, CONSENT_NS, ORG));
+        assert!(visible_to(Scope::Organization, APP_NS, DEFAULT_ORG, CONSENT_NS, DEFAULT_ORG));
+    }
+
+    #[test]
+    fn organization_app_is_not_visible_in_other_organizations() {
+        assert!(!visible_to(Scope::Organization, APP_NS, ORG, CONSENT_NS, OTHER_ORG));
+        assert!(!visible_to(Scope::Organization, APP_NS, ORG, CONSENT_NS, DEFAULT_ORG));
+    }
+
+    #[test]
+    fn global_app_is_visible_everywhere() {
+        assert!(visible_to(Scope::Global, APP_NS, ORG, APP_NS, ORG));
+        assert!(visible_to(Scope::Global, APP_NS, ORG, CONSENT_NS, ORG));
+        assert!(visible_to(Scope::Global, APP_NS, ORG, CONSENT_NS, OTHER_ORG));
+    }
+
+    // evaluate: the app is missing, deleting, not issued or replaced
+
+    #[test]
+    fn missing_app_never_bound_is_app_not_found() {
+        let status = unbound();
+        let e = evaluate(&consent(None, &status), None);
+        assert_denied(&e, reason::APP_NOT_FOUND);
+        assert_eq!(e.condition.message, "no such AppRegistration");
+        assert_keeps(&e, &status);
+        assert_eq!(e.client_id, None);
+    }
+
+    #[test]
+    fn missing_app_once_bound_is_revoked_naming_the_old_client_id() {
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&consent(None, &status), None);
+        assert_denied(&e, reason::APP_REVOKED);
+        assert!(e.condition.message.contains(CLIENT), "{}", e.condition.message);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn deleting_app_is_revoked() {
+        let offered = scopes(&["read"]);
+        let deleting = AppFacts { deleting: true, ..app(&offered) };
+        let status = unbound();
+        let e = evaluate(&consent(None, &status), Some(&deleting));
+        assert_denied(&e, reason::APP_REVOKED);
+        assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
+        assert!(e.condition.message.contains(CLIENT), "{}", e.condition.message);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn deleting_app_revokes_a_bound_consent_naming_the_bound_client_id() {
+        let offered = scopes(&["read"]);
+        let deleting = AppFacts { deleting: true, client_id: Some(NEW_CLIENT), ..app(&offered) };
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&consent(None, &status), Some(&deleting));
+        assert_denied(&e, reason::APP_REVOKED);
+        assert!(e.condition.message.contains(CLIENT), "{}", e.condition.message);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn app_without_client_id_yet_is_app_not_found_saying_so() {
+        let offered = scopes(&["read"]);
+        let unissued = AppFacts { client_id: None, ..app(&offered) };
+        let status = unbound();
+        let e = evaluate(&consent(None, &status), Some(&unissued));
+        assert_denied(&e, reason::APP_NOT_FOUND);
+        assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
+        assert!(e.condition.message.contains("no Client ID yet"), "{}", e.condition.message);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn bound_to_another_client_id_is_revoked_naming_both_and_keeping_the_binding() {
+        let offered = scopes(&["read", "write"]);
+        let new_app = AppFacts { client_id: Some(NEW_CLIENT), ..app(&offered) };
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&consent(None, &status), Some(&new_app));
+        assert_denied(&e, reason::APP_REVOKED);
+        assert!(e.condition.message.contains(CLIENT), "{}", e.condition.message);
+        assert!(e.condition.message.contains(NEW_CLIENT), "{}", e.condition.message);
+        assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
+        assert_eq!(e.client_id.as_deref(), Some(CLIENT), "the binding never moves to the new app");
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn revocation_is_reported_before_visibility() {
+        let offered = scopes(&["read"]);
+        let new_app = AppFacts { client_id: Some(NEW_CLIENT), ..app(&offered) };
+        let status = bound(CLIENT, &["read"]);
+        let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
+        let e = evaluate(&elsewhere, Some(&new_app));
+        assert_denied(&e, reason::APP_REVOKED);
+    }
+
+    // evaluate: visibility
+
+    #[test]
+    fn group_app_from_another_namespace_is_not_visible() {
+        let offered = scopes(&["read"]);
+        let group_app = AppFacts { scope: Scope::Group, ..app(&offered) };
+        let status = unbound();
+        let e = evaluate(&consent(None, &status), Some(&group_app));
+        assert_denied(&e, reason::NOT_VISIBLE);
+        assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
+        assert!(e.condition.message.contains("Group"), "{}", e.condition.message);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn group_app_in_its_own_namespace_is_granted() {
+        let offered = scopes(&["read"]);
+        let group_app = AppFacts { scope: Scope::Group, ..app(&offered) };
+        let status = unbound();
+        let own = ConsentFacts { namespace: APP_NS, ..consent(None, &status) };
+        let e = evaluate(&own, Some(&group_app));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["read"]);
+    }
+
+    #[test]
+    fn organization_app_from_another_organization_is_not_visible_naming_both_organizations() {
+        let offered = scopes(&["read"]);
+        let status = unbound();
+        let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
+        let e = evaluate(&elsewhere, Some(&app(&offered)));
+        assert_denied(&e, reason::NOT_VISIBLE);
+        assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
+        assert!(e.condition.message.contains(ORG), "{}", e.condition.message);
+        assert!(e.condition.message.contains(OTHER_ORG), "{}", e.condition.message);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn global_app_is_granted_in_any_organization() {
+        let offered = scopes(&["read"]);
+        let global_app = AppFacts { scope: Scope::Global, ..app(&offered) };
+        let status = unbound();
+        let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
+        let e = evaluate(&elsewhere, Some(&global_app));
+        assert_granted(&e);
+    }
+
+    // evaluate: the first grant
+
+    #[test]
+    fn first_default_grant_accepts_every_offered_scope_sorted() {
+        let offered = scopes(&["write", "read", "admin", "read"]);
+        let status = unbound();
+        let e = evaluate(&consent(None, &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["admin", "read", "write"]);
+        assert!(e.pending_scopes.is_empty());
+        assert_eq!(e.client_id.as_deref(), Some(CLIENT), "bound to the app's Client ID");
+        assert_eq!(e.display_name.as_deref(), Some(DISPLAY));
+        assert_eq!(
+            e.condition.message,
+            format!("Client ID {CLIENT} of {APP_KEY} is enabled in this namespace with scopes admin, read, write")
+        );
+    }
+
+    #[test]
+    fn first_default_grant_of_an_app_without_scopes_grants_no_api_scopes() {
+        let offered = scopes(&[]);
+        let status = unbound();
+        let e = evaluate(&consent(None, &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert!(e.granted_scopes.is_empty());
+        assert!(e.pending_scopes.is_empty());
+        assert_eq!(e.client_id.as_deref(), Some(CLIENT));
+        assert!(e.condition.message.ends_with("with no API scopes"), "{}", e.condition.message);
+    }
+
+    #[test]
+    fn first_explicit_grant_grants_the_requested_subset() {
+        let offered = scopes(&["admin", "read", "write"]);
+        let requested = scopes(&["write", "read"]);
+        let status = unbound();
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["read", "write"]);
+        assert_eq!(e.client_id.as_deref(), Some(CLIENT));
+        assert_eq!(e.display_name.as_deref(), Some(DISPLAY));
+        assert!(e.condition.message.contains("with scopes read, write"), "{}", e.condition.message);
+        assert!(!e.condition.message.contains("admin"), "{}", e.condition.message);
+    }
+
+    #[test]
+    fn first_explicit_grant_of_an_empty_list_grants_no_api_scopes() {
+        let offered = scopes(&["read"]);
+        let requested = scopes(&[]);
+        let status = unbound();
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert!(e.granted_scopes.is_empty());
+        assert_eq!(e.client_id.as_deref(), Some(CLIENT));
+        assert!(e.condition.message.ends_with("with no API scopes"), "{}", e.condition.message);
+    }
+
+    #[test]
+    fn first_explicit_grant_of_an_unoffered_scope_is_scope_mismatch() {
+        let offered = scopes(&["write", "read"]);
+        let requested = scopes(&["read", "delete"]);
+        let status = unbound();
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert_denied(&e, reason::SCOPE_MISMATCH);
+        assert_eq!(
+            e.condition.message,
+            format!("AppRegistration {APP_KEY} does not offer delete; it offers: read, write")
+        );
+        assert_keeps(&e, &status);
+        assert_eq!(e.client_id, None, "a mismatch does not bind");
+    }
+
+    #[test]
+    fn scope_mismatch_against_an_app_without_scopes_says_it_offers_none() {
+        let offered = scopes(&[]);
+        let requested = scopes(&["read"]);
+        let status = unbound();
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert_denied(&e, reason::SCOPE_MISMATCH);
+        assert!(e.condition.message.contains("does not offer read"), "{}", e.condition.message);
+        assert!(e.condition.message.ends_with("it offers: no scopes"), "{}", e.condition.message);
+    }
+
+    // evaluate: the app's scopes change after the grant
+
+    #[test]
+    fn narrowed_app_shrinks_a_default_grant_to_the_intersection() {
+        let offered = scopes(&["read"]);
+        let status = bound(CLIENT, &["read", "write"]);
+        let e = evaluate(&consent(None, &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["read"]);
+        assert!(e.pending_scopes.is_empty());
+        assert_eq!(e.client_id.as_deref(), Some(CLIENT));
+        assert!(!e.condition.message.contains("write"), "{}", e.condition.message);
+    }
+
+    #[test]
+    fn narrowed_app_with_explicit_consent_grants_the_intersection_and_notes_what_is_no_longer_offered() {
+        let offered = scopes(&["read"]);
+        let requested = scopes(&["read", "write"]);
+        let status = bound(CLIENT, &["read", "write"]);
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["read"]);
+        assert!(e.pending_scopes.is_empty());
+        assert!(
+            e.condition.message.ends_with("with scopes read; no longer offered by the app: write"),
+            "{}",
+            e.condition.message
+        );
+    }
+
+    #[test]
+    fn widened_app_leaves_a_default_grant_unchanged_with_the_new_scopes_pending() {
+        let offered = scopes(&["read", "write", "admin"]);
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&consent(None, &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["read"]);
+        assert_eq!(e.pending_scopes, ["admin", "write"]);
+        assert!(e.condition.message.contains("with scopes read;"), "{}", e.condition.message);
+        assert!(e.condition.message.contains("new scopes pending: admin, write"), "{}", e.condition.message);
+    }
+
+    #[test]
+    fn widened_app_with_explicit_consent_listing_the_new_scope_grows_the_grant() {
+        let offered = scopes(&["read", "admin"]);
+        let requested = scopes(&["read", "admin"]);
+        let status = bound_with_pending(CLIENT, &["read"], &["admin"]);
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["admin", "read"]);
+        assert!(e.pending_scopes.is_empty());
+        assert!(!e.condition.message.contains("pending"), "{}", e.condition.message);
+    }
+
+    #[test]
+    fn a_granted_evaluation_is_stable_when_fed_back() {
+        let offered = scopes(&["read", "write"]);
+        let status = bound(CLIENT, &["read"]);
+        let first = evaluate(&consent(None, &status), Some(&app(&offered)));
+        let next_status = status_after(&first);
+        let second = evaluate(&consent(None, &next_status), Some(&app(&offered)));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_bound_consent_is_not_re_granted_scopes_the_app_dropped_and_added_back() {
+        // Narrowed, then widened again: the dropped scope comes back as pending.
+        let narrowed = scopes(&["read"]);
+        let status = bound(CLIENT, &["read", "write"]);
+        let after_narrowing = status_after(&evaluate(&consent(None, &status), Some(&app(&narrowed))));
+        let widened = scopes(&["read", "write"]);
+        let e = evaluate(&consent(None, &after_narrowing), Some(&app(&widened)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, ["read"]);
+        assert_eq!(e.pending_scopes, ["write"]);
+    }
+
+    // evaluate: denials keep what was granted
+
+    #[test]
+    fn a_denied_evaluation_keeps_the_binding_and_the_scopes() {
+        let offered = scopes(&["read", "write", "admin"]);
+        let status = bound_with_pending(CLIENT, &["read", "write"], &["admin"]);
+        let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
+        let e = evaluate(&elsewhere, Some(&app(&offered)));
+        assert_denied(&e, reason::NOT_VISIBLE);
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn relabelling_back_restores_the_same_grant() {
+        let offered = scopes(&["read", "write", "admin"]);
+        let status = bound(CLIENT, &["read", "write"]);
+        let granted = evaluate(&consent(None, &status), Some(&app(&offered)));
+        assert_granted(&granted);
+        assert_eq!(granted.pending_scopes, ["admin"]);
+
+        // The consuming namespace moves to another organization...
+        let granted_status = status_after(&granted);
+        let moved = ConsentFacts { organization: OTHER_ORG, ..consent(None, &granted_status) };
+        let denied = evaluate(&moved, Some(&app(&offered)));
+        assert_denied(&denied, reason::NOT_VISIBLE);
+
+        // ...and back.
+        let denied_status = status_after(&denied);
+        let restored = evaluate(&consent(None, &denied_status), Some(&app(&offered)));
+        assert_eq!(restored, granted);
+    }
+
+    #[test]
+    fn messages_contain_only_names_ids_scopes_and_organizations() {
+        const LEAKS: [&str; 5] = ["LEAK-APP", "LEAK-DISPLAY", "LEAK-CONDITION", "LEAK-REASON", "4242"];
+        let leaky = |client_id: Option<&str>, granted: &[&str]| AppConsentStatus {
+            app: Some("LEAK-APP".to_owned()),
+            client_id: client_id.map(str::to_owned),
+            display_name: Some("LEAK-DISPLAY".to_owned()),
+            granted_scopes: scopes(granted),
+            pending_scopes: scopes(&[]),
+            observed_generation: Some(4242),
+            conditions: vec![Condition {
+                type_: GRANTED.to_owned(),
+                status: "True".to_owned(),
+                reason: "LEAK-REASON".to_owned(),
+                message: "LEAK-CONDITION".to_owned(),
+                observed_generation: Some(4242),
+                last_transition_time: Time(Timestamp::from_second(0).unwrap()),
+            }],
+        };
+        let unbound = leaky(None, &[]);
+        let bound = leaky(Some(CLIENT), &["read"]);
+        let offered = scopes(&["read", "write"]);
+        let narrowed = scopes(&["write"]);
+        let requested = scopes(&["read", "delete"]);
+        let base = app(&offered);
+        let deleting = AppFacts { deleting: true, ..app(&offered) };
+        let unissued = AppFacts { client_id: None, ..app(&offered) };
+        let replaced = AppFacts { client_id: Some(NEW_CLIENT), ..app(&offered) };
+        let group = AppFacts { scope: Scope::Group, ..app(&offered) };
+        let narrowed_app = app(&narrowed);
+        let here = |status| consent(None, status);
+        let elsewhere = |status| ConsentFacts { organization: OTHER_ORG, ..consent(None, status) };
+        let explicit = |status| consent(Some(&requested), status);
+
+        let cases: Vec<(&str, Evaluation)> = vec![
+            ("missing, unbound", evaluate(&here(&unbound), None)),
+            ("missing, bound", evaluate(&here(&bound), None)),
+            ("deleting", evaluate(&here(&bound), Some(&deleting))),
+            ("unissued", evaluate(&here(&bound), Some(&unissued))),
+            ("replaced", evaluate(&here(&bound), Some(&replaced))),
+            ("group elsewhere", evaluate(&here(&unbound), Some(&group))),
+            ("organization elsewhere", evaluate(&elsewhere(&bound), Some(&base))),
+            ("mismatch", evaluate(&explicit(&unbound), Some(&base))),
+            ("first grant", evaluate(&here(&unbound), Some(&base))),
+            ("pending", evaluate(&here(&bound), Some(&base))),
+            ("narrowed explicit", evaluate(&explicit(&bound), Some(&narrowed_app))),
+        ];
+        let mut reasons = BTreeSet::new();
+        for (case, e) in &cases {
+            let message = &e.condition.message;
+            reasons.insert(e.condition.reason);
+            assert!(!message.is_empty(), "{case}: empty message");
+            for leak in LEAKS {
+                assert!(!message.contains(leak), "{case}: {leak} leaked into {message:?}");
+            }
+            for debug in ["Some(", "None", "[", "]", "\"", "{", "}"] {
+                assert!(!message.contains(debug), "{case}: debug formatting {debug:?} in {message:?}");
+            }
+        }
+        assert_eq!(reasons.len(), 5, "every reason was exercised: {reasons:?}");
+    }
+
+    /// A bound consent that lists a scope the app never offered (a typo, say)
+    /// is told that scope is "no longer offered by the app", which is false:
+    /// it was never offered nor granted.
+    #[test]
+    fn bound_explicit_consent_does_not_call_a_never_offered_scope_no_longer_offered() {
+        let offered = scopes(&["read"]);
+        let requested = scopes(&["read", "delete"]);
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&consent(Some(&requested), &status), Some(&app(&offered)));
+        assert!(
+            !e.condition.message.contains("no longer offered by the app: delete"),
+            "delete was never offered: {}",
+            e.condition.message
+        );
+    }
 }

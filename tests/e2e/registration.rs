@@ -730,3 +730,63 @@ async fn examples_become_ready() {
     assert_eq!(worker.labels().get("team").map(String::as_str), Some("reporting"));
     ns.delete().await;
 }
+
+/// Two replicas with leader election: only the leader reconciles; killing it
+/// hands over within the lease duration, and a rotation requested during the
+/// failover happens exactly once.
+#[tokio::test]
+async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
+    const LEASE_SECONDS: u64 = 4;
+    let ns = TestNamespace::new("reg-leader").await;
+    install_registrar(&ns.client).await;
+    let duration = LEASE_SECONDS.to_string();
+    let args = [
+        "--watch-namespace",
+        &ns.name,
+        "--leader-election",
+        "--leader-election-namespace",
+        &ns.name,
+        "--leader-election-duration",
+        &duration,
+    ];
+    let mut replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
+    let leader = eventually("exactly one leader", TIMEOUT, || async {
+        let a = replicas[0].metric("registrar_leader").await;
+        let b = replicas[1].metric("registrar_leader").await;
+        match (a, b) {
+            (1.0, 0.0) => Some(0),
+            (0.0, 1.0) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    apply(&ns, &confidential("ha")).await;
+    wait_issued(&ns, "ha").await;
+    assert_eq!(
+        replicas[1 - leader].metric("registrar_reconciliations_total").await,
+        0.0,
+        "the standby does not reconcile"
+    );
+
+    annotate(&ns, "ha", "registrar.dev/rotate", "failover-1").await;
+    replicas[leader].kill();
+    let killed_at = tokio::time::Instant::now();
+    let standby = &replicas[1 - leader];
+    eventually("the standby to take over", Duration::from_secs(LEASE_SECONDS + 10), || async {
+        (standby.metric("registrar_leader").await == 1.0).then_some(())
+    })
+    .await;
+    eprintln!("leadership handed over {:?} after the leader was killed (lease {LEASE_SECONDS}s)", killed_at.elapsed());
+    let rotated = wait_app(&ns, "ha", "the rotation requested during failover", |a| {
+        status(a).last_handled_rotate.as_deref() == Some("failover-1")
+    })
+    .await;
+    assert_eq!(status(&rotated).secret_version, Some(2), "one request, one rotation");
+    let (rotated, secret) = wait_issued(&ns, "ha").await;
+    assert_verifies(&rotated, &secret);
+
+    // The killed replica comes back as a standby.
+    replicas[leader].restart().await;
+    assert_eq!(replicas[leader].metric("registrar_leader").await, 0.0);
+    ns.delete().await;
+}
