@@ -32,6 +32,12 @@ pub struct CrdManifest {
     pub yaml: String,
 }
 
+/// Where generated files go, relative to the repository root: the CRDs (for
+/// `kubectl apply`), and their copies inside the Helm chart.
+pub const CRD_DIRS: [&str; 2] = ["crds", "charts/registrar/files/crds"];
+/// The admission policies (`deploy/`) and their copies inside the Helm chart.
+pub const ADMISSION_POLICY_DIRS: (&str, &str) = ("deploy", "charts/registrar/files/admission");
+
 /// The CRD manifests `crdgen` writes to `crds/`, one file per CRD, named after it.
 pub fn crd_manifests() -> Result<Vec<CrdManifest>, serde_saphyr::ser::Error> {
     crds()
@@ -80,29 +86,50 @@ mod tests {
         assert_eq!(short, [vec!["appreg", "appregs"], vec!["appconsent"]]);
     }
 
-    /// `crds/` is checked in; this fails when it differs from what crdgen prints.
-    /// Regenerate with `cargo run --bin crdgen`.
+    /// `crds/` (and the chart's copy) is checked in; this fails when it differs
+    /// from what crdgen prints. Regenerate with `make crds`.
     #[test]
     fn checked_in_crds_are_up_to_date() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let manifests = crd_manifests().expect("CRDs serialize");
-        for m in &manifests {
-            let path = dir.join(&m.file_name);
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(
-                on_disk == m.yaml,
-                "{} is stale or missing: run `cargo run --bin crdgen` and commit crds/",
-                path.display()
-            );
+        for dir in CRD_DIRS {
+            let dir = root.join(dir);
+            for m in &manifests {
+                let path = dir.join(&m.file_name);
+                let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(on_disk == m.yaml, "{} is stale or missing: run `make crds` and commit", path.display());
+            }
+            let mut expected: Vec<_> = manifests.iter().map(|m| m.file_name.clone()).collect();
+            expected.sort();
+            assert_eq!(yaml_files(&dir), expected, "{} holds files crdgen does not write", dir.display());
         }
-        let mut expected: Vec<_> = manifests.iter().map(|m| m.file_name.clone()).collect();
-        expected.sort();
-        let mut present: Vec<_> = std::fs::read_dir(&dir)
-            .expect("crds/ exists")
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".yaml"))
-            .collect();
-        present.sort();
-        assert_eq!(present, expected, "crds/ holds files crdgen does not write");
+    }
+
+    /// The chart carries the admission policies of deploy/ unchanged.
+    #[test]
+    fn chart_admission_policies_match_deploy() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (source, copy) = (root.join(ADMISSION_POLICY_DIRS.0), root.join(ADMISSION_POLICY_DIRS.1));
+        let files = yaml_files(&source);
+        assert!(!files.is_empty());
+        assert_eq!(yaml_files(&copy), files, "run `make crds` to copy deploy/ into the chart");
+        for file in files {
+            let a = std::fs::read_to_string(source.join(&file)).expect("read");
+            let b = std::fs::read_to_string(copy.join(&file)).unwrap_or_default();
+            assert!(a == b, "{} differs from deploy/{file}: run `make crds`", copy.join(&file).display());
+        }
+    }
+
+    fn yaml_files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".yaml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 }

@@ -99,6 +99,28 @@ impl ControlPlane {
         cmd
     }
 
+    /// A kubeconfig for the same cluster that impersonates `user` (for example
+    /// `system:serviceaccount:NS:NAME`), written next to the admin one.
+    pub fn impersonating_kubeconfig(&self, user: &str) -> PathBuf {
+        let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        for named in &mut kubeconfig.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.impersonate = Some(user.to_owned());
+            }
+        }
+        let path = self.kubeconfig.with_file_name(format!("as-{:08x}.kubeconfig", rand::random::<u32>()));
+        let text = serde_json::to_string(&kubeconfig).expect("serialize kubeconfig");
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// A client that impersonates `user`.
+    pub async fn client_as(&self, user: &str) -> Client {
+        let kubeconfig = Kubeconfig::read_from(self.impersonating_kubeconfig(user)).expect("read kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
+        Client::try_from(config).expect("client")
+    }
+
     /// An admin client. Each test builds its own: a client belongs to the tokio
     /// runtime it was made on.
     pub async fn client(&self) -> Client {

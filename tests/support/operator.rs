@@ -13,6 +13,7 @@ use super::{control_plane, eventually};
 
 /// A running operator process. Killed when dropped.
 pub struct Operator {
+    kubeconfig: PathBuf,
     metrics_addr: String,
     log: PathBuf,
     extra_args: Vec<String>,
@@ -28,8 +29,14 @@ impl Operator {
     /// Starts registrar with these arguments (besides the metrics address and
     /// log format) and waits until its caches are synced.
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_as(control_plane().kubeconfig().to_path_buf(), args).await
+    }
+
+    /// Starts registrar with the identity and cluster of `kubeconfig`.
+    pub async fn start_as(kubeconfig: PathBuf, args: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!("registrar-operator-{:08x}.log", rand::random::<u32>()));
         let mut operator = Operator {
+            kubeconfig,
             metrics_addr: String::new(),
             log,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
@@ -48,7 +55,7 @@ impl Operator {
             .args(["--metrics-addr", &self.metrics_addr])
             .args(["--log-format", "json"])
             .args(&self.extra_args)
-            .env("KUBECONFIG", control_plane().kubeconfig())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,registrar=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))

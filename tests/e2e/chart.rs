@@ -1,0 +1,265 @@
+//! The Helm chart against the real apiserver: it lints, its manifests pass a
+//! server-side dry run, and the operator binary run with exactly the chart's
+//! ServiceAccount identity and RBAC goes through the lifecycle; a verb outside
+//! its ClusterRole is refused; the aggregated roles extend admin, edit and view.
+
+use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+    core::v1::{ConfigMap, Secret},
+    rbac::v1::ClusterRole,
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use registrar::api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, WorkloadKind, WorkloadRef};
+use serde_json::json;
+
+use super::registration::{confidential, status, wait_app, wait_issued};
+use crate::support::{TestNamespace, control_plane, eventually, install_registrar, operator::Operator};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn helm() -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-helm.sh");
+    let out = Command::new("bash").arg(script).output().expect("run install-helm.sh");
+    assert!(out.status.success(), "install-helm.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = Command::new(String::from_utf8_lossy(&out.stdout).trim());
+    cmd.env("KUBECONFIG", control_plane().kubeconfig());
+    cmd
+}
+
+fn chart() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/registrar").display().to_string()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Renders the chart for `release` into `namespace`.
+fn render(release: &str, namespace: &str) -> String {
+    run(helm().args(["template", release, &chart(), "--namespace", namespace, "--kube-version", "1.36.3"]))
+}
+
+/// Applies rendered manifests with the bundled kubectl; `extra` adds flags.
+fn kubectl_apply(manifests: &str, extra: &[&str]) -> String {
+    use std::io::Write;
+    let mut child = control_plane()
+        .kubectl()
+        .args(["apply", "--server-side", "--field-manager=helm-e2e", "-f", "-"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child.stdin.take().expect("stdin").write_all(manifests.as_bytes()).expect("write manifests");
+    let out = child.wait_with_output().expect("kubectl");
+    assert!(out.status.success(), "kubectl apply {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn chart_lints_and_passes_a_server_side_dry_run() {
+    run(helm().args(["lint", "--strict", &chart(), "--kube-version", "1.36.3"]));
+    let ns = TestNamespace::new("chart-dry").await;
+    let manifests = render("dry", &ns.name);
+    let out = kubectl_apply(&manifests, &["--dry-run=server"]);
+    for kind in ["deployment.apps/dry-registrar", "clusterrole.rbac.authorization.k8s.io/dry-registrar-operator"] {
+        assert!(out.contains(kind), "{kind} missing from: {out}");
+    }
+    // A non-default platform namespace reaches the Global-scope policy.
+    let other = run(helm().args([
+        "template",
+        "dry",
+        &chart(),
+        "--namespace",
+        &ns.name,
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "platformNamespace=platform-team",
+    ]));
+    assert!(other.contains("'platform-team'") && !other.contains("'registrar-system'"));
+    // The schema refuses a bad value with a clear message.
+    let bad = helm()
+        .args(["template", "dry", &chart(), "--kube-version", "1.36.3", "--set", "logFormat=xml"])
+        .output()
+        .expect("helm");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("logFormat"), "{}", String::from_utf8_lossy(&bad.stderr));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn operator_works_with_exactly_the_charts_rbac() {
+    let release = format!("rel{:06x}", rand::random::<u32>() & 0xffffff);
+    let install = TestNamespace::new("chart-install").await;
+    install_registrar(&install.client).await;
+    kubectl_apply(&render(&release, &install.name), &[]);
+    let identity = format!("system:serviceaccount:{}:{release}-registrar", install.name);
+
+    // A verb outside the ClusterRole is refused.
+    let sa = control_plane().client_as(&identity).await;
+    let refused = Api::<ConfigMap>::namespaced(sa.clone(), &install.name).list(&ListParams::default()).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.is_forbidden()), "{refused:?}");
+    let apps = TestNamespace::labelled("chart-apps", &[("registrar.dev/organization", &release)]).await;
+    let refused = Api::<AppRegistration>::namespaced(sa.clone(), &apps.name)
+        .create(&PostParams::default(), &confidential("nope"))
+        .await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.is_forbidden()), "the operator never creates apps");
+    let refused = Api::<Deployment>::namespaced(sa.clone(), &apps.name).delete("x", &DeleteParams::default()).await;
+    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.is_forbidden()), "{refused:?}");
+
+    // The operator binary, as the chart's ServiceAccount, with leader election.
+    let selector = format!("e2e.registrar.dev/run={release}");
+    let operator = Operator::start_as(
+        control_plane().impersonating_kubeconfig(&identity),
+        &[
+            "--selector",
+            &selector,
+            "--leader-election",
+            "--leader-election-namespace",
+            &install.name,
+            "--leader-election-lease",
+            &format!("{release}-registrar"),
+        ],
+    )
+    .await;
+    eventually("leadership", TIMEOUT, || async { (operator.metric("registrar_leader").await == 1.0).then_some(()) })
+        .await;
+
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "api" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "api" } },
+            "template": { "metadata": { "labels": { "app": "api" } },
+                          "spec": { "containers": [{ "name": "api", "image": "registry.invalid/api:1" }] } }
+        }
+    }))
+    .expect("deployment");
+    apps.api::<Deployment>().create(&PostParams::default(), &deployment).await.expect("deployment");
+    let labels = BTreeMap::from([("e2e.registrar.dev/run".to_string(), release.clone())]);
+    let mut app = confidential("billing");
+    app.metadata.labels = Some(labels.clone());
+    app.spec.restart_on_rotate = vec![WorkloadRef { kind: WorkloadKind::Deployment, name: "api".into() }];
+    let mut body = serde_json::to_value(&app).expect("json");
+    body.as_object_mut().expect("object").remove("status");
+    apps.api::<AppRegistration>()
+        .patch("billing", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
+        .await
+        .expect("apply app");
+    let (issued, _) = wait_issued(&apps, "billing").await;
+
+    // Rotate (Secret patch, workload patch, Events).
+    let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "rbac-1" } } }));
+    apps.api::<AppRegistration>().patch("billing", &PatchParams::default(), &patch).await.expect("rotate");
+    wait_app(&apps, "billing", "the rotation", |a| status(a).secret_version == Some(2)).await;
+    eventually("the workload to roll", TIMEOUT, || async {
+        let d = apps.api::<Deployment>().get("api").await.ok()?;
+        let annotations = d.spec?.template.metadata?.annotations?;
+        (annotations.get("registrar.dev/secret-version").map(String::as_str) == Some("2")).then_some(())
+    })
+    .await;
+    // Drift (Secret get and create).
+    apps.api::<Secret>().delete("billing-credentials", &DeleteParams::default()).await.expect("delete Secret");
+    wait_app(&apps, "billing", "a re-mint", |a| status(a).secret_version == Some(3)).await;
+    // Consent from another namespace of the organization (consent status patch).
+    let consumer = TestNamespace::labelled("chart-consumer", &[("registrar.dev/organization", &release)]).await;
+    let consent = AppConsent {
+        metadata: ObjectMeta { name: Some("billing".into()), labels: Some(labels.clone()), ..Default::default() },
+        spec: AppConsentSpec {
+            app_ref: AppRef { namespace: apps.name.clone(), name: "billing".into() },
+            oauth_scopes: None,
+        },
+        status: None,
+    };
+    consumer.api::<AppConsent>().create(&PostParams::default(), &consent).await.expect("consent");
+    wait_app(&apps, "billing", "the consent to be counted", |a| status(a).consents.is_some()).await;
+    // Revoke (finalizer patch, Secret delete).
+    apps.api::<AppRegistration>().delete("billing", &DeleteParams::default()).await.expect("delete app");
+    eventually("revocation", TIMEOUT, || async {
+        let gone = apps.api::<AppRegistration>().get_opt("billing").await.ok()?.is_none();
+        let secret_gone = apps.api::<Secret>().get_opt("billing-credentials").await.ok()?.is_none();
+        (gone && secret_gone).then_some(())
+    })
+    .await;
+    let revoked = eventually("the consent to turn AppRevoked", TIMEOUT, || async {
+        let c = consumer.api::<AppConsent>().get("billing").await.ok()?;
+        c.status.as_ref()?.conditions.iter().any(|c| c.reason == "AppRevoked").then_some(c)
+    })
+    .await;
+    assert_eq!(revoked.status.and_then(|s| s.client_id), status(&issued).client_id);
+
+    let log = operator.log();
+    assert!(!log.to_lowercase().contains("forbidden"), "a request was forbidden under the chart's RBAC:\n{log}");
+    assert_eq!(operator.metric("registrar_reconcile_errors_total{error=\"write_secret\"}").await, 0.0);
+    drop(operator);
+    for ns in [consumer, apps, install] {
+        ns.delete().await;
+    }
+}
+
+#[tokio::test]
+async fn aggregated_roles_extend_admin_edit_and_view_but_view_reads_no_secrets() {
+    let release = format!("agg{:06x}", rand::random::<u32>() & 0xffffff);
+    let ns = TestNamespace::new("chart-roles").await;
+    kubectl_apply(&render(&release, &ns.name), &[]);
+    let roles = Api::<ClusterRole>::all(ns.client.clone());
+    for (role, verb) in [("view", "list"), ("edit", "create"), ("admin", "delete")] {
+        eventually(&format!("the built-in {role} role to aggregate registrar's rules"), TIMEOUT, || async {
+            let rules = roles.get(role).await.ok()?.rules?;
+            rules
+                .iter()
+                .any(|r| {
+                    r.resources.as_ref().is_some_and(|res| res.iter().any(|x| x == "appregistrations"))
+                        && r.verbs.iter().any(|v| v == verb)
+                })
+                .then_some(())
+        })
+        .await;
+    }
+    // A viewer of a namespace reads apps and consents, never Secrets.
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": { "name": "viewer" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "viewer" }]
+    });
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(ns.client.clone(), &ns.name)
+        .create(&PostParams::default(), &serde_json::from_value(binding).expect("binding"))
+        .await
+        .expect("bind view");
+    let can = |group: &'static str, resource: &'static str| {
+        let client = ns.client.clone();
+        let namespace = ns.name.clone();
+        async move {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some("viewer".into()),
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some(namespace),
+                        group: Some(group.into()),
+                        resource: Some(resource.into()),
+                        verb: Some("get".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = Api::<SubjectAccessReview>::all(client).create(&PostParams::default(), &review).await;
+            answer.expect("SubjectAccessReview").status.is_some_and(|s| s.allowed)
+        }
+    };
+    assert!(can("registrar.dev", "appregistrations").await);
+    assert!(can("registrar.dev", "appconsents").await);
+    assert!(!can("", "secrets").await, "view never reads Secrets");
+    ns.delete().await;
+}
