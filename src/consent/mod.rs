@@ -72,7 +72,13 @@ pub async fn run(
 async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Deciding on a partial view could flap a consent to NotVisible.
     ctx.caches.synced().await;
+    let result = evaluate_and_write(&consent, &ctx).await;
+    // Counted once finished, so a reader of the metric knows its writes are done.
     ctx.metrics.consent_reconciliations.inc();
+    result
+}
+
+async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Action, Error> {
     let namespace = consent.namespace().unwrap_or_default();
     let app_ref = &consent.spec.app_ref;
     let app = ctx.caches.apps.get(&ObjectRef::new(&app_ref.name).within(&app_ref.namespace));

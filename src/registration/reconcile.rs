@@ -107,19 +107,21 @@ fn uid(app: &AppRegistration) -> String {
 pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Deciding on a partial view could take a not-yet-listed Secret for a deleted one.
     ctx.caches.synced().await;
-    ctx.metrics.reconciliations.inc();
     ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
     let object_key = key(&app);
-    let action = finalizer(&api, FINALIZER, app, |event| async {
+    let result = finalizer(&api, FINALIZER, app, |event| async {
         match event {
             FinalizerEvent::Apply(app) => apply(&app, &ctx).await,
             FinalizerEvent::Cleanup(app) => revoke(&app, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    // Counted once finished, so a reader of the metric knows its writes are done.
+    ctx.metrics.reconciliations.inc();
+    let action = result?;
     ctx.memory().failures.remove(&object_key);
     Ok(action)
 }

@@ -790,3 +790,43 @@ async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
     assert_eq!(replicas[leader].metric("registrar_leader").await, 0.0);
     ns.delete().await;
 }
+
+/// An upgrade: the CRDs re-applied and the operator restarted. Nothing rotates
+/// and nothing is written.
+#[tokio::test]
+async fn reapplying_crds_and_restarting_the_operator_writes_nothing() {
+    let (ns, mut operator) = setup("reg-upgrade").await;
+    let names: Vec<String> = (0..5).map(|i| format!("keep-{i}")).collect();
+    let mut before = Vec::new();
+    for name in &names {
+        apply(&ns, &confidential(name)).await;
+    }
+    for name in &names {
+        let (app, secret) = wait_issued(&ns, name).await;
+        before.push((status(&app), secret.resource_version()));
+    }
+
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let out = control_plane()
+        .kubectl()
+        .args(["apply", "--server-side", "--field-manager=upgrade", "--force-conflicts", "-f"])
+        .arg(&crds)
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    operator.restart().await;
+    eventually("every app to be reconciled by the new process", TIMEOUT, || async {
+        (operator.metric("registrar_reconciliations_total").await >= names.len() as f64).then_some(())
+    })
+    .await;
+
+    assert_eq!(operator.writes().await, 0.0, "the restarted operator made write requests");
+    assert_eq!(operator.metric("registrar_secret_mints_total{reason=\"RotateRequested\"}").await, 0.0);
+    for (name, (status_before, rv_before)) in names.iter().zip(before) {
+        let app = ns.api::<AppRegistration>().get(name).await.expect("get");
+        assert_eq!(status(&app), status_before, "{name}: status unchanged");
+        let secret = credentials(&ns, &format!("{name}-credentials")).await.expect("Secret");
+        assert_eq!(secret.resource_version(), rv_before, "{name}: Secret untouched");
+    }
+    ns.delete().await;
+}
