@@ -56,24 +56,47 @@ echo "==> installing the CRDs and the admission policies"
 "$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
 "$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 "$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
+# Admission policies take effect asynchronously: wait until a dry run shows one act.
+probe='{"apiVersion":"registrar.dev/v1alpha1","kind":"AppRegistration","metadata":{"name":"policy-probe","namespace":"default"},"spec":{"displayName":"probe","scope":"Group"}}'
+until [ -n "$(echo "$probe" | "$kubectl_bin" create --dry-run=server -f - \
+    -o jsonpath='{.metadata.annotations.registrar\.dev/registered-by}' 2>/dev/null)" ]; do
+  sleep 0.2
+done
+
+metrics_addr=${REGISTRAR_METRICS_ADDR:-127.0.0.1:8080}
+"$operator" --metrics-addr "$metrics_addr" "$@" &
+op_pid=$!
+
+echo "==> waiting for the operator to be ready"
+until curl -fsS "http://$metrics_addr/readyz" >/dev/null 2>&1; do
+  kill -0 "$op_pid" 2>/dev/null || { echo "the operator exited" >&2; exit 1; }
+  sleep 0.2
+done
+
+echo "==> applying examples/ (one app of each kind, and a shared app with consents)"
+"$kubectl_bin" apply -f examples/confidential-app.yaml -f examples/public-client.yaml -f examples/organizations/
+"$kubectl_bin" wait --for=condition=Ready appreg --all --all-namespaces --timeout=120s >/dev/null
+echo
+"$kubectl_bin" get appregs -A
+echo
+"$kubectl_bin" get appconsents -A
+echo
+echo "The Client ID and Client Secret of billing-portal are in this Secret:"
+"$kubectl_bin" get secret billing-portal-credentials
 
 cat <<MSG
 
-  registrar is starting against a local control plane. In another terminal:
+  registrar runs against a local control plane. In another terminal:
 
     export KUBECONFIG=$KUBECONFIG
-    kubectl get ns                      # any kubectl; $kubectl_bin matches the server
-    kubectl apply -f examples/confidential-app.yaml
-    kubectl get appregs
+    kubectl get appregs -A              # any kubectl; $kubectl_bin matches the server
+    kubectl annotate appreg billing-portal registrar.dev/rotate=\$(date +%s) --overwrite
     kubectl get secret billing-portal-credentials -o yaml
-    kubectl apply -f examples/organizations/ && kubectl get appconsents -A
 
-  Metrics: http://127.0.0.1:8080/metrics.
-  Component logs: $state/logs. Ctrl-C stops everything.
+  Metrics: http://$metrics_addr/metrics. Component logs: $state/logs.
+  Ctrl-C stops everything.
 
 MSG
 
-"$operator" --metrics-addr 127.0.0.1:8080 "$@" &
-op_pid=$!
 # Stop when either the operator or the control plane exits.
 wait -n "$op_pid" "$cp_pid" || true

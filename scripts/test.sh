@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, phase by phase, with the wall time of each: formatting,
-# lints, the control-plane build, unit tests, end-to-end tests against a real
-# control plane, and a check that no control-plane process outlived the tests.
+# lints, the control-plane and helm builds, unit tests, end-to-end tests against
+# a real control plane (the Helm chart included), the quickstart, and a check
+# that no control-plane process outlived the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -13,7 +14,9 @@ phase "format" check_format
 phase "clippy" cargo clippy --locked --all-targets -- -D warnings
 phase "control-plane build" build_controlplane
 export REGISTRAR_CONTROLPLANE
+phase "helm build" bash scripts/install-helm.sh
 phase "unit tests" cargo test --locked --lib --bins
 phase "e2e tests" cargo test --locked --test e2e -- --test-threads "${E2E_THREADS:-4}"
+phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "no leftover control-plane processes" check_no_leftovers
 summary
