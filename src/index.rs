@@ -8,11 +8,14 @@
 //! was re-listing) is dropped by readers that look the object up.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use crate::consent::visibility::organization_of;
+
+/// How many revoked Client IDs are remembered.
+pub const MAX_REVOKED: usize = 100_000;
 
 /// `(namespace, name)` of an object.
 pub type Key = (String, String);
@@ -31,6 +34,12 @@ struct Inner {
     consents_by_app: HashMap<Key, HashSet<Key>>,
     consents_by_namespace: HashMap<String, HashSet<Key>>,
     apps_by_namespace: HashMap<String, HashSet<String>>,
+    /// The app holding each Client ID.
+    app_by_client_id: HashMap<String, Key>,
+    /// Client IDs of deleted apps, most recent last (bounded): the registry
+    /// answers "revoked" for them rather than "unknown".
+    revoked: VecDeque<String>,
+    revoked_set: HashSet<String>,
     /// Namespaces with an organization label, and its value.
     namespace_org: HashMap<String, String>,
     namespaces_by_org: HashMap<String, BTreeSet<String>>,
@@ -104,18 +113,48 @@ impl Index {
 
     // === apps ===
 
-    pub fn app_applied(&self, app: &Key) {
-        self.write().apps_by_namespace.entry(app.0.clone()).or_default().insert(app.1.clone());
+    /// Records an app and, once issued, its Client ID.
+    pub fn app_applied(&self, app: &Key, client_id: Option<&str>) {
+        let mut inner = self.write();
+        inner.apps_by_namespace.entry(app.0.clone()).or_default().insert(app.1.clone());
+        if let Some(id) = client_id {
+            inner.app_by_client_id.insert(id.to_owned(), app.clone());
+        }
     }
 
-    pub fn app_deleted(&self, app: &Key) {
+    /// Forgets a deleted app; its Client ID is remembered as revoked.
+    pub fn app_deleted(&self, app: &Key, client_id: Option<&str>) {
         let mut inner = self.write();
+        if let Some(id) = client_id
+            && inner.app_by_client_id.get(id) == Some(app)
+        {
+            inner.app_by_client_id.remove(id);
+            if inner.revoked_set.insert(id.to_owned()) {
+                inner.revoked.push_back(id.to_owned());
+                if inner.revoked.len() > MAX_REVOKED
+                    && let Some(oldest) = inner.revoked.pop_front()
+                {
+                    inner.revoked_set.remove(&oldest);
+                }
+            }
+        }
         if let Some(set) = inner.apps_by_namespace.get_mut(&app.0) {
             set.remove(&app.1);
             if set.is_empty() {
                 inner.apps_by_namespace.remove(&app.0);
             }
         }
+    }
+
+    /// The app holding a Client ID.
+    pub fn app_of_client(&self, client_id: &str) -> Option<Key> {
+        self.read().app_by_client_id.get(client_id).cloned()
+    }
+
+    /// Whether a Client ID belonged to an app that was deleted (remembered for
+    /// the last [`MAX_REVOKED`] deletions).
+    pub fn is_revoked(&self, client_id: &str) -> bool {
+        self.read().revoked_set.contains(client_id)
     }
 
     /// The apps registered in a namespace.
@@ -213,11 +252,15 @@ mod tests {
     #[test]
     fn apps_are_found_by_namespace() {
         let index = Index::new("default");
-        index.app_applied(&key("team-a", "billing"));
-        index.app_applied(&key("team-a", "billing"));
+        index.app_applied(&key("team-a", "billing"), None);
+        index.app_applied(&key("team-a", "billing"), Some("cid"));
         assert_eq!(index.apps_in_namespace("team-a"), [key("team-a", "billing")]);
-        index.app_deleted(&key("team-a", "billing"));
+        assert_eq!(index.app_of_client("cid"), Some(key("team-a", "billing")));
+        index.app_deleted(&key("team-a", "billing"), Some("cid"));
         assert!(index.apps_in_namespace("team-a").is_empty());
+        assert_eq!(index.app_of_client("cid"), None);
+        assert!(index.is_revoked("cid"));
+        assert!(!index.is_revoked("other"));
     }
 
     #[test]

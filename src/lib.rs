@@ -14,5 +14,6 @@ pub mod index;
 pub mod leadership;
 pub mod metrics;
 pub mod registration;
+pub mod registry;
 pub mod telemetry;
 pub mod watches;

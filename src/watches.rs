@@ -55,6 +55,19 @@ pub struct Caches {
 }
 
 impl Caches {
+    /// Whether every cache has seen its first full list (without waiting).
+    pub fn is_synced(&self) -> bool {
+        use futures::FutureExt;
+        [
+            self.apps.wait_until_ready().now_or_never(),
+            self.consents.wait_until_ready().now_or_never(),
+            self.secrets.wait_until_ready().now_or_never(),
+            self.namespaces.wait_until_ready().now_or_never(),
+        ]
+        .iter()
+        .all(|r| matches!(r, Some(Ok(()))))
+    }
+
     /// Resolves once every cache has seen its first full list.
     pub async fn synced(&self) {
         synced(&self.apps).await;
@@ -190,17 +203,21 @@ where
     }
 }
 
+fn client_id(app: &AppRegistration) -> Option<&str> {
+    app.status.as_ref()?.client_id.as_deref()
+}
+
 async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
     match event {
         Event::Apply(app) | Event::InitApply(app) => {
             let key = key(&app);
-            to.index.app_applied(&key);
+            to.index.app_applied(&key, client_id(&app));
             to.app(key.clone()).await;
             to.consents_of_app(&key).await;
         }
         Event::Delete(app) => {
             let key = key(&app);
-            to.index.app_deleted(&key);
+            to.index.app_deleted(&key, client_id(&app));
             to.consents_of_app(&key).await;
         }
         Event::Init | Event::InitDone => {}

@@ -20,11 +20,12 @@ use registrar::{
     leadership::{self, LeaseSettings},
     metrics::{self, Metrics},
     registration::{self, Settings},
+    registry,
     telemetry::{self, LogFormat},
     watches::{self, Selection},
 };
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Turns OAuth 2.0 client registrations into declarative Kubernetes resources.
 #[derive(Parser, Debug)]
@@ -68,6 +69,22 @@ struct Args {
     /// in a cluster; default: the host name and a random suffix).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Address of the registry API.
+    #[arg(long, env = "REGISTRAR_REGISTRY_ADDR", default_value = "0.0.0.0:8443")]
+    registry_addr: SocketAddr,
+    /// PEM certificate chain of the registry API.
+    #[arg(long, env = "REGISTRAR_REGISTRY_TLS_CERT", requires = "registry_tls_key")]
+    registry_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the registry API.
+    #[arg(long, env = "REGISTRAR_REGISTRY_TLS_KEY", requires = "registry_tls_cert")]
+    registry_tls_key: Option<std::path::PathBuf>,
+    /// Serve the registry API over plain HTTP (only behind a TLS-terminating proxy, or for development).
+    #[arg(long, env = "REGISTRAR_REGISTRY_INSECURE_HTTP", default_value_t = false)]
+    registry_insecure_http: bool,
+    /// Secret verifications the registry API runs at once (default: one per
+    /// core); beyond that it answers 429 rather than queue.
+    #[arg(long, env = "REGISTRAR_REGISTRY_HASH_WORKERS")]
+    registry_hash_workers: Option<usize>,
     /// Run only while holding the leader Lease (for several replicas).
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
@@ -146,6 +163,28 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         info!("caches are synced");
         readiness.set_ready();
     });
+
+    // Every replica serves the registry from its caches, leader or not.
+    let registry_settings = registry::Settings {
+        addr: args.registry_addr,
+        tls: args.registry_tls_cert.clone().zip(args.registry_tls_key.clone()),
+        insecure_http: args.registry_insecure_http,
+        platform_namespace: args.platform_namespace.clone(),
+    };
+    if registry_settings.tls.is_none() && !registry_settings.insecure_http {
+        warn!("the registry API is off: give --registry-tls-cert and --registry-tls-key (or --registry-insecure-http)");
+    } else {
+        let registry_hasher = match args.registry_hash_workers {
+            Some(n) => Hasher::new(params, n)?,
+            None => Hasher::per_core(params)?,
+        };
+        let (client, caches) = (client.clone(), caches.clone());
+        tokio::spawn(async move {
+            if let Err(e) = registry::serve(registry_settings, client, caches, registry_hasher).await {
+                error!(error = %e, "the registry API stopped");
+            }
+        });
+    }
 
     // Standbys keep warm caches; only the leader reconciles.
     let identity = args.instance.clone().unwrap_or_else(default_identity);

@@ -141,6 +141,18 @@ impl Hasher {
         .map_err(|_| CredentialError::PoolClosed)?
     }
 
+    /// Like [`Hasher::verify`], but `None` at once when every permit is taken:
+    /// for request paths that must shed load rather than queue.
+    pub async fn try_verify(&self, secret: &ClientSecret, hash: &str) -> Result<Option<bool>, CredentialError> {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else { return Ok(None) };
+        let argon2 = self.argon2();
+        let secret = secret.clone();
+        let hash = hash.to_owned();
+        tokio::task::spawn_blocking(move || verify_blocking(&argon2, &secret, &hash).map(Some))
+            .await
+            .map_err(|_| CredentialError::PoolClosed)?
+    }
+
     /// Whether `secret` matches the PHC string `hash` (parameters are read from
     /// the hash, so secrets hashed under older settings still verify).
     pub async fn verify(&self, secret: &ClientSecret, hash: &str) -> Result<bool, CredentialError> {

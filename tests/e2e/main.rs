@@ -7,4 +7,5 @@ mod support;
 mod chart;
 mod consent;
 mod registration;
+mod registry;
 mod smoke;

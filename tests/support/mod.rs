@@ -193,6 +193,11 @@ impl TestNamespace {
     }
 }
 
+/// A free loopback port (released for the caller to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 /// Tests wait on conditions with deadlines, never on fixed sleeps.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
