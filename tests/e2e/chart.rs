@@ -117,8 +117,10 @@ async fn operator_works_with_exactly_the_charts_rbac() {
     let refused = Api::<Deployment>::namespaced(sa.clone(), &apps.name).delete("x", &DeleteParams::default()).await;
     assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.is_forbidden()), "{refused:?}");
 
-    // The operator binary, as the chart's ServiceAccount, with leader election.
+    // The operator binary, as the chart's ServiceAccount, with leader election
+    // and the registry API.
     let selector = format!("e2e.registrar.dev/run={release}");
+    let registry_addr = format!("127.0.0.1:{}", crate::support::free_port());
     let operator = Operator::start_as(
         control_plane().impersonating_kubeconfig(&identity),
         &[
@@ -129,6 +131,9 @@ async fn operator_works_with_exactly_the_charts_rbac() {
             &install.name,
             "--leader-election-lease",
             &format!("{release}-registrar"),
+            "--registry-addr",
+            &registry_addr,
+            "--registry-insecure-http",
         ],
     )
     .await;
@@ -156,6 +161,21 @@ async fn operator_works_with_exactly_the_charts_rbac() {
         .await
         .expect("apply app");
     let (issued, _) = wait_issued(&apps, "billing").await;
+
+    // The registry authenticates and authorizes its callers (TokenReview and
+    // SubjectAccessReview) under the chart's RBAC; callers bind <release>-registry-client.
+    let token =
+        super::registry::caller_token_bound_to(&install, "authz", &format!("{release}-registrar-registry-client"))
+            .await;
+    let client_id = status(&issued).client_id.expect("client id");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answer = reqwest::Client::new()
+        .get(format!("http://{registry_addr}/v1/clients/{client_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("registry lookup");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
 
     // Rotate (Secret patch, workload patch, Events).
     let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "rbac-1" } } }));

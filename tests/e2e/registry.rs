@@ -40,29 +40,36 @@ fn http() -> reqwest::Client {
 
 /// A ServiceAccount token; `allowed` binds it to the registry's verbs.
 async fn caller_token(ns: &TestNamespace, name: &str, allowed: bool) -> String {
+    if !allowed {
+        return service_account_token(ns, name).await;
+    }
+    let role_name = format!("{}-{name}", ns.name);
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": role_name },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
+    }))
+    .expect("role");
+    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("ClusterRole");
+    caller_token_bound_to(ns, name, &role_name).await
+}
+
+/// A token of a new ServiceAccount bound to the ClusterRole `role`.
+pub(crate) async fn caller_token_bound_to(ns: &TestNamespace, name: &str, role: &str) -> String {
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": format!("{}-{name}", ns.name) },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns.name }]
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(ns.client.clone()).create(&PostParams::default(), &binding).await.expect("binding");
+    service_account_token(ns, name).await
+}
+
+async fn service_account_token(ns: &TestNamespace, name: &str) -> String {
     let accounts = ns.api::<ServiceAccount>();
     let sa =
         ServiceAccount { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
     accounts.create(&PostParams::default(), &sa).await.expect("ServiceAccount");
-    if allowed {
-        let role_name = format!("{}-{name}", ns.name);
-        let role: ClusterRole = serde_json::from_value(json!({
-            "metadata": { "name": role_name },
-            "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
-        }))
-        .expect("role");
-        Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("ClusterRole");
-        let binding: ClusterRoleBinding = serde_json::from_value(json!({
-            "metadata": { "name": role_name },
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name },
-            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": ns.name }]
-        }))
-        .expect("binding");
-        Api::<ClusterRoleBinding>::all(ns.client.clone())
-            .create(&PostParams::default(), &binding)
-            .await
-            .expect("binding");
-    }
     let request = TokenRequest {
         spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
         ..Default::default()
