@@ -9,7 +9,7 @@
 //! - a namespace's organization changed: the consents in it, and the consents
 //!   of the apps registered in it.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use futures::{SinkExt, StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -52,41 +52,49 @@ pub struct Caches {
     pub secrets: Store<Secret>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub index: Arc<Index>,
+    listed: Arc<Listed>,
 }
 
 impl Caches {
-    /// Whether every cache has seen its first full list (without waiting).
+    /// Whether every cache has seen its first full list.
     pub fn is_synced(&self) -> bool {
-        use futures::FutureExt;
-        [
-            self.apps.wait_until_ready().now_or_never(),
-            self.consents.wait_until_ready().now_or_never(),
-            self.secrets.wait_until_ready().now_or_never(),
-            self.namespaces.wait_until_ready().now_or_never(),
-        ]
-        .iter()
-        .all(|r| matches!(r, Some(Ok(()))))
+        self.listed.is_synced()
     }
 
     /// Resolves once every cache has seen its first full list.
     pub async fn synced(&self) {
-        synced(&self.apps).await;
-        synced(&self.consents).await;
-        synced(&self.secrets).await;
-        synced(&self.namespaces).await;
+        self.listed.synced().await;
     }
 }
 
-/// Resolves once `store` has seen its first full list.
-///
-/// `Store::wait_until_ready` wakes only the most recent of several concurrent
-/// waiters (one oneshot receiver inside), and each Controller waits on its own
-/// store too; polling with a short timeout re-registers our waker each time.
-async fn synced<K: kube::Resource + Clone>(store: &Store<K>)
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await.is_err() {}
+/// Which watches have delivered their first full list. Tracked here, from the
+/// watch events, rather than with `Store::wait_until_ready`: that wakes only the
+/// most recent of several waiters, and the Controllers wait on their stores too.
+#[derive(Debug)]
+struct Listed {
+    pending: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Listed {
+    fn new(watches: usize) -> Self {
+        Listed { pending: watches.into(), done: tokio::sync::watch::channel(false).0 }
+    }
+
+    /// A watch delivered its first full list (later re-lists are ignored by the caller).
+    fn one_listed(&self) {
+        if self.pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.done.send_replace(true);
+        }
+    }
+
+    fn is_synced(&self) -> bool {
+        *self.done.borrow()
+    }
+
+    async fn synced(&self) {
+        let _ = self.done.subscribe().wait_for(|done| *done).await;
+    }
 }
 
 /// Reconcile requests for the two controllers.
@@ -170,33 +178,42 @@ pub fn start(
     )
     .default_backoff();
 
+    let listed = Arc::new(Listed::new(4));
     let drive = {
         let app_senders = senders.clone();
         let consent_senders = senders.clone();
         let secret_senders = senders.clone();
         let namespace_senders = senders;
+        let listed = listed.clone();
         async move {
             tokio::join!(
-                drain("AppRegistration", app_events, app_senders, on_app),
-                drain("AppConsent", consent_events, consent_senders, on_consent),
-                drain("Secret", secret_events, secret_senders, on_secret),
-                drain("Namespace", namespace_events, namespace_senders, on_namespace),
+                drain("AppRegistration", app_events, app_senders, &listed, on_app),
+                drain("AppConsent", consent_events, consent_senders, &listed, on_consent),
+                drain("Secret", secret_events, secret_senders, &listed, on_secret),
+                drain("Namespace", namespace_events, namespace_senders, &listed, on_namespace),
             );
         }
     };
-    (Caches { apps, consents, secrets, namespaces, index }, Triggers { apps: app_rx, consents: consent_rx }, drive)
+    let caches = Caches { apps, consents, secrets, namespaces, index, listed };
+    (caches, Triggers { apps: app_rx, consents: consent_rx }, drive)
 }
 
-/// Consumes one watch, handing each event to `handle`.
-async fn drain<K, S, H, Fut>(kind: &'static str, events: S, senders: Senders, handle: H)
+/// Consumes one watch, handing each event to `handle`, and reports its first
+/// full list to `listed`.
+async fn drain<K, S, H, Fut>(kind: &'static str, events: S, senders: Senders, listed: &Listed, handle: H)
 where
     S: futures::Stream<Item = Result<Event<K>, watcher::Error>>,
     H: Fn(Event<K>, Senders) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut events = std::pin::pin!(events);
+    let mut first_list = true;
     while let Some(event) = events.next().await {
         match event {
+            Ok(Event::InitDone) if first_list => {
+                first_list = false;
+                listed.one_listed();
+            }
             Ok(event) => handle(event, senders.clone()).await,
             Err(e) => warn!(kind, error = %e, "watch failed; retrying with backoff"),
         }
