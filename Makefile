@@ -1,13 +1,25 @@
 # registrar's two set-up commands (see README.md):
 #   make run    run registrar against $KUBECONFIG, or against a local control plane
 #   make test   the whole test suite, exactly what CI runs (.ci/run)
-.PHONY: run test crds controlplane clean-cache
+.PHONY: run test bench bench-smoke crds controlplane clean-cache
 
 run:
 	@bash scripts/run.sh
 
 test:
 	@bash scripts/test.sh
+
+# The benchmark harness at full size (BENCH_APPS=10000 by default; see
+# benches/registrar.rs for every knob). Prints a table and writes the table part
+# of docs/benchmarks.md.
+bench:
+	@REGISTRAR_CONTROLPLANE=$$(bash tests/controlplane/build.sh) BENCH_REPORT=docs/benchmarks-table.md \
+		cargo bench --locked --bench registrar
+
+# A small run of the same harness (what CI runs so it cannot rot; no targets judged).
+bench-smoke:
+	@REGISTRAR_CONTROLPLANE=$$(bash tests/controlplane/build.sh) BENCH_APPS=$${BENCH_APPS:-200} BENCH_CONSENTS=100 \
+		BENCH_STEADY=20 BENCH_REGISTRY_SECONDS=2 cargo bench --locked --profile dev --bench registrar
 
 # Regenerate crds/ from the Rust API types.
 crds:

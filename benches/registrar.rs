@@ -1,0 +1,528 @@
+//! The benchmark harness: registrar against the limits of the machine it runs on.
+//!
+//!   make bench                         # BENCH_APPS=10000, writes docs/benchmarks.md
+//!   BENCH_APPS=200 make bench-smoke    # what CI runs, so the harness cannot rot
+//!
+//! One run measures, on the project's own control plane (etcd, kube-apiserver,
+//! kube-controller-manager) and a release build of the operator:
+//! the ceilings (apiserver+etcd write rate and CPU per write, argon2id hash rate
+//! and CPU per hash), bulk registration, steady-state latencies, a restart, the
+//! operator's peak memory, consent fan-out on revocation, and the registry's
+//! authenticate throughput from a load generator in a separate process.
+//! It prints a table; there are no timed assertions.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use registrar::{
+    api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, Scope},
+    credentials::{ClientSecret, HashParams, Hasher},
+};
+use serde_json::json;
+use support::{TestNamespace, control_plane, install_registrar, operator::Operator};
+
+const CONCURRENCY: usize = 64;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Peak resident memory of a process in MiB, from /proc.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The PIDs of the control plane's apiserver and etcd.
+fn control_plane_pids() -> Vec<u32> {
+    let dir = control_plane().kubeconfig().parent().expect("state dir").display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+        if cmdline.contains(&dir) && (cmdline.contains(" kube-apiserver ") || cmdline.contains(" etcd ")) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn control_plane_cpu() -> f64 {
+    control_plane_pids().into_iter().map(cpu_seconds).sum()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+struct Report {
+    rows: Vec<(String, String, String)>,
+}
+
+impl Report {
+    fn row(&mut self, what: impl Into<String>, value: impl Into<String>, target: impl Into<String>) {
+        let (what, value, target) = (what.into(), value.into(), target.into());
+        println!("{what:<58} {value:>18}   {target}");
+        self.rows.push((what, value, target));
+    }
+}
+
+fn app(name: &str) -> AppRegistration {
+    AppRegistration::new(
+        name,
+        AppRegistrationSpec {
+            display_name: format!("Bench {name}"),
+            scope: Scope::Organization,
+            redirect_uris: vec!["https://bench.example.com/cb".into()],
+            oauth_scopes: vec!["read".into()],
+            ..Default::default()
+        },
+    )
+}
+
+async fn apply_app(api: &Api<AppRegistration>, app: &AppRegistration) {
+    let mut body = serde_json::to_value(app).expect("json");
+    body.as_object_mut().expect("object").remove("status");
+    api.patch(&app.name_any(), &PatchParams::apply("bench"), &Patch::Apply(body)).await.expect("apply app");
+}
+
+fn is_ready(app: &AppRegistration) -> bool {
+    app.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn count_ready(api: &Api<AppRegistration>) -> usize {
+    api.list(&ListParams::default()).await.map(|l| l.items.iter().filter(|a| is_ready(a)).count()).unwrap_or(0)
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--load-generator") {
+        load_generator(&args[2..]).await;
+        return;
+    }
+    let apps_n = env_usize("BENCH_APPS", 10_000);
+    let secrets_n = env_usize("BENCH_SECRETS", apps_n);
+    let steady_n = env_usize("BENCH_STEADY", 200.min(apps_n));
+    let consents_n = env_usize("BENCH_CONSENTS", 1_000.min(apps_n));
+    let registry_seconds = env_usize("BENCH_REGISTRY_SECONDS", 5);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = Report { rows: Vec::new() };
+    println!("registrar benchmark: {apps_n} apps, {secrets_n} unrelated Secrets, {cores} cores");
+
+    let admin = control_plane().client().await;
+    install_registrar(&admin).await;
+
+    // === ceilings ===
+    let noise = TestNamespace::new("bench-noise").await;
+    let secrets = noise.api::<Secret>();
+    let cpu_before = control_plane_cpu();
+    let started = Instant::now();
+    stream::iter(0..secrets_n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let secrets = secrets.clone();
+            async move {
+                let s = Secret {
+                    metadata: ObjectMeta { name: Some(format!("noise-{i}")), ..Default::default() },
+                    string_data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+                    ..Default::default()
+                };
+                secrets.create(&PostParams::default(), &s).await.expect("create Secret");
+            }
+        })
+        .await;
+    let write_seconds = started.elapsed().as_secs_f64();
+    let write_rate = secrets_n as f64 / write_seconds;
+    let cpu_per_write = (control_plane_cpu() - cpu_before) / secrets_n as f64;
+    report.row("apiserver+etcd write rate (plain Secrets, 64 in flight)", format!("{write_rate:.0} /s"), "ceiling");
+    report.row("apiserver+etcd CPU per write", format!("{:.2} ms", cpu_per_write * 1000.0), "ceiling");
+
+    let params = HashParams::default();
+    let hasher = Hasher::new(params, cores).expect("hasher");
+    let secret = ClientSecret::mint();
+    let hash_window = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut hashes = 0usize;
+    while started.elapsed() < hash_window {
+        let batch: Vec<_> = (0..cores).map(|_| hasher.hash(&secret)).collect();
+        hashes += futures::future::join_all(batch).await.len();
+    }
+    let hash_seconds = started.elapsed().as_secs_f64();
+    let hash_rate = hashes as f64 / hash_seconds;
+    let cpu_per_hash = hash_seconds * cores as f64 / hashes as f64;
+    report.row(
+        format!("argon2id hash rate on {cores} cores (m=19456,t=2,p=1)"),
+        format!("{hash_rate:.0} /s"),
+        "ceiling",
+    );
+    report.row("CPU per hash", format!("{:.1} ms", cpu_per_hash * 1000.0), "ceiling");
+
+    // === bulk ===
+    let ns = TestNamespace::new("bench-apps").await;
+    let registry_port = support::free_port();
+    let registry_addr = format!("127.0.0.1:{registry_port}");
+    let mut operator = Operator::start_with(&[
+        "--watch-namespace",
+        &ns.name,
+        "--registry-addr",
+        &registry_addr,
+        "--registry-insecure-http",
+    ])
+    .await;
+    let apps = ns.api::<AppRegistration>();
+    let started = Instant::now();
+    stream::iter(0..apps_n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let apps = apps.clone();
+            async move { apply_app(&apps, &app(&format!("app-{i}"))).await }
+        })
+        .await;
+    wait_until("every app Ready", Duration::from_secs(3600), || {
+        let apps = apps.clone();
+        async move { count_ready(&apps).await >= apps_n }
+    })
+    .await;
+    let bulk = started.elapsed().as_secs_f64();
+    let writes_per_app = operator.writes().await / apps_n as f64;
+    let combined = apps_n as f64 * (writes_per_app * cpu_per_write + cpu_per_hash) / cores as f64;
+    let limit = combined.max(apps_n as f64 * writes_per_app / write_rate).max(apps_n as f64 / hash_rate);
+    report.row("operator writes per app (Secret, status, finalizer, Event)", format!("{writes_per_app:.2}"), "input");
+    report.row(
+        format!("limit for {apps_n} apps = max(N*(w*cpu_w + cpu_h)/cores, ceilings)"),
+        format!("{limit:.1} s"),
+        "input",
+    );
+    report.row(format!("bulk: {apps_n} apps applied (SSA, 64 in flight) to all Ready"), format!("{bulk:.1} s"), "");
+    report.row(
+        "bulk time / limit",
+        format!("{:.2}", bulk / limit),
+        if bulk / limit <= 1.3 { "≤ 1.3: met" } else { "≤ 1.3: MISSED" },
+    );
+    let sample = apps.get("app-0").await.expect("app-0");
+    let creds = ns.api::<Secret>().get("app-0-credentials").await.expect("Secret");
+    let plain = ClientSecret::from_bytes(&creds.data.expect("data")["client_secret"].0).expect("utf-8");
+    assert!(
+        registrar::credentials::verify_now(
+            &plain,
+            sample.status.as_ref().and_then(|s| s.secret_hash.as_deref()).expect("hash")
+        )
+        .expect("hash")
+    );
+
+    // === steady state ===
+    let secrets_api = ns.api::<Secret>();
+    let mut create_latency = Vec::new();
+    for i in 0..steady_n {
+        let name = format!("steady-{i}");
+        let started = Instant::now();
+        apply_app(&apps, &app(&name)).await;
+        let secret_name = format!("{name}-credentials");
+        wait_until("the Secret", Duration::from_secs(60), || {
+            let secrets_api = secrets_api.clone();
+            let secret_name = secret_name.clone();
+            async move { secrets_api.get_opt(&secret_name).await.ok().flatten().is_some() }
+        })
+        .await;
+        create_latency.push(started.elapsed());
+    }
+    create_latency.sort();
+    let p50 = percentile(&create_latency, 0.5);
+    let p99 = percentile(&create_latency, 0.99);
+    report.row(
+        format!("apply → Secret present, {steady_n} one at a time, p50"),
+        ms(p50),
+        if p50 < Duration::from_millis(100) { "< 100 ms: met" } else { "< 100 ms: MISSED" },
+    );
+    report.row(
+        "apply → Secret present, p99",
+        ms(p99),
+        if p99 < Duration::from_millis(250) { "< 250 ms: met" } else { "< 250 ms: MISSED" },
+    );
+    let mut rotate_latency = Vec::new();
+    for i in 0..steady_n {
+        let name = format!("steady-{i}");
+        let started = Instant::now();
+        let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "bench" } } }));
+        apps.patch(&name, &PatchParams::default(), &patch).await.expect("rotate");
+        wait_until("the rotation", Duration::from_secs(60), || {
+            let (apps, secrets_api, name) = (apps.clone(), secrets_api.clone(), name.clone());
+            async move {
+                let status_done = apps.get(&name).await.ok().and_then(|a| a.status?.secret_version) == Some(2);
+                let secret_done = secrets_api.get(&format!("{name}-credentials")).await.ok().is_some_and(|s| {
+                    s.annotations().get("registrar.dev/secret-version").map(String::as_str) == Some("2")
+                });
+                status_done && secret_done
+            }
+        })
+        .await;
+        rotate_latency.push(started.elapsed());
+    }
+    rotate_latency.sort();
+    let p50 = percentile(&rotate_latency, 0.5);
+    let p99 = percentile(&rotate_latency, 0.99);
+    report.row(
+        "annotate-rotate → new Secret and status, p50",
+        ms(p50),
+        if p50 < Duration::from_millis(100) { "< 100 ms: met" } else { "< 100 ms: MISSED" },
+    );
+    report.row(
+        "annotate-rotate → new Secret and status, p99",
+        ms(p99),
+        if p99 < Duration::from_millis(250) { "< 250 ms: met" } else { "< 250 ms: MISSED" },
+    );
+
+    // === memory ===
+    let rss = operator.pid().map_or(0.0, peak_rss_mib);
+    report.row(
+        format!("operator peak RSS ({} apps, {secrets_n} unrelated Secrets)", apps_n + steady_n),
+        format!("{rss:.1} MiB"),
+        if rss < 100.0 { "< 100 MiB: met" } else { "< 100 MiB: MISSED" },
+    );
+    report.row(
+        "Secrets in the operator's cache",
+        format!("{}", operator.metric("registrar_cached_secrets").await),
+        "only registrar's",
+    );
+
+    // === registry ===
+    let registry_token = bench_caller_token(&ns).await;
+    let client_id = sample.status.as_ref().and_then(|s| s.client_id.clone()).expect("client id");
+    for (label, cached) in [("cached", true), ("uncached", false)] {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--load-generator", &format!("http://{registry_addr}"), &registry_token, &client_id, plain.expose()])
+            .args([registry_seconds.to_string().as_str(), if cached { "cached" } else { "uncached" }])
+            .output()
+            .expect("load generator");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let result: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or(json!({}));
+        report.row(
+            format!("registry authenticate ({label}), throughput"),
+            format!("{:.0} /s", result["rate"].as_f64().unwrap_or(0.0)),
+            "",
+        );
+        report.row(
+            format!("registry authenticate ({label}), p99"),
+            format!("{:.1} ms", result["p99_ms"].as_f64().unwrap_or(0.0)),
+            "",
+        );
+    }
+
+    // === restart ===
+    let total = apps_n + steady_n;
+    let started = Instant::now();
+    operator.restart().await;
+    let synced = started.elapsed();
+    wait_until("every app reconciled again", Duration::from_secs(3600), || {
+        let operator = &operator;
+        async move { operator.metric("registrar_reconciliations_total").await >= total as f64 }
+    })
+    .await;
+    let settled = started.elapsed();
+    report.row(format!("restart with {total} apps: caches synced"), format!("{:.1} s", synced.as_secs_f64()), "");
+    report.row("restart: every app reconciled", format!("{:.1} s", settled.as_secs_f64()), "");
+    let writes = operator.writes().await;
+    report.row(
+        "restart: write requests by the new process",
+        format!("{writes}"),
+        if writes == 0.0 { "0: met" } else { "0: MISSED" },
+    );
+
+    // === consent fan-out ===
+    let consumers = TestNamespace::new("bench-consumers").await;
+    apply_app(&apps, &app("fanout")).await;
+    wait_until("fanout Ready", Duration::from_secs(60), || {
+        let apps = apps.clone();
+        async move { apps.get("fanout").await.ok().is_some_and(|a| is_ready(&a)) }
+    })
+    .await;
+    let consent_api = consumers.api::<AppConsent>();
+    let consent_operator = Operator::start_with(&["--selector", "bench.registrar.dev/fanout=yes"]).await;
+    let labels = BTreeMap::from([("bench.registrar.dev/fanout".to_string(), "yes".to_string())]);
+    apps.patch("fanout", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": labels } })))
+        .await
+        .expect("label");
+    stream::iter(0..consents_n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (consent_api, labels, app_ns) = (consent_api.clone(), labels.clone(), ns.name.clone());
+            async move {
+                let consent = AppConsent {
+                    metadata: ObjectMeta { name: Some(format!("c-{i}")), labels: Some(labels), ..Default::default() },
+                    spec: AppConsentSpec {
+                        app_ref: AppRef { namespace: app_ns, name: "fanout".into() },
+                        oauth_scopes: None,
+                    },
+                    status: None,
+                };
+                consent_api.create(&PostParams::default(), &consent).await.expect("consent");
+            }
+        })
+        .await;
+    let reason_count = |reason: &'static str| {
+        let consent_api = consent_api.clone();
+        async move {
+            consent_api
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|c| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason)))
+                        .count()
+                })
+                .unwrap_or(0)
+        }
+    };
+    wait_until("every consent Granted", Duration::from_secs(600), || async {
+        reason_count("Granted").await >= consents_n
+    })
+    .await;
+    let started = Instant::now();
+    apps.delete("fanout", &DeleteParams::default()).await.expect("delete fanout");
+    wait_until("every consent AppRevoked", Duration::from_secs(600), || async {
+        reason_count("AppRevoked").await >= consents_n
+    })
+    .await;
+    report.row(
+        format!("delete an app with {consents_n} consents → all AppRevoked"),
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "",
+    );
+    drop(consent_operator);
+
+    let mut table = String::new();
+    let _ = writeln!(table, "| measurement | value | target |\n| --- | --- | --- |");
+    for (what, value, target) in &report.rows {
+        let _ = writeln!(table, "| {what} | {value} | {target} |");
+    }
+    if let Ok(path) = std::env::var("BENCH_REPORT") {
+        std::fs::write(&path, &table).expect("write the report");
+        println!("wrote {path}");
+    }
+    drop(operator);
+    for n in [consumers, ns, noise] {
+        n.delete().await;
+    }
+}
+
+/// A token of a ServiceAccount allowed to call the registry.
+async fn bench_caller_token(ns: &TestNamespace) -> String {
+    use k8s_openapi::api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::ServiceAccount,
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    };
+    let name = format!("{}-bench", ns.name);
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
+    }))
+    .expect("role");
+    Api::<ClusterRole>::all(ns.client.clone()).create(&PostParams::default(), &role).await.expect("role");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": "bench", "namespace": ns.name }]
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(ns.client.clone()).create(&PostParams::default(), &binding).await.expect("binding");
+    let accounts = ns.api::<ServiceAccount>();
+    let sa = ServiceAccount {
+        metadata: ObjectMeta { name: Some("bench".into()), ..Default::default() },
+        ..Default::default()
+    };
+    accounts.create(&PostParams::default(), &sa).await.expect("sa");
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let issued = accounts.create_token_request("bench", &PostParams::default(), &request).await.expect("token");
+    issued.status.and_then(|s| s.token).expect("token")
+}
+
+/// The load generator, run as a separate process: authenticates for a while
+/// with 16 connections and prints `{"rate": …, "p99_ms": …}`. "uncached" sends
+/// a different wrong secret each time, so every request runs argon2id.
+async fn load_generator(args: &[String]) {
+    let [base, token, client_id, secret, seconds, mode] = args else {
+        eprintln!("usage: --load-generator BASE TOKEN CLIENT_ID SECRET SECONDS cached|uncached");
+        return;
+    };
+    let duration = Duration::from_secs(seconds.parse().unwrap_or(5));
+    let uncached = mode == "uncached";
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let workers = (0..16).map(|w| {
+        let (http, base, token, client_id, secret) =
+            (http.clone(), base.clone(), token.clone(), client_id.clone(), secret.clone());
+        async move {
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while started.elapsed() < duration {
+                let presented = if uncached { format!("wrong-{w}-{i}") } else { secret.clone() };
+                i += 1;
+                let t = Instant::now();
+                let response = http
+                    .post(format!("{base}/v1/clients/authenticate"))
+                    .header("x-registry-authorization", format!("Bearer {token}"))
+                    .basic_auth(&client_id, Some(presented))
+                    .send()
+                    .await;
+                if response.is_ok() {
+                    latencies.push(t.elapsed());
+                }
+            }
+            latencies
+        }
+    });
+    let mut latencies: Vec<Duration> = futures::future::join_all(workers).await.into_iter().flatten().collect();
+    latencies.sort();
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    println!("{}", json!({ "rate": rate, "p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1000.0 }));
+}
