@@ -23,12 +23,10 @@ use tracing::{info, warn};
 use crate::{
     api::{AppConsent, AppConsentStatus, conditions},
     metrics::{ErrorLabels, Metrics},
-    registration::plan::to_time,
+    registration::{FIELD_MANAGER, plan::to_time},
     watches::Caches,
 };
 use visibility::{AppFacts, ConsentFacts, evaluate};
-
-const FIELD_MANAGER: &str = "registrar";
 
 /// Why a consent reconcile failed.
 #[derive(Debug, thiserror::Error)]
