@@ -17,8 +17,10 @@ use k8s_openapi::api::{
 use kube::{Api, Client, api::PostParams};
 use sha2::{Digest, Sha256};
 
-/// How long an answer is reused.
+/// How long an answer is reused: a grant or an authentication for 30 s; a
+/// refusal only briefly, so a permission just granted takes effect fast.
 const TTL: Duration = Duration::from_secs(30);
+const REFUSAL_TTL: Duration = Duration::from_secs(2);
 /// Bound of each cache; full caches are cleared.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -51,6 +53,7 @@ pub enum Refusal {
     Unavailable,
 }
 
+/// Entries expire at the instant stored with them.
 type Cached<T> = Mutex<HashMap<[u8; 32], (Instant, T)>>;
 
 pub struct Callers {
@@ -61,15 +64,16 @@ pub struct Callers {
 
 fn lookup<T: Clone>(cache: &Cached<T>, key: &[u8; 32]) -> Option<T> {
     let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    cache.get(key).filter(|(at, _)| at.elapsed() < TTL).map(|(_, v)| v.clone())
+    cache.get(key).filter(|(expires, _)| Instant::now() < *expires).map(|(_, v)| v.clone())
 }
 
-fn remember<T>(cache: &Cached<T>, key: [u8; 32], value: T) {
+fn remember<T>(cache: &Cached<T>, key: [u8; 32], value: T, positive: bool) {
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
     if cache.len() >= MAX_ENTRIES {
         cache.clear();
     }
-    cache.insert(key, (Instant::now(), value));
+    let ttl = if positive { TTL } else { REFUSAL_TTL };
+    cache.insert(key, (Instant::now() + ttl, value));
 }
 
 impl Callers {
@@ -89,7 +93,8 @@ impl Callers {
             Some(user) => user,
             None => {
                 let user = self.review(token).await?;
-                remember(&self.users, token_key, user.clone());
+                let positive = user.is_some();
+                remember(&self.users, token_key, user.clone(), positive);
                 user
             }
         };
@@ -103,7 +108,7 @@ impl Callers {
             Some(allowed) => allowed,
             None => {
                 let allowed = self.authorize(&user, access).await?;
-                remember(&self.decisions, decision_key, allowed);
+                remember(&self.decisions, decision_key, allowed, allowed);
                 allowed
             }
         };

@@ -105,6 +105,17 @@ async fn operator_works_with_exactly_the_charts_rbac() {
     kubectl_apply(&render(&release, &install.name), &[]);
     let identity = format!("system:serviceaccount:{}:{release}-registrar", install.name);
 
+    // The apiserver's RBAC cache learns of the chart's bindings asynchronously.
+    eventually("the chart's RBAC to take effect", TIMEOUT, || async {
+        let apps = crate::support::allowed(&install.client, &identity, "registrar.dev", "appregistrations", "watch");
+        let secrets = crate::support::allowed(&install.client, &identity, "", "secrets", "create");
+        let ns = Some(install.name.as_str());
+        let lease =
+            crate::support::allowed_in(&install.client, ns, &identity, "coordination.k8s.io", "leases", "create");
+        (apps.await && secrets.await && lease.await).then_some(())
+    })
+    .await;
+
     // A verb outside the ClusterRole is refused.
     let sa = control_plane().client_as(&identity).await;
     let refused = Api::<ConfigMap>::namespaced(sa.clone(), &install.name).list(&ListParams::default()).await;
@@ -278,8 +289,11 @@ async fn aggregated_roles_extend_admin_edit_and_view_but_view_reads_no_secrets()
             answer.expect("SubjectAccessReview").status.is_some_and(|s| s.allowed)
         }
     };
-    assert!(can("registrar.dev", "appregistrations").await);
-    assert!(can("registrar.dev", "appconsents").await);
+    // The apiserver's RBAC cache learns of the new RoleBinding asynchronously.
+    eventually("the viewer to read apps and consents", TIMEOUT, || async {
+        (can("registrar.dev", "appregistrations").await && can("registrar.dev", "appconsents").await).then_some(())
+    })
+    .await;
     assert!(!can("", "secrets").await, "view never reads Secrets");
     ns.delete().await;
 }

@@ -62,7 +62,14 @@ pub(crate) async fn caller_token_bound_to(ns: &TestNamespace, name: &str, role: 
     }))
     .expect("binding");
     Api::<ClusterRoleBinding>::all(ns.client.clone()).create(&PostParams::default(), &binding).await.expect("binding");
-    service_account_token(ns, name).await
+    let token = service_account_token(ns, name).await;
+    // The apiserver's RBAC cache learns of the binding asynchronously.
+    let user = format!("system:serviceaccount:{}:{name}", ns.name);
+    eventually("the caller's permission to take effect", TIMEOUT, || async {
+        crate::support::allowed(&ns.client, &user, "registrar.dev", "registry", "create").await.then_some(())
+    })
+    .await;
+    token
 }
 
 async fn service_account_token(ns: &TestNamespace, name: &str) -> String {

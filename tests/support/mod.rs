@@ -193,6 +193,45 @@ impl TestNamespace {
     }
 }
 
+/// Whether `user` may `verb` the `resource` of `group` (in `namespace`, or
+/// cluster-wide) — a SubjectAccessReview: tests wait on it after granting RBAC,
+/// which the apiserver's authorizer learns of asynchronously.
+pub async fn allowed_in(
+    client: &Client,
+    namespace: Option<&str>,
+    user: &str,
+    group: &str,
+    resource: &str,
+    verb: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let groups = user.starts_with("system:serviceaccount:").then(|| vec!["system:serviceaccounts".to_string()]);
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups,
+            resource_attributes: Some(ResourceAttributes {
+                namespace: namespace.map(str::to_owned),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                verb: Some(verb.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .is_ok_and(|r| r.status.is_some_and(|s| s.allowed))
+}
+
+/// [`allowed_in`] cluster-wide.
+pub async fn allowed(client: &Client, user: &str, group: &str, resource: &str, verb: &str) -> bool {
+    allowed_in(client, None, user, group, resource, verb).await
+}
+
 /// A free loopback port (released for the caller to bind).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
