@@ -128,7 +128,9 @@ async fn count_ready(api: &Api<AppRegistration>) -> usize {
     api.list(&ListParams::default()).await.map(|l| l.items.iter().filter(|a| is_ready(a)).count()).unwrap_or(0)
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+/// Polls `check` every `every` until it holds. Checks that list many objects
+/// poll slowly, so that the harness does not load the apiserver it measures.
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, every: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -136,9 +138,12 @@ where
     let deadline = Instant::now() + timeout;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
 }
+
+const FAST: Duration = Duration::from_millis(10);
+const SLOW: Duration = Duration::from_millis(500);
 
 #[tokio::main]
 async fn main() {
@@ -223,7 +228,7 @@ async fn main() {
             async move { apply_app(&apps, &app(&format!("app-{i}"))).await }
         })
         .await;
-    wait_until("every app Ready", Duration::from_secs(3600), || {
+    wait_until("every app Ready", Duration::from_secs(3600), SLOW, || {
         let apps = apps.clone();
         async move { count_ready(&apps).await >= apps_n }
     })
@@ -263,7 +268,7 @@ async fn main() {
         let started = Instant::now();
         apply_app(&apps, &app(&name)).await;
         let secret_name = format!("{name}-credentials");
-        wait_until("the Secret", Duration::from_secs(60), || {
+        wait_until("the Secret", Duration::from_secs(60), FAST, || {
             let secrets_api = secrets_api.clone();
             let secret_name = secret_name.clone();
             async move { secrets_api.get_opt(&secret_name).await.ok().flatten().is_some() }
@@ -290,7 +295,7 @@ async fn main() {
         let started = Instant::now();
         let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "bench" } } }));
         apps.patch(&name, &PatchParams::default(), &patch).await.expect("rotate");
-        wait_until("the rotation", Duration::from_secs(60), || {
+        wait_until("the rotation", Duration::from_secs(60), FAST, || {
             let (apps, secrets_api, name) = (apps.clone(), secrets_api.clone(), name.clone());
             async move {
                 let status_done = apps.get(&name).await.ok().and_then(|a| a.status?.secret_version) == Some(2);
@@ -358,7 +363,7 @@ async fn main() {
     let started = Instant::now();
     operator.restart().await;
     let synced = started.elapsed();
-    wait_until("every app reconciled again", Duration::from_secs(3600), || {
+    wait_until("every app reconciled again", Duration::from_secs(3600), SLOW, || {
         let operator = &operator;
         async move { operator.metric("registrar_reconciliations_total").await >= total as f64 }
     })
@@ -376,7 +381,7 @@ async fn main() {
     // === consent fan-out ===
     let consumers = TestNamespace::new("bench-consumers").await;
     apply_app(&apps, &app("fanout")).await;
-    wait_until("fanout Ready", Duration::from_secs(60), || {
+    wait_until("fanout Ready", Duration::from_secs(60), FAST, || {
         let apps = apps.clone();
         async move { apps.get("fanout").await.ok().is_some_and(|a| is_ready(&a)) }
     })
@@ -418,13 +423,13 @@ async fn main() {
                 .unwrap_or(0)
         }
     };
-    wait_until("every consent Granted", Duration::from_secs(600), || async {
+    wait_until("every consent Granted", Duration::from_secs(600), SLOW, || async {
         reason_count("Granted").await >= consents_n
     })
     .await;
     let started = Instant::now();
     apps.delete("fanout", &DeleteParams::default()).await.expect("delete fanout");
-    wait_until("every consent AppRevoked", Duration::from_secs(600), || async {
+    wait_until("every consent AppRevoked", Duration::from_secs(600), Duration::from_millis(50), || async {
         reason_count("AppRevoked").await >= consents_n
     })
     .await;
