@@ -347,8 +347,13 @@ async fn main() {
         let text = String::from_utf8_lossy(&out.stdout);
         let result: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or(json!({}));
         report.row(
-            format!("registry authenticate ({label}), throughput"),
+            format!("registry authenticate ({label}), verified answers"),
             format!("{:.0} /s", result["rate"].as_f64().unwrap_or(0.0)),
+            "",
+        );
+        report.row(
+            format!("registry authenticate ({label}), shed with 429"),
+            format!("{}", result["shed"].as_u64().unwrap_or(0)),
             "",
         );
         report.row(
@@ -491,8 +496,9 @@ async fn bench_caller_token(ns: &TestNamespace) -> String {
 }
 
 /// The load generator, run as a separate process: authenticates for a while
-/// with 16 connections and prints `{"rate": …, "p99_ms": …}`. "uncached" sends
-/// a different wrong secret each time, so every request runs argon2id.
+/// with 16 connections and prints `{"rate": …, "p99_ms": …, "shed": …}`, where
+/// rate and p99 count verified answers (200 or 401) and shed counts 429s.
+/// "uncached" sends a different wrong secret each time, so every request needs argon2id.
 async fn load_generator(args: &[String]) {
     let [base, token, client_id, secret, seconds, mode] = args else {
         eprintln!("usage: --load-generator BASE TOKEN CLIENT_ID SECRET SECONDS cached|uncached");
@@ -508,6 +514,7 @@ async fn load_generator(args: &[String]) {
             (http.clone(), base.clone(), token.clone(), client_id.clone(), secret.clone());
         async move {
             let mut latencies = Vec::new();
+            let mut shed = 0u64;
             let mut i = 0u64;
             while started.elapsed() < duration {
                 let presented = if uncached { format!("wrong-{w}-{i}") } else { secret.clone() };
@@ -519,15 +526,20 @@ async fn load_generator(args: &[String]) {
                     .basic_auth(&client_id, Some(presented))
                     .send()
                     .await;
-                if response.is_ok() {
-                    latencies.push(t.elapsed());
+                match response.map(|r| r.status()) {
+                    Ok(reqwest::StatusCode::TOO_MANY_REQUESTS) => shed += 1,
+                    Ok(_) => latencies.push(t.elapsed()),
+                    Err(_) => {}
                 }
             }
-            latencies
+            (latencies, shed)
         }
     });
-    let mut latencies: Vec<Duration> = futures::future::join_all(workers).await.into_iter().flatten().collect();
+    let results = futures::future::join_all(workers).await;
+    let shed: u64 = results.iter().map(|(_, s)| s).sum();
+    let mut latencies: Vec<Duration> = results.into_iter().flat_map(|(l, _)| l).collect();
     latencies.sort();
     let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
-    println!("{}", json!({ "rate": rate, "p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1000.0 }));
+    let p99 = percentile(&latencies, 0.99).as_secs_f64() * 1000.0;
+    println!("{}", json!({ "rate": rate, "p99_ms": p99, "shed": shed }));
 }
