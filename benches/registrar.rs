@@ -115,9 +115,7 @@ fn app(name: &str) -> AppRegistration {
 }
 
 async fn apply_app(api: &Api<AppRegistration>, app: &AppRegistration) {
-    let mut body = serde_json::to_value(app).expect("json");
-    body.as_object_mut().expect("object").remove("status");
-    api.patch(&app.name_any(), &PatchParams::apply("bench"), &Patch::Apply(body)).await.expect("apply app");
+    support::gitops_apply(api, app).await.expect("apply app");
 }
 
 fn is_ready(app: &AppRegistration) -> bool {

@@ -165,12 +165,7 @@ async fn operator_works_with_exactly_the_charts_rbac() {
     let mut app = confidential("billing");
     app.metadata.labels = Some(labels.clone());
     app.spec.restart_on_rotate = vec![WorkloadRef { kind: WorkloadKind::Deployment, name: "api".into() }];
-    let mut body = serde_json::to_value(&app).expect("json");
-    body.as_object_mut().expect("object").remove("status");
-    apps.api::<AppRegistration>()
-        .patch("billing", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-        .await
-        .expect("apply app");
+    crate::support::gitops_apply(&apps.api(), &app).await.expect("apply app");
     let (issued, _) = wait_issued(&apps, "billing").await;
 
     // The registry authenticates and authorizes its callers (TokenReview and

@@ -13,7 +13,7 @@ use registrar::api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, Consen
 use serde_json::json;
 
 use super::registration::{confidential, is_ready, status, wait_app};
-use crate::support::{TestNamespace, eventually, install_registrar, operator::Operator};
+use crate::support::{TestNamespace, eventually, gitops_apply, install_registrar, operator::Operator};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const RUN_LABEL: &str = "e2e.registrar.dev/run";
@@ -58,12 +58,7 @@ impl World {
         app.metadata.labels = Some(self.labels());
         app.spec.scope = scope;
         app.spec.oauth_scopes = scopes.iter().map(|s| s.to_string()).collect();
-        let mut body = serde_json::to_value(&app).expect("json");
-        body.as_object_mut().expect("object").remove("status");
-        ns.api::<AppRegistration>()
-            .patch(name, &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-            .await
-            .expect("apply app");
+        gitops_apply(&ns.api(), &app).await.expect("apply app");
         wait_app(ns, name, &format!("app {name} Ready"), is_ready).await
     }
 
@@ -163,13 +158,7 @@ async fn group_and_global_apps_follow_their_scope() {
     let mut app = confidential(&global_name);
     app.metadata.labels = Some(world.labels());
     app.spec.scope = Scope::Global;
-    let mut body = serde_json::to_value(&app).expect("json");
-    body.as_object_mut().expect("object").remove("status");
-    platform_ns
-        .apps()
-        .patch(&global_name, &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-        .await
-        .expect("apply Global app in the platform namespace");
+    gitops_apply(&platform_ns.apps(), &app).await.expect("apply Global app in the platform namespace");
     let consent = AppConsent {
         metadata: ObjectMeta { name: Some("global".into()), labels: Some(world.labels()), ..Default::default() },
         spec: AppConsentSpec {

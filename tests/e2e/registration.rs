@@ -21,7 +21,7 @@ use registrar::{
 };
 use serde_json::json;
 
-use crate::support::{TestNamespace, control_plane, eventually, install_registrar, operator::Operator};
+use crate::support::{TestNamespace, control_plane, eventually, gitops_apply, install_registrar, operator::Operator};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -47,12 +47,7 @@ async fn setup(prefix: &str) -> (TestNamespace, Operator) {
 }
 
 pub(crate) async fn apply(ns: &TestNamespace, app: &AppRegistration) -> AppRegistration {
-    let mut body = serde_json::to_value(app).expect("serialize");
-    body.as_object_mut().expect("object").remove("status");
-    ns.api::<AppRegistration>()
-        .patch(&app.name_any(), &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-        .await
-        .unwrap_or_else(|e| panic!("apply {}: {e}", app.name_any()))
+    gitops_apply(&ns.api(), app).await.unwrap_or_else(|e| panic!("apply {}: {e}", app.name_any()))
 }
 
 /// Waits until the app is Ready for its current generation and `check` holds.
@@ -296,23 +291,13 @@ async fn bad_specs_are_rejected_or_reported_and_issued_credentials_survive() {
 
     let mut scope_change = confidential("stable");
     scope_change.spec.scope = Scope::Group;
-    let mut body = serde_json::to_value(&scope_change).expect("json");
-    body.as_object_mut().expect("object").remove("status");
-    let err = apps
-        .patch("stable", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-        .await
-        .expect_err("scope is immutable");
+    let err = gitops_apply(&apps, &scope_change).await.expect_err("scope is immutable");
     assert!(err.to_string().contains("scope cannot be changed"), "{err}");
 
     let mut now_public = confidential("stable");
     now_public.spec.public_client = Some(true);
     now_public.spec.require_pkce = Some(true);
-    let mut body = serde_json::to_value(&now_public).expect("json");
-    body.as_object_mut().expect("object").remove("status");
-    let err = apps
-        .patch("stable", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-        .await
-        .expect_err("publicClient is immutable");
+    let err = gitops_apply(&apps, &now_public).await.expect_err("publicClient is immutable");
     assert!(err.to_string().contains("publicClient cannot be changed"), "{err}");
 
     // Dot segments pass the apiserver's rules; the controller reports them.
@@ -599,12 +584,7 @@ async fn registered_by_is_set_at_creation_and_survives_gitops_reapply() {
     let mut app = confidential("mine");
     app.metadata.annotations =
         Some(BTreeMap::from([("registrar.dev/registered-by".to_string(), "forged".to_string())]));
-    let mut body = serde_json::to_value(&app).expect("json");
-    body.as_object_mut().expect("object").remove("status");
-    Api::<AppRegistration>::namespaced(alice, &ns.name)
-        .patch("mine", &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body))
-        .await
-        .expect("apply as alice");
+    gitops_apply(&Api::namespaced(alice, &ns.name), &app).await.expect("apply as alice");
     let issued = wait_app(&ns, "mine", "Registered By", |a| status(a).registered_by.is_some()).await;
     assert_eq!(
         status(&issued).registered_by.as_deref(),

@@ -283,6 +283,23 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// Server-side applies an AppRegistration as a GitOps tool would (field
+/// manager `e2e-gitops`, forced), leaving status out.
+pub async fn gitops_apply(
+    api: &Api<registrar::api::AppRegistration>,
+    app: &registrar::api::AppRegistration,
+) -> Result<registrar::api::AppRegistration, kube::Error> {
+    use kube::{
+        ResourceExt,
+        api::{Patch, PatchParams},
+    };
+    let mut body = serde_json::to_value(app).map_err(kube::Error::SerdeError)?;
+    if let Some(object) = body.as_object_mut() {
+        object.remove("status");
+    }
+    api.patch(&app.name_any(), &PatchParams::apply("e2e-gitops").force(), &Patch::Apply(body)).await
+}
+
 /// Installs registrar's CRDs and admission policies (Registered By, Global
 /// scope), and waits until the policies act (they take effect asynchronously).
 pub async fn install_registrar(client: &Client) {
