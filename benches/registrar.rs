@@ -24,7 +24,11 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{
+        WatchStreamExt,
+        watcher::{self, watcher},
+    },
 };
 use registrar::{
     api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, Scope},
@@ -122,8 +126,57 @@ fn is_ready(app: &AppRegistration) -> bool {
     app.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-async fn count_ready(api: &Api<AppRegistration>) -> usize {
-    api.list(&ListParams::default()).await.map(|l| l.items.iter().filter(|a| is_ready(a)).count()).unwrap_or(0)
+/// Counts, from a watch, the objects for which `matches` holds, and resolves once
+/// there are `target` of them. A watch costs the apiserver one event per change;
+/// polling lists of thousands of objects would load the apiserver being measured.
+struct Counter {
+    count: tokio::sync::watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counter {
+    fn start<K>(api: Api<K>, matches: impl Fn(&K) -> bool + Send + 'static) -> Self
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
+        let (tx, count) = tokio::sync::watch::channel(0);
+        let task = tokio::spawn(async move {
+            let mut matching = std::collections::HashSet::new();
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                        if matches(&obj) {
+                            matching.insert(obj.name_any());
+                        } else {
+                            matching.remove(&obj.name_any());
+                        }
+                    }
+                    Ok(watcher::Event::Delete(obj)) => {
+                        matching.remove(&obj.name_any());
+                    }
+                    Ok(watcher::Event::Init) => matching.clear(),
+                    Ok(watcher::Event::InitDone) | Err(_) => {}
+                }
+                tx.send_replace(matching.len());
+            }
+        });
+        Counter { count, task }
+    }
+
+    async fn reached(&mut self, what: &str, target: usize, timeout: Duration) {
+        tokio::time::timeout(timeout, self.count.wait_for(|n| *n >= target))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("the watch ended");
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Polls `check` every `every` until it holds. Checks that list many objects
@@ -219,6 +272,7 @@ async fn main() {
     ])
     .await;
     let apps = ns.api::<AppRegistration>();
+    let mut ready = Counter::start(apps.clone(), is_ready);
     let started = Instant::now();
     stream::iter(0..apps_n)
         .for_each_concurrent(CONCURRENCY, |i| {
@@ -226,11 +280,8 @@ async fn main() {
             async move { apply_app(&apps, &app(&format!("app-{i}"))).await }
         })
         .await;
-    wait_until("every app Ready", Duration::from_secs(3600), SLOW, || {
-        let apps = apps.clone();
-        async move { count_ready(&apps).await >= apps_n }
-    })
-    .await;
+    ready.reached("every app Ready", apps_n, Duration::from_secs(3600)).await;
+    drop(ready);
     let bulk = started.elapsed().as_secs_f64();
     let writes_per_app = operator.writes().await / apps_n as f64;
     let combined = apps_n as f64 * (writes_per_app * cpu_per_write + cpu_per_hash) / cores as f64;
@@ -411,31 +462,15 @@ async fn main() {
             }
         })
         .await;
-    let reason_count = |reason: &'static str| {
-        let consent_api = consent_api.clone();
-        async move {
-            consent_api
-                .list(&ListParams::default())
-                .await
-                .map(|l| {
-                    l.items
-                        .iter()
-                        .filter(|c| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason)))
-                        .count()
-                })
-                .unwrap_or(0)
-        }
+    let has_reason = |reason: &'static str| {
+        move |c: &AppConsent| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason))
     };
-    wait_until("every consent Granted", Duration::from_secs(600), SLOW, || async {
-        reason_count("Granted").await >= consents_n
-    })
-    .await;
+    let mut granted = Counter::start(consent_api.clone(), has_reason("Granted"));
+    let mut revoked = Counter::start(consent_api.clone(), has_reason("AppRevoked"));
+    granted.reached("every consent Granted", consents_n, Duration::from_secs(600)).await;
     let started = Instant::now();
     apps.delete("fanout", &DeleteParams::default()).await.expect("delete fanout");
-    wait_until("every consent AppRevoked", Duration::from_secs(600), Duration::from_millis(50), || async {
-        reason_count("AppRevoked").await >= consents_n
-    })
-    .await;
+    revoked.reached("every consent AppRevoked", consents_n, Duration::from_secs(600)).await;
     report.row(
         format!("delete an app with {consents_n} consents → all AppRevoked"),
         format!("{:.2} s", started.elapsed().as_secs_f64()),

@@ -159,14 +159,17 @@ pub fn start(
     let senders = Senders { apps: app_tx, consents: consent_tx, index: index.clone() };
 
     let (apps, app_writer) = reflector::store();
-    let app_events =
-        reflector(app_writer, watcher(api::<AppRegistration>(client, ns), selected.clone())).default_backoff();
+    let app_events = reflector(app_writer, watcher(api::<AppRegistration>(client, ns), selected.clone()).modify(slim))
+        .default_backoff();
     let (consents, consent_writer) = reflector::store();
-    let consent_events = reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected)).default_backoff();
+    let consent_events =
+        reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(slim)).default_backoff();
     let (secrets, secret_writer) = reflector::store();
-    let secret_events =
-        reflector(secret_writer, watcher(api::<Secret>(client, ns), watcher::Config::default().labels(APP_LABEL)))
-            .default_backoff();
+    let secret_events = reflector(
+        secret_writer,
+        watcher(api::<Secret>(client, ns), watcher::Config::default().labels(APP_LABEL)).modify(slim),
+    )
+    .default_backoff();
     let mut namespace_config = watcher::Config::default();
     if let Some(ns) = ns {
         namespace_config = namespace_config.fields(&format!("metadata.name={ns}"));
@@ -174,7 +177,7 @@ pub fn start(
     let (namespaces, namespace_writer) = reflector::store();
     let namespace_events = reflector(
         namespace_writer,
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config),
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(slim),
     )
     .default_backoff();
 
@@ -197,6 +200,23 @@ pub fn start(
     let caches = Caches { apps, consents, secrets, namespaces, index, listed };
     (caches, Triggers { apps: app_rx, consents: consent_rx }, drive)
 }
+
+/// Drops what registrar never reads before an object enters a cache:
+/// managedFields and kubectl's last-applied copy are often larger than the
+/// rest of the object, and would be held for every app and Secret.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// The annotation `kubectl apply` (client-side) keeps a full copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Consumes one watch, handing each event to `handle`, and reports its first
 /// full list to `listed`.

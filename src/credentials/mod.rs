@@ -174,6 +174,16 @@ fn verify_blocking(argon2: &Argon2<'_>, secret: &ClientSecret, hash: &str) -> Re
     }
 }
 
+/// Whether `hash` is an argon2 PHC string that a secret could verify against
+/// (algorithm, parameters, salt and output all present and valid). Cheap: no hashing.
+pub fn is_well_formed(hash: &str) -> bool {
+    let Ok(parsed) = argon2::PasswordHash::new(hash) else { return false };
+    Algorithm::try_from(parsed.algorithm.as_str()).is_ok()
+        && Params::try_from(&parsed).is_ok()
+        && parsed.salt.is_some()
+        && parsed.hash.is_some()
+}
+
 /// Verifies outside any runtime; for tests and tools.
 pub fn verify_now(secret: &ClientSecret, hash: &str) -> Result<bool, CredentialError> {
     verify_blocking(&Argon2::default(), secret, hash)
@@ -249,6 +259,18 @@ mod tests {
     async fn a_malformed_hash_is_an_error_not_a_mismatch() {
         let err = cheap().verify(&ClientSecret::mint(), "not-a-hash").await.unwrap_err();
         assert!(matches!(err, CredentialError::MalformedHash));
+    }
+
+    #[tokio::test]
+    async fn well_formed_hashes_are_told_from_tampered_ones() {
+        let hash = cheap().hash(&ClientSecret::mint()).await.unwrap();
+        assert!(is_well_formed(&hash));
+        assert!(!is_well_formed("not-a-hash"));
+        assert!(!is_well_formed(""));
+        assert!(!is_well_formed(&hash.replace("argon2id", "scrypt")));
+        assert!(!is_well_formed(&hash.replace("m=64", "m=0")));
+        let without_output = hash.rsplit_once('$').unwrap().0;
+        assert!(!is_well_formed(without_output));
     }
 
     #[test]

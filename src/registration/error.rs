@@ -11,6 +11,8 @@ pub enum Step {
     DeleteSecret,
     WriteStatus,
     RestartWorkload,
+    AddFinalizer,
+    RemoveFinalizer,
 }
 
 impl Step {
@@ -22,6 +24,8 @@ impl Step {
             Step::DeleteSecret => "delete_secret",
             Step::WriteStatus => "write_status",
             Step::RestartWorkload => "restart_workload",
+            Step::AddFinalizer => "add_finalizer",
+            Step::RemoveFinalizer => "remove_finalizer",
         }
     }
 }
@@ -34,6 +38,8 @@ impl fmt::Display for Step {
             Step::DeleteSecret => "deleting the credentials Secret",
             Step::WriteStatus => "writing the status",
             Step::RestartWorkload => "restarting a workload",
+            Step::AddFinalizer => "adding the finalizer",
+            Step::RemoveFinalizer => "removing the finalizer",
         })
     }
 }
@@ -56,22 +62,15 @@ pub enum Error {
     },
     #[error("the AppRegistration has no namespace")]
     NoNamespace,
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
     /// A small fixed label for the error metric.
     pub fn metric_label(&self) -> &'static str {
-        use kube::runtime::finalizer::Error as F;
         match self {
             Error::Kube { step, .. } => step.label(),
             Error::Credentials { .. } => "hashing",
             Error::NoNamespace => "no_namespace",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
-                _ => "finalizer",
-            },
         }
     }
 

@@ -10,7 +10,7 @@ mod error;
 pub mod plan;
 mod reconcile;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use futures::{StreamExt, channel::mpsc};
 use kube::{
@@ -59,7 +59,7 @@ pub async fn run(
     info!("AppRegistration controller started");
     Controller::for_shared_stream(futures::stream::pending(), reader)
         .reconcile_on(triggers)
-        .with_config(ControllerConfig::default().concurrency(concurrency).debounce(Duration::from_millis(50)))
+        .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {

@@ -21,7 +21,6 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
-        finalizer::{Event as FinalizerEvent, finalizer},
         reflector::ObjectRef,
     },
 };
@@ -40,7 +39,7 @@ use crate::{
         validation::validate_spec,
     },
     credentials::{
-        ClientSecret, CredentialError, Hasher,
+        ClientSecret, Hasher,
         layout::{Issued, Observed, SecretLayout, VERSION_ANNOTATION},
     },
     metrics::{ErrorLabels, Metrics, ReasonLabels},
@@ -66,9 +65,6 @@ pub struct Context {
 /// What this process remembers between reconciles, keyed by app UID.
 #[derive(Default)]
 struct Memory {
-    /// Secret versions known to verify against their status hash, with the
-    /// SHA-256 of the secret: spares an argon2id verify on every pass.
-    verified: HashMap<String, (i64, [u8; 32])>,
     /// The secret version this process last wrote to status: a cached app
     /// showing less is a lagging cache, not a reason to act.
     written: HashMap<String, i64>,
@@ -108,22 +104,63 @@ pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<A
     // Deciding on a partial view could take a not-yet-listed Secret for a deleted one.
     ctx.caches.synced().await;
     ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
-    let ns = app.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
     let object_key = key(&app);
-    let result = finalizer(&api, FINALIZER, app, |event| async {
-        match event {
-            FinalizerEvent::Apply(app) => apply(&app, &ctx).await,
-            FinalizerEvent::Cleanup(app) => revoke(&app, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = reconcile_with_finalizer(&app, &ctx).await;
     // Counted once finished, so a reader of the metric knows its writes are done.
     ctx.metrics.reconciliations.inc();
     let action = result?;
     ctx.memory().failures.remove(&object_key);
     Ok(action)
+}
+
+/// The finalizer protocol, in one pass: a deleted app is revoked and then
+/// released; a live app gets the finalizer (if missing) and is applied at once,
+/// rather than waiting for the finalizer's own watch event to come back.
+async fn reconcile_with_finalizer(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
+    let position = app.finalizers().iter().position(|f| f == FINALIZER);
+    if app.meta().deletion_timestamp.is_some() {
+        let Some(position) = position else {
+            return Ok(Action::await_change());
+        };
+        let action = revoke(app, ctx).await?;
+        // The test makes the removal safe against a concurrent change to the list.
+        let path = format!("/metadata/finalizers/{position}");
+        let patch = json!([
+            { "op": "test", "path": path, "value": FINALIZER },
+            { "op": "remove", "path": path },
+        ]);
+        return match api.patch(&app.name_any(), &PatchParams::default(), &json_patch(patch)).await {
+            Ok(_) => Ok(action),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(action),
+            Err(e) => Err(Error::kube(Step::RemoveFinalizer, key(app), e)),
+        };
+    }
+    if position.is_none() {
+        // The test fails (and the pass is retried) if the list changed meanwhile:
+        // the apiserver does not deduplicate finalizers.
+        let patch = if app.finalizers().is_empty() {
+            json!([
+                { "op": "test", "path": "/metadata/finalizers", "value": null },
+                { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+            ])
+        } else {
+            json!([
+                { "op": "test", "path": "/metadata/finalizers", "value": app.finalizers() },
+                { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+            ])
+        };
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        api.patch(&app.name_any(), &params, &json_patch(patch))
+            .await
+            .map_err(|e| Error::kube(Step::AddFinalizer, key(app), e))?;
+    }
+    apply(app, ctx).await
+}
+
+fn json_patch(patch: serde_json::Value) -> Patch<()> {
+    Patch::Json(serde_json::from_value(patch).expect("a well-formed JSON patch"))
 }
 
 /// Retries a failed app with exponential backoff (1s doubling to 5 min), per object.
@@ -154,7 +191,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let layout = SecretLayout::for_app(app);
     let cached = ctx.caches.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
     let observed = layout.observe(app, cached.as_deref());
-    let secret_verifies = verify_observed(app, &status, &observed, ctx).await?;
+    let secret_verifies = verify_observed(&status, &observed);
     let violations = validate_spec(&app.spec);
     let now = Timestamp::now();
     let scope_permitted = app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace;
@@ -206,7 +243,6 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
             let Some(written) = written else {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            remember_verified(app, &issued, ctx);
             if reason != MintReason::Initial {
                 restart_workloads(app, version, ctx).await?;
             }
@@ -231,7 +267,6 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
                 "finishing an interrupted mint from the Secret"
             );
             let hash = hash_issued(app, &issued, ctx).await?;
-            remember_verified(app, &issued, ctx);
             if let Some(version) = issued.version.filter(|v| *v > 1) {
                 restart_workloads(app, version, ctx).await?;
             }
@@ -316,50 +351,35 @@ async fn finish(
     Ok(plan::next_wakeup(app, desired, now).map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Whether the owned Secret's secret verifies against `status.secretHash`:
-/// a fingerprint check, then this process's memory of verified secrets, then argon2id.
-async fn verify_observed(
-    app: &AppRegistration,
-    status: &AppRegistrationStatus,
-    observed: &Observed,
-    ctx: &Context,
-) -> Result<Option<bool>, Error> {
+/// Whether the owned Secret holds the secret `status` was written for: its
+/// fingerprint (32 bits of its SHA-256) matches `status.secretFingerprint`, and
+/// `status.secretHash` is a well-formed argon2 hash.
+///
+/// Deliberately not an argon2id verification: that costs ~30 ms of CPU per app,
+/// which after a restart is minutes of CPU for 10,000 apps, and it would only
+/// catch what the fingerprint already catches (a Secret edited by hand or by a
+/// tool) except for someone who can write the Secret and searches 2^32 secrets
+/// for a colliding fingerprint: they could break the app's credentials more
+/// simply by deleting the Deployment. The registry verifies with argon2id on
+/// every authentication.
+fn verify_observed(status: &AppRegistrationStatus, observed: &Observed) -> Option<bool> {
     let Observed::Owned(owned) = observed else {
-        return Ok(None);
+        return None;
     };
     let (Some(hash), Some(version)) = (&status.secret_hash, status.secret_version) else {
-        return Ok(None);
+        return None;
     };
     if owned.issued.version != Some(version) {
-        return Ok(None);
+        return None;
     }
     let Some(secret) = &owned.issued.secret else {
-        return Ok(Some(false));
+        return Some(false);
     };
-    if status.secret_fingerprint.as_deref() != Some(secret.fingerprint().as_str()) {
-        return Ok(Some(false));
-    }
-    let digest = secret.digest();
-    if ctx.memory().verified.get(&uid(app)) == Some(&(version, digest)) {
-        return Ok(Some(true));
-    }
-    let verifies = match ctx.hasher.verify(secret, hash).await {
-        Ok(verifies) => verifies,
-        // Status is registrar's own; a hash that does not parse was tampered
-        // with, and nothing can verify against it: mint anew.
-        Err(CredentialError::MalformedHash) => false,
-        Err(source) => return Err(Error::Credentials { object: key(app), source }),
-    };
-    if verifies {
-        ctx.memory().verified.insert(uid(app), (version, digest));
-    }
-    Ok(Some(verifies))
-}
-
-fn remember_verified(app: &AppRegistration, issued: &Issued, ctx: &Context) {
-    if let (Some(secret), Some(version)) = (&issued.secret, issued.version) {
-        ctx.memory().verified.insert(uid(app), (version, secret.digest()));
-    }
+    // A hash that does not parse was tampered with, and nothing can verify against it: mint anew.
+    Some(
+        status.secret_fingerprint.as_deref() == Some(secret.fingerprint().as_str())
+            && crate::credentials::is_well_formed(hash),
+    )
 }
 
 async fn hash_issued(app: &AppRegistration, issued: &Issued, ctx: &Context) -> Result<IssuedHash, Error> {
@@ -549,7 +569,6 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     }
     {
         let mut memory = ctx.memory();
-        memory.verified.remove(&uid(app));
         memory.written.remove(&uid(app));
     }
     let client_id = app.status.as_ref().and_then(|s| s.client_id.clone()).unwrap_or_default();
