@@ -89,6 +89,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+fn ms_f(seconds: f64) -> String {
+    format!("{:.2} ms", seconds * 1000.0)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -261,6 +265,12 @@ async fn main() {
     );
     report.row("CPU per hash", format!("{:.1} ms", cpu_per_hash * 1000.0), "ceiling");
 
+    // === what each kind of write costs the apiserver and etcd (for the profile) ===
+    let costs = write_costs(env_usize("BENCH_COST_SAMPLES", 1_000.min(apps_n))).await;
+    report.row("apiserver+etcd CPU per AppRegistration create (SSA)", ms_f(costs.create), "profile");
+    report.row("apiserver+etcd CPU per AppRegistration metadata patch", ms_f(costs.patch), "profile");
+    report.row("apiserver+etcd CPU per AppRegistration status apply (SSA)", ms_f(costs.status), "profile");
+
     // === bulk ===
     let ns = TestNamespace::new("bench-apps").await;
     let registry_port = support::free_port();
@@ -290,7 +300,11 @@ async fn main() {
     let writes_per_app = operator.writes().await / apps_n as f64;
     let combined = apps_n as f64 * (writes_per_app * cpu_per_write + cpu_per_hash) / cores as f64;
     let limit = combined.max(apps_n as f64 * writes_per_app / write_rate).max(apps_n as f64 / hash_rate);
-    report.row("operator writes per app (Secret, status, finalizer, Event)", format!("{writes_per_app:.2}"), "input");
+    report.row(
+        "operator writes per app (Secret, status, Event; finalizer if no policy)",
+        format!("{writes_per_app:.2}"),
+        "input",
+    );
     report.row(
         format!("limit for {apps_n} apps = max(N*(w*cpu_w + cpu_h)/cores, ceilings)"),
         format!("{limit:.1} s"),
@@ -310,6 +324,16 @@ async fn main() {
     report.row(
         "bulk: CPU of apiserver+etcd, per app",
         format!("{:.1} ms", control_plane_cpu * 1000.0 / apps_n as f64),
+        "profile",
+    );
+    // The same formula with every request an app costs priced as measured above:
+    // the create, the status apply, and the Secret and Event writes at the plain
+    // write price (the finalizer patch too, when the operator had to make it).
+    let finalizer_patches = (writes_per_app - 3.0).max(0.0);
+    let priced = costs.create + costs.status + finalizer_patches * costs.patch + 2.0 * cpu_per_write + cpu_per_hash;
+    report.row(
+        "limit with measured write prices = N*(create + status + Secret + Event + hash)/cores",
+        format!("{:.1} s", apps_n as f64 * priced / cores as f64),
         "profile",
     );
     report.row(
@@ -520,6 +544,69 @@ async fn main() {
     for n in [consumers, ns, noise] {
         n.delete().await;
     }
+}
+
+/// apiserver+etcd CPU seconds per request, by kind of AppRegistration write.
+struct WriteCosts {
+    create: f64,
+    patch: f64,
+    status: f64,
+}
+
+/// Prices the AppRegistration writes an app costs, with `n` of each (64 in
+/// flight) in a namespace no operator watches: a server-side-apply create, a
+/// metadata patch (what adding the finalizer costs), and a status apply.
+async fn write_costs(n: usize) -> WriteCosts {
+    let scratch = TestNamespace::new("bench-costs").await;
+    let apps = scratch.api::<AppRegistration>();
+    let price = |what: &'static str| {
+        let apps = apps.clone();
+        async move {
+            let before = control_plane_cpu();
+            stream::iter(0..n)
+                .for_each_concurrent(CONCURRENCY, |i| {
+                    let apps = apps.clone();
+                    async move {
+                        let name = format!("cost-{i}");
+                        let params = PatchParams::apply("bench").force();
+                        match what {
+                            "create" => apply_app(&apps, &app(&name)).await,
+                            "patch" => {
+                                let patch =
+                                    json!({ "metadata": { "labels": { "bench.registrar.dev/priced": "yes" } } });
+                                apps.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.expect("patch");
+                            }
+                            _ => {
+                                let status = json!({
+                                    "apiVersion": "registrar.dev/v1alpha1", "kind": "AppRegistration",
+                                    "status": { "clientId": format!("client-{i}"), "secretVersion": 1 }
+                                });
+                                apps.patch_status(&name, &params, &Patch::Apply(status)).await.expect("status");
+                            }
+                        }
+                    }
+                })
+                .await;
+            (control_plane_cpu() - before) / n as f64
+        }
+    };
+    let costs =
+        WriteCosts { create: price("create").await, patch: price("patch").await, status: price("status").await };
+    // Delete them, then release the revoke finalizer the admission policy added
+    // (it is left alone on objects being deleted) so that they can go.
+    apps.delete_collection(&DeleteParams::default(), &Default::default()).await.expect("delete");
+    let release = json!([{ "op": "remove", "path": "/metadata/finalizers" }]);
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (apps, release) = (apps.clone(), release.clone());
+            async move {
+                let patch = Patch::<()>::Json(serde_json::from_value(release).expect("patch"));
+                let _ = apps.patch(&format!("cost-{i}"), &PatchParams::default(), &patch).await;
+            }
+        })
+        .await;
+    scratch.delete().await;
+    costs
 }
 
 /// A token of a ServiceAccount allowed to call the registry.

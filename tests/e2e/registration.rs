@@ -605,6 +605,33 @@ async fn registered_by_is_set_at_creation_and_survives_gitops_reapply() {
     ns.delete().await;
 }
 
+/// The revoke finalizer comes with the object (deploy/revoke-finalizer-policy.yaml),
+/// so issuing an app costs the operator exactly three writes — the Secret, the
+/// status and the Issued Event — and a GitOps re-apply that does not mention the
+/// finalizer keeps it.
+#[tokio::test]
+async fn the_finalizer_is_set_at_creation_so_issuing_costs_three_writes() {
+    let (ns, operator) = setup("reg-fin").await;
+    let created = apply(&ns, &confidential("fin")).await;
+    assert_eq!(created.finalizers(), ["registrar.dev/revoke"], "set by admission, before the operator acts");
+    wait_issued(&ns, "fin").await;
+    wait_event(&ns, "Issued", "Issued Client ID").await;
+    assert_eq!(operator.writes().await, 3.0, "Secret, status and Event; no finalizer patch");
+
+    let reapplied = apply(&ns, &confidential("fin")).await;
+    assert_eq!(reapplied.finalizers(), ["registrar.dev/revoke"], "a re-apply without it keeps it");
+
+    // Deleting still revokes: the policy leaves an object being deleted alone.
+    ns.api::<AppRegistration>().delete("fin", &DeleteParams::default()).await.expect("delete");
+    eventually("the app and its Secret to be gone", TIMEOUT, || async {
+        let app_gone = ns.api::<AppRegistration>().get_opt("fin").await.ok()?.is_none();
+        let secret_gone = credentials(&ns, "fin-credentials").await.is_none();
+        (app_gone && secret_gone).then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn an_unchanged_ready_app_costs_no_writes_and_unrelated_secrets_are_not_cached() {
     let (ns, operator) = setup("reg-quiet").await;
