@@ -34,6 +34,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use crate::{
@@ -68,7 +69,41 @@ struct Registry {
     callers: Callers,
     platform_namespace: String,
     /// (Client ID, SHA-256 of a presented secret) → the hash it verified against.
-    verified: Mutex<HashMap<(String, [u8; 32]), String>>,
+    verified: Mutex<HashMap<CredentialKey, String>>,
+    /// Verifications running, by the same key: concurrent presentations of the
+    /// same credentials (a burst of logins on a cold cache) wait for one
+    /// verification instead of each taking a hashing turn, or being refused one.
+    in_flight: Mutex<HashMap<CredentialKey, Arc<OnceCell<Verdict>>>>,
+}
+
+/// (Client ID, SHA-256 of a presented secret).
+type CredentialKey = (String, [u8; 32]);
+
+/// The outcome of one argon2id verification of presented credentials.
+#[derive(Clone)]
+enum Verdict {
+    /// The secret verified against this hash.
+    Verified(String),
+    Wrong,
+    /// No hashing turn was free.
+    Busy,
+}
+
+/// Removes a finished (or abandoned) verification from `in_flight`, unless a
+/// newer one took its place.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<CredentialKey, Arc<OnceCell<Verdict>>>>,
+    key: CredentialKey,
+    cell: Arc<OnceCell<Verdict>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.key).is_some_and(|cell| Arc::ptr_eq(cell, &self.cell)) {
+            map.remove(&self.key);
+        }
+    }
 }
 
 /// Why a request failed, as an HTTP answer with an OAuth-style body.
@@ -174,21 +209,36 @@ impl Registry {
         if known.is_some_and(|hash| accepted.contains(&hash)) {
             return Ok(app);
         }
-        for hash in accepted {
-            match self.hasher.try_verify(secret, &hash).await {
-                Ok(Some(true)) => {
-                    let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                    if verified.len() >= MAX_VERIFIED {
-                        verified.clear();
-                    }
-                    verified.insert(key, hash);
-                    return Ok(app);
+        let cell = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+        let running = InFlight { map: &self.in_flight, key: key.clone(), cell: cell.clone() };
+        let verdict = cell.get_or_init(|| self.verify(secret, &accepted)).await.clone();
+        drop(running);
+        match verdict {
+            // Verified against a hash still accepted (it may have been rotated
+            // out while this request waited for another's verification).
+            Verdict::Verified(hash) if accepted.contains(&hash) => {
+                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if verified.len() >= MAX_VERIFIED {
+                    verified.clear();
                 }
+                verified.insert(key, hash);
+                Ok(app)
+            }
+            Verdict::Verified(_) | Verdict::Wrong => Err(Failure::InvalidClient),
+            Verdict::Busy => Err(Failure::Busy),
+        }
+    }
+
+    /// Verifies `secret` against each accepted hash, shedding rather than queueing.
+    async fn verify(&self, secret: &ClientSecret, accepted: &[String]) -> Verdict {
+        for hash in accepted {
+            match self.hasher.try_verify(secret, hash).await {
+                Ok(Some(true)) => return Verdict::Verified(hash.clone()),
                 Ok(Some(false)) | Err(_) => {}
-                Ok(None) => return Err(Failure::Busy),
+                Ok(None) => return Verdict::Busy,
             }
         }
-        Err(Failure::InvalidClient)
+        Verdict::Wrong
     }
 
     fn ready(&self) -> Result<(), Failure> {
@@ -472,6 +522,7 @@ pub async fn serve(settings: Settings, client: kube::Client, caches: Caches, has
         callers: Callers::new(client),
         platform_namespace: settings.platform_namespace.clone(),
         verified: Mutex::default(),
+        in_flight: Mutex::default(),
     });
     let app = router(registry).into_make_service();
     match (&settings.tls, settings.insecure_http) {
