@@ -16,7 +16,7 @@ phase "control-plane build" build_controlplane
 export REGISTRAR_CONTROLPLANE
 phase "helm build" bash scripts/install-helm.sh
 phase "unit tests" cargo test --locked --lib --bins
-phase "e2e tests" cargo test --locked --test e2e -- --test-threads "${E2E_THREADS:-4}"
+phase "e2e tests" cargo test --locked --test e2e --test bare -- --test-threads "${E2E_THREADS:-4}"
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "benchmark smoke (200 apps)" make --no-print-directory bench-smoke
 phase "no leftover control-plane processes" check_no_leftovers
