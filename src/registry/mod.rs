@@ -499,8 +499,19 @@ fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/catalog", get(catalog))
         .route("/v1/forward-auth", get(forward_auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::map_response(close_after_refused_body))
         .layer(middleware::from_fn(deadline))
         .with_state(registry)
+}
+
+/// A body refused as too large was not read to its end, so the connection
+/// cannot carry another request: say so, or a client that reuses it from its
+/// pool fails with a broken pipe on its next request.
+async fn close_after_refused_body(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Errors starting the registry.

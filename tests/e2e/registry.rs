@@ -396,6 +396,11 @@ async fn callers_need_a_token_and_permission_and_load_is_shed() {
         .await
         .expect("post");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        response.headers().get("connection").and_then(|v| v.to_str().ok()),
+        Some("close"),
+        "the unread body leaves the connection unusable, so the answer closes it"
+    );
 
     // One verification at a time: a burst of uncached attempts is shed with 429.
     let attempts = (0..24).map(|i| {
