@@ -15,12 +15,7 @@ use std::sync::Arc;
 use futures::{StreamExt, channel::mpsc};
 use kube::{
     Client,
-    runtime::{
-        Controller,
-        controller::Config as ControllerConfig,
-        events::{Recorder, Reporter},
-        reflector::ObjectRef,
-    },
+    runtime::{Controller, controller::Config as ControllerConfig, events::Reporter, reflector::ObjectRef},
 };
 use tracing::{info, warn};
 
@@ -50,11 +45,10 @@ pub async fn run(
     triggers: mpsc::Receiver<ObjectRef<AppRegistration>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let recorder =
-        Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: settings.instance.clone() });
+    let reporter = Reporter { controller: "registrar".into(), instance: settings.instance.clone() };
     let reader = caches.apps.clone();
     let concurrency = settings.concurrency;
-    let ctx = Arc::new(Context::new(client, settings, hasher, metrics, recorder, caches));
+    let ctx = Arc::new(Context::new(client, settings, hasher, metrics, reporter, caches));
 
     info!("AppRegistration controller started");
     Controller::for_shared_stream(futures::stream::pending(), reader)

@@ -20,7 +20,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{Event, EventType, Recorder, Reporter},
         reflector::ObjectRef,
     },
 };
@@ -57,6 +57,9 @@ pub struct Context {
     settings: Settings,
     hasher: Hasher,
     metrics: Metrics,
+    reporter: Reporter,
+    /// Publishes Events that may repeat (warnings), folding repeats into a
+    /// series; it keeps each Event it published for six minutes to do so.
     recorder: Recorder,
     caches: Caches,
     memory: Mutex<Memory>,
@@ -78,10 +81,11 @@ impl Context {
         settings: Settings,
         hasher: Hasher,
         metrics: Metrics,
-        recorder: Recorder,
+        reporter: Reporter,
         caches: Caches,
     ) -> Self {
-        Context { client, settings, hasher, metrics, recorder, caches, memory: Mutex::default() }
+        let recorder = Recorder::new(client.clone(), reporter.clone());
+        Context { client, settings, hasher, metrics, reporter, recorder, caches, memory: Mutex::default() }
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -573,8 +577,8 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     }
     let client_id = app.status.as_ref().and_then(|s| s.client_id.clone()).unwrap_or_default();
     info!(namespace = ns, name = app.name_any(), client_id, "revoked");
-    publish(app, EventType::Normal, "Revoked", format!("Client ID {client_id} is revoked and its Secret deleted"), ctx)
-        .await;
+    let note = format!("Client ID {client_id} is revoked and its Secret deleted");
+    publish_related(app, Repeats::Never, EventType::Normal, "Revoked", note, None, ctx).await;
     Ok(Action::await_change())
 }
 
@@ -640,11 +644,10 @@ async fn announce_mint(
         ),
     };
     // The Secret, at the version just written, as the related object: it tells
-    // which Secret to look at, and keeps each mint its own Event (the recorder
-    // folds Events with equal references into one series).
+    // which Secret (and which version of it) to look at.
     let mut related = written.object_ref(&());
     related.resource_version = written.resource_version();
-    publish_related(app, type_, event_reason, note, Some(related), ctx).await;
+    publish_related(app, Repeats::Never, type_, event_reason, note, Some(related), ctx).await;
 }
 
 /// Publishes a Warning Event when the Ready condition moves to a new reason or
@@ -657,12 +660,25 @@ async fn warn_on_new_condition(app: &AppRegistration, condition: &DesiredConditi
     }
 }
 
+/// Whether an Event can recur.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeats {
+    /// A warning that may come back: repeats fold into one Event's series.
+    Maybe,
+    /// A mint or a revocation, each naming what it did: it skips the shared
+    /// recorder, which keeps every Event it publishes for six minutes (to build
+    /// series) and scans them all on each publish. 10,000 new apps would
+    /// otherwise hold 10,000 Events in memory.
+    Never,
+}
+
 async fn publish(app: &AppRegistration, type_: EventType, reason: &str, note: String, ctx: &Context) {
-    publish_related(app, type_, reason, note, None, ctx).await;
+    publish_related(app, Repeats::Maybe, type_, reason, note, None, ctx).await;
 }
 
 async fn publish_related(
     app: &AppRegistration,
+    repeats: Repeats,
     type_: EventType,
     reason: &str,
     note: String,
@@ -671,7 +687,12 @@ async fn publish_related(
 ) {
     let event =
         Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: related };
-    if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
+    let regarding = app.object_ref(&());
+    let published = match repeats {
+        Repeats::Maybe => ctx.recorder.publish(&event, &regarding).await,
+        Repeats::Never => Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &regarding).await,
+    };
+    if let Err(e) = published {
         warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %e, "could not publish an Event");
     }
 }
