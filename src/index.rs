@@ -12,6 +12,8 @@ use std::{
     sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
+use k8s_openapi::jiff::Timestamp;
+
 use crate::consent::visibility::organization_of;
 
 /// How many revoked Client IDs are remembered.
@@ -34,8 +36,11 @@ struct Inner {
     consents_by_app: HashMap<Key, HashSet<Key>>,
     consents_by_namespace: HashMap<String, HashSet<Key>>,
     apps_by_namespace: HashMap<String, HashSet<String>>,
-    /// The app holding each Client ID.
-    app_by_client_id: HashMap<String, Key>,
+    /// The app holding each Client ID, and the Client ID each app holds.
+    app_by_client_id: HashMap<String, Holder>,
+    client_id_of_app: HashMap<Key, String>,
+    /// The first full list of apps was read: holders are settled.
+    apps_listed: bool,
     /// Client IDs of deleted apps, most recent last (bounded): the registry
     /// answers "revoked" for them rather than "unknown".
     revoked: VecDeque<String>,
@@ -43,6 +48,52 @@ struct Inner {
     /// Namespaces with an organization label, and its value.
     namespace_org: HashMap<String, String>,
     namespaces_by_org: HashMap<String, BTreeSet<String>>,
+}
+
+/// An app's claim on a Client ID: its status names it.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    pub client_id: &'a str,
+    pub uid: &'a str,
+    pub created: Option<Timestamp>,
+}
+
+/// The app holding a Client ID.
+#[derive(Debug)]
+struct Holder {
+    app: Key,
+    uid: String,
+    created: Option<Timestamp>,
+}
+
+impl Holder {
+    /// Older first; an app without a creation time (never from a real
+    /// apiserver) counts as newest.
+    fn age(&self) -> (bool, Option<Timestamp>, &str) {
+        (self.created.is_none(), self.created, &self.uid)
+    }
+}
+
+impl Inner {
+    fn is_holder(&self, client_id: &str, app: &Key, uid: &str) -> bool {
+        self.app_by_client_id.get(client_id).is_some_and(|h| h.app == *app && h.uid == uid)
+    }
+
+    /// `app` no longer holds `client_id`: it is revoked, never held again.
+    fn release(&mut self, app: &Key, client_id: &str) {
+        self.client_id_of_app.remove(app);
+        if self.app_by_client_id.get(client_id).is_some_and(|h| h.app == *app) {
+            self.app_by_client_id.remove(client_id);
+        }
+        if self.revoked_set.insert(client_id.to_owned()) {
+            self.revoked.push_back(client_id.to_owned());
+            if self.revoked.len() > MAX_REVOKED
+                && let Some(oldest) = self.revoked.pop_front()
+            {
+                self.revoked_set.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl Index {
@@ -113,30 +164,54 @@ impl Index {
 
     // === apps ===
 
-    /// Records an app and, once issued, its Client ID.
-    pub fn app_applied(&self, app: &Key, client_id: Option<&str>) {
+    /// Records an app and the Client ID its status names (`None` before the
+    /// first mint). Returns whether the app holds that Client ID.
+    ///
+    /// A Client ID belongs to one app, cluster-wide: the first app seen with it
+    /// holds it, and any other app naming it is refused, for as long as this
+    /// process runs (a Client ID whose holder was deleted is never held again).
+    /// While the first list is read, the oldest claimant (creation time, then
+    /// UID) wins, so a restarted operator picks the same holder whatever the
+    /// order of the list.
+    pub fn app_applied(&self, app: &Key, claim: Option<Claim<'_>>) -> bool {
         let mut inner = self.write();
         inner.apps_by_namespace.entry(app.0.clone()).or_default().insert(app.1.clone());
-        if let Some(id) = client_id {
-            inner.app_by_client_id.insert(id.to_owned(), app.clone());
+        // The app (this incarnation of its name) let go of what it held before:
+        // a Client ID never moves, so the old one is retired.
+        if let Some(held) = inner.client_id_of_app.get(app).cloned()
+            && claim.as_ref().is_none_or(|c| c.client_id != held || !inner.is_holder(&held, app, c.uid))
+        {
+            inner.release(app, &held);
         }
+        let Some(claim) = claim else { return false };
+        let contender = Holder { app: app.clone(), uid: claim.uid.to_owned(), created: claim.created };
+        let holds = match inner.app_by_client_id.get(claim.client_id) {
+            Some(holder) if holder.app == contender.app && holder.uid == contender.uid => true,
+            Some(holder) => !inner.apps_listed && contender.age() < holder.age(),
+            None => !inner.revoked_set.contains(claim.client_id),
+        };
+        if holds {
+            if let Some(previous) = inner.app_by_client_id.insert(claim.client_id.to_owned(), contender)
+                && previous.app != *app
+            {
+                inner.client_id_of_app.remove(&previous.app);
+            }
+            inner.client_id_of_app.insert(app.clone(), claim.client_id.to_owned());
+        }
+        holds
     }
 
-    /// Forgets a deleted app; its Client ID is remembered as revoked.
-    pub fn app_deleted(&self, app: &Key, client_id: Option<&str>) {
+    /// The first full list of apps is in: from now on a holder keeps its
+    /// Client ID against any later claimant, older or not.
+    pub fn apps_listed(&self) {
+        self.write().apps_listed = true;
+    }
+
+    /// Forgets a deleted app; the Client ID it held is remembered as revoked.
+    pub fn app_deleted(&self, app: &Key) {
         let mut inner = self.write();
-        if let Some(id) = client_id
-            && inner.app_by_client_id.get(id) == Some(app)
-        {
-            inner.app_by_client_id.remove(id);
-            if inner.revoked_set.insert(id.to_owned()) {
-                inner.revoked.push_back(id.to_owned());
-                if inner.revoked.len() > MAX_REVOKED
-                    && let Some(oldest) = inner.revoked.pop_front()
-                {
-                    inner.revoked_set.remove(&oldest);
-                }
-            }
+        if let Some(held) = inner.client_id_of_app.get(app).cloned() {
+            inner.release(app, &held);
         }
         if let Some(set) = inner.apps_by_namespace.get_mut(&app.0) {
             set.remove(&app.1);
@@ -148,7 +223,23 @@ impl Index {
 
     /// The app holding a Client ID.
     pub fn app_of_client(&self, client_id: &str) -> Option<Key> {
-        self.read().app_by_client_id.get(client_id).cloned()
+        self.read().app_by_client_id.get(client_id).map(|h| h.app.clone())
+    }
+
+    /// Whether the app `app` (of UID `uid`) holds `client_id`.
+    pub fn holds(&self, app: &Key, uid: &str, client_id: &str) -> bool {
+        self.read().is_holder(client_id, app, uid)
+    }
+
+    /// Whether `client_id` is held by an app other than `app` (of UID `uid`), or
+    /// was revoked: then `app` may never use it. A Client ID the index has not
+    /// seen yet (a status write not yet through the watch) is not taken.
+    pub fn taken_by_other(&self, app: &Key, uid: &str, client_id: &str) -> bool {
+        let inner = self.read();
+        match inner.app_by_client_id.get(client_id) {
+            Some(holder) => holder.app != *app || holder.uid != uid,
+            None => inner.revoked_set.contains(client_id),
+        }
     }
 
     /// Whether a Client ID belonged to an app that was deleted (remembered for
@@ -249,18 +340,88 @@ mod tests {
         assert_eq!(index.consents_of_app(&key("team-a", "new")), [key("team-b", "c1")]);
     }
 
+    fn claim<'a>(client_id: &'a str, uid: &'a str, created: i64) -> Option<Claim<'a>> {
+        Some(Claim { client_id, uid, created: Some(Timestamp::from_second(created).unwrap()) })
+    }
+
     #[test]
     fn apps_are_found_by_namespace() {
         let index = Index::new("default");
-        index.app_applied(&key("team-a", "billing"), None);
-        index.app_applied(&key("team-a", "billing"), Some("cid"));
+        assert!(!index.app_applied(&key("team-a", "billing"), None));
+        assert!(index.app_applied(&key("team-a", "billing"), claim("cid", "u1", 1)));
         assert_eq!(index.apps_in_namespace("team-a"), [key("team-a", "billing")]);
         assert_eq!(index.app_of_client("cid"), Some(key("team-a", "billing")));
-        index.app_deleted(&key("team-a", "billing"), Some("cid"));
+        assert!(index.holds(&key("team-a", "billing"), "u1", "cid"));
+        index.app_deleted(&key("team-a", "billing"));
         assert!(index.apps_in_namespace("team-a").is_empty());
         assert_eq!(index.app_of_client("cid"), None);
         assert!(index.is_revoked("cid"));
         assert!(!index.is_revoked("other"));
+    }
+
+    #[test]
+    fn a_second_app_never_takes_a_held_client_id() {
+        let index = Index::new("default");
+        index.apps_listed();
+        let (original, newcomer) = (key("team-b", "billing"), key("team-a", "evil"));
+        assert!(index.app_applied(&original, claim("cid", "u-b", 10)));
+        // Older or not, a later claimant is refused while the holder lives.
+        assert!(!index.app_applied(&newcomer, claim("cid", "u-a", 1)));
+        assert_eq!(index.app_of_client("cid"), Some(original.clone()));
+        assert!(!index.holds(&newcomer, "u-a", "cid"));
+        assert!(index.taken_by_other(&newcomer, "u-a", "cid"));
+        assert!(!index.taken_by_other(&original, "u-b", "cid"));
+        assert!(!index.taken_by_other(&newcomer, "u-a", "not-seen-yet"));
+        assert!(index.app_applied(&original, claim("cid", "u-b", 10)), "the holder keeps it on every update");
+        // Deleting the newcomer revokes nothing of the original's.
+        index.app_deleted(&newcomer);
+        assert!(!index.is_revoked("cid"));
+        assert_eq!(index.app_of_client("cid"), Some(original.clone()));
+    }
+
+    #[test]
+    fn a_client_id_whose_holder_is_gone_is_never_held_again() {
+        let index = Index::new("default");
+        index.apps_listed();
+        let (original, newcomer) = (key("team-b", "billing"), key("team-a", "evil"));
+        assert!(index.app_applied(&original, claim("cid", "u-b", 10)));
+        assert!(!index.app_applied(&newcomer, claim("cid", "u-a", 20)));
+        index.app_deleted(&original);
+        assert!(!index.app_applied(&newcomer, claim("cid", "u-a", 20)), "revoked, not passed on");
+        assert!(index.taken_by_other(&newcomer, "u-a", "cid"));
+        assert_eq!(index.app_of_client("cid"), None);
+        // Nor by a new object of the original's name.
+        assert!(!index.app_applied(&original, claim("cid", "u-b2", 30)));
+    }
+
+    #[test]
+    fn a_new_object_under_a_held_name_does_not_inherit_its_client_id() {
+        let index = Index::new("default");
+        index.apps_listed();
+        let app = key("team-a", "billing");
+        assert!(index.app_applied(&app, claim("cid", "u1", 10)));
+        // The deletion was missed (a re-list): the name comes back with a new UID.
+        assert!(!index.app_applied(&app, claim("cid", "u2", 20)));
+        assert!(index.is_revoked("cid"));
+        assert!(index.app_applied(&app, claim("cid2", "u2", 20)));
+    }
+
+    #[test]
+    fn while_listing_the_oldest_claimant_wins_whatever_the_order() {
+        let (older, younger) = (key("team-z", "original"), key("team-a", "copy"));
+        for order in [[&older, &younger], [&younger, &older]] {
+            let index = Index::new("default");
+            for app in order {
+                let (uid, created) = if *app == older { ("u-old", 10) } else { ("u-new", 20) };
+                index.app_applied(app, claim("cid", uid, created));
+            }
+            index.apps_listed();
+            assert_eq!(index.app_of_client("cid"), Some(older.clone()), "{order:?}");
+            assert!(index.holds(&older, "u-old", "cid"));
+            assert!(!index.holds(&younger, "u-new", "cid"));
+            assert!(index.app_applied(&older, claim("cid", "u-old", 10)));
+            assert!(!index.app_applied(&younger, claim("cid", "u-new", 20)));
+        }
     }
 
     #[test]

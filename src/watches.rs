@@ -1,5 +1,5 @@
-//! The watches registrar runs — AppRegistrations, AppConsents, the Secrets
-//! labelled `registrar.dev/app`, and the metadata of Namespaces — each feeding a
+//! The watches registrar runs — AppRegistrations, AppConsents, the metadata of
+//! the Secrets labelled `registrar.dev/app`, and the metadata of Namespaces — each feeding a
 //! reflector store and the [`Index`], and turning every change into reconcile
 //! requests for exactly the objects it affects:
 //!
@@ -8,6 +8,11 @@
 //! - a Secret changed or deleted: the app that owns it;
 //! - a namespace's organization changed: the consents in it, and the consents
 //!   of the apps registered in it.
+//!
+//! Secrets are watched for their metadata only: anyone who can write Secrets in
+//! a namespace can label them, and their data (up to a megabyte each) must not
+//! be downloaded, let alone held, because of a label. The controller reads a
+//! Secret's data when a decision needs it, and keeps only what registrar wrote.
 
 use std::{future::Future, sync::Arc};
 
@@ -28,7 +33,7 @@ use crate::{
     api::{AppConsent, AppRegistration},
     consent::visibility::ORGANIZATION_LABEL,
     credentials::layout::APP_LABEL,
-    index::{Index, Key},
+    index::{Claim, Index, Key},
 };
 
 /// Bound of each reconcile-request queue; the controllers' schedulers drain and
@@ -49,7 +54,8 @@ pub struct Selection {
 pub struct Caches {
     pub apps: Store<AppRegistration>,
     pub consents: Store<AppConsent>,
-    pub secrets: Store<Secret>,
+    /// The metadata of the Secrets labelled `registrar.dev/app`.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub index: Arc<Index>,
     listed: Arc<Listed>,
@@ -167,7 +173,8 @@ pub fn start(
     let (secrets, secret_writer) = reflector::store();
     let secret_events = reflector(
         secret_writer,
-        watcher(api::<Secret>(client, ns), watcher::Config::default().labels(APP_LABEL)).modify(slim),
+        watcher(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default().labels(APP_LABEL))
+            .modify(slim),
     )
     .default_backoff();
     let mut namespace_config = watcher::Config::default();
@@ -232,6 +239,7 @@ where
         match event {
             Ok(Event::InitDone) if first_list => {
                 first_list = false;
+                handle(Event::InitDone, senders.clone()).await;
                 listed.one_listed();
             }
             Ok(event) => handle(event, senders.clone()).await,
@@ -240,24 +248,30 @@ where
     }
 }
 
-fn client_id(app: &AppRegistration) -> Option<&str> {
-    app.status.as_ref()?.client_id.as_deref()
+/// The Client ID an app's status names, as a claim for the index.
+fn claim(app: &AppRegistration) -> Option<Claim<'_>> {
+    Some(Claim {
+        client_id: app.status.as_ref()?.client_id.as_deref()?,
+        uid: app.meta().uid.as_deref().unwrap_or_default(),
+        created: app.meta().creation_timestamp.as_ref().map(|t| t.0),
+    })
 }
 
 async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
     match event {
         Event::Apply(app) | Event::InitApply(app) => {
             let key = key(&app);
-            to.index.app_applied(&key, client_id(&app));
+            to.index.app_applied(&key, claim(&app));
             to.app(key.clone()).await;
             to.consents_of_app(&key).await;
         }
         Event::Delete(app) => {
             let key = key(&app);
-            to.index.app_deleted(&key, client_id(&app));
+            to.index.app_deleted(&key);
             to.consents_of_app(&key).await;
         }
-        Event::Init | Event::InitDone => {}
+        Event::InitDone => to.index.apps_listed(),
+        Event::Init => {}
     }
 }
 
@@ -279,7 +293,7 @@ async fn on_consent(event: Event<AppConsent>, mut to: Senders) {
     }
 }
 
-async fn on_secret(event: Event<Secret>, mut to: Senders) {
+async fn on_secret(event: Event<PartialObjectMeta<Secret>>, mut to: Senders) {
     let secret = match event {
         Event::Apply(s) | Event::InitApply(s) | Event::Delete(s) => s,
         Event::Init | Event::InitDone => return,

@@ -301,10 +301,15 @@ pub struct AppRegistrationStatus {
     /// The namespaces holding a granted consent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<ConsentSummary>,
+    /// The secret version the `restartOnRotate` workloads still have to be
+    /// rolled to: a restart was refused, and is retried with backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_restart: Option<i64>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, with reason Issued, InvalidSpec, SecretConflict, ScopeNotPermitted or Revoked.
+    /// `Ready`, with reason Issued, InvalidSpec, SecretConflict, ScopeNotPermitted,
+    /// ClientIdConflict or Revoked; `WorkloadsRestarted` once a restart failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -10,6 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 /// The condition every AppRegistration carries.
 pub const READY: &str = "Ready";
 
+/// The condition an AppRegistration with `restartOnRotate` carries once a
+/// workload restart failed: whether its workloads run the current secret.
+pub const WORKLOADS_RESTARTED: &str = "WorkloadsRestarted";
+
 /// The condition every AppConsent carries.
 pub const GRANTED: &str = "Granted";
 
@@ -39,6 +43,12 @@ pub mod reason {
     pub const SCOPE_NOT_PERMITTED: &str = "ScopeNotPermitted";
     /// The app is being deleted; the registry no longer accepts it.
     pub const REVOKED: &str = "Revoked";
+    /// The Client ID in status belongs to another app; this one is not served.
+    pub const CLIENT_ID_CONFLICT: &str = "ClientIdConflict";
+    /// `WorkloadsRestarted`: every workload was rolled to the current secret.
+    pub const RESTARTED: &str = "Restarted";
+    /// `WorkloadsRestarted`: a workload restart was refused; retried with backoff.
+    pub const RESTART_FAILED: &str = "RestartFailed";
 }
 
 /// A condition as the controller wants it, before timestamps are settled.
@@ -65,6 +75,10 @@ impl DesiredCondition {
 
     pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
         DesiredCondition { type_: READY, status: false, reason, message: message.into() }
+    }
+
+    pub fn restarted(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: WORKLOADS_RESTARTED, status: ok, reason, message: message.into() }
     }
 }
 

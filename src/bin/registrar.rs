@@ -16,7 +16,10 @@ use kube::Api;
 use registrar::{
     admin_server::{self, Readiness},
     consent,
-    credentials::{HashParams, Hasher},
+    credentials::{
+        HashParams, Hasher,
+        seal::{self, SealKey},
+    },
     leadership::{self, LeaseSettings},
     metrics::{self, Metrics},
     registration::{self, Settings},
@@ -88,15 +91,23 @@ struct Args {
     /// Run only while holding the leader Lease (for several replicas).
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
-    /// Namespace of the leader Lease (default: the pod's namespace).
+    /// The operator's own namespace (the pod's): the leader Lease and the seal
+    /// key Secret live here. Tenants must not be able to read Secrets in it.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    leader_election_namespace: String,
+    operator_namespace: String,
+    /// Namespace of the leader Lease (default: the operator's namespace).
+    #[arg(long, env = "REGISTRAR_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
     /// Name of the leader Lease.
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION_LEASE", default_value = "registrar")]
     leader_election_lease: String,
     /// Lease duration in seconds: the longest a failover takes.
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION_DURATION", default_value_t = 15)]
     leader_election_duration: u64,
+    /// The Secret, in the operator's namespace, holding the key registrar seals
+    /// the credentials Secrets it writes with (created at first start).
+    #[arg(long, env = "REGISTRAR_SEAL_KEY_SECRET", default_value = seal::DEFAULT_KEY_SECRET)]
+    seal_key_secret: String,
 }
 
 // The system allocator: argon2id's 19 MiB working memory is reused from hash to
@@ -133,6 +144,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let version = client.apiserver_version().await?;
     info!(server = %version.git_version, "connected to the Kubernetes API server");
     check_crds(&client).await?;
+    let seal_key = SealKey::load_or_create(&client, &args.operator_namespace, &args.seal_key_secret).await?;
+    info!(secret = format!("{}/{}", args.operator_namespace, args.seal_key_secret), "loaded the seal key");
 
     let readiness = Readiness::default();
     let (addr, serve) = admin_server::bind(args.metrics_addr, metrics.clone(), readiness.clone()).await?;
@@ -196,7 +209,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut leadership = None;
     if args.leader_election {
         let lease = LeaseSettings {
-            namespace: args.leader_election_namespace,
+            namespace: args.leader_election_namespace.unwrap_or_else(|| args.operator_namespace.clone()),
             name: args.leader_election_lease,
             identity,
             duration_secs: args.leader_election_duration.max(2),
@@ -227,6 +240,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         platform_namespace: args.platform_namespace,
         concurrency: args.concurrency,
         instance: args.instance,
+        seal_key,
     };
     tokio::join!(
         registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), triggers.apps, stopped()),

@@ -86,13 +86,18 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
     let current = consent.status.clone().unwrap_or_default();
     let facts = app.as_deref().map(|app| {
         let status = app.status.as_ref();
+        // A Client ID held by another app (the index) is not this app's.
+        let app_key = (app_ref.namespace.clone(), app_ref.name.clone());
+        let uid = app.meta().uid.as_deref().unwrap_or_default();
+        let client_id =
+            status.and_then(|s| s.client_id.as_deref()).filter(|id| !index.taken_by_other(&app_key, uid, id));
         AppFacts {
             namespace: &app_ref.namespace,
             name: &app_ref.name,
             organization: &app_org,
             scope: app.spec.scope,
             display_name: &app.spec.display_name,
-            client_id: status.and_then(|s| s.client_id.as_deref()),
+            client_id,
             oauth_scopes: &app.spec.oauth_scopes,
             deleting: app.meta().deletion_timestamp.is_some(),
         }
@@ -126,14 +131,25 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         let reason = desired.conditions.first().map(|c| c.reason.clone()).unwrap_or_default();
         info!(namespace, name = consent.name_any(), app = desired.app, reason, "consent evaluated");
         let api: Api<AppConsent> = Api::namespaced(ctx.client.clone(), &namespace);
+        // On condition that the consent is still as read: an instance acting on
+        // an old view (a stalled former leader) cannot roll status back.
         let patch = Patch::Apply(json!({
             "apiVersion": AppConsent::api_version(&()),
             "kind": AppConsent::kind(&()),
+            "metadata": { "resourceVersion": consent.resource_version() },
             "status": desired,
         }));
-        api.patch_status(&consent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await.map_err(
-            |e| Error::WriteStatus { object: format!("{namespace}/{}", consent.name_any()), source: Box::new(e) },
-        )?;
+        match api.patch_status(&consent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
+            Ok(_) => {}
+            // Changed since it was read: the change brings it back to this controller.
+            Err(kube::Error::Api(s)) if s.is_conflict() => return Ok(Action::await_change()),
+            Err(e) => {
+                return Err(Error::WriteStatus {
+                    object: format!("{namespace}/{}", consent.name_any()),
+                    source: Box::new(e),
+                });
+            }
+        }
     }
     Ok(Action::await_change())
 }

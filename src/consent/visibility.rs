@@ -102,6 +102,19 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
         };
     };
     let app_key = format!("{}/{}", app.namespace, app.name);
+    // Visibility first: of an app this namespace may not see, it learns nothing
+    // (no Client ID, no display name, not whether it is being deleted).
+    if !visible_to(app.scope, app.namespace, app.organization, consent.namespace, consent.organization) {
+        return Evaluation::denied(
+            status,
+            reason::NOT_VISIBLE,
+            format!(
+                "AppRegistration {app_key} is not visible to namespace {} (organization {}): only Organization apps \
+                 of this organization and Global apps are; ask the app's owners to share it",
+                consent.namespace, consent.organization
+            ),
+        );
+    }
     if app.deleting {
         let id = bound.or(app.client_id).unwrap_or("none");
         return Evaluation::denied(
@@ -127,21 +140,6 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
                 "this consent was granted to Client ID {id}, which was revoked; AppRegistration {app_key} is a new app \
                  (Client ID {client_id}): delete this AppConsent and create a new one to consent to it"
             ),
-        );
-    }
-    if !visible_to(app.scope, app.namespace, app.organization, consent.namespace, consent.organization) {
-        let why = match app.scope {
-            Scope::Group => "a Group app is visible only in its own namespace".to_owned(),
-            Scope::Organization => format!(
-                "an Organization app is visible only in its organization {}; this namespace belongs to {}",
-                app.organization, consent.organization
-            ),
-            Scope::Global => unreachable_global(),
-        };
-        return Evaluation::denied(
-            status,
-            reason::NOT_VISIBLE,
-            format!("AppRegistration {app_key} is not visible here: {why}"),
         );
     }
 
@@ -206,11 +204,6 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
         granted_scopes: granted.into_iter().map(str::to_owned).collect(),
         pending_scopes: pending.into_iter().map(str::to_owned).collect(),
     }
-}
-
-fn unreachable_global() -> String {
-    // visible_to is always true for Global.
-    "a Global app is visible everywhere".to_owned()
 }
 
 #[cfg(test)]
@@ -428,13 +421,15 @@ mod tests {
     }
 
     #[test]
-    fn revocation_is_reported_before_visibility() {
+    fn visibility_is_reported_before_the_revocation_of_an_app_replaced_meanwhile() {
         let offered = scopes(&["read"]);
         let new_app = AppFacts { client_id: Some(NEW_CLIENT), ..app(&offered) };
         let status = bound(CLIENT, &["read"]);
         let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
         let e = evaluate(&elsewhere, Some(&new_app));
-        assert_denied(&e, reason::APP_REVOKED);
+        assert_denied(&e, reason::NOT_VISIBLE);
+        assert!(!e.condition.message.contains(NEW_CLIENT), "{}", e.condition.message);
+        assert_keeps(&e, &status);
     }
 
     // evaluate: visibility
@@ -447,7 +442,7 @@ mod tests {
         let e = evaluate(&consent(None, &status), Some(&group_app));
         assert_denied(&e, reason::NOT_VISIBLE);
         assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
-        assert!(e.condition.message.contains("Group"), "{}", e.condition.message);
+        assert!(!e.condition.message.contains("Group"), "the app's scope is not told: {}", e.condition.message);
         assert_keeps(&e, &status);
     }
 
@@ -463,16 +458,42 @@ mod tests {
     }
 
     #[test]
-    fn organization_app_from_another_organization_is_not_visible_naming_both_organizations() {
+    fn organization_app_from_another_organization_is_not_visible_naming_only_the_consents_organization() {
         let offered = scopes(&["read"]);
         let status = unbound();
         let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
         let e = evaluate(&elsewhere, Some(&app(&offered)));
         assert_denied(&e, reason::NOT_VISIBLE);
         assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
-        assert!(e.condition.message.contains(ORG), "{}", e.condition.message);
         assert!(e.condition.message.contains(OTHER_ORG), "{}", e.condition.message);
+        assert!(!e.condition.message.contains(ORG), "the app's organization is not told: {}", e.condition.message);
         assert_keeps(&e, &status);
+    }
+
+    /// Of an app it may not see, a namespace learns nothing beyond NotVisible:
+    /// not its Client ID or display name, not whether it is issued, replaced or
+    /// being deleted.
+    #[test]
+    fn an_app_that_is_not_visible_reveals_nothing_in_any_state() {
+        let offered = scopes(&["read"]);
+        let states = [
+            ("issued", app(&offered)),
+            ("deleting", AppFacts { deleting: true, ..app(&offered) }),
+            ("unissued", AppFacts { client_id: None, ..app(&offered) }),
+            ("replaced", AppFacts { client_id: Some(NEW_CLIENT), ..app(&offered) }),
+            ("deleting group app", AppFacts { scope: Scope::Group, deleting: true, ..app(&offered) }),
+        ];
+        for (state, facts) in states {
+            let status = unbound();
+            let elsewhere = ConsentFacts { organization: OTHER_ORG, ..consent(None, &status) };
+            let e = evaluate(&elsewhere, Some(&facts));
+            assert_denied(&e, reason::NOT_VISIBLE);
+            assert_eq!((e.client_id.as_deref(), e.display_name.as_deref()), (None, None), "{state}");
+            assert!(e.granted_scopes.is_empty() && e.pending_scopes.is_empty(), "{state}");
+            for secret in [CLIENT, NEW_CLIENT, DISPLAY, ORG, "revoked", "Client ID"] {
+                assert!(!e.condition.message.contains(secret), "{state}: {secret} in {}", e.condition.message);
+            }
+        }
     }
 
     #[test]

@@ -3,10 +3,16 @@
 //!
 //! The Secret is `Opaque`, lives in the app's namespace, has a controller owner
 //! reference to the AppRegistration, and carries `app.kubernetes.io/managed-by`
-//! and `registrar.dev/app` labels (the operator watches only Secrets with the
-//! latter). Its annotations record the Client ID, the secret version and the
-//! rotate request it answers, which is what lets a reconcile after a crash
+//! and `registrar.dev/app` labels (the operator watches the metadata of the
+//! Secrets with the latter). Its annotations record the Client ID, the secret
+//! version, the rotate request it answers, and the seal (`super::seal`) that
+//! proves registrar wrote exactly this: what lets a reconcile after a crash
 //! between the Secret write and the status write finish from the Secret.
+//!
+//! Labels and owner references only say which app a Secret claims to belong
+//! to; anyone who can write Secrets in the namespace can set them. Only the
+//! seal, and status, are trusted.
+//!
 //! The AppRegistration's own labels and annotations are never copied: GitOps
 //! tracking labels would make those tools prune the Secret.
 
@@ -15,7 +21,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
-use super::ClientSecret;
+use super::{
+    ClientSecret,
+    seal::{SEAL_ANNOTATION, SealKey, Sealed},
+};
 use crate::api::AppRegistration;
 
 pub use crate::api::{DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, MANAGED_BY_LABEL};
@@ -26,6 +35,13 @@ pub const CLIENT_ID_ANNOTATION: &str = "registrar.dev/client-id";
 pub const VERSION_ANNOTATION: &str = "registrar.dev/secret-version";
 /// The `registrar.dev/rotate` value this secret version answers, if any.
 pub const ROTATE_REQUEST_ANNOTATION: &str = "registrar.dev/rotate-request";
+
+/// The longest Client ID read back from a Secret; a longer value is not one
+/// registrar wrote (minted IDs have 22 characters).
+const MAX_CLIENT_ID_BYTES: usize = 256;
+/// The longest client secret read back from a Secret; a longer value is not one
+/// registrar wrote, and is never held in memory.
+const MAX_SECRET_BYTES: usize = 4096;
 
 /// Where and how an app's credentials are stored, resolved from its spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +73,20 @@ impl SecretLayout {
         labels
     }
 
-    fn annotations(&self, issued: &Issued) -> BTreeMap<String, String> {
+    /// What the seal of `issued` in this app's Secret vouches for.
+    fn sealed<'a>(&'a self, app: &'a AppRegistration, issued: &'a Issued) -> Sealed<'a> {
+        Sealed {
+            namespace: app.meta().namespace.as_deref().unwrap_or_default(),
+            secret_name: &self.name,
+            app_uid: app.meta().uid.as_deref().unwrap_or_default(),
+            client_id: &issued.client_id,
+            version: issued.version,
+            secret: issued.secret.as_ref(),
+            rotate_request: issued.rotate_request.as_deref(),
+        }
+    }
+
+    fn annotations(&self, app: &AppRegistration, issued: &Issued, key: &SealKey) -> BTreeMap<String, String> {
         let mut annotations = self.extra_annotations.clone();
         annotations.insert(CLIENT_ID_ANNOTATION.into(), issued.client_id.clone());
         if let Some(version) = issued.version {
@@ -66,11 +95,12 @@ impl SecretLayout {
         if let Some(request) = &issued.rotate_request {
             annotations.insert(ROTATE_REQUEST_ANNOTATION.into(), request.clone());
         }
+        annotations.insert(SEAL_ANNOTATION.into(), key.seal(&self.sealed(app, issued)));
         annotations
     }
 
-    /// The Secret holding `issued` for `app`.
-    pub fn desired(&self, app: &AppRegistration, issued: &Issued) -> Secret {
+    /// The Secret holding `issued` for `app`, sealed with `key`.
+    pub fn desired(&self, app: &AppRegistration, issued: &Issued, key: &SealKey) -> Secret {
         let mut data = BTreeMap::new();
         data.insert(self.client_id_key.clone(), ByteString(issued.client_id.clone().into_bytes()));
         if let Some(secret) = &issued.secret {
@@ -81,7 +111,7 @@ impl SecretLayout {
                 name: Some(self.name.clone()),
                 namespace: app.namespace(),
                 labels: Some(self.labels(app)),
-                annotations: Some(self.annotations(issued)),
+                annotations: Some(self.annotations(app, issued, key)),
                 owner_references: app.controller_owner_ref(&()).map(|o| vec![o]),
                 ..Default::default()
             },
@@ -91,40 +121,81 @@ impl SecretLayout {
         }
     }
 
-    /// Reads what `secret` (the object named [`SecretLayout::name`], if any) holds for `app`.
-    pub fn observe(&self, app: &AppRegistration, secret: Option<&Secret>) -> Observed {
-        let Some(secret) = secret else {
-            return Observed::Missing;
-        };
-        let owned = secret
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == app.meta().uid.as_ref());
-        if !owned {
-            return Observed::Foreign;
-        }
+    /// What registrar reads from a Secret's data: the Client ID and the client
+    /// secret under this layout's keys, each only when of a size registrar could
+    /// have written. Nothing else of the data is kept.
+    pub fn contents(&self, secret: &Secret) -> SecretContents {
         let data = secret.data.as_ref();
-        let value = |key: &str| data.and_then(|d| d.get(key)).map(|b| b.0.as_slice());
-        let annotations = secret.annotations();
-        let issued = Issued {
-            client_id: value(&self.client_id_key)
+        let value =
+            |key: &str, max: usize| data.and_then(|d| d.get(key)).map(|b| b.0.as_slice()).filter(|b| b.len() <= max);
+        SecretContents {
+            client_id: value(&self.client_id_key, MAX_CLIENT_ID_BYTES)
                 .and_then(|b| std::str::from_utf8(b).ok())
-                .map(str::to_owned)
-                .unwrap_or_default(),
-            secret: value(&self.client_secret_key).and_then(ClientSecret::from_bytes),
+                .map(str::to_owned),
+            secret: value(&self.client_secret_key, MAX_SECRET_BYTES).and_then(ClientSecret::from_bytes),
+        }
+    }
+
+    /// Reads what a Secret claiming to be `app`'s holds: `meta` is its metadata
+    /// (controlled by the app: see [`controlled_by`]) and `contents` its data.
+    pub fn observe_owned(
+        &self,
+        app: &AppRegistration,
+        meta: &ObjectMeta,
+        contents: &SecretContents,
+        key: &SealKey,
+    ) -> OwnedSecret {
+        let no_annotations = BTreeMap::new();
+        let annotations = meta.annotations.as_ref().unwrap_or(&no_annotations);
+        let issued = Issued {
+            client_id: contents.client_id.clone().unwrap_or_default(),
+            secret: contents.secret.clone(),
             version: annotations.get(VERSION_ANNOTATION).and_then(|v| v.parse().ok()),
             rotate_request: annotations.get(ROTATE_REQUEST_ANNOTATION).cloned(),
         };
-        let desired_labels = self.labels(app);
-        let labels_current = desired_labels.iter().all(|(k, v)| secret.labels().get(k) == Some(v));
-        let desired_annotations = self.annotations(&issued);
-        let annotations_current = desired_annotations.iter().all(|(k, v)| annotations.get(k) == Some(v))
+        let sealed =
+            annotations.get(SEAL_ANNOTATION).is_some_and(|seal| key.verifies(&self.sealed(app, &issued), seal));
+        let no_labels = BTreeMap::new();
+        let labels = meta.labels.as_ref().unwrap_or(&no_labels);
+        let labels_current = self.labels(app).iter().all(|(k, v)| labels.get(k) == Some(v));
+        let annotations_current = sealed
+            && self.extra_annotations.iter().all(|(k, v)| annotations.get(k) == Some(v))
             && annotations.get(CLIENT_ID_ANNOTATION) == Some(&issued.client_id);
-        Observed::Owned(OwnedSecret {
+        OwnedSecret {
             issued,
+            sealed,
             metadata_current: labels_current && annotations_current,
-            resource_version: secret.resource_version(),
-        })
+            resource_version: meta.resource_version.clone(),
+        }
+    }
+
+    /// Reads what `secret` (the object named [`SecretLayout::name`], if any) holds for `app`.
+    pub fn observe(&self, app: &AppRegistration, secret: Option<&Secret>, key: &SealKey) -> Observed {
+        match secret {
+            None => Observed::Missing,
+            Some(secret) if !controlled_by(app, &secret.metadata) => Observed::Foreign,
+            Some(secret) => Observed::Owned(self.observe_owned(app, &secret.metadata, &self.contents(secret), key)),
+        }
+    }
+}
+
+/// Whether the object of `meta` names `app` as its controller. Only a claim:
+/// whoever writes Secrets in the namespace can set it.
+pub fn controlled_by(app: &AppRegistration, meta: &ObjectMeta) -> bool {
+    let uid = app.meta().uid.as_ref();
+    meta.owner_references.iter().flatten().any(|o| o.controller == Some(true) && Some(&o.uid) == uid)
+}
+
+/// The values registrar reads from a credentials Secret's data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretContents {
+    pub client_id: Option<String>,
+    pub secret: Option<ClientSecret>,
+}
+
+impl From<&Issued> for SecretContents {
+    fn from(issued: &Issued) -> Self {
+        SecretContents { client_id: Some(issued.client_id.clone()), secret: issued.secret.clone() }
     }
 }
 
@@ -146,14 +217,17 @@ pub enum Observed {
     Missing,
     /// A Secret of that name not controlled by this app: never overwritten.
     Foreign,
-    /// This app's Secret.
+    /// A Secret naming this app as its controller: registrar's, unless altered
+    /// (see `sealed`).
     Owned(OwnedSecret),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedSecret {
     pub issued: Issued,
-    /// Labels and annotations registrar sets are all present and current.
+    /// Its seal verifies: registrar wrote exactly what it holds.
+    pub sealed: bool,
+    /// Labels and annotations registrar sets (the seal included) are all present and current.
     pub metadata_current: bool,
     pub resource_version: Option<String>,
 }
@@ -172,6 +246,10 @@ mod tests {
         app.metadata.uid = Some("uid-1".into());
         app.metadata.labels = Some([("argocd.argoproj.io/instance".to_string(), "x".to_string())].into());
         app
+    }
+
+    fn key() -> SealKey {
+        SealKey::from_bytes(&[7; 32]).unwrap()
     }
 
     fn issued() -> Issued {
@@ -203,7 +281,7 @@ mod tests {
         let mut app2 = app.clone();
         app2.spec.secret = Some(spec_secret);
         let layout = SecretLayout::for_app(&app2);
-        let secret = layout.desired(&app2, &issued());
+        let secret = layout.desired(&app2, &issued(), &key());
         assert_eq!(secret.metadata.name.as_deref(), Some("creds"));
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
         let labels = secret.metadata.labels.clone().unwrap();
@@ -226,8 +304,11 @@ mod tests {
     fn public_client_secret_holds_only_the_client_id() {
         let app = app();
         let layout = SecretLayout::for_app(&app);
-        let secret = layout
-            .desired(&app, &Issued { client_id: "cid".into(), secret: None, version: None, rotate_request: None });
+        let secret = layout.desired(
+            &app,
+            &Issued { client_id: "cid".into(), secret: None, version: None, rotate_request: None },
+            &key(),
+        );
         assert_eq!(secret.data.unwrap().keys().collect::<Vec<_>>(), ["client_id"]);
     }
 
@@ -235,19 +316,79 @@ mod tests {
     fn observe_reads_back_what_desired_wrote() {
         let app = app();
         let layout = SecretLayout::for_app(&app);
-        let secret = layout.desired(&app, &issued());
-        let Observed::Owned(owned) = layout.observe(&app, Some(&secret)) else { panic!("not owned") };
+        let secret = layout.desired(&app, &issued(), &key());
+        let Observed::Owned(owned) = layout.observe(&app, Some(&secret), &key()) else { panic!("not owned") };
         assert_eq!(owned.issued, issued());
+        assert!(owned.sealed);
         assert!(owned.metadata_current);
+    }
+
+    #[test]
+    fn a_secret_that_claims_the_app_without_its_seal_is_not_sealed() {
+        let app = app();
+        let layout = SecretLayout::for_app(&app);
+        let mut forged = layout.desired(&app, &issued(), &SealKey::from_bytes(&[9; 32]).unwrap());
+        let Observed::Owned(owned) = layout.observe(&app, Some(&forged), &key()) else { panic!("not owned") };
+        assert!(!owned.sealed, "sealed under another key");
+        assert!(!owned.metadata_current);
+        forged.metadata.annotations.as_mut().unwrap().remove(SEAL_ANNOTATION);
+        let Observed::Owned(owned) = layout.observe(&app, Some(&forged), &key()) else { panic!("not owned") };
+        assert!(!owned.sealed, "no seal at all");
+    }
+
+    #[test]
+    fn any_change_to_a_sealed_secret_breaks_its_seal() {
+        let app = app();
+        let layout = SecretLayout::for_app(&app);
+        let sealed = layout.desired(&app, &issued(), &key());
+        let changes: [fn(&mut Secret); 4] = [
+            |s| {
+                s.data.as_mut().unwrap().insert("client_id".into(), ByteString(b"other".to_vec()));
+            },
+            |s| {
+                s.data.as_mut().unwrap().insert("client_secret".into(), ByteString(b"chosen".to_vec()));
+            },
+            |s| {
+                s.metadata.annotations.as_mut().unwrap().insert(VERSION_ANNOTATION.into(), "3".into());
+            },
+            |s| {
+                s.metadata.annotations.as_mut().unwrap().insert(ROTATE_REQUEST_ANNOTATION.into(), "r9".into());
+            },
+        ];
+        for change in changes {
+            let mut altered = sealed.clone();
+            change(&mut altered);
+            let Observed::Owned(owned) = layout.observe(&app, Some(&altered), &key()) else { panic!("not owned") };
+            assert!(!owned.sealed, "{:?}", altered.metadata.annotations);
+        }
+        // The same Secret, moved to another app, does not carry that app's seal.
+        let mut other = app.clone();
+        other.metadata.uid = Some("uid-2".into());
+        let mut moved = sealed.clone();
+        moved.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-2".into();
+        let Observed::Owned(owned) = layout.observe(&other, Some(&moved), &key()) else { panic!("not owned") };
+        assert!(!owned.sealed);
+    }
+
+    #[test]
+    fn values_larger_than_registrar_writes_are_not_read() {
+        let app = app();
+        let layout = SecretLayout::for_app(&app);
+        let mut secret = layout.desired(&app, &issued(), &key());
+        let data = secret.data.as_mut().unwrap();
+        data.insert("client_id".into(), ByteString(vec![b'a'; 257]));
+        data.insert("client_secret".into(), ByteString(vec![b'b'; 4097]));
+        data.insert("junk".into(), ByteString(vec![0; 1 << 20]));
+        assert_eq!(layout.contents(&secret), SecretContents::default());
     }
 
     #[test]
     fn observe_notices_label_drift() {
         let app = app();
         let layout = SecretLayout::for_app(&app);
-        let mut secret = layout.desired(&app, &issued());
+        let mut secret = layout.desired(&app, &issued(), &key());
         secret.metadata.labels.as_mut().unwrap().remove(MANAGED_BY_LABEL);
-        let Observed::Owned(owned) = layout.observe(&app, Some(&secret)) else { panic!("not owned") };
+        let Observed::Owned(owned) = layout.observe(&app, Some(&secret), &key()) else { panic!("not owned") };
         assert!(!owned.metadata_current);
     }
 
@@ -255,11 +396,11 @@ mod tests {
     fn a_secret_controlled_by_another_object_is_foreign() {
         let app = app();
         let layout = SecretLayout::for_app(&app);
-        let mut secret = layout.desired(&app, &issued());
+        let mut secret = layout.desired(&app, &issued(), &key());
         secret.metadata.owner_references.as_mut().unwrap()[0].uid = "other".into();
-        assert_eq!(layout.observe(&app, Some(&secret)), Observed::Foreign);
+        assert_eq!(layout.observe(&app, Some(&secret), &key()), Observed::Foreign);
         secret.metadata.owner_references = None;
-        assert_eq!(layout.observe(&app, Some(&secret)), Observed::Foreign);
-        assert_eq!(layout.observe(&app, None), Observed::Missing);
+        assert_eq!(layout.observe(&app, Some(&secret), &key()), Observed::Foreign);
+        assert_eq!(layout.observe(&app, None, &key()), Observed::Missing);
     }
 }

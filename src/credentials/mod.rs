@@ -6,6 +6,7 @@
 //! an Event, status or an error by accident.
 
 pub mod layout;
+pub mod seal;
 
 use std::{fmt, sync::Arc};
 

@@ -60,6 +60,11 @@ pub enum Error {
         #[source]
         source: crate::credentials::CredentialError,
     },
+    #[error(
+        "restarting {workload} after a new secret of AppRegistration {object} was refused; the secret is issued, the \
+         restart is retried"
+    )]
+    RestartRefused { object: String, workload: String },
     #[error("the AppRegistration has no namespace")]
     NoNamespace,
 }
@@ -70,6 +75,7 @@ impl Error {
         match self {
             Error::Kube { step, .. } => step.label(),
             Error::Credentials { .. } => "hashing",
+            Error::RestartRefused { .. } => "restart_workload",
             Error::NoNamespace => "no_namespace",
         }
     }

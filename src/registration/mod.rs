@@ -1,10 +1,11 @@
 //! The AppRegistration controller: reconcile = read → validate → plan (pure) →
 //! apply (I/O) → status.
 //!
-//! It reads the shared caches (`crate::watches`): AppRegistrations, only the
-//! Secrets labelled `registrar.dev/app` (so unrelated Secrets are never cached),
-//! and the consents that point at each app. Deletion runs a finalizer that
-//! revokes the credentials.
+//! It reads the shared caches (`crate::watches`): AppRegistrations, the
+//! metadata of the Secrets labelled `registrar.dev/app` (so unrelated Secrets
+//! are never cached, and no Secret's data is held because of a label), and the
+//! consents that point at each app. Deletion runs a finalizer that revokes the
+//! credentials.
 
 mod error;
 pub mod plan;
@@ -22,7 +23,12 @@ use tracing::{info, warn};
 pub use error::Error;
 pub use reconcile::{Context, FIELD_MANAGER, FINALIZER};
 
-use crate::{api::AppRegistration, credentials::Hasher, metrics::Metrics, watches::Caches};
+use crate::{
+    api::AppRegistration,
+    credentials::{Hasher, seal::SealKey},
+    metrics::Metrics,
+    watches::Caches,
+};
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -33,6 +39,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// The key registrar seals the credentials Secrets it writes with.
+    pub seal_key: SealKey,
 }
 
 /// Runs the controller until `shutdown` resolves.

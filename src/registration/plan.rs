@@ -1,27 +1,45 @@
 //! The pure core of the AppRegistration controller: from what was observed,
-//! decide what to do with the credentials, and what status results.
+//! decide what to do, down to every write, condition and Event.
 //!
-//! Whether to (re)mint is a chain of small named checks, in priority order, kept
-//! apart from how minting is done (cert-manager's trigger model).
+//! A reconcile is two calls: [`decide`] says what happens to the credentials
+//! (whether to (re)mint is a chain of small named checks, in priority order,
+//! kept apart from how minting is done: cert-manager's trigger model); the
+//! shell hashes what the decision issues (the one expensive step, done on the
+//! blocking pool); [`outcome`] then returns the whole outcome — the Secret to
+//! write, the workloads to roll, the status with its conditions, the Events and
+//! when to look again — which the shell only carries out. Randomness (a fresh
+//! Client ID and secret) is passed in, so both are deterministic.
+//!
+//! What registrar trusts: status (only registrar writes it), and a Secret's
+//! contents only when its seal verifies (`crate::credentials::seal`). A Secret
+//! never sets or changes an app's Client ID unless registrar sealed it for this
+//! very app; a Client ID that the index gives to another app is never used.
 
 use std::time::Duration;
 
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus,
-        conditions::{self, DesiredCondition, reason},
+        AppRegistration, AppRegistrationStatus, ConsentSummary,
+        conditions::{self, DesiredCondition, WORKLOADS_RESTARTED, reason},
         validation::{Violation, summarize},
     },
-    credentials::layout::{Issued, Observed},
+    credentials::{
+        ClientSecret,
+        layout::{Issued, Observed, SecretLayout},
+        seal::SealKey,
+    },
 };
 
 /// Annotation whose new value asks for one rotation.
 pub const ROTATE_ANNOTATION: &str = "registrar.dev/rotate";
 /// Annotation set at admission to the user who created the app.
 pub const REGISTERED_BY_ANNOTATION: &str = "registrar.dev/registered-by";
+/// How long to wait before looking again at an app whose Secret name is taken
+/// (foreign Secrets are not watched).
+const CONFLICT_RETRY: Duration = Duration::from_secs(30);
 
 /// Why a secret is minted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +51,9 @@ pub enum MintReason {
     /// The Secret's client secret no longer verifies against status (or its
     /// Client ID or version was altered).
     SecretAltered,
+    /// The Secret claims a version ahead of status that registrar did not write
+    /// (its seal does not verify): someone else's writing, never adopted.
+    SecretUntrusted,
     /// A new `registrar.dev/rotate` value.
     RotateRequested(String),
     /// `rotation.interval` elapsed since the last rotation.
@@ -45,24 +66,51 @@ impl MintReason {
     pub fn is_rotation(&self) -> bool {
         matches!(self, MintReason::RotateRequested(_) | MintReason::Scheduled)
     }
+
+    /// A small fixed label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MintReason::Initial => "Initial",
+            MintReason::SecretMissing => "SecretMissing",
+            MintReason::SecretAltered => "SecretAltered",
+            MintReason::SecretUntrusted => "SecretUntrusted",
+            MintReason::RotateRequested(_) => "RotateRequested",
+            MintReason::Scheduled => "Scheduled",
+        }
+    }
 }
 
 /// What to do with the credentials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// The spec breaks rules the apiserver did not catch: report them and change
-    /// nothing already issued.
+    /// The app may not be issued credentials as it stands (a spec the apiserver
+    /// did not catch, a scope not permitted here, a Client ID held by another
+    /// app): report it and change nothing already issued.
     Reject { reason: &'static str, message: String },
     /// A Secret this app does not control holds the name: never overwrite it.
     Conflict,
     /// Write a new secret version (and the Client ID when there is none yet).
     Mint { reason: MintReason, client_id: String, version: i64, rotate_request: Option<String> },
-    /// The Secret is ahead of status (a crash between the two writes): finish
-    /// from the Secret.
+    /// The Secret is ahead of status and sealed by registrar (a crash between
+    /// the two writes): finish from the Secret.
     Adopt(Issued),
-    /// Credentials are current. `repair_metadata`: the Secret's labels or
-    /// annotations drifted and are rewritten, the secret kept.
+    /// Credentials are current. `repair_metadata`: the Secret's labels,
+    /// annotations or seal drifted and are rewritten, the secret kept.
     Keep { repair_metadata: bool },
+}
+
+/// Fresh random credentials, minted by the shell for the plan to use if it
+/// decides to mint.
+#[derive(Clone, Debug)]
+pub struct Fresh {
+    pub client_id: String,
+    pub secret: ClientSecret,
+}
+
+impl Fresh {
+    pub fn mint() -> Self {
+        Fresh { client_id: crate::credentials::mint_client_id(), secret: ClientSecret::mint() }
+    }
 }
 
 /// Everything the decision depends on, observed by the shell.
@@ -73,10 +121,38 @@ pub struct Inputs<'a> {
     pub scope_permitted: bool,
     pub platform_namespace: &'a str,
     pub observed: &'a Observed,
-    /// Whether the owned Secret's client secret verifies against
-    /// `status.secretHash`; `None` when there is nothing to verify.
+    /// Whether the owned Secret holds the secret status was written for (see
+    /// [`secret_verifies`]); `None` when there is nothing to verify.
     pub secret_verifies: Option<bool>,
+    /// The Client ID in status is held by another app (the index).
+    pub status_client_id_taken: bool,
+    /// The Client ID in the owned Secret is held by another app (the index).
+    pub secret_client_id_taken: bool,
+    /// The namespaces holding a granted consent, for status.
+    pub consents: Option<ConsentSummary>,
+    pub seal_key: &'a SealKey,
+    pub fresh: &'a Fresh,
     pub now: Timestamp,
+}
+
+impl<'a> Inputs<'a> {
+    /// The same inputs, with the Secret observed as `observed` instead.
+    pub fn observing<'b>(&'b self, observed: &'b Observed) -> Inputs<'b> {
+        Inputs {
+            app: self.app,
+            violations: self.violations,
+            scope_permitted: self.scope_permitted,
+            platform_namespace: self.platform_namespace,
+            observed,
+            secret_verifies: None,
+            status_client_id_taken: self.status_client_id_taken,
+            secret_client_id_taken: false,
+            consents: self.consents.clone(),
+            seal_key: self.seal_key,
+            fresh: self.fresh,
+            now: self.now,
+        }
+    }
 }
 
 fn status_of(app: &AppRegistration) -> AppRegistrationStatus {
@@ -108,9 +184,52 @@ pub fn next_scheduled_rotation(app: &AppRegistration) -> Option<Timestamp> {
     last.checked_add(interval).ok()
 }
 
+/// Whether the owned Secret holds the secret `status` was written for: its
+/// fingerprint (32 bits of its SHA-256) matches `status.secretFingerprint`, and
+/// the hash in status is well-formed. `None` when there is nothing to verify
+/// (no Secret, nothing issued, or the Secret at another version).
+///
+/// Deliberately not an argon2id verification: that costs ~30 ms of CPU per app,
+/// which after a restart is minutes of CPU for 10,000 apps, and it would only
+/// catch what the fingerprint already catches (a Secret edited by hand or by a
+/// tool) except for someone who can write the Secret and searches 2^32 secrets
+/// for a colliding fingerprint: they could break the app's credentials more
+/// simply by deleting the Deployment. The registry verifies with argon2id on
+/// every authentication.
+pub fn secret_verifies(status: &AppRegistrationStatus, observed: &Observed) -> Option<bool> {
+    let Observed::Owned(owned) = observed else {
+        return None;
+    };
+    let (Some(hash), Some(version)) = (&status.secret_hash, status.secret_version) else {
+        return None;
+    };
+    if owned.issued.version != Some(version) {
+        return None;
+    }
+    let Some(secret) = &owned.issued.secret else {
+        return Some(false);
+    };
+    // A hash that does not parse was tampered with, and nothing can verify against it: mint anew.
+    Some(
+        status.secret_fingerprint.as_deref() == Some(secret.fingerprint().as_str())
+            && crate::credentials::is_well_formed(hash),
+    )
+}
+
 /// Why the app may not be issued credentials as it stands, if it may not: the
 /// reason and message of its `Ready=False` condition.
 pub fn rejection(inputs: &Inputs<'_>) -> Option<(&'static str, String)> {
+    if inputs.status_client_id_taken {
+        let id = status_of(inputs.app).client_id.unwrap_or_default();
+        return Some((
+            reason::CLIENT_ID_CONFLICT,
+            format!(
+                "status.clientId {id} belongs to another AppRegistration; a Client ID is held by exactly one app, \
+                 so this one is not served and nothing is issued to it. Delete this AppRegistration and create it \
+                 again to be issued a Client ID of its own"
+            ),
+        ));
+    }
     if !inputs.violations.is_empty() {
         return Some((reason::INVALID_SPEC, summarize(inputs.violations)));
     }
@@ -134,7 +253,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let annotation = app.annotations().get(ROTATE_ANNOTATION).cloned();
 
     let mint = |reason: MintReason, client_id: Option<String>| Decision::Mint {
-        client_id: client_id.unwrap_or_else(crate::credentials::mint_client_id),
+        client_id: client_id.unwrap_or_else(|| inputs.fresh.client_id.clone()),
         version: current_version.max(observed_version(inputs.observed)) + 1,
         rotate_request: match &reason {
             MintReason::RotateRequested(value) => Some(value.clone()),
@@ -143,16 +262,24 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         reason,
     };
 
+    // A Client ID held by another app is never used, not even to finish a mint.
+    if inputs.status_client_id_taken {
+        let (reason, message) = rejection(inputs).unwrap_or_default();
+        return Decision::Reject { reason, message };
+    }
     // Finish an interrupted mint first, whatever the spec says now: until status
     // catches up, the Secret holds a secret that does not verify against it.
+    // Only what registrar sealed for this app is adopted.
+    let mut untrusted_ahead = false;
     if let Observed::Owned(owned) = inputs.observed {
         let issued = &owned.issued;
         let ahead = issued.version.unwrap_or(0) > current_version;
         let same_client = status.client_id.as_deref().is_none_or(|id| id == issued.client_id);
         let complete = !issued.client_id.is_empty() && (is_public(app) || issued.secret.is_some());
-        if ahead && same_client && complete {
+        if ahead && owned.sealed && same_client && complete && !inputs.secret_client_id_taken {
             return Decision::Adopt(issued.clone());
         }
+        untrusted_ahead = ahead && !owned.sealed;
     }
     if let Some((reason, message)) = rejection(inputs) {
         return Decision::Reject { reason, message };
@@ -168,12 +295,22 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         }
         Observed::Owned(owned) => owned,
     };
+    if untrusted_ahead {
+        // The version it claims is not registrar's either: count from status.
+        return Decision::Mint {
+            reason: MintReason::SecretUntrusted,
+            client_id: status.client_id.unwrap_or_else(|| inputs.fresh.client_id.clone()),
+            version: current_version + 1,
+            rotate_request: annotation,
+        };
+    }
 
     let issued = &owned.issued;
     let secret_version = issued.version.unwrap_or(0);
     let client_id_matches = status.client_id.as_deref().is_none_or(|id| id == issued.client_id);
     let Some(client_id) = status.client_id.clone() else {
-        // Our Secret without a usable Client ID and nothing in status: start over.
+        // A Secret claiming this app, nothing in status, and nothing adoptable:
+        // start over with a fresh Client ID.
         return mint(MintReason::Initial, None);
     };
     let intact = client_id_matches
@@ -200,12 +337,273 @@ fn observed_version(observed: &Observed) -> i64 {
     }
 }
 
+impl Decision {
+    /// The credentials this decision writes (Mint) or takes over (Adopt): the
+    /// shell hashes their secret before asking for the [`outcome`].
+    pub fn issued(&self, inputs: &Inputs<'_>) -> Option<Issued> {
+        match self {
+            Decision::Mint { client_id, version, rotate_request, .. } => Some(Issued {
+                client_id: client_id.clone(),
+                secret: (!is_public(inputs.app)).then(|| inputs.fresh.secret.clone()),
+                version: Some(*version),
+                rotate_request: rotate_request.clone(),
+            }),
+            Decision::Adopt(issued) => Some(issued.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// The hash side of newly issued credentials, computed by the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IssuedHash {
     /// argon2id PHC string; `None` for a public client.
     pub hash: Option<String>,
     pub fingerprint: Option<String>,
+}
+
+/// A write of the credentials Secret.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SecretWrite {
+    /// Create it. Never overwrites: a name taken meanwhile is a conflict.
+    Create(Secret),
+    /// Server-side apply it, on condition that it is still at `resource_version`.
+    Replace { secret: Secret, resource_version: Option<String> },
+}
+
+impl SecretWrite {
+    pub fn secret(&self) -> &Secret {
+        match self {
+            SecretWrite::Create(secret) | SecretWrite::Replace { secret, .. } => secret,
+        }
+    }
+}
+
+/// An Event to publish about the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+    /// Names the Secret just written as the related object.
+    pub about_secret: bool,
+    /// May recur (a persisting problem): published through the recorder that
+    /// folds repeats into a series. A mint or a revocation happens once.
+    pub may_repeat: bool,
+}
+
+impl PlannedEvent {
+    fn once(warning: bool, reason: &'static str, note: String) -> Self {
+        PlannedEvent { warning, reason, note, about_secret: true, may_repeat: false }
+    }
+
+    fn warning(reason: &'static str, note: String) -> Self {
+        PlannedEvent { warning: true, reason, note, about_secret: false, may_repeat: true }
+    }
+}
+
+/// Everything one reconcile does. The shell carries it out in this order: the
+/// Secret, the workload restarts, the status (when it differs), the Events;
+/// then it looks again after `requeue` (or on the next change).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub secret: Option<SecretWrite>,
+    /// Roll the `restartOnRotate` workloads to this secret version.
+    pub restart: Option<i64>,
+    /// The desired status, assuming the restarts succeed (see [`after_restart`]).
+    pub status: AppRegistrationStatus,
+    pub events: Vec<PlannedEvent>,
+    pub requeue: Option<Duration>,
+    /// Why a secret is minted, for metrics and logs.
+    pub minted: Option<MintReason>,
+}
+
+/// The whole outcome of `decision`, given the hash of what it issues (Mint and
+/// Adopt; `None` otherwise).
+pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHash>) -> Outcome {
+    let app = inputs.app;
+    let status = status_of(app);
+    let layout = SecretLayout::for_app(app);
+    let public = is_public(app);
+    let mut secret = None;
+    let mut restart = status.pending_restart.filter(|_| !app.spec.restart_on_rotate.is_empty());
+    let mut events = Vec::new();
+    let mut minted = None;
+    let mut requeue_after = None;
+    let no_hash = IssuedHash { hash: None, fingerprint: None };
+
+    let (condition, issued) = match decision {
+        Decision::Reject { reason, message } => (DesiredCondition::not_ready(reason, message.clone()), None),
+        Decision::Conflict => {
+            requeue_after = Some(CONFLICT_RETRY);
+            let message = format!(
+                "Secret {} already exists and is not managed by this AppRegistration; registrar never overwrites it. \
+                 Delete or rename that Secret, or set spec.secret.name",
+                layout.name
+            );
+            (DesiredCondition::not_ready(reason::SECRET_CONFLICT, message), None)
+        }
+        Decision::Mint { reason: why, .. } => {
+            let issued = decision.issued(inputs).unwrap_or_else(|| unreachable_issued(app));
+            let desired = layout.desired(app, &issued, inputs.seal_key);
+            secret = Some(match inputs.observed {
+                Observed::Owned(owned) => {
+                    SecretWrite::Replace { secret: desired, resource_version: owned.resource_version.clone() }
+                }
+                _ => SecretWrite::Create(desired),
+            });
+            if *why != MintReason::Initial && !app.spec.restart_on_rotate.is_empty() {
+                restart = issued.version;
+            }
+            events.push(mint_event(why, &layout, &issued));
+            minted = Some(why.clone());
+            let condition = issued_condition(&issued.client_id, issued.version, public);
+            (condition, Some((issued, why.is_rotation())))
+        }
+        Decision::Adopt(issued) => {
+            if issued.version.is_some_and(|v| v > 1) && !app.spec.restart_on_rotate.is_empty() {
+                restart = issued.version;
+            }
+            // Finishing the interrupted mint comes first; a spec that turned
+            // invalid meanwhile is still reported.
+            let condition = match rejection(inputs) {
+                Some((reason, message)) => DesiredCondition::not_ready(reason, message),
+                None => issued_condition(&issued.client_id, issued.version, public),
+            };
+            (condition, Some((issued.clone(), status.client_id.is_some())))
+        }
+        Decision::Keep { repair_metadata } => {
+            if *repair_metadata && let Observed::Owned(owned) = inputs.observed {
+                secret = Some(SecretWrite::Replace {
+                    secret: layout.desired(app, &owned.issued, inputs.seal_key),
+                    resource_version: owned.resource_version.clone(),
+                });
+            }
+            let condition =
+                issued_condition(status.client_id.as_deref().unwrap_or_default(), status.secret_version, public);
+            (condition, None)
+        }
+    };
+    if !condition.status && condition_is_new(app, &condition) {
+        events.push(PlannedEvent::warning(condition.reason, condition.message.clone()));
+    }
+
+    let issued_with_hash = issued.as_ref().map(|(issued, rotation)| (issued, hash.unwrap_or(&no_hash), *rotation));
+    let mut conditions = vec![condition];
+    if let Some(version) = restart
+        && conditions::find(&status.conditions, WORKLOADS_RESTARTED).is_some()
+    {
+        conditions.push(DesiredCondition::restarted(
+            true,
+            reason::RESTARTED,
+            format!("the restartOnRotate workloads were rolled to secret version {version}"),
+        ));
+    }
+    let mut next =
+        desired_status(StatusInputs { app, now: inputs.now, conditions: &conditions, issued: issued_with_hash });
+    next.consents = inputs.consents.clone();
+    next.pending_restart = None;
+    let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
+    Outcome { secret, restart, status: next, events, requeue, minted }
+}
+
+/// Never reached: `Decision::issued` is `Some` for Mint.
+fn unreachable_issued(app: &AppRegistration) -> Issued {
+    let status = status_of(app);
+    Issued {
+        client_id: status.client_id.unwrap_or_default(),
+        secret: None,
+        version: status.secret_version,
+        rotate_request: None,
+    }
+}
+
+/// Whether the Ready condition moves to a new reason or message, so a
+/// persisting problem is reported once, not on every pass.
+fn condition_is_new(app: &AppRegistration, condition: &DesiredCondition) -> bool {
+    let current = app.status.as_ref().and_then(|s| conditions::find(&s.conditions, condition.type_));
+    current.is_none_or(|c| c.reason != condition.reason || c.message != condition.message)
+}
+
+fn mint_event(reason: &MintReason, layout: &SecretLayout, issued: &Issued) -> PlannedEvent {
+    let version = issued.version.unwrap_or_default();
+    let name = &layout.name;
+    match reason {
+        MintReason::Initial => PlannedEvent::once(
+            false,
+            "Issued",
+            format!("Issued Client ID {} into Secret {name} (secret version {version})", issued.client_id),
+        ),
+        MintReason::RotateRequested(value) => PlannedEvent::once(
+            false,
+            "Rotated",
+            format!("Rotated the client secret to version {version} as requested by registrar.dev/rotate={value}"),
+        ),
+        MintReason::Scheduled => PlannedEvent::once(
+            false,
+            "Rotated",
+            format!("Rotated the client secret to version {version} on schedule (rotation.interval)"),
+        ),
+        MintReason::SecretMissing => PlannedEvent::once(
+            true,
+            "SecretRecreated",
+            format!(
+                "Secret {name} was deleted; a secret cannot be recovered, so a new one was minted (version {version})"
+            ),
+        ),
+        MintReason::SecretAltered => PlannedEvent::once(
+            true,
+            "SecretReminted",
+            format!(
+                "The client secret in Secret {name} no longer matched the registration; a new one was minted \
+                 (version {version})"
+            ),
+        ),
+        MintReason::SecretUntrusted => PlannedEvent::once(
+            true,
+            "SecretUntrusted",
+            format!(
+                "Secret {name} held credentials that registrar did not write (they claimed a newer version, without \
+                 registrar's seal); they were not adopted, and new ones were minted (version {version}, Client ID {})",
+                issued.client_id
+            ),
+        ),
+    }
+}
+
+/// What the restarts of an outcome came to, reported by the shell.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestartReport {
+    /// Workloads named in `restartOnRotate` that do not exist (`Kind/name`): skipped.
+    pub missing: Vec<String>,
+    /// The first refused restart (`Kind/name`) and the apiserver's answer.
+    pub failed: Option<(String, String)>,
+}
+
+/// Amends `outcome` with what its restarts came to: a missing workload is
+/// reported and skipped; a refused restart leaves the rotation complete (status
+/// follows the Secret) with the restart pending, a `WorkloadsRestarted=False`
+/// condition and a Warning Event. The shell then retries with backoff.
+pub fn after_restart(inputs: &Inputs<'_>, outcome: &mut Outcome, report: &RestartReport) {
+    for workload in &report.missing {
+        outcome.events.push(PlannedEvent::warning(
+            "RestartTargetMissing",
+            format!("{workload} named in restartOnRotate does not exist"),
+        ));
+    }
+    let (Some(version), Some((workload, error))) = (outcome.restart, &report.failed) else {
+        return;
+    };
+    let message = format!(
+        "rolling {workload} to secret version {version} was refused: {error}; the new secret is issued, and the \
+         restart is retried with backoff"
+    );
+    let condition = DesiredCondition::restarted(false, reason::RESTART_FAILED, message.clone());
+    let now = to_time(inputs.now);
+    outcome.status.conditions =
+        conditions::settle(&outcome.status.conditions, &[condition], inputs.app.metadata.generation, &now);
+    outcome.status.pending_restart = Some(version);
+    outcome.events.push(PlannedEvent::warning(reason::RESTART_FAILED, message));
 }
 
 /// Truncates to whole seconds: metav1.Time has second precision, and a value
@@ -218,8 +616,10 @@ pub fn to_time(ts: Timestamp) -> Time {
 pub struct StatusInputs<'a> {
     pub app: &'a AppRegistration,
     pub now: Timestamp,
-    pub condition: DesiredCondition,
-    /// Newly issued credentials (Mint or Adopt): what they are, why, and their hash.
+    /// The conditions this pass sets (Ready, and others it changes).
+    pub conditions: &'a [DesiredCondition],
+    /// Newly issued credentials (Mint or Adopt): what they are, their hash, and
+    /// whether they are a rotation.
     pub issued: Option<(&'a Issued, &'a IssuedHash, bool)>,
 }
 
@@ -264,8 +664,24 @@ pub fn desired_status(inputs: StatusInputs<'_>) -> AppRegistrationStatus {
         next.registered_by = Some(user.clone());
     }
     next.observed_generation = app.metadata.generation;
-    next.conditions = conditions::settle(&current.conditions, &[inputs.condition], app.metadata.generation, &now_time);
+    next.conditions = conditions::settle(&current.conditions, inputs.conditions, app.metadata.generation, &now_time);
     next
+}
+
+/// The status of an app being deleted: its credentials are revoked. With the
+/// Event saying which Client ID (`held`: the one the app held, if any).
+pub fn revoked(app: &AppRegistration, held: Option<&str>, now: Timestamp) -> (AppRegistrationStatus, PlannedEvent) {
+    let condition = DesiredCondition::not_ready(
+        reason::REVOKED,
+        "the AppRegistration is being deleted; its credentials are revoked",
+    );
+    let mut status = desired_status(StatusInputs { app, now, conditions: &[condition], issued: None });
+    status.consents = app.status.as_ref().and_then(|s| s.consents.clone());
+    let note = match held {
+        Some(id) => format!("Client ID {id} is revoked and its Secret deleted"),
+        None => "The AppRegistration is deleted; it held no Client ID of its own, so none was revoked".to_owned(),
+    };
+    (status, PlannedEvent { warning: false, reason: "Revoked", note, about_secret: false, may_repeat: false })
 }
 
 /// When the controller must look at the app again without any event: the end
@@ -311,6 +727,7 @@ mod tests {
         credentials::{
             ClientSecret,
             layout::{APP_LABEL, OwnedSecret, SecretLayout},
+            seal::SealKey,
         },
     };
 
@@ -318,6 +735,9 @@ mod tests {
     /// The Client ID status already holds (22 characters, like a minted one).
     const CLIENT_ID: &str = "c2xpZW50LWlkLTAwMDAwMQ";
     const PLAINTEXT: &str = "plaintext-client-secret-never-shown";
+    /// The Client ID and secret the shell offers for a mint.
+    const FRESH_ID: &str = "ZnJlc2gtY2xpZW50LWlkIQ";
+    const FRESH_SECRET: &str = "fresh-secret-offered-by-the-shell";
     const OLD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$b2xk$b2xkLWhhc2g";
     const NEW_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3LWhhc2g";
     /// When the current secret was minted.
@@ -407,11 +827,29 @@ mod tests {
         Issued { secret: None, ..issued(client_id, version) }
     }
 
+    /// The operator's seal key in these tests.
+    fn key() -> SealKey {
+        SealKey::from_bytes(&[7; 32]).unwrap()
+    }
+
+    /// The fresh credentials the shell offers: a Client ID of 22 characters.
+    fn fresh() -> Fresh {
+        Fresh { client_id: FRESH_ID.into(), secret: ClientSecret::from_bytes(FRESH_SECRET.as_bytes()).unwrap() }
+    }
+
     /// What the reconciler observes when the app's Secret holds `issued`,
-    /// written by `SecretLayout::desired` and read back by `observe`.
+    /// written (and sealed) by `SecretLayout::desired` and read back by `observe`.
     fn observe(app: &AppRegistration, issued: &Issued) -> Observed {
         let layout = SecretLayout::for_app(app);
-        layout.observe(app, Some(&layout.desired(app, issued)))
+        layout.observe(app, Some(&layout.desired(app, issued, &key())), &key())
+    }
+
+    /// What the reconciler observes when someone other than registrar wrote a
+    /// Secret holding `issued` that claims the app (owner reference and all).
+    fn forged(app: &AppRegistration, issued: &Issued) -> Observed {
+        let layout = SecretLayout::for_app(app);
+        let attacker = SealKey::from_bytes(&[66; 32]).unwrap();
+        layout.observe(app, Some(&layout.desired(app, issued, &attacker)), &key())
     }
 
     fn owned(app: &AppRegistration, issued: &Issued) -> OwnedSecret {
@@ -423,6 +861,8 @@ mod tests {
 
     /// Inputs of a valid, permitted app whose Secret verifies, at `NOW`.
     fn inputs<'a>(app: &'a AppRegistration, observed: &'a Observed) -> Inputs<'a> {
+        static KEY: std::sync::LazyLock<SealKey> = std::sync::LazyLock::new(key);
+        static FRESH: std::sync::LazyLock<Fresh> = std::sync::LazyLock::new(fresh);
         Inputs {
             app,
             violations: &[],
@@ -430,6 +870,11 @@ mod tests {
             platform_namespace: PLATFORM_NAMESPACE,
             observed,
             secret_verifies: Some(true),
+            status_client_id_taken: false,
+            secret_client_id_taken: false,
+            consents: None,
+            seal_key: &KEY,
+            fresh: &FRESH,
             now: at(NOW),
         }
     }
@@ -460,7 +905,7 @@ mod tests {
                 issued_condition(status.client_id.as_deref().unwrap_or_default(), status.secret_version, public)
             }
         };
-        desired_status(StatusInputs { app, now, condition, issued })
+        desired_status(StatusInputs { app, now, conditions: &[condition], issued })
     }
 
     fn assert_fresh_client_id(client_id: &str) {
@@ -485,13 +930,10 @@ mod tests {
     }
 
     #[test]
-    fn initial_mint_mints_a_different_client_id_each_time() {
+    fn initial_mint_uses_the_fresh_client_id_passed_in() {
         let app = app();
-        let mint_id = || match decide(&inputs(&app, &Observed::Missing)) {
-            Decision::Mint { client_id, .. } => client_id,
-            other => panic!("expected a mint, got {other:?}"),
-        };
-        assert_ne!(mint_id(), mint_id());
+        let decision = decide(&inputs(&app, &Observed::Missing));
+        assert!(matches!(&decision, Decision::Mint { client_id, .. } if client_id == FRESH_ID), "{decision:?}");
     }
 
     #[test]
@@ -565,9 +1007,9 @@ mod tests {
     fn foreign_secret_seen_through_the_layout_is_a_conflict() {
         let app = app();
         let layout = SecretLayout::for_app(&app);
-        let mut secret = layout.desired(&app, &issued(CLIENT_ID, 1));
+        let mut secret = layout.desired(&app, &issued(CLIENT_ID, 1), &key());
         secret.metadata.owner_references = None;
-        let observed = layout.observe(&app, Some(&secret));
+        let observed = layout.observe(&app, Some(&secret), &key());
         assert_eq!(decide(&inputs(&app, &observed)), Decision::Conflict);
     }
 
@@ -792,9 +1234,9 @@ mod tests {
     fn metadata_drift_keeps_the_secret_and_repairs_its_metadata() {
         let app = with_status(app(), issued_status(2));
         let layout = SecretLayout::for_app(&app);
-        let mut secret = layout.desired(&app, &issued(CLIENT_ID, 2));
+        let mut secret = layout.desired(&app, &issued(CLIENT_ID, 2), &key());
         secret.metadata.labels.as_mut().unwrap().remove(APP_LABEL);
-        let observed = layout.observe(&app, Some(&secret));
+        let observed = layout.observe(&app, Some(&secret), &key());
         assert!(matches!(&observed, Observed::Owned(o) if !o.metadata_current));
         assert_eq!(decide(&inputs(&app, &observed)), Decision::Keep { repair_metadata: true });
     }
@@ -937,6 +1379,7 @@ mod tests {
         assert!(!MintReason::Initial.is_rotation());
         assert!(!MintReason::SecretMissing.is_rotation());
         assert!(!MintReason::SecretAltered.is_rotation());
+        assert!(!MintReason::SecretUntrusted.is_rotation());
     }
 
     /// DESIGN.md: "No path leaves a Secret whose secret does not verify against
@@ -953,6 +1396,269 @@ mod tests {
         let decision =
             decide(&Inputs { violations: &violations, secret_verifies: Some(false), ..inputs(&app, &observed) });
         assert_eq!(decision, Decision::Adopt(ahead));
+    }
+
+    // ---- decide: what registrar trusts -----------------------------------
+
+    /// The other app's Client ID, which a forged Secret names.
+    const OTHER_ID: &str = "b3RoZXItYXBwcy1jbGllbnQ";
+
+    #[test]
+    fn a_forged_secret_before_the_first_mint_is_not_adopted_and_a_fresh_client_id_is_minted() {
+        let app = app();
+        let observed = forged(&app, &issued(OTHER_ID, 1));
+        let decision = decide(&Inputs { secret_verifies: None, ..inputs(&app, &observed) });
+        assert_eq!(
+            decision,
+            Decision::Mint {
+                reason: MintReason::SecretUntrusted,
+                client_id: FRESH_ID.into(),
+                version: 1,
+                rotate_request: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_forged_version_bump_is_reminted_keeping_the_status_client_id() {
+        let app = with_status(app(), issued_status(1));
+        for forged_secret in [issued(CLIENT_ID, 2), issued(OTHER_ID, 2), issued(CLIENT_ID, 9)] {
+            let observed = forged(&app, &forged_secret);
+            let decision = decide(&Inputs { secret_verifies: Some(false), ..inputs(&app, &observed) });
+            assert_eq!(
+                decision,
+                Decision::Mint {
+                    reason: MintReason::SecretUntrusted,
+                    client_id: CLIENT_ID.into(),
+                    version: 2,
+                    rotate_request: None
+                },
+                "{forged_secret:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_secret_for_an_app_with_an_invalid_spec_is_never_adopted() {
+        let violations = [violation("spec.displayName", "must not be blank")];
+        for app in [app(), with_status(app(), issued_status(1))] {
+            let observed = forged(&app, &issued(OTHER_ID, 2));
+            let decision = decide(&Inputs { violations: &violations, ..inputs(&app, &observed) });
+            assert!(matches!(decision, Decision::Reject { reason: reason::INVALID_SPEC, .. }), "{decision:?}");
+        }
+    }
+
+    #[test]
+    fn a_sealed_secret_whose_client_id_another_app_holds_is_not_adopted() {
+        let app = app();
+        let observed = observe(&app, &issued(OTHER_ID, 1));
+        let decision =
+            decide(&Inputs { secret_verifies: None, secret_client_id_taken: true, ..inputs(&app, &observed) });
+        assert!(
+            matches!(&decision, Decision::Mint { reason: MintReason::Initial, client_id, .. } if client_id == FRESH_ID),
+            "{decision:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_id_held_by_another_app_is_refused_and_nothing_is_written() {
+        let app = with_status(app(), issued_status(1));
+        // Even with a sealed Secret ahead of status.
+        for observed in [Observed::Missing, observe(&app, &issued(CLIENT_ID, 2)), observe(&app, &issued(CLIENT_ID, 1))]
+        {
+            let inputs = Inputs { status_client_id_taken: true, ..inputs(&app, &observed) };
+            let decision = decide(&inputs);
+            let Decision::Reject { reason, message } = &decision else {
+                panic!("expected a rejection, got {decision:?}")
+            };
+            assert_eq!(*reason, reason::CLIENT_ID_CONFLICT);
+            assert!(message.contains(CLIENT_ID) && message.contains("another AppRegistration"), "{message}");
+            let outcome = outcome(&inputs, &decision, None);
+            assert_eq!(outcome.secret, None);
+            assert_eq!(outcome.restart, None);
+            assert_eq!(outcome.status.client_id.as_deref(), Some(CLIENT_ID), "status is left as it was");
+            assert_eq!(outcome.status.secret_hash.as_deref(), Some(OLD_HASH));
+            assert_eq!(conditions::find(&outcome.status.conditions, READY).unwrap().reason, "ClientIdConflict");
+            assert_eq!(outcome.events.len(), 1);
+            assert!(outcome.events[0].warning);
+        }
+    }
+
+    #[test]
+    fn an_unsealed_secret_at_the_status_version_is_kept_and_sealed() {
+        // A Secret written before secrets were sealed: status vouches for it.
+        let app = with_status(app(), issued_status(2));
+        let layout = SecretLayout::for_app(&app);
+        let mut secret = layout.desired(&app, &issued(CLIENT_ID, 2), &key());
+        secret.metadata.annotations.as_mut().unwrap().remove(crate::credentials::seal::SEAL_ANNOTATION);
+        let observed = layout.observe(&app, Some(&secret), &key());
+        assert_eq!(decide(&inputs(&app, &observed)), Decision::Keep { repair_metadata: true });
+        let outcome = outcome(&inputs(&app, &observed), &Decision::Keep { repair_metadata: true }, None);
+        let Some(SecretWrite::Replace { secret, .. }) = &outcome.secret else { panic!("{:?}", outcome.secret) };
+        let resealed = layout.observe(&app, Some(secret), &key());
+        assert!(matches!(resealed, Observed::Owned(o) if o.sealed && o.metadata_current));
+    }
+
+    // ---- outcome --------------------------------------------------------
+
+    fn hash_of(decision: &Decision, inputs: &Inputs<'_>) -> Option<IssuedHash> {
+        decision.issued(inputs).map(|issued| match issued.secret {
+            Some(secret) => IssuedHash { hash: Some(NEW_HASH.into()), fingerprint: Some(secret.fingerprint()) },
+            None => public_hash(),
+        })
+    }
+
+    fn planned(inputs: &Inputs<'_>) -> (Decision, Outcome) {
+        let decision = decide(inputs);
+        let hash = hash_of(&decision, inputs);
+        let outcome = outcome(inputs, &decision, hash.as_ref());
+        (decision, outcome)
+    }
+
+    fn with_restarts(mut app: AppRegistration) -> AppRegistration {
+        app.spec.restart_on_rotate =
+            vec![crate::api::WorkloadRef { kind: crate::api::WorkloadKind::Deployment, name: "web".into() }];
+        app
+    }
+
+    #[test]
+    fn the_initial_mint_creates_a_sealed_secret_then_status_then_an_issued_event() {
+        let app = annotated(app(), REGISTERED_BY_ANNOTATION, "alice");
+        let inputs = Inputs { secret_verifies: None, ..inputs(&app, &Observed::Missing) };
+        let (_, outcome) = planned(&inputs);
+        let Some(SecretWrite::Create(secret)) = &outcome.secret else { panic!("{:?}", outcome.secret) };
+        let Observed::Owned(written) = SecretLayout::for_app(&app).observe(&app, Some(secret), &key()) else {
+            panic!("not owned")
+        };
+        assert!(written.sealed);
+        assert_eq!(written.issued.client_id, FRESH_ID);
+        assert_eq!(written.issued.secret.as_ref().map(ClientSecret::expose), Some(FRESH_SECRET));
+        assert_eq!(outcome.status.client_id.as_deref(), Some(FRESH_ID));
+        assert_eq!(outcome.status.secret_version, Some(1));
+        assert_eq!(outcome.status.secret_hash.as_deref(), Some(NEW_HASH));
+        assert_eq!(outcome.status.registered_by.as_deref(), Some("alice"));
+        assert!(conditions::is_true(&outcome.status.conditions, READY));
+        assert_eq!(outcome.restart, None, "nothing to restart for a first secret");
+        assert_eq!(outcome.minted, Some(MintReason::Initial));
+        assert_eq!(outcome.requeue, None);
+        let [event] = outcome.events.as_slice() else { panic!("{:?}", outcome.events) };
+        assert_eq!((event.warning, event.reason, event.about_secret), (false, "Issued", true));
+        assert!(event.note.contains(FRESH_ID) && event.note.contains("billing-credentials"), "{}", event.note);
+        let everything = format!("{:?} {:?}", outcome.status, outcome.events);
+        assert!(!everything.contains(FRESH_SECRET));
+    }
+
+    #[test]
+    fn an_unchanged_healthy_app_plans_nothing() {
+        let app = with_status(app(), issued_status(2));
+        let app = with_status(app.clone(), status_after(&app, at(NOW), None));
+        let observed = observe(&app, &issued(CLIENT_ID, 2));
+        let (decision, outcome) = planned(&inputs(&app, &observed));
+        assert_eq!(decision, Decision::Keep { repair_metadata: false });
+        assert_eq!(outcome.secret, None);
+        assert_eq!(Some(&outcome.status), app.status.as_ref(), "status is written only when it differs");
+        assert!(outcome.events.is_empty());
+    }
+
+    #[test]
+    fn an_untrusted_secret_is_replaced_on_condition_with_a_warning_naming_what_happened() {
+        let app = with_status(app(), issued_status(1));
+        let observed = forged(&app, &issued(OTHER_ID, 2));
+        let Observed::Owned(forged_secret) = &observed else { panic!() };
+        let (_, outcome) = planned(&Inputs { secret_verifies: None, ..inputs(&app, &observed) });
+        let Some(SecretWrite::Replace { resource_version, .. }) = &outcome.secret else { panic!() };
+        assert_eq!(resource_version, &forged_secret.resource_version);
+        assert_eq!(outcome.status.client_id.as_deref(), Some(CLIENT_ID));
+        let [event] = outcome.events.as_slice() else { panic!("{:?}", outcome.events) };
+        assert_eq!((event.warning, event.reason), (true, "SecretUntrusted"));
+        assert!(event.note.contains("did not write") && event.note.contains(CLIENT_ID), "{}", event.note);
+        assert!(!event.note.contains(OTHER_ID), "{}", event.note);
+    }
+
+    #[test]
+    fn a_rejection_warns_once_per_new_reason_or_message() {
+        let app = with_status(app(), issued_status(2));
+        let observed = observe(&app, &issued(CLIENT_ID, 2));
+        let violations = [violation("spec.displayName", "must not be blank")];
+        let inputs = Inputs { violations: &violations, ..inputs(&app, &observed) };
+        let (_, first) = planned(&inputs);
+        assert_eq!(first.events.len(), 1);
+        assert_eq!(first.events[0].reason, reason::INVALID_SPEC);
+        let app = with_status(app.clone(), first.status.clone());
+        let (_, again) = planned(&Inputs { app: &app, ..inputs });
+        assert!(again.events.is_empty(), "{:?}", again.events);
+        assert_eq!(again.status, first.status);
+    }
+
+    #[test]
+    fn a_foreign_secret_is_a_conflict_retried_later() {
+        let app = app();
+        let (_, outcome) = planned(&inputs(&app, &Observed::Foreign));
+        assert_eq!(outcome.secret, None);
+        assert_eq!(outcome.requeue, Some(CONFLICT_RETRY));
+        let ready = conditions::find(&outcome.status.conditions, READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretConflict"));
+        assert!(ready.message.contains("billing-credentials"));
+    }
+
+    #[test]
+    fn a_rotation_rolls_the_workloads_and_a_refused_restart_leaves_the_rotation_complete() {
+        let app = annotated(with_restarts(with_status(app(), issued_status(2))), ROTATE_ANNOTATION, "r3");
+        let observed = observe(&app, &issued(CLIENT_ID, 2));
+        let inputs = inputs(&app, &observed);
+        let (_, mut outcome) = planned(&inputs);
+        assert_eq!(outcome.restart, Some(3));
+        assert!(conditions::find(&outcome.status.conditions, WORKLOADS_RESTARTED).is_none());
+
+        let report = RestartReport {
+            missing: vec!["Deployment gone".into()],
+            failed: Some(("Deployment web".into(), "deployments.apps \"web\" is forbidden".into())),
+        };
+        after_restart(&inputs, &mut outcome, &report);
+        assert_eq!(outcome.status.secret_version, Some(3), "status follows the Secret at once");
+        assert_eq!(outcome.status.pending_restart, Some(3));
+        assert!(conditions::is_true(&outcome.status.conditions, READY), "credentials are not blocked");
+        let restarted = conditions::find(&outcome.status.conditions, WORKLOADS_RESTARTED).unwrap();
+        assert_eq!((restarted.status.as_str(), restarted.reason.as_str()), ("False", "RestartFailed"));
+        assert!(restarted.message.contains("Deployment web") && restarted.message.contains("forbidden"));
+        let reasons: Vec<_> = outcome.events.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["Rotated", "RestartTargetMissing", "RestartFailed"]);
+
+        // The next pass retries the restart, and its success clears it.
+        let app = with_status(app.clone(), outcome.status.clone());
+        let observed = observe(&app, &Issued { rotate_request: Some("r3".into()), ..issued(CLIENT_ID, 3) });
+        let inputs = Inputs { secret_verifies: Some(true), ..self::inputs(&app, &observed) };
+        let (decision, mut retry) = planned(&inputs);
+        assert_eq!(decision, Decision::Keep { repair_metadata: false });
+        assert_eq!(retry.restart, Some(3));
+        after_restart(&inputs, &mut retry, &RestartReport::default());
+        assert_eq!(retry.status.pending_restart, None);
+        let restarted = conditions::find(&retry.status.conditions, WORKLOADS_RESTARTED).unwrap();
+        assert_eq!((restarted.status.as_str(), restarted.reason.as_str()), ("True", "Restarted"));
+        assert!(retry.events.is_empty());
+    }
+
+    #[test]
+    fn adopting_a_rotation_rolls_the_workloads_too() {
+        let app = with_restarts(with_status(app(), issued_status(2)));
+        let observed = observe(&app, &issued(CLIENT_ID, 3));
+        let (decision, outcome) = planned(&Inputs { secret_verifies: Some(false), ..inputs(&app, &observed) });
+        assert!(matches!(decision, Decision::Adopt(_)), "{decision:?}");
+        assert_eq!(outcome.secret, None, "the Secret is already written");
+        assert_eq!(outcome.restart, Some(3));
+        assert_eq!(outcome.status.secret_version, Some(3));
+        assert_eq!(outcome.minted, None);
+    }
+
+    #[test]
+    fn revocation_names_the_client_id_only_when_the_app_held_it() {
+        let app = with_status(app(), issued_status(2));
+        let (status, event) = revoked(&app, Some(CLIENT_ID), at(NOW));
+        assert_eq!(conditions::find(&status.conditions, READY).unwrap().reason, reason::REVOKED);
+        assert!(event.note.contains(CLIENT_ID), "{}", event.note);
+        let (_, event) = revoked(&app, None, at(NOW));
+        assert!(!event.note.contains(CLIENT_ID), "{}", event.note);
+        assert!(event.note.contains("none was revoked"), "{}", event.note);
     }
 
     // ---- desired_status -------------------------------------------------
@@ -1116,7 +1822,7 @@ mod tests {
         let status = AppRegistrationStatus { last_handled_rotate: Some("r1".into()), ..issued_status(4) };
         let app = with_status(app(), status.clone());
         let condition = DesiredCondition::not_ready(reason::INVALID_SPEC, "spec.displayName: must not be blank");
-        let next = desired_status(StatusInputs { app: &app, now: at(NOW), condition, issued: None });
+        let next = desired_status(StatusInputs { app: &app, now: at(NOW), conditions: &[condition], issued: None });
         assert_eq!(next.client_id, status.client_id);
         assert_eq!(next.secret_hash, status.secret_hash);
         assert_eq!(next.secret_fingerprint, status.secret_fingerprint);
@@ -1201,10 +1907,10 @@ mod tests {
     fn rejected_app_status_is_quiet() {
         let app = with_status(app(), issued_status(2));
         let condition = || DesiredCondition::not_ready(reason::INVALID_SPEC, "spec.displayName: must not be blank");
-        let first = desired_status(StatusInputs { app: &app, now: at(NOW), condition: condition(), issued: None });
+        let first = desired_status(StatusInputs { app: &app, now: at(NOW), conditions: &[condition()], issued: None });
         let app = with_status(app, first.clone());
         let again =
-            desired_status(StatusInputs { app: &app, now: at(NOW + 600), condition: condition(), issued: None });
+            desired_status(StatusInputs { app: &app, now: at(NOW + 600), conditions: &[condition()], issued: None });
         assert_eq!(again, first);
     }
 

@@ -1,6 +1,8 @@
-//! The I/O shell of the AppRegistration controller: gathers what `plan` needs,
-//! carries out its decision (Secret first, then status — the crash-safe order),
-//! and publishes Events. An unchanged, healthy app costs no write.
+//! The I/O shell of the AppRegistration controller: gathers what `plan` needs
+//! (the app, what its Secret holds, the index's word on Client IDs), hashes
+//! what the plan issues, and carries out the plan's outcome (Secret first, then
+//! status — the crash-safe order — then Events). An unchanged, healthy app
+//! costs no write and no read beyond the caches.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -17,7 +19,8 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, GetParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions},
+    core::PartialObjectMeta,
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
@@ -30,17 +33,16 @@ use tracing::{debug, info, warn};
 use super::{
     Settings,
     error::{Error, Step},
-    plan::{self, Decision, Inputs, IssuedHash, MintReason, StatusInputs},
+    plan::{self, Decision, Fresh, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent, RestartReport, SecretWrite},
 };
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, ConsentSummary, MAX_LISTED_CONSENTS, Scope, WorkloadKind,
-        conditions::{self, DesiredCondition, reason},
+        AppRegistration, AppRegistrationStatus, ConsentSummary, MAX_LISTED_CONSENTS, Scope, WorkloadKind, conditions,
         validation::validate_spec,
     },
     credentials::{
-        ClientSecret, Hasher,
-        layout::{Issued, Observed, SecretLayout, VERSION_ANNOTATION},
+        Hasher,
+        layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
     },
     metrics::{ErrorLabels, Metrics, ReasonLabels},
     watches::Caches,
@@ -73,6 +75,17 @@ struct Memory {
     written: HashMap<String, i64>,
     /// Consecutive failures, for exponential backoff.
     failures: HashMap<String, u32>,
+    /// What each app's Secret holds, as registrar last wrote or read it (only
+    /// Secrets it sealed), so a reconcile needs no read while the Secret's
+    /// resourceVersion is unchanged. The data of other Secrets is never kept.
+    contents: HashMap<String, KnownContents>,
+}
+
+/// What an app's Secret holds at a resourceVersion.
+struct KnownContents {
+    secret_name: String,
+    resource_version: String,
+    contents: SecretContents,
 }
 
 impl Context {
@@ -156,9 +169,12 @@ async fn reconcile_with_finalizer(app: &AppRegistration, ctx: &Context) -> Resul
             ])
         };
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        api.patch(&app.name_any(), &params, &json_patch(patch))
+        let patched = api
+            .patch(&app.name_any(), &params, &json_patch(patch))
             .await
             .map_err(|e| Error::kube(Step::AddFinalizer, key(app), e))?;
+        // Applied from the object as patched: its resourceVersion is the status write's precondition.
+        return apply(&patched, ctx).await;
     }
     apply(app, ctx).await
 }
@@ -194,139 +210,185 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
 
     let layout = SecretLayout::for_app(app);
     let cached = ctx.caches.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
-    let observed = layout.observe(app, cached.as_deref());
-    let secret_verifies = verify_observed(&status, &observed);
+    let Some(observed) = observe(app, &layout, cached.as_deref(), ctx).await? else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let app_key = (ns.clone(), app.name_any());
+    let taken = |id: Option<&str>| id.is_some_and(|id| ctx.caches.index.taken_by_other(&app_key, &uid(app), id));
+    let secret_client_id = match &observed {
+        Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
+        _ => None,
+    };
     let violations = validate_spec(&app.spec);
-    let now = Timestamp::now();
-    let scope_permitted = app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace;
+    let fresh = Fresh::mint();
     let inputs = Inputs {
         app,
         violations: &violations,
-        scope_permitted,
+        scope_permitted: app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace,
         platform_namespace: &ctx.settings.platform_namespace,
         observed: &observed,
-        secret_verifies,
-        now,
+        secret_verifies: plan::secret_verifies(&status, &observed),
+        status_client_id_taken: taken(status.client_id.as_deref()),
+        secret_client_id_taken: taken(secret_client_id),
+        consents: consent_summary(app, ctx),
+        seal_key: &ctx.settings.seal_key,
+        fresh: &fresh,
+        now: Timestamp::now(),
     };
     let decision = plan::decide(&inputs);
-
-    let desired = match decision {
-        Decision::Reject { reason, message } => {
-            let condition = DesiredCondition::not_ready(reason, message);
-            warn_on_new_condition(app, &condition, ctx).await;
-            plan::desired_status(StatusInputs { app, now, condition, issued: None })
-        }
-        Decision::Conflict => return conflict(app, &layout, now, ctx).await,
-        Decision::Mint { reason, client_id, version, rotate_request } => {
-            if matches!(reason, MintReason::SecretMissing | MintReason::SecretAltered)
-                && cache_lags(&layout, &ns, cached.as_deref(), ctx).await?
-            {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            }
-            let public = app.spec.public_client == Some(true);
-            let issued = Issued {
-                client_id,
-                secret: (!public).then(ClientSecret::mint),
-                version: Some(version),
-                rotate_request,
-            };
-            let hash = hash_issued(app, &issued, ctx).await?;
-            let secret = layout.desired(app, &issued);
-            let written = match &observed {
-                Observed::Owned(owned) => apply_secret(&ns, &secret, owned.resource_version.clone(), ctx).await?,
-                _ => match create_secret(&ns, &secret, ctx).await? {
-                    Some(created) => Some(created),
-                    None => {
-                        if foreign_secret_holds_the_name(app, &layout, &ns, ctx).await? {
-                            return conflict(app, &layout, now, ctx).await;
-                        }
-                        None
-                    }
-                },
-            };
-            let Some(written) = written else {
-                return Ok(Action::requeue(Duration::from_secs(1)));
-            };
-            if reason != MintReason::Initial {
-                restart_workloads(app, version, ctx).await?;
-            }
-            let condition = plan::issued_condition(&issued.client_id, issued.version, public);
-            let desired = plan::desired_status(StatusInputs {
-                app,
-                now,
-                condition,
-                issued: Some((&issued, &hash, reason.is_rotation())),
-            });
-            let action = finish(app, &desired, now, ctx).await?;
-            ctx.metrics.mints.get_or_create(&ReasonLabels { reason: reason_label(&reason).into() }).inc();
-            announce_mint(app, &reason, &layout, &issued, &written, ctx).await;
-            return Ok(action);
-        }
-        Decision::Adopt(issued) => {
-            info!(
-                namespace = ns,
-                name = app.name_any(),
-                client_id = issued.client_id,
-                secret_version = issued.version,
-                "finishing an interrupted mint from the Secret"
-            );
-            let hash = hash_issued(app, &issued, ctx).await?;
-            if let Some(version) = issued.version.filter(|v| *v > 1) {
-                restart_workloads(app, version, ctx).await?;
-            }
-            let public = app.spec.public_client == Some(true);
-            // Finishing the interrupted mint comes first; a spec that turned
-            // invalid meanwhile is still reported.
-            let condition = match plan::rejection(&inputs) {
-                Some((reason, message)) => DesiredCondition::not_ready(reason, message),
-                None => plan::issued_condition(&issued.client_id, issued.version, public),
-            };
-            let is_rotation = status.client_id.is_some();
-            let desired =
-                plan::desired_status(StatusInputs { app, now, condition, issued: Some((&issued, &hash, is_rotation)) });
-            return finish(app, &desired, now, ctx).await;
-        }
-        Decision::Keep { repair_metadata } => {
-            if repair_metadata && let Observed::Owned(owned) = &observed {
-                info!(
-                    namespace = ns,
-                    name = app.name_any(),
-                    "repairing the credentials Secret's labels and annotations"
-                );
-                let secret = layout.desired(app, &owned.issued);
-                if apply_secret(&ns, &secret, owned.resource_version.clone(), ctx).await?.is_none() {
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                }
-            }
-            let public = app.spec.public_client == Some(true);
-            let condition =
-                plan::issued_condition(status.client_id.as_deref().unwrap_or_default(), status.secret_version, public);
-            plan::desired_status(StatusInputs { app, now, condition, issued: None })
-        }
+    if let Decision::Mint {
+        reason: MintReason::SecretMissing | MintReason::SecretAltered | MintReason::SecretUntrusted,
+        ..
+    } = &decision
+        && cache_lags(&layout, &ns, cached.as_deref(), ctx).await?
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if let Decision::Adopt(issued) = &decision {
+        info!(
+            namespace = ns,
+            name = app.name_any(),
+            client_id = issued.client_id,
+            secret_version = issued.version,
+            "finishing an interrupted mint from the sealed Secret"
+        );
+    }
+    let hash = match decision.issued(&inputs) {
+        Some(issued) => Some(hash_issued(app, &issued, ctx).await?),
+        None => None,
     };
-    finish(app, &desired, now, ctx).await
+    let outcome = plan::outcome(&inputs, &decision, hash.as_ref());
+    carry_out(&inputs, &layout, outcome, ctx).await
 }
 
-/// A Secret registrar does not own holds the name: report it, touch nothing.
-async fn conflict(
-    app: &AppRegistration,
+/// Carries out a planned outcome: the Secret, the workload restarts, the
+/// status, the Events — in that order, so a crash between any two leaves a
+/// state the next pass finishes (a sealed Secret ahead of status is adopted).
+async fn carry_out(
+    inputs: &Inputs<'_>,
     layout: &SecretLayout,
-    now: Timestamp,
+    mut outcome: Outcome,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let condition = DesiredCondition::not_ready(
-        reason::SECRET_CONFLICT,
-        format!(
-            "Secret {} already exists and is not managed by this AppRegistration; registrar never overwrites it. \
-             Delete or rename that Secret, or set spec.secret.name",
-            layout.name
-        ),
-    );
-    warn_on_new_condition(app, &condition, ctx).await;
-    let desired = plan::desired_status(StatusInputs { app, now, condition, issued: None });
-    write_status(app, &desired, ctx).await?;
-    // Foreign Secrets are not watched: look again later.
-    Ok(Action::requeue(Duration::from_secs(30)))
+    let app = inputs.app;
+    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    let written = match &outcome.secret {
+        None => None,
+        Some(SecretWrite::Create(secret)) => match create_secret(&ns, secret, ctx).await? {
+            Some(created) => Some(created),
+            None if foreign_secret_holds_the_name(app, layout, &ns, ctx).await? => {
+                // Taken since the cache looked: never overwritten.
+                let observed = Observed::Foreign;
+                let inputs = inputs.observing(&observed);
+                let outcome = plan::outcome(&inputs, &Decision::Conflict, None);
+                return Box::pin(carry_out(&inputs, layout, outcome, ctx)).await;
+            }
+            None => return Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        Some(SecretWrite::Replace { secret, resource_version }) => {
+            match apply_secret(&ns, secret, resource_version.clone(), ctx).await? {
+                Some(applied) => Some(applied),
+                None => return Ok(Action::requeue(Duration::from_secs(1))),
+            }
+        }
+    };
+    if let (Some(write), Some(written)) = (&outcome.secret, &written) {
+        remember(app, layout, written, layout.contents(write.secret()), ctx);
+    }
+
+    let mut restart_failed = None;
+    if let Some(version) = outcome.restart {
+        let report = restart_workloads(app, version, ctx).await;
+        restart_failed = report.failed.as_ref().map(|(workload, _)| workload.clone());
+        plan::after_restart(inputs, &mut outcome, &report);
+    }
+
+    if !write_status(app, &outcome.status, ctx).await? {
+        // The app changed since it was read (or another instance wrote): look again.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if let Some(reason) = &outcome.minted {
+        ctx.metrics.mints.get_or_create(&ReasonLabels { reason: reason.label().into() }).inc();
+        let issued = outcome.status.secret_version;
+        info!(
+            namespace = ns,
+            name = app.name_any(),
+            client_id = outcome.status.client_id,
+            secret_version = issued,
+            reason = reason.label(),
+            "minted credentials"
+        );
+    }
+    for event in &outcome.events {
+        let related = written.as_ref().filter(|_| event.about_secret).map(|w| {
+            // The Secret, at the version just written: which Secret, and which version of it, to look at.
+            let mut related = w.object_ref(&());
+            related.resource_version = w.resource_version();
+            related
+        });
+        publish(app, event, related, ctx).await;
+    }
+    if let Some(workload) = restart_failed {
+        return Err(Error::RestartRefused { object: key(app), workload });
+    }
+    Ok(outcome.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// What the app's Secret holds. `cached` is its metadata from the watch; the
+/// data is what registrar last wrote or read at that resourceVersion, or else
+/// is read from the apiserver (only for a Secret claiming this app). Only the
+/// contents of Secrets registrar sealed are remembered. `None`: the Secret
+/// changed while it was read; look again.
+async fn observe(
+    app: &AppRegistration,
+    layout: &SecretLayout,
+    cached: Option<&PartialObjectMeta<Secret>>,
+    ctx: &Context,
+) -> Result<Option<Observed>, Error> {
+    let Some(cached) = cached else { return Ok(Some(Observed::Missing)) };
+    if !controlled_by(app, &cached.metadata) {
+        return Ok(Some(Observed::Foreign));
+    }
+    let rv = cached.metadata.resource_version.clone().unwrap_or_default();
+    let known = ctx
+        .memory()
+        .contents
+        .get(&uid(app))
+        .filter(|k| k.secret_name == layout.name && k.resource_version == rv)
+        .map(|k| k.contents.clone());
+    if let Some(contents) = known {
+        return Ok(Some(Observed::Owned(layout.observe_owned(
+            app,
+            &cached.metadata,
+            &contents,
+            &ctx.settings.seal_key,
+        ))));
+    }
+    let ns = app.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    // Not older than the cached metadata: served from the apiserver's watch cache.
+    let live = match api.get_with(&layout.name, &GetParams::at(&rv)).await {
+        Ok(live) => live,
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
+        Err(e) => return Err(Error::kube(Step::ReadSecret, format!("{ns}/{}", layout.name), e)),
+    };
+    let observed = layout.observe(app, Some(&live), &ctx.settings.seal_key);
+    if let Observed::Owned(owned) = &observed
+        && owned.sealed
+    {
+        remember(app, layout, &live, layout.contents(&live), ctx);
+    }
+    Ok(Some(observed))
+}
+
+/// Remembers what the app's Secret holds at the resourceVersion of `secret`.
+fn remember(app: &AppRegistration, layout: &SecretLayout, secret: &Secret, contents: SecretContents, ctx: &Context) {
+    let known = KnownContents {
+        secret_name: layout.name.clone(),
+        resource_version: secret.resource_version().unwrap_or_default(),
+        contents,
+    };
+    ctx.memory().contents.insert(uid(app), known);
 }
 
 /// Reads the Secret of the app's name from the apiserver (foreign Secrets are
@@ -338,52 +400,10 @@ async fn foreign_secret_holds_the_name(
     ctx: &Context,
 ) -> Result<bool, Error> {
     let live = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&layout.name)
+        .get_metadata_opt(&layout.name)
         .await
         .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", layout.name), e))?;
-    Ok(matches!(layout.observe(app, live.as_ref()), Observed::Foreign))
-}
-
-/// Writes the desired status (when it differs) and says when to look again.
-async fn finish(
-    app: &AppRegistration,
-    desired: &AppRegistrationStatus,
-    now: Timestamp,
-    ctx: &Context,
-) -> Result<Action, Error> {
-    write_status(app, desired, ctx).await?;
-    Ok(plan::next_wakeup(app, desired, now).map_or_else(Action::await_change, Action::requeue))
-}
-
-/// Whether the owned Secret holds the secret `status` was written for: its
-/// fingerprint (32 bits of its SHA-256) matches `status.secretFingerprint`, and
-/// `status.secretHash` is a well-formed argon2 hash.
-///
-/// Deliberately not an argon2id verification: that costs ~30 ms of CPU per app,
-/// which after a restart is minutes of CPU for 10,000 apps, and it would only
-/// catch what the fingerprint already catches (a Secret edited by hand or by a
-/// tool) except for someone who can write the Secret and searches 2^32 secrets
-/// for a colliding fingerprint: they could break the app's credentials more
-/// simply by deleting the Deployment. The registry verifies with argon2id on
-/// every authentication.
-fn verify_observed(status: &AppRegistrationStatus, observed: &Observed) -> Option<bool> {
-    let Observed::Owned(owned) = observed else {
-        return None;
-    };
-    let (Some(hash), Some(version)) = (&status.secret_hash, status.secret_version) else {
-        return None;
-    };
-    if owned.issued.version != Some(version) {
-        return None;
-    }
-    let Some(secret) = &owned.issued.secret else {
-        return Some(false);
-    };
-    // A hash that does not parse was tampered with, and nothing can verify against it: mint anew.
-    Some(
-        status.secret_fingerprint.as_deref() == Some(secret.fingerprint().as_str())
-            && crate::credentials::is_well_formed(hash),
-    )
+    Ok(live.is_some_and(|live| !controlled_by(app, &live.metadata)))
 }
 
 async fn hash_issued(app: &AppRegistration, issued: &Issued, ctx: &Context) -> Result<IssuedHash, Error> {
@@ -398,14 +418,19 @@ async fn hash_issued(app: &AppRegistration, issued: &Issued, ctx: &Context) -> R
 
 /// Before re-minting because the cached Secret looks deleted or altered, asks
 /// the apiserver: a cache that has not caught up must not cost a secret.
-async fn cache_lags(layout: &SecretLayout, ns: &str, cached: Option<&Secret>, ctx: &Context) -> Result<bool, Error> {
+async fn cache_lags(
+    layout: &SecretLayout,
+    ns: &str,
+    cached: Option<&PartialObjectMeta<Secret>>,
+    ctx: &Context,
+) -> Result<bool, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let live = api
-        .get_opt(&layout.name)
+        .get_metadata_opt(&layout.name)
         .await
         .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", layout.name), e))?;
-    let rv = |s: Option<&Secret>| s.and_then(|s| s.resource_version());
-    Ok(rv(live.as_ref()) != rv(cached))
+    let rv = |m: Option<&ObjectMeta>| m.and_then(|m| m.resource_version.clone());
+    Ok(rv(live.as_ref().map(|l| &l.metadata)) != rv(cached.map(|c| &c.metadata)))
 }
 
 /// Creates the Secret; never overwrites an existing one. `None` when a Secret
@@ -446,27 +471,42 @@ async fn apply_secret(
     }
 }
 
-/// Writes status with server-side apply, unless it is already as desired.
-/// Every write carries the consent summary: a field left out of an apply is removed.
-async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ctx: &Context) -> Result<(), Error> {
-    let desired = &AppRegistrationStatus { consents: consent_summary(app, ctx), ..desired.clone() };
+/// The status patch: server-side apply under registrar's field manager, on
+/// condition that the app is still at the resourceVersion it was read at, so
+/// an instance acting on an old view (a stalled former leader) cannot roll
+/// status back.
+pub fn status_patch(app: &AppRegistration, desired: &AppRegistrationStatus) -> Patch<serde_json::Value> {
+    Patch::Apply(json!({
+        "apiVersion": AppRegistration::api_version(&()),
+        "kind": AppRegistration::kind(&()),
+        "metadata": { "resourceVersion": app.resource_version() },
+        "status": desired,
+    }))
+}
+
+/// Writes the desired status, unless it is already as desired. `false` when
+/// the app changed since it was read (the write was refused; look again).
+async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ctx: &Context) -> Result<bool, Error> {
     if app.status.as_ref() == Some(desired) {
-        return Ok(());
+        return Ok(true);
     }
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<AppRegistration> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = Patch::Apply(json!({
-        "apiVersion": AppRegistration::api_version(&()),
-        "kind": AppRegistration::kind(&()),
-        "status": desired,
-    }));
-    api.patch_status(&app.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch)
+    match api
+        .patch_status(&app.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &status_patch(app, desired))
         .await
-        .map_err(|e| Error::kube(Step::WriteStatus, key(app), e))?;
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.is_conflict() => {
+            debug!(namespace = ns, name = app.name_any(), "the app changed since it was read; not writing status");
+            return Ok(false);
+        }
+        Err(e) => return Err(Error::kube(Step::WriteStatus, key(app), e)),
+    }
     if let Some(version) = desired.secret_version {
         ctx.memory().written.insert(uid(app), version);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The namespaces holding a consent granted to this app's Client ID, from the
@@ -500,14 +540,15 @@ fn consent_summary(app: &AppRegistration, ctx: &Context) -> Option<ConsentSummar
 }
 
 /// Rolls the app's `restartOnRotate` workloads by setting a pod-template
-/// annotation to the new secret version (idempotent). A missing workload is
-/// reported and skipped.
-async fn restart_workloads(app: &AppRegistration, version: i64, ctx: &Context) -> Result<(), Error> {
-    let ns = app.namespace().ok_or(Error::NoNamespace)?;
+/// annotation to the new secret version (idempotent). Every workload is tried;
+/// the report says which do not exist and the first that was refused.
+async fn restart_workloads(app: &AppRegistration, version: i64, ctx: &Context) -> RestartReport {
+    let ns = app.namespace().unwrap_or_default();
     let patch = Patch::Merge(json!({
         "spec": { "template": { "metadata": { "annotations": { VERSION_ANNOTATION: version.to_string() } } } }
     }));
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let mut report = RestartReport::default();
     for workload in &app.spec.restart_on_rotate {
         let result = match workload.kind {
             WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
@@ -523,49 +564,56 @@ async fn restart_workloads(app: &AppRegistration, version: i64, ctx: &Context) -
                 .await
                 .map(|_| ()),
         };
+        let named = format!("{:?} {}", workload.kind, workload.name);
         match result {
             Ok(()) => {
                 info!(namespace = ns, name = app.name_any(), workload = workload.name, kind = ?workload.kind, secret_version = version, "restarted workload")
             }
-            Err(kube::Error::Api(status)) if status.is_not_found() => {
-                publish(
-                    app,
-                    EventType::Warning,
-                    "RestartTargetMissing",
-                    format!("{:?} {} named in restartOnRotate does not exist", workload.kind, workload.name),
-                    ctx,
-                )
-                .await;
+            Err(kube::Error::Api(status)) if status.is_not_found() => report.missing.push(named),
+            Err(e) => {
+                warn!(namespace = ns, name = app.name_any(), workload = workload.name, kind = ?workload.kind, error = %e, "restarting a workload was refused");
+                if report.failed.is_none() {
+                    let answer = match e {
+                        kube::Error::Api(status) => status.message,
+                        other => other.to_string(),
+                    };
+                    report.failed = Some((named, answer));
+                }
             }
-            Err(e) => return Err(Error::kube(Step::RestartWorkload, key(app), e)),
         }
     }
-    Ok(())
+    report
 }
 
 /// Deletion: mark the app revoked, delete its Secret (already gone is fine),
 /// forget it. The finalizer is removed by the caller once this succeeds.
 async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
-    let now = Timestamp::now();
-    let condition = DesiredCondition::not_ready(
-        reason::REVOKED,
-        "the AppRegistration is being deleted; its credentials are revoked",
-    );
-    let desired = plan::desired_status(StatusInputs { app, now, condition, issued: None });
+    let app_key = (ns.clone(), app.name_any());
+    let held = app
+        .status
+        .as_ref()
+        .and_then(|s| s.client_id.clone())
+        .filter(|id| !ctx.caches.index.taken_by_other(&app_key, &uid(app), id));
+    let (desired, event) = plan::revoked(app, held.as_deref(), Timestamp::now());
     match write_status(app, &desired, ctx).await {
-        Ok(()) => {}
-        // The object may already be on its way out; revocation must not hang on status.
-        Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found() || s.is_conflict()) =>
-            {}
+        // Changed meanwhile, or already on its way out: revocation must not hang on status.
+        Ok(_) => {}
+        Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found()) => {}
         Err(e) => return Err(e),
     }
     let layout = SecretLayout::for_app(app);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(secret) = api.get_opt(&layout.name).await.map_err(|e| Error::kube(Step::ReadSecret, key(app), e))?
-        && matches!(layout.observe(app, Some(&secret)), Observed::Owned(_))
+    if let Some(secret) =
+        api.get_metadata_opt(&layout.name).await.map_err(|e| Error::kube(Step::ReadSecret, key(app), e))?
+        && controlled_by(app, &secret.metadata)
     {
-        match api.delete(&layout.name, &DeleteParams::default()).await {
+        // Exactly the Secret just read: a Secret put in its place meanwhile is not ours to delete.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: secret.uid(), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(&layout.name, &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(e) => return Err(Error::kube(Step::DeleteSecret, key(app), e)),
@@ -574,123 +622,36 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     {
         let mut memory = ctx.memory();
         memory.written.remove(&uid(app));
+        memory.contents.remove(&uid(app));
     }
-    let client_id = app.status.as_ref().and_then(|s| s.client_id.clone()).unwrap_or_default();
-    info!(namespace = ns, name = app.name_any(), client_id, "revoked");
-    let note = format!("Client ID {client_id} is revoked and its Secret deleted");
-    publish_related(app, Repeats::Never, EventType::Normal, "Revoked", note, None, ctx).await;
+    info!(namespace = ns, name = app.name_any(), client_id = held, "revoked");
+    publish(app, &event, None, ctx).await;
     Ok(Action::await_change())
 }
 
-fn reason_label(reason: &MintReason) -> &'static str {
-    match reason {
-        MintReason::Initial => "Initial",
-        MintReason::SecretMissing => "SecretMissing",
-        MintReason::SecretAltered => "SecretAltered",
-        MintReason::RotateRequested(_) => "RotateRequested",
-        MintReason::Scheduled => "Scheduled",
-    }
-}
-
-async fn announce_mint(
+/// Publishes a planned Event about the app (and `related`, the Secret just written).
+async fn publish(
     app: &AppRegistration,
-    reason: &MintReason,
-    layout: &SecretLayout,
-    issued: &Issued,
-    written: &Secret,
-    ctx: &Context,
-) {
-    let version = issued.version.unwrap_or_default();
-    let ns = app.namespace().unwrap_or_default();
-    info!(
-        namespace = ns,
-        name = app.name_any(),
-        client_id = issued.client_id,
-        secret_version = version,
-        reason = reason_label(reason),
-        "minted credentials"
-    );
-    let (type_, event_reason, note) = match reason {
-        MintReason::Initial => (
-            EventType::Normal,
-            "Issued",
-            format!("Issued Client ID {} into Secret {} (secret version {version})", issued.client_id, layout.name),
-        ),
-        MintReason::RotateRequested(value) => (
-            EventType::Normal,
-            "Rotated",
-            format!("Rotated the client secret to version {version} as requested by registrar.dev/rotate={value}"),
-        ),
-        MintReason::Scheduled => (
-            EventType::Normal,
-            "Rotated",
-            format!("Rotated the client secret to version {version} on schedule (rotation.interval)"),
-        ),
-        MintReason::SecretMissing => (
-            EventType::Warning,
-            "SecretRecreated",
-            format!(
-                "Secret {} was deleted; a secret cannot be recovered, so a new one was minted (version {version})",
-                layout.name
-            ),
-        ),
-        MintReason::SecretAltered => (
-            EventType::Warning,
-            "SecretReminted",
-            format!(
-                "The client secret in Secret {} no longer matched the registration; a new one was minted (version {version})",
-                layout.name
-            ),
-        ),
-    };
-    // The Secret, at the version just written, as the related object: it tells
-    // which Secret (and which version of it) to look at.
-    let mut related = written.object_ref(&());
-    related.resource_version = written.resource_version();
-    publish_related(app, Repeats::Never, type_, event_reason, note, Some(related), ctx).await;
-}
-
-/// Publishes a Warning Event when the Ready condition moves to a new reason or
-/// message, so a persisting problem is reported once, not on every pass.
-async fn warn_on_new_condition(app: &AppRegistration, condition: &DesiredCondition, ctx: &Context) {
-    let current = app.status.as_ref().and_then(|s| conditions::find(&s.conditions, condition.type_).cloned());
-    let unchanged = current.is_some_and(|c| c.reason == condition.reason && c.message == condition.message);
-    if !unchanged {
-        publish(app, EventType::Warning, condition.reason, condition.message.clone(), ctx).await;
-    }
-}
-
-/// Whether an Event can recur.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Repeats {
-    /// A warning that may come back: repeats fold into one Event's series.
-    Maybe,
-    /// A mint or a revocation, each naming what it did: it skips the shared
-    /// recorder, which keeps every Event it publishes for six minutes (to build
-    /// series) and scans them all on each publish. 10,000 new apps would
-    /// otherwise hold 10,000 Events in memory.
-    Never,
-}
-
-async fn publish(app: &AppRegistration, type_: EventType, reason: &str, note: String, ctx: &Context) {
-    publish_related(app, Repeats::Maybe, type_, reason, note, None, ctx).await;
-}
-
-async fn publish_related(
-    app: &AppRegistration,
-    repeats: Repeats,
-    type_: EventType,
-    reason: &str,
-    note: String,
+    planned: &PlannedEvent,
     related: Option<k8s_openapi::api::core::v1::ObjectReference>,
     ctx: &Context,
 ) {
-    let event =
-        Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: related };
+    let event = Event {
+        type_: if planned.warning { EventType::Warning } else { EventType::Normal },
+        reason: planned.reason.into(),
+        note: Some(planned.note.clone()),
+        action: "Reconcile".into(),
+        secondary: related,
+    };
     let regarding = app.object_ref(&());
-    let published = match repeats {
-        Repeats::Maybe => ctx.recorder.publish(&event, &regarding).await,
-        Repeats::Never => Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &regarding).await,
+    // A mint or a revocation, each naming what it did, skips the shared
+    // recorder: it keeps every Event it publishes for six minutes (to fold
+    // repeats into a series) and scans them all on each publish, so 10,000 new
+    // apps would hold 10,000 Events in memory.
+    let published = if planned.may_repeat {
+        ctx.recorder.publish(&event, &regarding).await
+    } else {
+        Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &regarding).await
     };
     if let Err(e) = published {
         warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %e, "could not publish an Event");

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use registrar::api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, ConsentSummary, Scope};
@@ -130,8 +130,7 @@ async fn organization_app_is_granted_inside_its_organization_only() {
     assert_eq!(st.granted_scopes, ["read", "write"]);
     assert_eq!(st.app, Some(format!("{}/billing", world.team_a.name)));
     let other = wait_consent(&world.other, "billing", ("False", "NotVisible")).await;
-    let message = &other.status.expect("status").conditions[0].message;
-    assert!(message.contains(&world.acme), "{message}");
+    assert_reveals_nothing(&other, &app, &world.acme);
     wait_consent(&world.plain, "billing", ("False", "NotVisible")).await;
     wait_consents(&world, "billing", &[&world.team_b]).await;
     world.delete().await;
@@ -198,6 +197,53 @@ async fn relabelling_a_namespace_moves_it_in_and_out_of_visibility() {
     let back = wait_consent(&world.team_b, "billing", ("True", "Granted")).await;
     assert_eq!(back.status.expect("status").granted_scopes, ["read"]);
     wait_consents(&world, "billing", &[&world.team_b]).await;
+    world.delete().await;
+}
+
+/// A consent to an app its namespace may not see learns nothing of the app
+/// beyond NotVisible: no Client ID, display name or organization.
+fn assert_reveals_nothing(consent: &AppConsent, app: &AppRegistration, app_org: &str) {
+    let st = consent.status.clone().expect("status");
+    assert_eq!((st.client_id.as_deref(), st.display_name.as_deref()), (None, None), "{st:?}");
+    assert!(st.granted_scopes.is_empty(), "{st:?}");
+    let text = serde_json::to_string(&st).expect("serialize");
+    let client_id = status(app).client_id.expect("the app is issued");
+    for revealing in [client_id.as_str(), app.spec.display_name.as_str(), app_org] {
+        assert!(!text.contains(revealing), "{revealing:?} in {text}");
+    }
+}
+
+/// Not even while the app is being deleted does a namespace that may not see
+/// it learn its Client ID (a namespace that may see it learns it was revoked).
+#[tokio::test]
+async fn a_consent_to_an_app_it_may_not_see_learns_nothing_even_during_deletion() {
+    const HOLD: &str = "e2e.registrar.dev/hold";
+    let world = World::new().await;
+    let app = world.app(&world.team_a, "billing", Scope::Organization, &["read"]).await;
+    world.consent(&world.team_b, &world.team_a, "billing", None).await;
+    wait_consent(&world.team_b, "billing", ("True", "Granted")).await;
+
+    // Keep the app in its deletion: registrar revokes it and lets go, the hold stays.
+    let apps = world.team_a.api::<AppRegistration>();
+    let hold = Patch::Merge(json!({ "metadata": { "finalizers": ["registrar.dev/revoke", HOLD] } }));
+    apps.patch("billing", &PatchParams::default(), &hold).await.expect("hold");
+    apps.delete("billing", &DeleteParams::default()).await.expect("delete");
+    wait_consent(&world.team_b, "billing", ("False", "AppRevoked")).await;
+    eventually("registrar to release the app", TIMEOUT, || async {
+        let app = apps.get("billing").await.ok()?;
+        (app.finalizers() == [HOLD]).then_some(())
+    })
+    .await;
+
+    world.consent(&world.other, &world.team_a, "billing", None).await;
+    world.consent(&world.plain, &world.team_a, "billing", None).await;
+    for ns in [&world.other, &world.plain] {
+        let consent = wait_consent(ns, "billing", ("False", "NotVisible")).await;
+        assert_reveals_nothing(&consent, &app, &world.acme);
+    }
+
+    let release = Patch::Merge(json!({ "metadata": { "finalizers": null } }));
+    apps.patch("billing", &PatchParams::default(), &release).await.expect("release");
     world.delete().await;
 }
 

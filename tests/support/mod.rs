@@ -258,8 +258,12 @@ where
     }
 }
 
+/// The operator's namespace in tests (the operators run without POD_NAMESPACE).
+pub const OPERATOR_NAMESPACE: &str = "default";
+
 /// Installs registrar's CRDs (server-side apply, idempotent) and waits until the
-/// apiserver serves them.
+/// apiserver serves them; creates the seal key the operators share (as the
+/// first operator would), so no test's write count includes it.
 pub async fn install_crds(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Patch, PatchParams};
@@ -281,6 +285,13 @@ pub async fn install_crds(client: &Client) {
         })
         .await;
     }
+    registrar::credentials::seal::SealKey::load_or_create(
+        client,
+        OPERATOR_NAMESPACE,
+        registrar::credentials::seal::DEFAULT_KEY_SECRET,
+    )
+    .await
+    .expect("the seal key");
 }
 
 /// Server-side applies an AppRegistration as a GitOps tool would (field
