@@ -56,6 +56,8 @@ pub struct Claim<'a> {
     pub client_id: &'a str,
     pub uid: &'a str,
     pub created: Option<Timestamp>,
+    /// Its status carries registrar's seal of this Client ID for this app.
+    pub proven: bool,
 }
 
 /// The app holding a Client ID.
@@ -64,6 +66,7 @@ struct Holder {
     app: Key,
     uid: String,
     created: Option<Timestamp>,
+    proven: bool,
 }
 
 impl Holder {
@@ -167,12 +170,14 @@ impl Index {
     /// Records an app and the Client ID its status names (`None` before the
     /// first mint). Returns whether the app holds that Client ID.
     ///
-    /// A Client ID belongs to one app, cluster-wide: the first app seen with it
-    /// holds it, and any other app naming it is refused, for as long as this
-    /// process runs (a Client ID whose holder was deleted is never held again).
-    /// While the first list is read, the oldest claimant (creation time, then
-    /// UID) wins, so a restarted operator picks the same holder whatever the
-    /// order of the list.
+    /// A Client ID belongs to one app, cluster-wide. A claim that registrar
+    /// sealed (`status.clientIdSeal`) beats one it did not, whatever the order:
+    /// a status written by anyone else never takes a Client ID from the app
+    /// registrar issued it to. Between claims alike, the first app seen holds
+    /// it and any other is refused for as long as this process runs; while the
+    /// first list is read, the oldest (creation time, then UID) wins, so a
+    /// restarted operator picks the same holder. A Client ID whose holder was
+    /// deleted is never held again.
     pub fn app_applied(&self, app: &Key, claim: Option<Claim<'_>>) -> bool {
         let mut inner = self.write();
         inner.apps_by_namespace.entry(app.0.clone()).or_default().insert(app.1.clone());
@@ -184,9 +189,11 @@ impl Index {
             inner.release(app, &held);
         }
         let Some(claim) = claim else { return false };
-        let contender = Holder { app: app.clone(), uid: claim.uid.to_owned(), created: claim.created };
+        let contender =
+            Holder { app: app.clone(), uid: claim.uid.to_owned(), created: claim.created, proven: claim.proven };
         let holds = match inner.app_by_client_id.get(claim.client_id) {
             Some(holder) if holder.app == contender.app && holder.uid == contender.uid => true,
+            Some(holder) if holder.proven != contender.proven => contender.proven,
             Some(holder) => !inner.apps_listed && contender.age() < holder.age(),
             None => !inner.revoked_set.contains(claim.client_id),
         };
@@ -341,7 +348,35 @@ mod tests {
     }
 
     fn claim<'a>(client_id: &'a str, uid: &'a str, created: i64) -> Option<Claim<'a>> {
-        Some(Claim { client_id, uid, created: Some(Timestamp::from_second(created).unwrap()) })
+        Some(Claim { client_id, uid, created: Some(Timestamp::from_second(created).unwrap()), proven: false })
+    }
+
+    fn sealed_claim<'a>(client_id: &'a str, uid: &'a str, created: i64) -> Option<Claim<'a>> {
+        claim(client_id, uid, created).map(|c| Claim { proven: true, ..c })
+    }
+
+    #[test]
+    fn a_sealed_claim_beats_an_unsealed_one_whatever_the_order_or_age() {
+        let (original, copy) = (key("team-b", "billing"), key("team-a", "copy"));
+        // Listing, the copy first and older; and after listing, the copy holding first.
+        for listed in [false, true] {
+            let index = Index::new("default");
+            if listed {
+                index.apps_listed();
+            }
+            assert!(index.app_applied(&copy, claim("cid", "u-copy", 1)), "alone, an unsealed claim holds");
+            assert!(index.app_applied(&original, sealed_claim("cid", "u-orig", 5)));
+            assert!(!index.app_applied(&copy, claim("cid", "u-copy", 1)));
+            assert_eq!(index.app_of_client("cid"), Some(original.clone()));
+            assert!(index.taken_by_other(&copy, "u-copy", "cid"));
+        }
+        // A sealed holder is never displaced by an unsealed claim.
+        let index = Index::new("default");
+        assert!(index.app_applied(&original, sealed_claim("cid", "u-orig", 5)));
+        assert!(!index.app_applied(&copy, claim("cid", "u-copy", 1)));
+        index.apps_listed();
+        assert!(!index.app_applied(&copy, claim("cid", "u-copy", 1)));
+        assert_eq!(index.app_of_client("cid"), Some(original));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tracing::warn;
 use crate::{
     api::{AppConsent, AppRegistration},
     consent::visibility::ORGANIZATION_LABEL,
-    credentials::layout::APP_LABEL,
+    credentials::{layout::APP_LABEL, seal::SealKey},
     index::{Claim, Index, Key},
 };
 
@@ -114,6 +114,7 @@ struct Senders {
     apps: mpsc::Sender<ObjectRef<AppRegistration>>,
     consents: mpsc::Sender<ObjectRef<AppConsent>>,
     index: Arc<Index>,
+    seal_key: SealKey,
 }
 
 impl Senders {
@@ -153,6 +154,7 @@ pub fn start(
     client: &Client,
     selection: &Selection,
     default_organization: &str,
+    seal_key: &SealKey,
 ) -> (Caches, Triggers, impl Future<Output = ()> + Send + 'static) {
     let ns = selection.namespace.as_deref();
     let mut selected = watcher::Config::default();
@@ -162,7 +164,7 @@ pub fn start(
     let index = Arc::new(Index::new(default_organization));
     let (app_tx, app_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (consent_tx, consent_rx) = mpsc::channel(TRIGGER_QUEUE);
-    let senders = Senders { apps: app_tx, consents: consent_tx, index: index.clone() };
+    let senders = Senders { apps: app_tx, consents: consent_tx, index: index.clone(), seal_key: seal_key.clone() };
 
     let (apps, app_writer) = reflector::store();
     let app_events = reflector(app_writer, watcher(api::<AppRegistration>(client, ns), selected.clone()).modify(slim))
@@ -248,12 +250,19 @@ where
     }
 }
 
-/// The Client ID an app's status names, as a claim for the index.
-fn claim(app: &AppRegistration) -> Option<Claim<'_>> {
+/// The Client ID an app's status names, as a claim for the index: proven
+/// when status carries registrar's seal of it for this app.
+fn claim<'a>(app: &'a AppRegistration, key: &SealKey) -> Option<Claim<'a>> {
+    let status = app.status.as_ref()?;
+    let client_id = status.client_id.as_deref()?;
+    let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
+    let proven =
+        status.client_id_seal.as_deref().is_some_and(|seal| key.verifies_client_id(&namespace, &name, client_id, seal));
     Some(Claim {
-        client_id: app.status.as_ref()?.client_id.as_deref()?,
+        client_id,
         uid: app.meta().uid.as_deref().unwrap_or_default(),
         created: app.meta().creation_timestamp.as_ref().map(|t| t.0),
+        proven,
     })
 }
 
@@ -261,7 +270,7 @@ async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
     match event {
         Event::Apply(app) | Event::InitApply(app) => {
             let key = key(&app);
-            to.index.app_applied(&key, claim(&app));
+            to.index.app_applied(&key, claim(&app, &to.seal_key));
             to.app(key.clone()).await;
             to.consents_of_app(&key).await;
         }

@@ -274,6 +274,11 @@ pub struct AppRegistrationStatus {
     /// The Client ID: 128 random bits, URL-safe, minted once, never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// registrar's seal of the Client ID for this AppRegistration (an HMAC
+    /// under the operator's key): a status written by anyone else, or copied
+    /// onto another app, has none that verifies, and cannot take a Client ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id_seal: Option<String>,
     /// argon2id PHC string of the current client secret (confidential clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_hash: Option<String>,

@@ -173,7 +173,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let selection = Selection { namespace: args.watch_namespace, selector: args.selector };
     info!(?selection, default_organization = args.default_organization, ?params, "starting");
-    let (caches, triggers, drive) = watches::start(&client, &selection, &args.default_organization);
+    let (caches, triggers, drive) = watches::start(&client, &selection, &args.default_organization, &seal_key);
     let watching = tokio::spawn(drive);
     let synced = caches.clone();
     tokio::spawn(async move {

@@ -259,6 +259,15 @@ pub fn is_well_formed(hash: &str) -> bool {
         && parsed.hash.is_some()
 }
 
+/// Hashes outside any runtime, with the default parameters; for tests and tools.
+pub fn hash_now(secret: &ClientSecret) -> Result<String, CredentialError> {
+    let p = HashParams::default();
+    let params = Params::new(p.memory_kib, p.iterations, p.parallelism, Some(OUTPUT_BYTES))
+        .map_err(|e| CredentialError::Params(e.to_string()))?;
+    let memory = WorkingMemory { blocks: 0, keep: 0, free: Default::default() };
+    hash_blocking(&params, &memory, secret)
+}
+
 /// Verifies outside any runtime; for tests and tools.
 pub fn verify_now(secret: &ClientSecret, hash: &str) -> Result<bool, CredentialError> {
     let memory = WorkingMemory { blocks: 0, keep: 0, free: Default::default() };

@@ -12,6 +12,11 @@
 //! the status write finish from the Secret: a Secret found ahead of status is
 //! adopted only when its seal verifies. Anything else is someone else's writing.
 //!
+//! Status carries a second seal, `status.clientIdSeal`: registrar issued this
+//! Client ID to the AppRegistration of this namespace and name. A status written
+//! by anyone else (or copied onto another app) has none that verifies, so it
+//! can never take a Client ID away from the app that holds it.
+//!
 //! The key lives in a Secret in the operator's own namespace (tenants cannot
 //! read it), created at first start and shared by every replica. Losing it costs
 //! nothing issued: Secrets at the version status records are checked against
@@ -117,6 +122,33 @@ impl SealKey {
             return false;
         };
         self.mac(what).verify_slice(&tag).is_ok()
+    }
+
+    fn client_id_mac(&self, namespace: &str, name: &str, client_id: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        let fields: [&[u8]; 4] =
+            [b"registrar client id seal v1", namespace.as_bytes(), name.as_bytes(), client_id.as_bytes()];
+        for field in fields {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        mac
+    }
+
+    /// The seal of an app's Client ID (`status.clientIdSeal`): registrar
+    /// issued `client_id` to the AppRegistration `namespace/name`. A status
+    /// written by anyone else, or copied to another app, carries no valid one.
+    pub fn seal_client_id(&self, namespace: &str, name: &str, client_id: &str) -> String {
+        let tag = self.client_id_mac(namespace, name, client_id).finalize().into_bytes();
+        format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Whether `seal` is this key's seal of `client_id` for `namespace/name`.
+    pub fn verifies_client_id(&self, namespace: &str, name: &str, client_id: &str, seal: &str) -> bool {
+        let Some(tag) = seal.strip_prefix(SCHEME).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()) else {
+            return false;
+        };
+        self.client_id_mac(namespace, name, client_id).verify_slice(&tag).is_ok()
     }
 
     /// Reads the seal key from the Secret `namespace/name`, creating it with a
@@ -258,6 +290,28 @@ mod tests {
         };
         let b = Sealed { namespace: "a", secret_name: "bc", ..a };
         assert!(!key.verifies(&b, &key.seal(&a)));
+    }
+
+    #[test]
+    fn a_client_id_seal_binds_the_client_id_to_one_app() {
+        let key = SealKey::generate();
+        let seal = key.seal_client_id("team-b", "billing", "cid");
+        assert!(key.verifies_client_id("team-b", "billing", "cid", &seal));
+        assert!(!key.verifies_client_id("team-a", "billing", "cid", &seal), "copied to another namespace");
+        assert!(!key.verifies_client_id("team-b", "evil", "cid", &seal), "copied to another app");
+        assert!(!key.verifies_client_id("team-b", "billing", "cie", &seal), "another Client ID");
+        assert!(!SealKey::generate().verifies_client_id("team-b", "billing", "cid", &seal), "another key");
+        let s = secret("s");
+        let secret_seal = key.seal(&Sealed {
+            namespace: "team-b",
+            secret_name: "billing",
+            app_uid: "",
+            client_id: "cid",
+            version: None,
+            secret: Some(&s),
+            rotate_request: None,
+        });
+        assert!(!key.verifies_client_id("team-b", "billing", "cid", &secret_seal), "a Secret's seal is not one");
     }
 
     #[test]

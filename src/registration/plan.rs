@@ -503,6 +503,12 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         desired_status(StatusInputs { app, now: inputs.now, conditions: &conditions, issued: issued_with_hash });
     next.consents = inputs.consents.clone();
     next.pending_restart = None;
+    // The seal that proves registrar issued this Client ID to this app; a
+    // Client ID held by another app is left as found, unsealed.
+    if !inputs.status_client_id_taken {
+        let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
+        next.client_id_seal = next.client_id.as_deref().map(|id| inputs.seal_key.seal_client_id(&namespace, &name, id));
+    }
     let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
     Outcome { secret, restart, status: next, events, requeue, minted }
 }
@@ -1537,6 +1543,8 @@ mod tests {
         assert_eq!(outcome.status.secret_version, Some(1));
         assert_eq!(outcome.status.secret_hash.as_deref(), Some(NEW_HASH));
         assert_eq!(outcome.status.registered_by.as_deref(), Some("alice"));
+        let seal = outcome.status.client_id_seal.as_deref().expect("the Client ID is sealed");
+        assert!(key().verifies_client_id("team-a", "billing", FRESH_ID, seal));
         assert!(conditions::is_true(&outcome.status.conditions, READY));
         assert_eq!(outcome.restart, None, "nothing to restart for a first secret");
         assert_eq!(outcome.minted, Some(MintReason::Initial));
@@ -1551,7 +1559,9 @@ mod tests {
     #[test]
     fn an_unchanged_healthy_app_plans_nothing() {
         let app = with_status(app(), issued_status(2));
-        let app = with_status(app.clone(), status_after(&app, at(NOW), None));
+        let observed = observe(&app, &issued(CLIENT_ID, 2));
+        let (_, first) = planned(&inputs(&app, &observed));
+        let app = with_status(app.clone(), first.status);
         let observed = observe(&app, &issued(CLIENT_ID, 2));
         let (decision, outcome) = planned(&inputs(&app, &observed));
         assert_eq!(decision, Decision::Keep { repair_metadata: false });

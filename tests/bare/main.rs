@@ -4,6 +4,7 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod tenancy;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! ServiceAccount identity and RBAC goes through the lifecycle; a verb outside
 //! its ClusterRole is refused; the aggregated roles extend admin, edit and view.
 
-use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -19,51 +19,14 @@ use registrar::api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, Worklo
 use serde_json::json;
 
 use super::registration::{confidential, status, wait_app, wait_issued};
-use crate::support::{TestNamespace, control_plane, eventually, install_registrar, operator::Operator};
+use crate::support::{
+    TestNamespace, control_plane, eventually,
+    helm::{chart, helm, kubectl_apply, render, run},
+    install_registrar,
+    operator::Operator,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn helm() -> Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-helm.sh");
-    let out = Command::new("bash").arg(script).output().expect("run install-helm.sh");
-    assert!(out.status.success(), "install-helm.sh: {}", String::from_utf8_lossy(&out.stderr));
-    let mut cmd = Command::new(String::from_utf8_lossy(&out.stdout).trim());
-    cmd.env("KUBECONFIG", control_plane().kubeconfig());
-    cmd
-}
-
-fn chart() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/registrar").display().to_string()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run command");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Renders the chart for `release` into `namespace`.
-fn render(release: &str, namespace: &str) -> String {
-    run(helm().args(["template", release, &chart(), "--namespace", namespace, "--kube-version", "1.36.3"]))
-}
-
-/// Applies rendered manifests with the bundled kubectl; `extra` adds flags.
-fn kubectl_apply(manifests: &str, extra: &[&str]) -> String {
-    use std::io::Write;
-    let mut child = control_plane()
-        .kubectl()
-        .args(["apply", "--server-side", "--field-manager=helm-e2e", "-f", "-"])
-        .args(extra)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child.stdin.take().expect("stdin").write_all(manifests.as_bytes()).expect("write manifests");
-    let out = child.wait_with_output().expect("kubectl");
-    assert!(out.status.success(), "kubectl apply {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn chart_lints_and_passes_a_server_side_dry_run() {

@@ -9,3 +9,4 @@ mod consent;
 mod registration;
 mod registry;
 mod smoke;
+mod tenancy;

@@ -19,7 +19,11 @@ use std::{
     time::Duration,
 };
 
+pub mod apps;
+pub mod helm;
 pub mod operator;
+pub mod registry;
+pub mod tenants;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{

@@ -1,0 +1,261 @@
+//! Tenants are adversaries, with registrar's admission policies installed (the
+//! same attacks without them: tests/bare): a forged credentials Secret is
+//! refused at the door; Secrets a tenant labels cannot grow the operator's
+//! memory; a workload restart the apiserver refuses never leaves a rotation
+//! half done.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::{
+    ByteString,
+    api::{apps::v1::Deployment, core::v1::Secret},
+};
+use kube::{
+    Api, Resource,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use registrar::api::{AppRegistration, WorkloadKind, WorkloadRef};
+use serde_json::json;
+
+use crate::support::{
+    TestNamespace,
+    apps::{apply, assert_verifies, confidential, ready_reason, status, wait_app, wait_event, wait_issued},
+    eventually, gitops_apply,
+    helm::kubectl_apply,
+    install_registrar,
+    operator::Operator,
+    tenants::{Tenants, forged_secret, replace_secret},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The issue's attack, with the policy of deploy/credentials-secret-policy.yaml:
+/// a namespace editor can neither create nor update a Secret that claims to be
+/// registrar's, and the refusal says why. registrar's own writes pass.
+#[tokio::test]
+async fn the_policy_refuses_a_forged_credentials_secret_at_admission() {
+    let setup = TestNamespace::new("policy-setup").await;
+    install_registrar(&setup.client).await;
+    let t = Tenants::new("policy").await;
+    let secrets: Api<Secret> = Api::namespaced(t.mallory.clone(), &t.a.name);
+    // The policy takes effect asynchronously: probe with a dry run.
+    let probe: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "probe", "labels": { "registrar.dev/app": "probe" } }
+    }))
+    .expect("probe");
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    eventually("the credentials Secret policy to take effect", TIMEOUT, || async {
+        secrets.create(&dry_run, &probe).await.is_err_and(|e| e.to_string().contains("only registrar")).then_some(())
+    })
+    .await;
+    let squatter: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "evil-credentials" }, "stringData": { "note": "mine" }
+    }))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &squatter).await.expect("a plain Secret is mallory's to write");
+    gitops_apply(&Api::namespaced(t.mallory.clone(), &t.a.name), &t.labelled(confidential("evil")))
+        .await
+        .expect("mallory applies an app");
+    let evil = wait_app(&t.a, "evil", "SecretConflict", |a| {
+        ready_reason(a).is_some_and(|(s, r, _)| s == "False" && r == "SecretConflict")
+    })
+    .await;
+
+    let forged = forged_secret("evil-credentials", &evil, 1, &t.victim_client_id, "attacker-chosen-secret-000001");
+    let refusal = replace_secret(&t.mallory, &t.a.name, &forged).await.expect_err("the forged update is refused");
+    let message = refusal.to_string();
+    assert!(message.contains("only registrar writes those"), "{message}");
+    let mut fresh = forged.clone();
+    fresh.metadata.name = Some("another-credentials".into());
+    let created = secrets.create(&PostParams::default(), &fresh).await;
+    assert!(created.is_err_and(|e| e.to_string().contains("claims to be a registrar credentials Secret")));
+
+    // Nothing was adopted, B is intact, and registrar itself still issues.
+    let evil = t.a.api::<AppRegistration>().get("evil").await.expect("get");
+    assert_eq!(status(&evil).client_id, None);
+    t.assert_victim_intact("attacker-chosen-secret-000001").await;
+    secrets.delete("evil-credentials", &DeleteParams::default()).await.expect("mallory may delete her own Secret");
+    let (evil, secret) = wait_issued(&t.a, "evil").await;
+    assert_verifies(&evil, &secret);
+    assert_ne!(status(&evil).client_id.as_deref(), Some(t.victim_client_id.as_str()));
+    // And a tenant cannot alter registrar's Secret either (deleting stays open).
+    let mut altered = secret.clone();
+    altered.data.get_or_insert_default().insert("client_secret".into(), ByteString(b"mine".to_vec()));
+    assert!(secrets.replace("evil-credentials", &PostParams::default(), &altered).await.is_err());
+    t.delete().await;
+    setup.delete().await;
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// 200 Secrets of 1 MiB each, labelled registrar.dev/app and claiming an app
+/// as their controller, raise the operator's resident memory by less than
+/// 10 MiB: it watches Secret metadata only, and reads data only of the one
+/// Secret a decision needs.
+#[tokio::test]
+async fn labelled_secrets_of_a_tenant_do_not_grow_the_operators_memory() {
+    const SECRETS: usize = 200;
+    let ns = TestNamespace::new("mem").await;
+    install_registrar(&ns.client).await;
+    let operator = Operator::start(&ns.name).await;
+    let app = apply(&ns, &confidential("target")).await;
+    wait_issued(&ns, "target").await;
+    let pid = operator.pid().expect("pid");
+    // Settle: the first reconciles done, two readings 300 ms apart agree.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut before = rss_kib(pid);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = rss_kib(pid);
+        let settled = now.abs_diff(before) < 256;
+        before = now;
+        if settled {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the operator's memory did not settle");
+    }
+
+    let payload = ByteString(vec![b'x'; 1 << 20]);
+    let owner = app.controller_owner_ref(&()).expect("owner ref");
+    let secrets = ns.api::<Secret>();
+    for batch in (0..SECRETS).collect::<Vec<_>>().chunks(20) {
+        futures::future::join_all(batch.iter().map(|i| {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(format!("bulk-{i:03}")),
+                    labels: Some(BTreeMap::from([("registrar.dev/app".to_string(), "target".to_string())])),
+                    owner_references: Some(vec![owner.clone()]),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([("blob".to_string(), payload.clone())])),
+                ..Default::default()
+            };
+            let secrets = secrets.clone();
+            async move { secrets.create(&PostParams::default(), &secret).await.expect("create a 1 MiB Secret") }
+        }))
+        .await;
+    }
+    eventually("the operator to have seen every Secret", TIMEOUT, || async {
+        (operator.metric("registrar_cached_secrets").await >= (SECRETS + 1) as f64).then_some(())
+    })
+    .await;
+    let after = rss_kib(pid);
+    let grown = after.saturating_sub(before);
+    eprintln!("operator RSS: {before} KiB before, {after} KiB after {SECRETS} labelled 1 MiB Secrets (+{grown} KiB)");
+    assert!(grown < 10 * 1024, "RSS grew by {grown} KiB");
+    // The app is untouched by it all.
+    let (target, secret) = wait_issued(&ns, "target").await;
+    assert_verifies(&target, &secret);
+    assert_eq!(status(&target).secret_version, Some(1));
+    ns.delete().await;
+}
+
+/// A ValidatingAdmissionPolicy that refuses every change to Deployments named
+/// `frozen` in `namespace`: a workload restart the apiserver refuses.
+async fn freeze_deployments(client: &kube::Client, namespace: &str) -> String {
+    let name = format!("e2e-freeze-{namespace}");
+    let manifests = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{ name: {name} }}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {{ apiGroups: [apps], apiVersions: ["*"], operations: [UPDATE], resources: [deployments] }}
+  matchConditions:
+    - {{ name: frozen, expression: "request.namespace == '{namespace}' && request.name == 'frozen'" }}
+  validations:
+    - {{ expression: "false", message: "deployment frozen is frozen by the e2e test" }}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{ name: {name} }}
+spec: {{ policyName: {name}, validationActions: [Deny] }}
+"#
+    );
+    kubectl_apply(&manifests, &[]);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    eventually("the freeze to take effect", TIMEOUT, || async {
+        let probe = Patch::Merge(json!({ "metadata": { "annotations": { "e2e/probe": "1" } } }));
+        let params = PatchParams { dry_run: true, ..Default::default() };
+        deployments.patch("frozen", &params, &probe).await.is_err().then_some(())
+    })
+    .await;
+    name
+}
+
+/// A restart refused by the apiserver: status follows the Secret at once (the
+/// new secret verifies), the failure shows as a Warning Event and a
+/// `WorkloadsRestarted=False` condition, and the restart is retried with
+/// backoff until it goes through.
+#[tokio::test]
+async fn a_refused_workload_restart_never_leaves_a_rotation_half_done() {
+    let ns = TestNamespace::new("restart").await;
+    install_registrar(&ns.client).await;
+    let _operator = Operator::start(&ns.name).await;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "frozen" },
+        "spec": {
+            "selector": { "matchLabels": { "app": "frozen" } },
+            "template": { "metadata": { "labels": { "app": "frozen" } },
+                          "spec": { "containers": [{ "name": "app", "image": "registry.invalid/app:1" }] } }
+        }
+    }))
+    .expect("deployment");
+    ns.api::<Deployment>().create(&PostParams::default(), &deployment).await.expect("deployment");
+    let mut app = confidential("rolled");
+    app.spec.restart_on_rotate = vec![WorkloadRef { kind: WorkloadKind::Deployment, name: "frozen".into() }];
+    apply(&ns, &app).await;
+    wait_issued(&ns, "rolled").await;
+    let policy = freeze_deployments(&ns.client, &ns.name).await;
+
+    let rotate = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "r1" } } }));
+    ns.api::<AppRegistration>().patch("rolled", &PatchParams::default(), &rotate).await.expect("rotate");
+    let failed = wait_app(&ns, "rolled", "the refused restart to show", |a| {
+        status(a).pending_restart == Some(2)
+            && a.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "WorkloadsRestarted" && c.status == "False"))
+    })
+    .await;
+    assert_eq!(status(&failed).secret_version, Some(2), "status follows the Secret");
+    assert_eq!(status(&failed).last_handled_rotate.as_deref(), Some("r1"));
+    assert!(ready_reason(&failed).is_some_and(|(s, _, _)| s == "True"), "credentials are not blocked");
+    let (issued, secret) = wait_issued(&ns, "rolled").await;
+    assert_verifies(&issued, &secret);
+    let condition = failed.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "WorkloadsRestarted");
+    let message = &condition.expect("condition").message;
+    assert!(message.contains("Deployment frozen") && message.contains("frozen by the e2e test"), "{message}");
+    wait_event(&ns, "RestartFailed", "Deployment frozen").await;
+
+    // Thawed: the retry (with backoff) rolls it, and the condition says so.
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>::all(ns.client.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("thaw");
+    let rolled = wait_app(&ns, "rolled", "the retried restart", |a| {
+        status(a).pending_restart.is_none()
+            && a.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "WorkloadsRestarted" && c.status == "True"))
+    })
+    .await;
+    assert_eq!(status(&rolled).secret_version, Some(2), "the retry did not rotate again");
+    let deployment = ns.api::<Deployment>().get("frozen").await.expect("deployment");
+    let annotations = deployment.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
+    assert_eq!(annotations.unwrap_or_default().get("registrar.dev/secret-version").map(String::as_str), Some("2"));
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>::all(ns.client.clone())
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("delete the policy");
+    ns.delete().await;
+}
