@@ -10,20 +10,19 @@ use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::PatchParams,
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
         reflector::ObjectRef,
     },
 };
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
     api::{AppConsent, AppConsentStatus, conditions},
     metrics::{ErrorLabels, Metrics},
-    registration::{FIELD_MANAGER, plan::to_time},
+    registration::{FIELD_MANAGER, plan::to_time, status_patch},
     watches::Caches,
 };
 use visibility::{AppFacts, ConsentFacts, evaluate};
@@ -131,14 +130,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         let reason = desired.conditions.first().map(|c| c.reason.clone()).unwrap_or_default();
         info!(namespace, name = consent.name_any(), app = desired.app, reason, "consent evaluated");
         let api: Api<AppConsent> = Api::namespaced(ctx.client.clone(), &namespace);
-        // On condition that the consent is still as read: an instance acting on
-        // an old view (a stalled former leader) cannot roll status back.
-        let patch = Patch::Apply(json!({
-            "apiVersion": AppConsent::api_version(&()),
-            "kind": AppConsent::kind(&()),
-            "metadata": { "resourceVersion": consent.resource_version() },
-            "status": desired,
-        }));
+        let patch = status_patch(consent, &desired);
         match api.patch_status(&consent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
             Ok(_) => {}
             // Changed since it was read: the change brings it back to this controller.

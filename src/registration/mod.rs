@@ -21,7 +21,7 @@ use kube::{
 use tracing::{info, warn};
 
 pub use error::Error;
-pub use reconcile::{Context, FIELD_MANAGER, FINALIZER};
+pub use reconcile::{Context, FIELD_MANAGER, FINALIZER, status_patch};
 
 use crate::{
     api::AppRegistration,

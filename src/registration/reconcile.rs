@@ -471,16 +471,19 @@ async fn apply_secret(
     }
 }
 
-/// The status patch: server-side apply under registrar's field manager, on
-/// condition that the app is still at the resourceVersion it was read at, so
-/// an instance acting on an old view (a stalled former leader) cannot roll
-/// status back.
-pub fn status_patch(app: &AppRegistration, desired: &AppRegistrationStatus) -> Patch<serde_json::Value> {
+/// The status patch of `object` (an AppRegistration or an AppConsent):
+/// server-side apply under registrar's field manager, on condition that the
+/// object is still at the resourceVersion it was read at, so an instance
+/// acting on an old view (a stalled former leader) cannot roll status back.
+pub fn status_patch<K>(object: &K, status: &impl serde::Serialize) -> Patch<serde_json::Value>
+where
+    K: Resource<DynamicType = ()>,
+{
     Patch::Apply(json!({
-        "apiVersion": AppRegistration::api_version(&()),
-        "kind": AppRegistration::kind(&()),
-        "metadata": { "resourceVersion": app.resource_version() },
-        "status": desired,
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "resourceVersion": object.meta().resource_version },
+        "status": status,
     }))
 }
 
@@ -655,5 +658,29 @@ async fn publish(
     };
     if let Err(e) = published {
         warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %e, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AppConsent, AppConsentSpec, AppConsentStatus, AppRegistrationSpec};
+
+    #[test]
+    fn status_patches_are_conditional_on_the_resource_version_read() {
+        let mut app = AppRegistration::new("billing", AppRegistrationSpec::default());
+        app.metadata.resource_version = Some("42".into());
+        let status = AppRegistrationStatus { secret_version: Some(3), ..Default::default() };
+        let Patch::Apply(body) = status_patch(&app, &status) else { panic!("not an apply patch") };
+        assert_eq!(body["metadata"]["resourceVersion"], "42");
+        assert_eq!(body["kind"], "AppRegistration");
+        assert_eq!(body["apiVersion"], "registrar.dev/v1alpha1");
+        assert_eq!(body["status"]["secretVersion"], 3);
+
+        let mut consent = AppConsent::new("billing", AppConsentSpec::default());
+        consent.metadata.resource_version = Some("7".into());
+        let Patch::Apply(body) = status_patch(&consent, &AppConsentStatus::default()) else { panic!() };
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert_eq!(body["kind"], "AppConsent");
     }
 }
