@@ -8,6 +8,7 @@
 
 pub mod admin_server;
 pub mod api;
+pub mod authserver;
 pub mod consent;
 pub mod credentials;
 pub mod index;

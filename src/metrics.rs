@@ -40,6 +40,17 @@ pub struct Metrics {
     pub kube_requests: Family<VerbLabels, Counter>,
     pub cached_secrets: Gauge,
     pub leader: Gauge,
+    pub authserver_requests: Family<AuthServerLabels, Counter>,
+    pub authserver_repairs: Family<ReasonLabels, Counter>,
+    pub authserver_reachable: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthServerLabels {
+    /// register, update, delete, list.
+    pub call: String,
+    /// ok, or the error's reason (Unavailable, Refused, ClientExists).
+    pub outcome: String,
 }
 
 impl Default for Metrics {
@@ -60,7 +71,7 @@ impl Metrics {
         let mints = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "secret_mints",
-            "Client secrets minted, by reason (Initial, RotateRequested, Scheduled, SecretMissing, SecretAltered)",
+            "Client secrets minted, by reason (Initial, RotateRequested, Scheduled, SecretMissing, SecretAltered, SecretUntrusted)",
             mints.clone(),
         );
         let hash_seconds = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
@@ -83,6 +94,24 @@ impl Metrics {
             "1 while this replica reconciles (holds the leader lease, or runs without election)",
             leader.clone(),
         );
+        let authserver_requests = Family::<AuthServerLabels, Counter>::default();
+        registry.register(
+            "authserver_calls",
+            "Calls to the authorization server's admin API, by call and outcome",
+            authserver_requests.clone(),
+        );
+        let authserver_repairs = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "authserver_repairs",
+            "What the periodic comparison with the authorization server found, by kind (Missing, Altered, Orphan)",
+            authserver_repairs.clone(),
+        );
+        let authserver_reachable = Gauge::default();
+        registry.register(
+            "authserver_reachable",
+            "1 when the last comparison with the authorization server succeeded",
+            authserver_reachable.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
@@ -93,7 +122,19 @@ impl Metrics {
             kube_requests,
             cached_secrets,
             leader,
+            authserver_requests,
+            authserver_repairs,
+            authserver_reachable,
         }
+    }
+
+    /// Counts one call to the authorization server.
+    pub fn count_authserver<T>(&self, call: &str, result: &Result<T, crate::authserver::AsError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.reason(),
+        };
+        self.authserver_requests.get_or_create(&AuthServerLabels { call: call.into(), outcome: outcome.into() }).inc();
     }
 
     /// The metrics in the Prometheus text exposition format.

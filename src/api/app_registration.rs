@@ -216,7 +216,22 @@ pub struct SecretKeys {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub client_secret: Option<String>,
+    /// Key of the authorization server's issuer URL, written when registrar
+    /// registers apps at one. Default `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub issuer: Option<String>,
+    /// Key of the authorization server's token endpoint URL, written when
+    /// registrar registers apps at one. Default `token_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub token_url: Option<String>,
 }
+
+/// Default data key of the authorization server's issuer URL.
+pub const DEFAULT_ISSUER_KEY: &str = "issuer";
+/// Default data key of the authorization server's token endpoint URL.
+pub const DEFAULT_TOKEN_URL_KEY: &str = "token_url";
 
 /// Secret rotation settings.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -266,6 +281,19 @@ pub struct ConsentSummary {
 /// The most consenting namespaces listed in an app's status.
 pub const MAX_LISTED_CONSENTS: usize = 100;
 
+/// What the authorization server holds of an app.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthServerStatus {
+    /// A digest of the client registration it holds (redirect URIs, grant
+    /// types, scopes, name, public or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<String>,
+    /// The secret version it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<i64>,
+}
+
 /// What the operator observed and issued. Written only by registrar, with
 /// server-side apply under one field manager. Never holds a plaintext secret.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
@@ -306,6 +334,10 @@ pub struct AppRegistrationStatus {
     /// The namespaces holding a granted consent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<ConsentSummary>,
+    /// Where the app stands at the authorization server, when one is
+    /// configured: what it holds (see the `Registered` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_server: Option<AuthServerStatus>,
     /// The secret version the `restartOnRotate` workloads still have to be
     /// rolled to: a restart was refused, and is retried with backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,7 +346,8 @@ pub struct AppRegistrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, with reason Issued, InvalidSpec, SecretConflict, ScopeNotPermitted,
-    /// ClientIdConflict or Revoked; `WorkloadsRestarted` once a restart failed.
+    /// ClientIdConflict, NotRegistered or Revoked; `Registered` with an
+    /// authorization server; `WorkloadsRestarted` once a restart failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -14,6 +14,10 @@ pub const READY: &str = "Ready";
 /// workload restart failed: whether its workloads run the current secret.
 pub const WORKLOADS_RESTARTED: &str = "WorkloadsRestarted";
 
+/// The condition an AppRegistration carries when registrar registers apps at
+/// an authorization server: whether the server holds the app as issued.
+pub const REGISTERED: &str = "Registered";
+
 /// The condition every AppConsent carries.
 pub const GRANTED: &str = "Granted";
 
@@ -45,6 +49,16 @@ pub mod reason {
     pub const REVOKED: &str = "Revoked";
     /// The Client ID in status belongs to another app; this one is not served.
     pub const CLIENT_ID_CONFLICT: &str = "ClientIdConflict";
+    /// `Ready`: issued, but not (yet) held by the authorization server.
+    pub const NOT_REGISTERED: &str = "NotRegistered";
+    /// `Registered`: the authorization server holds the client as issued.
+    pub const REGISTERED: &str = "Registered";
+    /// `Registered`: the authorization server cannot be reached (or fails).
+    pub const UNAVAILABLE: &str = "Unavailable";
+    /// `Registered`: the authorization server refused the client.
+    pub const REFUSED: &str = "Refused";
+    /// `Registered`: a client with this Client ID exists there and is not registrar's.
+    pub const CLIENT_EXISTS: &str = "ClientExists";
     /// `WorkloadsRestarted`: every workload was rolled to the current secret.
     pub const RESTARTED: &str = "Restarted";
     /// `WorkloadsRestarted`: a workload restart was refused; retried with backoff.
@@ -75,6 +89,10 @@ impl DesiredCondition {
 
     pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
         DesiredCondition { type_: READY, status: false, reason, message: message.into() }
+    }
+
+    pub fn registered(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: REGISTERED, status: ok, reason, message: message.into() }
     }
 
     pub fn restarted(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {

@@ -18,8 +18,9 @@ use std::time::Duration as StdDuration;
 use kube::core::Duration;
 
 use super::app_registration::{
-    AppRegistrationSpec, DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, DEFAULT_GRANT_TYPES, GrantType,
-    MANAGED_BY_LABEL, Rotation, SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
+    AppRegistrationSpec, DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, DEFAULT_GRANT_TYPES, DEFAULT_ISSUER_KEY,
+    DEFAULT_TOKEN_URL_KEY, GrantType, MANAGED_BY_LABEL, Rotation, SecretKeys, SecretTemplate, WorkloadKind,
+    WorkloadRef,
 };
 
 /// Longest echoed value, in characters; longer values end with `…`.
@@ -435,7 +436,12 @@ fn check_secret(secret: &SecretTemplate, violations: &mut Vec<Violation>) {
 }
 
 fn check_secret_keys(keys: &SecretKeys, violations: &mut Vec<Violation>) {
-    let named = [("clientId", &keys.client_id), ("clientSecret", &keys.client_secret)];
+    let named = [
+        ("clientId", &keys.client_id),
+        ("clientSecret", &keys.client_secret),
+        ("issuer", &keys.issuer),
+        ("tokenUrl", &keys.token_url),
+    ];
     for (name, key) in named {
         if let Some(key) = key
             && let Some(problem) = secret_key_problem(key)
@@ -462,6 +468,21 @@ fn check_secret_keys(keys: &SecretKeys, violations: &mut Vec<Violation>) {
                 quote(client_id_key)
             ),
         ));
+    }
+    let issuer_key = keys.issuer.as_deref().unwrap_or(DEFAULT_ISSUER_KEY);
+    let token_url_key = keys.token_url.as_deref().unwrap_or(DEFAULT_TOKEN_URL_KEY);
+    for (name, key) in [("issuer", issuer_key), ("tokenUrl", token_url_key)] {
+        let clashes = [client_id_key, client_secret_key].contains(&key) || (name == "tokenUrl" && key == issuer_key);
+        if clashes {
+            violations.push(Violation::new(
+                format!("spec.secret.keys.{name}"),
+                format!(
+                    "secret.keys.{name} {} is already the key of another value; the Client ID, Client Secret, \
+                     issuer and token URL keys must all differ (defaults: client_id, client_secret, issuer, token_url)",
+                    quote(key)
+                ),
+            ));
+        }
     }
 }
 
@@ -897,6 +918,7 @@ mod tests {
                 keys: Some(SecretKeys {
                     client_id: Some("CLIENT_ID".to_string()),
                     client_secret: Some("CLIENT_SECRET".to_string()),
+                    ..Default::default()
                 }),
                 labels: BTreeMap::from([
                     ("team".to_string(), "billing".to_string()),
@@ -1546,10 +1568,11 @@ mod tests {
     fn secret_keys_must_be_valid_data_keys() {
         for key in ["", ".", "..", "..hidden", "client id", "client/id", "ключ"] {
             let spec =
-                with_secret(|s| s.keys = Some(SecretKeys { client_id: Some(key.to_string()), client_secret: None }));
+                with_secret(|s| s.keys = Some(SecretKeys { client_id: Some(key.to_string()), ..Default::default() }));
             assert_only_violation(&spec, "spec.secret.keys.clientId", "Secret data key");
         }
-        let spec = with_secret(|s| s.keys = Some(SecretKeys { client_id: None, client_secret: Some("x".repeat(254)) }));
+        let spec =
+            with_secret(|s| s.keys = Some(SecretKeys { client_secret: Some("x".repeat(254)), ..Default::default() }));
         assert_only_violation(&spec, "spec.secret.keys.clientSecret", "more than 253");
     }
 
@@ -1559,6 +1582,7 @@ mod tests {
             s.keys = Some(SecretKeys {
                 client_id: Some(".client.id".to_string()),
                 client_secret: Some("client-secret_2".to_string()),
+                ..Default::default()
             })
         });
         assert_eq!(validate_spec(&spec), []);
@@ -1567,13 +1591,37 @@ mod tests {
     #[test]
     fn equal_effective_secret_keys_are_rejected() {
         let spec = with_secret(|s| {
-            s.keys = Some(SecretKeys { client_id: Some("client_secret".to_string()), client_secret: None })
+            s.keys = Some(SecretKeys { client_id: Some("client_secret".to_string()), ..Default::default() })
         });
         assert_only_violation(&spec, "spec.secret.keys", "the two keys must differ");
         let spec = with_secret(|s| {
-            s.keys = Some(SecretKeys { client_id: Some("key".to_string()), client_secret: Some("key".to_string()) })
+            s.keys = Some(SecretKeys {
+                client_id: Some("key".to_string()),
+                client_secret: Some("key".to_string()),
+                ..Default::default()
+            })
         });
         assert_only_violation(&spec, "spec.secret.keys", "\"key\"");
+    }
+
+    #[test]
+    fn issuer_and_token_url_keys_must_differ_from_every_other_key() {
+        let spec =
+            with_secret(|s| s.keys = Some(SecretKeys { issuer: Some("client_id".into()), ..Default::default() }));
+        assert_only_violation(&spec, "spec.secret.keys.issuer", "must all differ");
+        let spec =
+            with_secret(|s| s.keys = Some(SecretKeys { token_url: Some("issuer".into()), ..Default::default() }));
+        assert_only_violation(&spec, "spec.secret.keys.tokenUrl", "must all differ");
+        let spec = with_secret(|s| s.keys = Some(SecretKeys { issuer: Some("bad key".into()), ..Default::default() }));
+        assert_only_violation(&spec, "spec.secret.keys.issuer", "Secret data key");
+        let spec = with_secret(|s| {
+            s.keys = Some(SecretKeys {
+                issuer: Some("OAUTH_ISSUER".into()),
+                token_url: Some("OAUTH_TOKEN_URL".into()),
+                ..Default::default()
+            })
+        });
+        assert_eq!(validate_spec(&spec), []);
     }
 
     #[test]

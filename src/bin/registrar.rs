@@ -15,6 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use registrar::{
     admin_server::{self, Readiness},
+    authserver::{self, AuthServer, sync::SyncState},
     consent,
     credentials::{
         HashParams, Hasher,
@@ -104,6 +105,34 @@ struct Args {
     /// Lease duration in seconds: the longest a failover takes.
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION_DURATION", default_value_t = 15)]
     leader_election_duration: u64,
+    /// Register every app at this authorization server (default: none).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER", value_enum, requires_all = ["auth_server_admin_url", "auth_server_issuer"])]
+    auth_server: Option<authserver::Kind>,
+    /// The authorization server's admin API (Hydra: its admin port, e.g. http://hydra-admin:4445).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_ADMIN_URL")]
+    auth_server_admin_url: Option<url::Url>,
+    /// The issuer URL workloads see (Hydra: its public URL); written into every credentials Secret.
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_ISSUER")]
+    auth_server_issuer: Option<url::Url>,
+    /// The token endpoint written into every credentials Secret (default: the issuer's /oauth2/token).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_TOKEN_URL")]
+    auth_server_token_url: Option<url::Url>,
+    /// PEM CA bundle to trust for the admin API (default: the system's roots).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_CA_FILE")]
+    auth_server_ca_file: Option<std::path::PathBuf>,
+    /// A file holding a bearer token for the admin API.
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_TOKEN_FILE", conflicts_with = "auth_server_basic_auth_file")]
+    auth_server_token_file: Option<std::path::PathBuf>,
+    /// A file holding `user:password` for HTTP Basic on the admin API.
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_BASIC_AUTH_FILE")]
+    auth_server_basic_auth_file: Option<std::path::PathBuf>,
+    /// The owner that marks a client as registrar's at the server (one per
+    /// cluster when several share a server).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_OWNER", default_value = "registrar")]
+    auth_server_owner: String,
+    /// How often the server's clients are compared with the apps (a Go duration).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_SYNC_INTERVAL", default_value = "60s")]
+    auth_server_sync_interval: kube::core::Duration,
     /// The Secret, in the operator's namespace, holding the key registrar seals
     /// the credentials Secrets it writes with (created at first start).
     #[arg(long, env = "REGISTRAR_SEAL_KEY_SECRET", default_value = seal::DEFAULT_KEY_SECRET)]
@@ -145,6 +174,26 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     info!(server = %version.git_version, "connected to the Kubernetes API server");
     check_crds(&client).await?;
     let seal_key = SealKey::load_or_create(&client, &args.operator_namespace, &args.seal_key_secret).await?;
+    let auth_server = match (args.auth_server, args.auth_server_admin_url.clone(), args.auth_server_issuer.clone()) {
+        (Some(kind), Some(admin_url), Some(issuer)) => {
+            let settings = authserver::Settings {
+                kind,
+                admin_url,
+                ca_file: args.auth_server_ca_file.clone(),
+                token_file: args.auth_server_token_file.clone(),
+                basic_auth_file: args.auth_server_basic_auth_file.clone(),
+                issuer,
+                token_url: args.auth_server_token_url.clone(),
+                owner: args.auth_server_owner.clone(),
+                sync_interval: std::time::Duration::from(args.auth_server_sync_interval)
+                    .max(std::time::Duration::from_secs(1)),
+            };
+            let server = AuthServer::connect(&settings)?;
+            info!(?server, admin = %settings.admin_url, "registering apps at an authorization server");
+            Some((server, Arc::new(SyncState::default())))
+        }
+        _ => None,
+    };
     info!(secret = format!("{}/{}", args.operator_namespace, args.seal_key_secret), "loaded the seal key");
 
     let readiness = Readiness::default();
@@ -241,12 +290,23 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         concurrency: args.concurrency,
         instance: args.instance,
         seal_key,
+        auth_server: auth_server.clone(),
     };
+    // The comparison with the authorization server runs on the leader, and
+    // asks for reconciles of what it finds through its own queue.
+    let (sync_tx, sync_rx) = futures::channel::mpsc::channel(1024);
+    let syncing = auth_server.map(|(server, state)| {
+        tokio::spawn(authserver::sync::run(server, caches.clone(), state, sync_tx, metrics.clone(), stopped()))
+    });
+    let app_triggers = futures::stream::select(triggers.apps, sync_rx);
     tokio::join!(
-        registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), triggers.apps, stopped()),
+        registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), app_triggers, stopped()),
         consent::run(client, caches, triggers.consents, args.concurrency, metrics.clone(), stopped()),
     );
     watching.abort();
+    if let Some(syncing) = syncing {
+        syncing.abort();
+    }
     metrics.leader.set(0);
     if lost.load(Ordering::Acquire) {
         return Err("lost the leader lease; exiting to rejoin as a standby".into());

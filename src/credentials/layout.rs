@@ -27,7 +27,9 @@ use super::{
 };
 use crate::api::AppRegistration;
 
-pub use crate::api::{DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, MANAGED_BY_LABEL};
+pub use crate::api::{
+    DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, DEFAULT_ISSUER_KEY, DEFAULT_TOKEN_URL_KEY, MANAGED_BY_LABEL,
+};
 pub const MANAGED_BY: &str = "registrar";
 /// Label naming the app a Secret belongs to; the Secret watch selects on it.
 pub const APP_LABEL: &str = "registrar.dev/app";
@@ -42,6 +44,8 @@ const MAX_CLIENT_ID_BYTES: usize = 256;
 /// The longest client secret read back from a Secret; a longer value is not one
 /// registrar wrote, and is never held in memory.
 const MAX_SECRET_BYTES: usize = 4096;
+/// The longest URL (issuer, token URL) read back from a Secret.
+const MAX_URL_BYTES: usize = 2048;
 
 /// Where and how an app's credentials are stored, resolved from its spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +53,20 @@ pub struct SecretLayout {
     pub name: String,
     pub client_id_key: String,
     pub client_secret_key: String,
+    pub issuer_key: String,
+    pub token_url_key: String,
     pub extra_labels: BTreeMap<String, String>,
     pub extra_annotations: BTreeMap<String, String>,
+    /// The authorization server's issuer and token URL, written beside the
+    /// credentials when one is configured.
+    pub server: Option<ServerUrls>,
+}
+
+/// Where a workload gets tokens: written into the Secret with a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerUrls {
+    pub issuer: String,
+    pub token_url: String,
 }
 
 impl SecretLayout {
@@ -61,8 +77,25 @@ impl SecretLayout {
             name: template.name.unwrap_or_else(|| format!("{}-credentials", app.name_any())),
             client_id_key: keys.client_id.unwrap_or_else(|| DEFAULT_CLIENT_ID_KEY.into()),
             client_secret_key: keys.client_secret.unwrap_or_else(|| DEFAULT_CLIENT_SECRET_KEY.into()),
+            issuer_key: keys.issuer.unwrap_or_else(|| DEFAULT_ISSUER_KEY.into()),
+            token_url_key: keys.token_url.unwrap_or_else(|| DEFAULT_TOKEN_URL_KEY.into()),
             extra_labels: template.labels,
             extra_annotations: template.annotations,
+            server: None,
+        }
+    }
+
+    /// The layout with the authorization server's URLs written beside the credentials.
+    pub fn with_server(mut self, server: Option<ServerUrls>) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// The informational data the Secret carries beside the credentials.
+    fn extras(&self) -> Vec<(&str, &str)> {
+        match &self.server {
+            Some(s) => vec![(self.issuer_key.as_str(), s.issuer.as_str()), (&self.token_url_key, &s.token_url)],
+            None => Vec::new(),
         }
     }
 
@@ -106,6 +139,9 @@ impl SecretLayout {
         if let Some(secret) = &issued.secret {
             data.insert(self.client_secret_key.clone(), ByteString(secret.expose().as_bytes().to_vec()));
         }
+        for (key, value) in self.extras() {
+            data.insert(key.to_owned(), ByteString(value.as_bytes().to_vec()));
+        }
         Secret {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -133,6 +169,14 @@ impl SecretLayout {
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .map(str::to_owned),
             secret: value(&self.client_secret_key, MAX_SECRET_BYTES).and_then(ClientSecret::from_bytes),
+            extras: self
+                .extras()
+                .into_iter()
+                .filter_map(|(key, _)| {
+                    let text = std::str::from_utf8(value(key, MAX_URL_BYTES)?).ok()?;
+                    Some((key.to_owned(), text.to_owned()))
+                })
+                .collect(),
         }
     }
 
@@ -161,10 +205,12 @@ impl SecretLayout {
         let annotations_current = sealed
             && self.extra_annotations.iter().all(|(k, v)| annotations.get(k) == Some(v))
             && annotations.get(CLIENT_ID_ANNOTATION) == Some(&issued.client_id);
+        let extras_current =
+            self.extras().into_iter().all(|(key, value)| contents.extras.get(key).map(String::as_str) == Some(value));
         OwnedSecret {
             issued,
             sealed,
-            metadata_current: labels_current && annotations_current,
+            metadata_current: labels_current && annotations_current && extras_current,
             resource_version: meta.resource_version.clone(),
         }
     }
@@ -191,12 +237,8 @@ pub fn controlled_by(app: &AppRegistration, meta: &ObjectMeta) -> bool {
 pub struct SecretContents {
     pub client_id: Option<String>,
     pub secret: Option<ClientSecret>,
-}
-
-impl From<&Issued> for SecretContents {
-    fn from(issued: &Issued) -> Self {
-        SecretContents { client_id: Some(issued.client_id.clone()), secret: issued.secret.clone() }
-    }
+    /// The informational values (issuer, token URL) under the layout's keys.
+    pub extras: BTreeMap<String, String>,
 }
 
 /// Credentials as written to, or read from, the Secret.
@@ -227,7 +269,8 @@ pub struct OwnedSecret {
     pub issued: Issued,
     /// Its seal verifies: registrar wrote exactly what it holds.
     pub sealed: bool,
-    /// Labels and annotations registrar sets (the seal included) are all present and current.
+    /// Labels, annotations (the seal included) and informational data
+    /// (issuer, token URL) registrar sets are all present and current.
     pub metadata_current: bool,
     pub resource_version: Option<String>,
 }
@@ -274,7 +317,11 @@ mod tests {
         let app = app();
         let mut spec_secret = SecretTemplate {
             name: Some("creds".into()),
-            keys: Some(SecretKeys { client_id: Some("id".into()), client_secret: Some("pw".into()) }),
+            keys: Some(SecretKeys {
+                client_id: Some("id".into()),
+                client_secret: Some("pw".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         spec_secret.labels.insert("team".into(), "a".into());
@@ -368,6 +415,27 @@ mod tests {
         moved.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-2".into();
         let Observed::Owned(owned) = layout.observe(&other, Some(&moved), &key()) else { panic!("not owned") };
         assert!(!owned.sealed);
+    }
+
+    #[test]
+    fn with_a_server_the_secret_carries_its_urls_and_notices_their_drift() {
+        let app = app();
+        let server =
+            ServerUrls { issuer: "https://id.example.com".into(), token_url: "https://id.example.com/t".into() };
+        let layout = SecretLayout::for_app(&app).with_server(Some(server));
+        let mut secret = layout.desired(&app, &issued(), &key());
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(data["issuer"].0, b"https://id.example.com");
+        assert_eq!(data["token_url"].0, b"https://id.example.com/t");
+        let Observed::Owned(owned) = layout.observe(&app, Some(&secret), &key()) else { panic!("not owned") };
+        assert!(owned.sealed && owned.metadata_current);
+        secret.data.as_mut().unwrap().insert("token_url".into(), ByteString(b"https://evil.example.com".to_vec()));
+        let Observed::Owned(owned) = layout.observe(&app, Some(&secret), &key()) else { panic!("not owned") };
+        assert!(owned.sealed, "the URLs are not credentials");
+        assert!(!owned.metadata_current, "but they are repaired");
+        // Without a server they are neither written nor expected.
+        let plain = SecretLayout::for_app(&app);
+        assert!(!plain.desired(&app, &issued(), &key()).data.unwrap().contains_key("issuer"));
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub enum Error {
          restart is retried"
     )]
     RestartRefused { object: String, workload: String },
+    #[error("registering AppRegistration {object} at the authorization server failed: {source}")]
+    Registration {
+        object: String,
+        #[source]
+        source: crate::authserver::AsError,
+    },
     #[error("the AppRegistration has no namespace")]
     NoNamespace,
 }
@@ -76,6 +82,7 @@ impl Error {
             Error::Kube { step, .. } => step.label(),
             Error::Credentials { .. } => "hashing",
             Error::RestartRefused { .. } => "restart_workload",
+            Error::Registration { .. } => "authserver",
             Error::NoNamespace => "no_namespace",
         }
     }

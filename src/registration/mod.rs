@@ -13,7 +13,7 @@ mod reconcile;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, channel::mpsc};
+use futures::StreamExt;
 use kube::{
     Client,
     runtime::{Controller, controller::Config as ControllerConfig, events::Reporter, reflector::ObjectRef},
@@ -25,6 +25,7 @@ pub use reconcile::{Context, FIELD_MANAGER, FINALIZER, status_patch};
 
 use crate::{
     api::AppRegistration,
+    authserver::{AuthServer, sync::SyncState},
     credentials::{Hasher, seal::SealKey},
     metrics::Metrics,
     watches::Caches,
@@ -41,6 +42,9 @@ pub struct Settings {
     pub instance: Option<String>,
     /// The key registrar seals the credentials Secrets it writes with.
     pub seal_key: SealKey,
+    /// The authorization server apps are registered at, and what the periodic
+    /// comparison with it found.
+    pub auth_server: Option<(AuthServer, Arc<SyncState>)>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -50,7 +54,7 @@ pub async fn run(
     hasher: Hasher,
     metrics: Metrics,
     caches: Caches,
-    triggers: mpsc::Receiver<ObjectRef<AppRegistration>>,
+    triggers: impl futures::Stream<Item = ObjectRef<AppRegistration>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter { controller: "registrar".into(), instance: settings.instance.clone() };

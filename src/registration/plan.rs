@@ -22,13 +22,14 @@ use kube::ResourceExt;
 
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, ConsentSummary,
-        conditions::{self, DesiredCondition, WORKLOADS_RESTARTED, reason},
+        AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary,
+        conditions::{self, DesiredCondition, READY, WORKLOADS_RESTARTED, reason},
         validation::{Violation, summarize},
     },
+    authserver::{AsError, Capabilities, ClientRegistration},
     credentials::{
         ClientSecret,
-        layout::{Issued, Observed, SecretLayout},
+        layout::{Issued, Observed, SecretLayout, ServerUrls},
         seal::SealKey,
     },
 };
@@ -132,7 +133,21 @@ pub struct Inputs<'a> {
     pub consents: Option<ConsentSummary>,
     pub seal_key: &'a SealKey,
     pub fresh: &'a Fresh,
+    /// The authorization server registrar registers apps at, if one is configured.
+    pub auth_server: Option<AuthServerView<'a>>,
     pub now: Timestamp,
+}
+
+/// The authorization server as the plan sees it.
+#[derive(Clone, Debug)]
+pub struct AuthServerView<'a> {
+    pub capabilities: Capabilities,
+    /// The issuer and token URL, written into the credentials Secret.
+    pub urls: ServerUrls,
+    /// Why the last comparison could not reach the server, if it could not.
+    pub unreachable: Option<&'a str>,
+    /// The last comparison found this app's client missing or altered there.
+    pub stale: bool,
 }
 
 impl<'a> Inputs<'a> {
@@ -150,8 +165,14 @@ impl<'a> Inputs<'a> {
             consents: self.consents.clone(),
             seal_key: self.seal_key,
             fresh: self.fresh,
+            auth_server: self.auth_server.clone(),
             now: self.now,
         }
+    }
+
+    /// The credentials Secret's layout (with the server's URLs when one is configured).
+    pub fn layout(&self) -> SecretLayout {
+        SecretLayout::for_app(self.app).with_server(self.auth_server.as_ref().map(|v| v.urls.clone()))
     }
 }
 
@@ -402,12 +423,27 @@ impl PlannedEvent {
     }
 }
 
+/// What to do at the authorization server.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Registration {
+    /// Create the client, or replace registrar's client, with the secret the
+    /// app's Secret holds (`None` for a public client): a first registration,
+    /// a new secret, or a client the server lost or altered.
+    Register { registration: ClientRegistration, secret: Option<ClientSecret> },
+    /// Update everything but the secret (a spec edit); should the client be
+    /// missing, register it with `secret`.
+    Update { registration: ClientRegistration, secret: Option<ClientSecret> },
+}
+
 /// Everything one reconcile does. The shell carries it out in this order: the
-/// Secret, the workload restarts, the status (when it differs), the Events;
-/// then it looks again after `requeue` (or on the next change).
+/// Secret, the registration at the authorization server, the workload
+/// restarts, the status (when it differs), the Events; then it looks again
+/// after `requeue` (or on the next change).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub secret: Option<SecretWrite>,
+    /// What to do at the authorization server, after the Secret.
+    pub registration: Option<Registration>,
     /// Roll the `restartOnRotate` workloads to this secret version.
     pub restart: Option<i64>,
     /// The desired status, assuming the restarts succeed (see [`after_restart`]).
@@ -423,7 +459,7 @@ pub struct Outcome {
 pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHash>) -> Outcome {
     let app = inputs.app;
     let status = status_of(app);
-    let layout = SecretLayout::for_app(app);
+    let layout = inputs.layout();
     let public = is_public(app);
     let mut secret = None;
     let mut restart = status.pending_restart.filter(|_| !app.spec.restart_on_rotate.is_empty());
@@ -484,12 +520,54 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
             (condition, None)
         }
     };
-    if !condition.status && condition_is_new(app, &condition) {
-        events.push(PlannedEvent::warning(condition.reason, condition.message.clone()));
+
+    // The authorization server: what it should hold after this pass.
+    let mut conditions = vec![condition];
+    let mut registration = None;
+    let mut registered_status = status.authorization_server.clone();
+    let registrable = !matches!(decision, Decision::Reject { .. } | Decision::Conflict);
+    if let Some(view) = &inputs.auth_server
+        && registrable
+    {
+        let (client_id, version) = match &issued {
+            Some((issued, _)) => (Some(issued.client_id.as_str()), issued.version),
+            None => (status.client_id.as_deref(), status.secret_version),
+        };
+        if let Some(client_id) = client_id {
+            let desired = view.stored(ClientRegistration::for_app(app, client_id));
+            let recorded = status.authorization_server.clone().unwrap_or_default();
+            let registered = match view.unreachable {
+                Some(why) => DesiredCondition::registered(false, reason::UNAVAILABLE, why.to_owned()),
+                None => {
+                    let plaintext = match (&issued, inputs.observed) {
+                        (Some((issued, _)), _) => issued.secret.clone(),
+                        (None, Observed::Owned(owned)) => owned.issued.secret.clone(),
+                        (None, _) => None,
+                    };
+                    let needs_secret =
+                        view.stale || recorded.registered.is_none() || recorded.secret_version != version;
+                    let digest = desired.digest();
+                    if needs_secret && (public || plaintext.is_some()) {
+                        registration = Some(Registration::Register { registration: desired, secret: plaintext });
+                    } else if recorded.registered.as_deref() != Some(digest.as_str()) {
+                        registration = Some(Registration::Update { registration: desired, secret: plaintext });
+                    }
+                    registered_status = Some(AuthServerStatus { registered: Some(digest), secret_version: version });
+                    registered_condition(view, app, client_id)
+                }
+            };
+            gate_ready(&mut conditions, &registered, view, client_id);
+            conditions.push(registered);
+        }
+    }
+    if let Some(ready) = conditions.first()
+        && !ready.status
+        && condition_is_new(app, ready)
+    {
+        events.push(PlannedEvent::warning(ready.reason, ready.message.clone()));
     }
 
     let issued_with_hash = issued.as_ref().map(|(issued, rotation)| (issued, hash.unwrap_or(&no_hash), *rotation));
-    let mut conditions = vec![condition];
     if let Some(version) = restart
         && conditions::find(&status.conditions, WORKLOADS_RESTARTED).is_some()
     {
@@ -503,6 +581,7 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         desired_status(StatusInputs { app, now: inputs.now, conditions: &conditions, issued: issued_with_hash });
     next.consents = inputs.consents.clone();
     next.pending_restart = None;
+    next.authorization_server = registered_status;
     // The seal that proves registrar issued this Client ID to this app; a
     // Client ID held by another app is left as found, unsealed.
     if !inputs.status_client_id_taken {
@@ -510,7 +589,91 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         next.client_id_seal = next.client_id.as_deref().map(|id| inputs.seal_key.seal_client_id(&namespace, &name, id));
     }
     let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
-    Outcome { secret, restart, status: next, events, requeue, minted }
+    Outcome { secret, registration, restart, status: next, events, requeue, minted }
+}
+
+impl AuthServerView<'_> {
+    /// `registration` as the server stores it: Hydra gives a client
+    /// registered without scopes its default ones.
+    pub fn stored(&self, mut registration: ClientRegistration) -> ClientRegistration {
+        if registration.scopes.is_empty() {
+            registration.scopes = self.capabilities.default_scopes.iter().map(|s| (*s).to_owned()).collect();
+        }
+        registration
+    }
+}
+
+/// `Registered=True`, saying plainly what the server does not do.
+fn registered_condition(view: &AuthServerView<'_>, app: &AppRegistration, client_id: &str) -> DesiredCondition {
+    let name = view.capabilities.name;
+    let mut message = format!("{name} holds Client ID {client_id} with the current secret and spec");
+    let grace: Duration = app.spec.rotation.as_ref().and_then(|r| r.grace_period).map(Into::into).unwrap_or_default();
+    if !grace.is_zero() && !view.capabilities.keeps_previous_secret && !is_public(app) {
+        message.push_str(&format!(
+            "; {name} keeps one secret per client, so after a rotation the previous secret stops working at {name} \
+             at once: rotation.gracePeriod applies to the registry API only"
+        ));
+    }
+    DesiredCondition::registered(true, reason::REGISTERED, message)
+}
+
+/// With an authorization server, Ready means issued and registered.
+fn gate_ready(conditions: &mut [DesiredCondition], registered: &DesiredCondition, view: &AuthServerView<'_>, id: &str) {
+    if let Some(ready) = conditions.first_mut()
+        && ready.type_ == READY
+        && ready.status
+        && !registered.status
+    {
+        *ready = not_registered(view, id, registered);
+    }
+}
+
+/// `Ready=False`: issued, but the server does not hold it as issued.
+fn not_registered(view: &AuthServerView<'_>, id: &str, registered: &DesiredCondition) -> DesiredCondition {
+    DesiredCondition::not_ready(
+        reason::NOT_REGISTERED,
+        format!(
+            "Client ID {id} is issued but {} does not hold it as issued: {}",
+            view.capabilities.name, registered.message
+        ),
+    )
+}
+
+/// Amends `outcome` with what its registration at the authorization server
+/// came to. On failure the status keeps what the server held before (so the
+/// next pass tries again), says why (`Registered=False` with the server's
+/// reason, `Ready=False`), and warns once; the shell retries with backoff.
+/// Nothing issued changes: the server being down never costs a secret.
+pub fn after_registration(inputs: &Inputs<'_>, outcome: &mut Outcome, result: &Result<(), AsError>) {
+    let (Err(error), Some(view)) = (result, &inputs.auth_server) else {
+        return;
+    };
+    let app = inputs.app;
+    outcome.status.authorization_server = status_of(app).authorization_server;
+    let client_id = outcome.status.client_id.clone().unwrap_or_default();
+    let registered = DesiredCondition::registered(false, registered_reason(error), error.to_string());
+    let mut desired = Vec::new();
+    if conditions::is_true(&outcome.status.conditions, READY) {
+        desired.push(not_registered(view, &client_id, &registered));
+    }
+    desired.push(registered);
+    let now = to_time(inputs.now);
+    outcome.status.conditions = conditions::settle(&outcome.status.conditions, &desired, app.metadata.generation, &now);
+    // One Warning says it all: Ready's message carries the server's words.
+    if let Some(first) = desired.first()
+        && condition_is_new(app, first)
+    {
+        outcome.events.push(PlannedEvent::warning(first.reason, first.message.clone()));
+    }
+}
+
+/// The `Registered` reason of a failed call.
+fn registered_reason(error: &AsError) -> &'static str {
+    match error {
+        AsError::Unavailable { .. } => reason::UNAVAILABLE,
+        AsError::Refused { .. } => reason::REFUSED,
+        AsError::NotOurs { .. } => reason::CLIENT_EXISTS,
+    }
 }
 
 /// Never reached: `Decision::issued` is `Some` for Mint.
@@ -881,6 +1044,7 @@ mod tests {
             consents: None,
             seal_key: &KEY,
             fresh: &FRESH,
+            auth_server: None,
             now: at(NOW),
         }
     }
@@ -1409,6 +1573,13 @@ mod tests {
     /// The other app's Client ID, which a forged Secret names.
     const OTHER_ID: &str = "b3RoZXItYXBwcy1jbGllbnQ";
 
+    /// Status of an app whose secret `version` was minted at `T0` and is held
+    /// by the authorization server.
+    fn registered_status(version: i64) -> AppRegistrationStatus {
+        let held = AuthServerStatus { registered: Some("0123456789abcdef".into()), secret_version: Some(version) };
+        AppRegistrationStatus { authorization_server: Some(held), ..issued_status(version) }
+    }
+
     #[test]
     fn a_forged_secret_before_the_first_mint_is_not_adopted_and_a_fresh_client_id_is_minted() {
         let app = app();
@@ -1669,6 +1840,168 @@ mod tests {
         let (_, event) = revoked(&app, None, at(NOW));
         assert!(!event.note.contains(CLIENT_ID), "{}", event.note);
         assert!(event.note.contains("none was revoked"), "{}", event.note);
+    }
+
+    // ---- outcome: the authorization server --------------------------------
+
+    fn hydra_view() -> AuthServerView<'static> {
+        AuthServerView {
+            capabilities: crate::authserver::hydra::CAPABILITIES,
+            urls: ServerUrls { issuer: "http://id.example".into(), token_url: "http://id.example/oauth2/token".into() },
+            unreachable: None,
+            stale: false,
+        }
+    }
+
+    fn with_server<'a>(inputs: Inputs<'a>, view: AuthServerView<'a>) -> Inputs<'a> {
+        Inputs { auth_server: Some(view), ..inputs }
+    }
+
+    /// The app as a pass with the server left it (status fed back).
+    fn after(app: &AppRegistration, outcome: &Outcome) -> AppRegistration {
+        with_status(app.clone(), outcome.status.clone())
+    }
+
+    fn condition<'a>(status: &'a AppRegistrationStatus, type_: &str) -> (&'a str, &'a str, &'a str) {
+        let c = conditions::find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn the_first_mint_registers_the_client_with_its_secret_in_the_same_pass() {
+        let app = app();
+        let inputs = with_server(Inputs { secret_verifies: None, ..inputs(&app, &Observed::Missing) }, hydra_view());
+        let (_, outcome) = planned(&inputs);
+        let Some(Registration::Register { registration, secret }) = &outcome.registration else {
+            panic!("{:?}", outcome.registration)
+        };
+        assert_eq!(registration.client_id, FRESH_ID);
+        assert_eq!(registration.app, "team-a/billing");
+        assert_eq!(registration.scopes, ["offline", "offline_access", "openid"], "Hydra's defaults, as it stores them");
+        assert_eq!(secret.as_ref().map(ClientSecret::expose), Some(FRESH_SECRET));
+        let recorded = outcome.status.authorization_server.clone().expect("recorded");
+        assert_eq!(recorded.secret_version, Some(1));
+        assert_eq!(recorded.registered.as_deref(), Some(registration.digest().as_str()));
+        assert_eq!(condition(&outcome.status, READY).0, "True");
+        assert_eq!(condition(&outcome.status, "Registered").1, "Registered");
+        let Some(SecretWrite::Create(written)) = &outcome.secret else { panic!() };
+        let data = written.data.as_ref().unwrap();
+        assert_eq!(data["issuer"].0, b"http://id.example");
+        assert_eq!(data["token_url"].0, b"http://id.example/oauth2/token");
+    }
+
+    #[test]
+    fn the_server_follows_edits_rotations_and_losses_and_an_unchanged_app_costs_it_nothing() {
+        let app = app();
+        let (_, first) =
+            planned(&with_server(Inputs { secret_verifies: None, ..inputs(&app, &Observed::Missing) }, hydra_view()));
+        let app = after(&app, &first);
+        let fresh_issued = Issued { secret: Some(fresh().secret), ..issued(FRESH_ID, 1) };
+        let observed = observe(&app, &fresh_issued);
+
+        // Unchanged: nothing at the server, nothing written.
+        let (_, quiet) = planned(&with_server(inputs(&app, &observed), hydra_view()));
+        assert_eq!(quiet.registration, None);
+        assert_eq!(Some(&quiet.status), app.status.as_ref());
+
+        // A spec edit: everything but the secret.
+        let mut edited = app.clone();
+        edited.spec.display_name = "Billing v2".into();
+        edited.metadata.generation = Some(2);
+        let (_, edit) = planned(&with_server(inputs(&edited, &observed), hydra_view()));
+        let Some(Registration::Update { registration, .. }) = &edit.registration else {
+            panic!("{:?}", edit.registration)
+        };
+        assert_eq!(registration.name, "Billing v2");
+        assert_eq!(edit.secret, None, "the secret is never touched by an edit");
+
+        // A rotation: the new secret at the server in the same pass.
+        let rotating = annotated(app.clone(), ROTATE_ANNOTATION, "r1");
+        let (_, rotated) = planned(&with_server(inputs(&rotating, &observed), hydra_view()));
+        let Some(Registration::Register { secret, .. }) = &rotated.registration else { panic!() };
+        assert_eq!(secret.as_ref().map(ClientSecret::expose), Some(FRESH_SECRET));
+        assert_eq!(rotated.status.authorization_server.as_ref().and_then(|a| a.secret_version), Some(2));
+
+        // Lost or altered at the server: registered again, with the Secret's secret.
+        let (_, repaired) =
+            planned(&with_server(inputs(&app, &observed), AuthServerView { stale: true, ..hydra_view() }));
+        let Some(Registration::Register { secret, .. }) = &repaired.registration else { panic!() };
+        assert_eq!(secret.as_ref().map(ClientSecret::expose), Some(FRESH_SECRET));
+        assert_eq!(repaired.secret, None);
+    }
+
+    #[test]
+    fn an_unreachable_server_costs_no_secret_and_shows_until_it_returns() {
+        let app = app();
+        let (_, first) =
+            planned(&with_server(Inputs { secret_verifies: None, ..inputs(&app, &Observed::Missing) }, hydra_view()));
+        let app = after(&app, &first);
+        let observed = observe(&app, &Issued { secret: Some(fresh().secret), ..issued(FRESH_ID, 1) });
+        let down = AuthServerView { unreachable: Some("Hydra is unavailable: cannot connect"), ..hydra_view() };
+        let (decision, outcome) = planned(&with_server(inputs(&app, &observed), down));
+        assert_eq!(decision, Decision::Keep { repair_metadata: false });
+        assert_eq!((&outcome.secret, &outcome.registration), (&None, &None));
+        assert_eq!(outcome.status.secret_version, Some(1));
+        assert_eq!(outcome.status.authorization_server, first.status.authorization_server, "what the server held");
+        assert_eq!(condition(&outcome.status, "Registered").1, "Unavailable");
+        let (ready, reason, message) = condition(&outcome.status, READY);
+        assert_eq!((ready, reason), ("False", "NotRegistered"));
+        assert!(message.contains("cannot connect") && message.contains(FRESH_ID), "{message}");
+        assert_eq!(outcome.events.len(), 1, "warned once: {:?}", outcome.events);
+        // Back: Ready again, no call needed (the server kept the client).
+        let app = after(&app, &outcome);
+        let (_, back) = planned(&with_server(inputs(&app, &observed), hydra_view()));
+        assert_eq!(back.registration, None);
+        assert_eq!(condition(&back.status, READY).0, "True");
+        assert_eq!(condition(&back.status, "Registered").0, "True");
+    }
+
+    #[test]
+    fn a_failed_registration_keeps_what_the_server_held_and_says_why() {
+        let app = annotated(app(), ROTATE_ANNOTATION, "r1");
+        let app = with_status(app, registered_status(1));
+        let observed = observe(&app, &issued(CLIENT_ID, 1));
+        let inputs = with_server(inputs(&app, &observed), hydra_view());
+        let (_, mut outcome) = planned(&inputs);
+        assert!(matches!(outcome.registration, Some(Registration::Register { .. })));
+        let refused = AsError::Refused { server: "Hydra", message: "invalid_redirect_uri: bad (HTTP 400)".into() };
+        after_registration(&inputs, &mut outcome, &Err(refused));
+        assert_eq!(outcome.status.secret_version, Some(2), "the rotation itself stands");
+        assert_eq!(outcome.status.authorization_server, app.status.as_ref().unwrap().authorization_server);
+        let (_, reason, message) = condition(&outcome.status, "Registered");
+        assert_eq!(reason, "Refused");
+        assert!(message.contains("invalid_redirect_uri"), "{message}");
+        assert_eq!(condition(&outcome.status, READY).1, "NotRegistered");
+        assert!(outcome.events.iter().any(|e| e.warning && e.reason == "NotRegistered"), "{:?}", outcome.events);
+    }
+
+    #[test]
+    fn a_grace_period_the_server_cannot_keep_is_said_plainly() {
+        let app = with_rotation(app(), Some("1h"), None);
+        let (_, outcome) =
+            planned(&with_server(Inputs { secret_verifies: None, ..inputs(&app, &Observed::Missing) }, hydra_view()));
+        let (_, _, message) = condition(&outcome.status, "Registered");
+        assert!(message.contains("keeps one secret per client") && message.contains("registry API only"), "{message}");
+        let (_, outcome) = planned(&with_server(
+            Inputs { secret_verifies: None, ..inputs(&self::app(), &Observed::Missing) },
+            hydra_view(),
+        ));
+        assert!(!condition(&outcome.status, "Registered").2.contains("gracePeriod"));
+    }
+
+    #[test]
+    fn a_rejected_or_conflicting_app_is_not_registered() {
+        let app = with_status(app(), issued_status(1));
+        let observed = observe(&app, &issued(CLIENT_ID, 1));
+        let violations = [violation("spec.displayName", "must not be blank")];
+        let (_, rejected) =
+            planned(&with_server(Inputs { violations: &violations, ..inputs(&app, &observed) }, hydra_view()));
+        assert_eq!(rejected.registration, None);
+        let (_, conflict) = planned(&with_server(inputs(&app, &Observed::Foreign), hydra_view()));
+        assert_eq!(conflict.registration, None);
+        let (_, taken) =
+            planned(&with_server(Inputs { status_client_id_taken: true, ..inputs(&app, &observed) }, hydra_view()));
+        assert_eq!(taken.registration, None);
     }
 
     // ---- desired_status -------------------------------------------------

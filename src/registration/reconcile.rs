@@ -33,13 +33,17 @@ use tracing::{debug, info, warn};
 use super::{
     Settings,
     error::{Error, Step},
-    plan::{self, Decision, Fresh, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent, RestartReport, SecretWrite},
+    plan::{
+        self, AuthServerView, Decision, Fresh, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent, Registration,
+        RestartReport, SecretWrite,
+    },
 };
 use crate::{
     api::{
         AppRegistration, AppRegistrationStatus, ConsentSummary, MAX_LISTED_CONSENTS, Scope, WorkloadKind, conditions,
         validation::validate_spec,
     },
+    authserver::{AsError, AuthServer},
     credentials::{
         Hasher,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
@@ -208,7 +212,8 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    let layout = SecretLayout::for_app(app);
+    let server = ctx.settings.auth_server.as_ref();
+    let layout = SecretLayout::for_app(app).with_server(server.map(|(s, _)| s.urls()));
     let cached = ctx.caches.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
     let Some(observed) = observe(app, &layout, cached.as_deref(), ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -221,6 +226,13 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     };
     let violations = validate_spec(&app.spec);
     let fresh = Fresh::mint();
+    let unreachable = server.and_then(|(_, sync)| sync.unreachable());
+    let auth_server = server.map(|(s, sync)| AuthServerView {
+        capabilities: s.capabilities(),
+        urls: s.urls(),
+        unreachable: unreachable.as_deref(),
+        stale: sync.is_stale(&app_key),
+    });
     let inputs = Inputs {
         app,
         violations: &violations,
@@ -233,6 +245,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         consents: consent_summary(app, ctx),
         seal_key: &ctx.settings.seal_key,
         fresh: &fresh,
+        auth_server,
         now: Timestamp::now(),
     };
     let decision = plan::decide(&inputs);
@@ -296,6 +309,20 @@ async fn carry_out(
         remember(app, layout, written, layout.contents(write.secret()), ctx);
     }
 
+    // The authorization server, in the same pass as the Secret.
+    let mut registration_failed = None;
+    if let (Some(registration), Some((server, sync))) = (&outcome.registration, &ctx.settings.auth_server) {
+        let result = register(server, registration, ctx).await;
+        match &result {
+            Ok(()) => sync.repaired(&(ns.clone(), app.name_any())),
+            Err(e) => {
+                warn!(namespace = ns, name = app.name_any(), error = %e, "registering at the authorization server failed");
+                registration_failed = Some(e.clone());
+            }
+        }
+        plan::after_registration(inputs, &mut outcome, &result);
+    }
+
     let mut restart_failed = None;
     if let Some(version) = outcome.restart {
         let report = restart_workloads(app, version, ctx).await;
@@ -328,10 +355,35 @@ async fn carry_out(
         });
         publish(app, event, related, ctx).await;
     }
+    if let Some(source) = registration_failed {
+        return Err(Error::Registration { object: key(app), source });
+    }
     if let Some(workload) = restart_failed {
         return Err(Error::RestartRefused { object: key(app), workload });
     }
     Ok(outcome.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Carries out a registration at the authorization server.
+async fn register(server: &AuthServer, registration: &Registration, ctx: &Context) -> Result<(), AsError> {
+    match registration {
+        Registration::Register { registration, secret } => {
+            let result = server.register(registration, secret.as_ref()).await.map(drop);
+            ctx.metrics.count_authserver("register", &result);
+            result
+        }
+        Registration::Update { registration, secret } => {
+            let updated = server.update(registration).await;
+            ctx.metrics.count_authserver("update", &updated);
+            if updated? {
+                return Ok(());
+            }
+            // Missing there: register it anew.
+            let result = server.register(registration, secret.as_ref()).await.map(drop);
+            ctx.metrics.count_authserver("register", &result);
+            result
+        }
+    }
 }
 
 /// What the app's Secret holds. `cached` is its metadata from the watch; the
@@ -604,6 +656,22 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         Ok(_) => {}
         Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found()) => {}
         Err(e) => return Err(e),
+    }
+    if let (Some(id), Some((server, _))) = (&held, &ctx.settings.auth_server) {
+        let deleted = server.delete(id).await;
+        ctx.metrics.count_authserver("delete", &deleted);
+        if let Err(e) = deleted {
+            // Deletion never hangs on the server: the periodic comparison
+            // deletes the client (an orphan by then) once it is reachable.
+            warn!(namespace = ns, name = app.name_any(), client_id = id, error = %e, "could not delete the client at the authorization server");
+            let note = format!(
+                "Client ID {id} could not be deleted at {} yet ({e}); it is deleted there once the server is reachable",
+                server.capabilities().name
+            );
+            let event =
+                PlannedEvent { warning: true, reason: "NotDeregistered", note, about_secret: false, may_repeat: true };
+            publish(app, &event, None, ctx).await;
+        }
     }
     let layout = SecretLayout::for_app(app);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authserver;
 mod chart;
 mod consent;
 mod registration;

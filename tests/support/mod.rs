@@ -21,6 +21,7 @@ use std::{
 
 pub mod apps;
 pub mod helm;
+pub mod hydra;
 pub mod operator;
 pub mod registry;
 pub mod tenants;

@@ -1,0 +1,336 @@
+//! Authorization servers registrar keeps in step with its apps, so workloads
+//! get tokens from the server the platform runs with the credentials they mount.
+//!
+//! registrar stays the source of truth: each issued app is registered at the
+//! authorization server (AS) under registrar's Client ID, with its secret,
+//! redirect URIs, grant types and scopes, and marked as registrar's; spec edits
+//! and new secrets follow; a deleted app's client goes, with its tokens. A
+//! periodic comparison with the AS's list of registrar's clients repairs what
+//! was lost or altered there and removes what no app owns any more.
+//!
+//! The interface is one enum, [`AuthServer`], whose variants are backends, and
+//! what each can do ([`Capabilities`]): Ory Hydra v2 keeps one secret per client
+//! and takes the secret registrar minted; a server that mints secrets itself
+//! (Keycloak) would return its secret from [`AuthServer::register`] for
+//! registrar to issue instead.
+
+pub mod hydra;
+pub mod sync;
+
+use std::{path::PathBuf, time::Duration};
+
+use sha2::{Digest, Sha256};
+
+use crate::{
+    api::{AppRegistration, DEFAULT_GRANT_TYPES, GrantType},
+    credentials::ClientSecret,
+};
+
+/// How to reach the authorization server, from flags and environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub kind: Kind,
+    /// The admin API's base URL (Hydra: the admin port, without `/admin`).
+    pub admin_url: url::Url,
+    /// PEM CA bundle to trust for the admin API instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// A file holding a bearer token for the admin API.
+    pub token_file: Option<PathBuf>,
+    /// A file holding `user:password` for HTTP Basic on the admin API.
+    pub basic_auth_file: Option<PathBuf>,
+    /// The public issuer URL workloads see.
+    pub issuer: url::Url,
+    /// The token endpoint workloads use (default: derived from the issuer).
+    pub token_url: Option<url::Url>,
+    /// The owner that marks a client as registrar's at the server.
+    pub owner: String,
+    /// How often the server's clients are compared with the apps.
+    pub sync_interval: Duration,
+}
+
+/// The kinds of authorization server registrar can keep in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Ory Hydra v2 (admin API).
+    Hydra,
+}
+
+/// What a backend can do, so that status and docs claim no more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The server's name, for messages.
+    pub name: &'static str,
+    /// It keeps the previous secret working after a rotation (a grace
+    /// period). Hydra v2.3 keeps one secret per client.
+    pub keeps_previous_secret: bool,
+    /// It mints client secrets itself (registrar then issues the server's).
+    pub mints_secrets: bool,
+    /// The scopes it gives a client registered with none.
+    pub default_scopes: &'static [&'static str],
+}
+
+/// A backend.
+#[derive(Clone)]
+pub enum AuthServer {
+    Hydra(hydra::Hydra),
+}
+
+impl std::fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthServer({}, issuer {})", self.capabilities().name, self.issuer())
+    }
+}
+
+/// What registrar registers for an app: everything but the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRegistration {
+    pub client_id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    /// A public client: no secret (`token_endpoint_auth_method: none`).
+    pub public: bool,
+    /// `namespace/name` of the app, recorded at the server.
+    pub app: String,
+}
+
+impl ClientRegistration {
+    /// The registration of `app` under `client_id`.
+    pub fn for_app(app: &AppRegistration, client_id: &str) -> Self {
+        let grant_types = app.spec.grant_types.clone().unwrap_or_else(|| DEFAULT_GRANT_TYPES.to_vec());
+        let mut grant_types: Vec<String> = grant_types
+            .iter()
+            .map(|g| match g {
+                GrantType::AuthorizationCode => "authorization_code",
+                GrantType::RefreshToken => "refresh_token",
+                GrantType::ClientCredentials => "client_credentials",
+            })
+            .map(str::to_owned)
+            .collect();
+        grant_types.sort();
+        let mut scopes = app.spec.oauth_scopes.clone();
+        scopes.sort();
+        let mut redirect_uris = app.spec.redirect_uris.clone();
+        redirect_uris.sort();
+        ClientRegistration {
+            client_id: client_id.to_owned(),
+            name: app.spec.display_name.clone(),
+            redirect_uris,
+            grant_types,
+            scopes,
+            public: app.spec.public_client == Some(true),
+            app: format!(
+                "{}/{}",
+                app.metadata.namespace.as_deref().unwrap_or_default(),
+                app.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+
+    /// A short digest of the registration (`status.authorizationServer.registered`):
+    /// a change of the spec the server holds shows as a new digest.
+    pub fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        let fields: [&[u8]; 3] = [self.client_id.as_bytes(), self.name.as_bytes(), self.app.as_bytes()];
+        for field in fields {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field);
+        }
+        for list in [&self.redirect_uris, &self.grant_types, &self.scopes] {
+            hasher.update((list.len() as u64).to_be_bytes());
+            for item in list {
+                hasher.update((item.len() as u64).to_be_bytes());
+                hasher.update(item.as_bytes());
+            }
+        }
+        hasher.update([u8::from(self.public)]);
+        hasher.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A client registrar owns at the server, as the server reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteClient {
+    pub registration: ClientRegistration,
+}
+
+/// Why a call to the authorization server failed. Never carries a secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AsError {
+    /// Not reachable, timed out, or answered 5xx: try again later.
+    #[error("{server} is unavailable: {reason}")]
+    Unavailable { server: &'static str, reason: String },
+    /// It refused the request (4xx), with its own words.
+    #[error("{server} refused the client: {message}")]
+    Refused { server: &'static str, message: String },
+    /// A client of that ID exists there and is not registrar's: never touched.
+    #[error(
+        "{server} holds a client with this Client ID that is not registrar's (owner {owner:?}); it is never touched"
+    )]
+    NotOurs { server: &'static str, owner: String },
+}
+
+impl AsError {
+    /// A short reason for conditions and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AsError::Unavailable { .. } => "Unavailable",
+            AsError::Refused { .. } => "Refused",
+            AsError::NotOurs { .. } => "ClientExists",
+        }
+    }
+}
+
+/// Why the settings do not make a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("reading {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl AuthServer {
+    /// The backend the settings describe.
+    pub fn connect(settings: &Settings) -> Result<Self, SettingsError> {
+        match settings.kind {
+            Kind::Hydra => Ok(AuthServer::Hydra(hydra::Hydra::new(settings)?)),
+        }
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        match self {
+            AuthServer::Hydra(_) => hydra::CAPABILITIES,
+        }
+    }
+
+    /// The public issuer URL.
+    pub fn issuer(&self) -> &str {
+        match self {
+            AuthServer::Hydra(h) => h.issuer(),
+        }
+    }
+
+    /// The token endpoint workloads use.
+    pub fn token_url(&self) -> &str {
+        match self {
+            AuthServer::Hydra(h) => h.token_url(),
+        }
+    }
+
+    /// How often the server's clients are compared with the apps.
+    pub fn sync_interval(&self) -> Duration {
+        match self {
+            AuthServer::Hydra(h) => h.sync_interval(),
+        }
+    }
+
+    /// Creates the client, or replaces registrar's client of that ID, with
+    /// `secret` (`None` for a public client). Returns the secret the server
+    /// minted, for a server that mints its own (Hydra does not: `None`).
+    pub async fn register(
+        &self,
+        registration: &ClientRegistration,
+        secret: Option<&ClientSecret>,
+    ) -> Result<Option<ClientSecret>, AsError> {
+        match self {
+            AuthServer::Hydra(h) => h.register(registration, secret).await.map(|()| None),
+        }
+    }
+
+    /// Updates registrar's client, keeping its secret. `Ok(false)` when there
+    /// is no such client (register it).
+    pub async fn update(&self, registration: &ClientRegistration) -> Result<bool, AsError> {
+        match self {
+            AuthServer::Hydra(h) => h.update(registration).await,
+        }
+    }
+
+    /// Revokes the client's tokens and deletes it; a client already gone is
+    /// done. A client that is not registrar's is left alone.
+    pub async fn delete(&self, client_id: &str) -> Result<(), AsError> {
+        match self {
+            AuthServer::Hydra(h) => h.delete(client_id).await,
+        }
+    }
+
+    /// Every client registrar owns at the server (all pages).
+    pub async fn list_owned(&self) -> Result<Vec<RemoteClient>, AsError> {
+        match self {
+            AuthServer::Hydra(h) => h.list_owned().await,
+        }
+    }
+}
+
+impl AuthServer {
+    /// Where workloads get tokens, for the credentials Secret.
+    pub fn urls(&self) -> crate::credentials::layout::ServerUrls {
+        crate::credentials::layout::ServerUrls {
+            issuer: self.issuer().to_owned(),
+            token_url: self.token_url().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AppRegistrationSpec, Scope};
+
+    fn app() -> AppRegistration {
+        let mut app = AppRegistration::new(
+            "billing",
+            AppRegistrationSpec {
+                display_name: "Billing".into(),
+                scope: Scope::Organization,
+                redirect_uris: vec!["https://b.example.com/cb".into(), "https://a.example.com/cb".into()],
+                oauth_scopes: vec!["write".into(), "read".into()],
+                ..Default::default()
+            },
+        );
+        app.metadata.namespace = Some("team-a".into());
+        app
+    }
+
+    #[test]
+    fn a_registration_carries_the_apps_spec_in_a_stable_order() {
+        let registration = ClientRegistration::for_app(&app(), "cid");
+        assert_eq!(registration.client_id, "cid");
+        assert_eq!(registration.name, "Billing");
+        assert_eq!(registration.redirect_uris, ["https://a.example.com/cb", "https://b.example.com/cb"]);
+        assert_eq!(registration.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(registration.scopes, ["read", "write"]);
+        assert!(!registration.public);
+        assert_eq!(registration.app, "team-a/billing");
+    }
+
+    #[test]
+    fn the_digest_follows_every_field_and_not_the_order() {
+        let base = ClientRegistration::for_app(&app(), "cid");
+        let mut reordered = app();
+        reordered.spec.oauth_scopes.reverse();
+        reordered.spec.redirect_uris.reverse();
+        assert_eq!(ClientRegistration::for_app(&reordered, "cid").digest(), base.digest());
+        let changes: [fn(&mut ClientRegistration); 7] = [
+            |r| r.client_id.push('x'),
+            |r| r.name.push('x'),
+            |r| r.redirect_uris.push("https://c.example.com/cb".into()),
+            |r| r.grant_types.push("client_credentials".into()),
+            |r| r.scopes.pop().map(drop).unwrap_or_default(),
+            |r| r.public = true,
+            |r| r.app.push('x'),
+        ];
+        for change in changes {
+            let mut changed = base.clone();
+            change(&mut changed);
+            assert_ne!(changed.digest(), base.digest(), "{changed:?}");
+        }
+        assert_eq!(base.digest().len(), 16);
+    }
+}
