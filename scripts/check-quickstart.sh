@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the README's run command as a new user meets it: with no KUBECONFIG it
 # brings up a local control plane, installs CRDs and policies, runs the operator,
-# applies examples/ and shows Ready apps; Ctrl-C then stops every process.
+# applies examples/ and shows Ready apps registered at a local Ory Hydra whose
+# token endpoint gives the printed curl a token; Ctrl-C then stops every process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/registrar-quickstart-XXXXXX)
@@ -27,7 +28,9 @@ done
 sed -n '/^NAMESPACE/,/^$/p' "$log"
 ready=$(sed -n '/^NAMESPACE  *NAME  *SCOPE/,/^$/p' "$log" | grep -c ' True ' || true)
 [ "$ready" -ge 5 ] || { echo "expected 5 Ready apps, saw $ready" >&2; cat "$log" >&2; exit 1; }
-grep -Eq "billing-portal-credentials +Opaque +2" "$log" || { echo "the credentials Secret was not shown" >&2; exit 1; }
+grep -Eq "billing-portal-credentials +Opaque +[0-9]" "$log" || { echo "the credentials Secret was not shown" >&2; exit 1; }
+grep -q 'Its answer, just now: {"access_token":"ory_at_' "$log" && grep -q '"token_type":"bearer"' "$log" ||
+  { echo "the printed curl did not get a token from Hydra:" >&2; cat "$log" >&2; exit 1; }
 
 # Ctrl-C (SIGINT to the process group, as a terminal sends it).
 kill -INT -- "-$pid"

@@ -47,17 +47,23 @@ build_controlplane() {
   echo "control plane: ${REGISTRAR_CONTROLPLANE}"
 }
 
+# Sets REGISTRAR_HYDRA to the Ory Hydra binary, building it if needed.
+build_hydra() {
+  REGISTRAR_HYDRA=$(bash scripts/install-hydra.sh)
+  echo "hydra: ${REGISTRAR_HYDRA}"
+}
+
 # Every harness state directory starts with registrar-e2e-, and every
 # control-plane process names its state directory on its command line.
 check_no_leftovers() {
   local deadline=$((SECONDS + 60))
   while pgrep -f 'registrar-e2e-' >/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "control-plane processes outlived the tests:" >&2
+      echo "control-plane or Hydra processes outlived the tests:" >&2
       pgrep -af 'registrar-e2e-' >&2
       return 1
     fi
     sleep 0.5
   done
-  echo "no etcd, kube-apiserver or kube-controller-manager process left"
+  echo "no etcd, kube-apiserver, kube-controller-manager or Hydra process left"
 }

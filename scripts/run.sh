@@ -4,9 +4,11 @@
 # With KUBECONFIG set: run the operator against that cluster (its CRDs must be
 # installed: kubectl apply --server-side -f crds/).
 # Without: start a local control plane (etcd, kube-apiserver,
-# kube-controller-manager) in .local/cluster, install the CRDs, run the operator,
-# and print how to point kubectl at it. Ctrl-C stops everything; the local
-# cluster's state is discarded.
+# kube-controller-manager) in .local/cluster and, unless REGISTRAR_HYDRA=off,
+# an Ory Hydra (in-memory database) that registrar registers every app at;
+# install the CRDs, run the operator, and print how to point kubectl at it and
+# a curl that gets a token from Hydra with an example app's Secret. Ctrl-C
+# stops everything; the local cluster's state is discarded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -29,11 +31,13 @@ mkdir -p "$(dirname "$state")"
 
 cp_pid=""
 op_pid=""
+hydra_pid=""
 stop() {
   trap - EXIT INT TERM
   echo
   echo "==> stopping"
   [ -n "$op_pid" ] && kill -TERM "$op_pid" 2>/dev/null && wait "$op_pid" 2>/dev/null
+  [ -n "$hydra_pid" ] && kill -TERM "$hydra_pid" 2>/dev/null && wait "$hydra_pid" 2>/dev/null
   [ -n "$cp_pid" ] && kill -TERM "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null
   echo "==> stopped"
 }
@@ -63,8 +67,42 @@ until [ -n "$(echo "$probe" | "$kubectl_bin" create --dry-run=server -f - \
   sleep 0.2
 done
 
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+auth_args=()
+if [ "${REGISTRAR_HYDRA:-on}" != "off" ]; then
+  echo "==> starting Ory Hydra (REGISTRAR_HYDRA=off to skip)"
+  hydra=$(bash scripts/install-hydra.sh)
+  hydra_public=${REGISTRAR_HYDRA_PUBLIC_PORT:-$(free_port)}
+  hydra_admin=${REGISTRAR_HYDRA_ADMIN_PORT:-$(free_port)}
+  mkdir -p "$state/hydra"
+  cat >"$state/hydra/hydra.yml" <<HYDRA
+dsn: memory
+serve:
+  public: { host: 127.0.0.1, port: $hydra_public }
+  admin: { host: 127.0.0.1, port: $hydra_admin }
+urls:
+  self: { issuer: "http://127.0.0.1:$hydra_public" }
+  login: "http://127.0.0.1:$hydra_public/no-login-app"
+  consent: "http://127.0.0.1:$hydra_public/no-consent-app"
+secrets:
+  system: ["$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"]
+oauth2:
+  pkce: { enforced_for_public_clients: true }
+log: { level: warn }
+HYDRA
+  mkdir -p "$state/logs"
+  "$hydra" serve all --dev --sqa-opt-out --config "$state/hydra/hydra.yml" >"$state/logs/hydra.log" 2>&1 &
+  hydra_pid=$!
+  until curl -fsS "http://127.0.0.1:$hydra_admin/health/ready" >/dev/null 2>&1; do
+    kill -0 "$hydra_pid" 2>/dev/null || { echo "Hydra exited; see $state/logs/hydra.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  auth_args=(--auth-server hydra --auth-server-admin-url "http://127.0.0.1:$hydra_admin"
+    --auth-server-issuer "http://127.0.0.1:$hydra_public")
+fi
+
 metrics_addr=${REGISTRAR_METRICS_ADDR:-127.0.0.1:8080}
-"$operator" --metrics-addr "$metrics_addr" "$@" &
+"$operator" --metrics-addr "$metrics_addr" "${auth_args[@]}" "$@" &
 op_pid=$!
 
 echo "==> waiting for the operator to be ready"
@@ -74,7 +112,8 @@ until curl -fsS "http://$metrics_addr/readyz" >/dev/null 2>&1; do
 done
 
 echo "==> applying examples/ (one app of each kind, and a shared app with consents)"
-"$kubectl_bin" apply -f examples/confidential-app.yaml -f examples/public-client.yaml -f examples/organizations/
+"$kubectl_bin" apply -f examples/confidential-app.yaml -f examples/public-client.yaml \
+  -f examples/workload-restart.yaml -f examples/organizations/
 "$kubectl_bin" wait --for=condition=Ready appreg --all --all-namespaces --timeout=120s >/dev/null
 echo
 "$kubectl_bin" get appregs -A
@@ -94,6 +133,26 @@ cat <<MSG
     kubectl get secret billing-portal-credentials -o yaml
 
   Metrics: http://$metrics_addr/metrics. Component logs: $state/logs.
+MSG
+if [ -n "$hydra_pid" ]; then
+  secret() { "$kubectl_bin" get secret reports-oauth -o "jsonpath={.data.$1}" | base64 -d; }
+  token_request=(curl -sS -u "$(secret OAUTH_CLIENT_ID):$(secret OAUTH_CLIENT_SECRET)"
+    -d grant_type=client_credentials -d scope=reports.read "$(secret token_url)")
+  cat <<MSG
+
+  Every app is registered at Ory Hydra (admin http://127.0.0.1:$hydra_admin, issuer
+  http://127.0.0.1:$hydra_public). The reports-worker app's Secret gets a token there:
+
+    s() { kubectl get secret reports-oauth -o "jsonpath={.data.\$1}" | base64 -d; }
+    curl -u "\$(s OAUTH_CLIENT_ID):\$(s OAUTH_CLIENT_SECRET)" -d grant_type=client_credentials \\
+      -d scope=reports.read "\$(s token_url)"
+
+MSG
+  # The token itself is a credential: shown cut short.
+  echo "  Its answer, just now: $("${token_request[@]}" | sed -E 's/"access_token":"(.{12})[^"]*"/"access_token":"\1…"/')"
+fi
+cat <<MSG
+
   Ctrl-C stops everything.
 
 MSG

@@ -15,6 +15,8 @@ phase "clippy" cargo clippy --locked --all-targets -- -D warnings
 phase "control-plane build" build_controlplane
 export REGISTRAR_CONTROLPLANE
 phase "helm build" bash scripts/install-helm.sh
+phase "Ory Hydra build" build_hydra
+export REGISTRAR_HYDRA
 phase "unit tests" cargo test --locked --lib --bins
 phase "e2e tests" cargo test --locked --test e2e --test bare -- --test-threads "${E2E_THREADS:-4}"
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh

@@ -239,3 +239,345 @@ async fn hydra_down_shows_on_every_app_and_costs_no_secret() {
     assert_eq!(operator.metric("registrar_secret_mints_total{reason=\"SecretMissing\"}").await, 0.0);
     ns.delete().await;
 }
+
+/// The login and consent app the test serves for Hydra: it logs in a user of
+/// the group the test chose, and grants consent only when registrar's
+/// authorize-check says that group may use the client.
+mod login_consent {
+    use std::sync::{Arc, Mutex};
+
+    use axum::{
+        Router,
+        extract::{Query, State},
+        response::Redirect,
+        routing::get,
+    };
+    use serde::Deserialize;
+    use serde_json::{Value, json};
+
+    #[derive(Clone)]
+    pub struct App {
+        pub hydra_admin: String,
+        pub registry: String,
+        pub registry_token: String,
+        /// The group (namespace) the next user acts in.
+        pub group: Arc<Mutex<String>>,
+        pub http: reqwest::Client,
+    }
+
+    #[derive(Deserialize)]
+    struct Challenge {
+        login_challenge: Option<String>,
+        consent_challenge: Option<String>,
+    }
+
+    async fn login(State(app): State<App>, Query(q): Query<Challenge>) -> Redirect {
+        let challenge = q.login_challenge.unwrap_or_default();
+        let group = app.group.lock().unwrap().clone();
+        let accepted: Value = app
+            .http
+            .put(format!("{}/admin/oauth2/auth/requests/login/accept", app.hydra_admin))
+            .query(&[("login_challenge", &challenge)])
+            .json(&json!({ "subject": format!("user@{group}") }))
+            .send()
+            .await
+            .expect("accept login")
+            .json()
+            .await
+            .expect("login redirect");
+        Redirect::to(accepted["redirect_to"].as_str().expect("redirect_to"))
+    }
+
+    async fn consent(State(app): State<App>, Query(q): Query<Challenge>) -> Redirect {
+        let challenge = q.consent_challenge.unwrap_or_default();
+        let request: Value = app
+            .http
+            .get(format!("{}/admin/oauth2/auth/requests/consent", app.hydra_admin))
+            .query(&[("consent_challenge", &challenge)])
+            .send()
+            .await
+            .expect("consent request")
+            .json()
+            .await
+            .expect("consent JSON");
+        let client_id = request["client"]["client_id"].as_str().expect("client_id").to_owned();
+        let url = url::Url::parse(request["request_url"].as_str().expect("request_url"))
+            .or_else(|_| {
+                url::Url::parse("http://hydra.invalid").unwrap().join(request["request_url"].as_str().unwrap())
+            })
+            .expect("request_url");
+        let param = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let group = app.group.lock().unwrap().clone();
+        let scopes = request["requested_scope"].clone();
+        let check: Value = app
+            .http
+            .post(format!("{}/v1/clients/{client_id}/authorize-check", app.registry))
+            .bearer_auth(&app.registry_token)
+            .json(&json!({
+                "redirect_uri": param("redirect_uri"),
+                "group": group,
+                "scope": scopes,
+                "code_challenge_method": param("code_challenge_method"),
+            }))
+            .send()
+            .await
+            .expect("authorize-check")
+            .json()
+            .await
+            .expect("authorize-check JSON");
+        let (path, body) = if check["allowed"] == json!(true) {
+            ("accept", json!({ "grant_scope": scopes }))
+        } else {
+            ("reject", json!({ "error": "access_denied", "error_description": check["reason"] }))
+        };
+        let answer: Value = app
+            .http
+            .put(format!("{}/admin/oauth2/auth/requests/consent/{path}", app.hydra_admin))
+            .query(&[("consent_challenge", &challenge)])
+            .json(&body)
+            .send()
+            .await
+            .expect("answer consent")
+            .json()
+            .await
+            .expect("consent redirect");
+        Redirect::to(answer["redirect_to"].as_str().expect("redirect_to"))
+    }
+
+    /// Serves the app on `listener` until the test ends.
+    pub fn serve(listener: tokio::net::TcpListener, app: App) {
+        let router = Router::new().route("/login", get(login)).route("/consent", get(consent)).with_state(app);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
+}
+
+/// PKCE material: a verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    use base64::Engine;
+    use sha2::Digest;
+    let verifier: String = (0..64).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// Runs the browser side of an authorization-code flow (a user agent with a
+/// cookie jar, following redirects by hand) until Hydra sends it to the
+/// client's redirect URI; returns that URL's query (`code`, or `error`).
+async fn authorize(hydra: &Hydra, client_id: &str, redirect_uri: &str, challenge: &str) -> Vec<(String, String)> {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("browser");
+    let mut next = url::Url::parse_with_params(
+        &format!("{}/oauth2/auth", hydra.issuer()),
+        &[
+            ("client_id", client_id),
+            ("response_type", "code"),
+            ("redirect_uri", redirect_uri),
+            ("scope", "read"),
+            ("state", "state-0123456789"),
+            ("code_challenge", challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .expect("authorize URL");
+    for _ in 0..16 {
+        if next.as_str().starts_with(redirect_uri) {
+            return next.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        }
+        let response = browser.get(next.clone()).send().await.expect("browser step");
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no redirect from {next} ({})", response.status()));
+        next = next.join(location).expect("redirect URL");
+    }
+    panic!("the authorization flow did not reach the redirect URI");
+}
+
+/// Exchanges a code at Hydra's token endpoint as a public client.
+async fn exchange(
+    hydra: &Hydra,
+    client_id: &str,
+    redirect_uri: &str,
+    code: &str,
+    verifier: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("client_id", client_id),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    let response = reqwest::Client::new().post(hydra.token_url()).form(&form).send().await.expect("token");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// A public client with PKCE through Hydra's authorization-code flow, with
+/// a login and consent app that asks registrar's authorize-check about the
+/// user's group: it succeeds for a group that consented; after Remove Consent
+/// it fails for that group and still succeeds for another consenting group;
+/// the code exchange needs the S256 verifier.
+#[tokio::test]
+async fn a_public_client_completes_pkce_at_hydra_for_consenting_groups_only() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{ObjectMeta, PostParams};
+    use registrar::api::{AppConsent, AppConsentSpec, AppRef, Scope};
+
+    let run = format!("{:08x}", rand::random::<u32>());
+    let org = format!("pkce-{run}");
+    let labels = [("registrar.dev/organization", org.as_str())];
+    let owner_ns = TestNamespace::labelled("pkce-a", &labels).await;
+    install_registrar(&owner_ns.client).await;
+    let b = TestNamespace::labelled("pkce-b", &labels).await;
+    let c = TestNamespace::labelled("pkce-c", &labels).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let login_base = format!("http://{}", listener.local_addr().expect("addr"));
+    let hydra = Hydra::start(&login_base).await;
+    let selector = format!("e2e.registrar.dev/run={run}");
+    let mut args = vec!["--selector".to_string(), selector];
+    args.extend(hydra.operator_args("60s"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (_operator, port) = crate::support::registry::registry_operator(&args).await;
+    let group = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    login_consent::serve(
+        listener,
+        login_consent::App {
+            hydra_admin: hydra.admin_url(),
+            registry: format!("http://127.0.0.1:{port}"),
+            registry_token: crate::support::registry::caller_token(&owner_ns, "login-app", true).await,
+            group: group.clone(),
+            http: reqwest::Client::new(),
+        },
+    );
+
+    let redirect_uri = "http://127.0.0.1:8123/callback";
+    let mut app = confidential("spa");
+    app.metadata.labels = Some([("e2e.registrar.dev/run".to_string(), run.clone())].into());
+    app.spec.scope = Scope::Organization;
+    app.spec.public_client = Some(true);
+    app.spec.require_pkce = Some(true);
+    app.spec.redirect_uris = vec![redirect_uri.into()];
+    apply(&owner_ns, &app).await;
+    let app = wait_app(&owner_ns, "spa", "the public client to be registered", registered).await;
+    let client_id = status(&app).client_id.expect("Client ID");
+    let client = hydra.client(&client_id).await.expect("at Hydra");
+    assert_eq!(client["token_endpoint_auth_method"], json!("none"));
+    for ns in [&b, &c] {
+        let consent = AppConsent {
+            metadata: ObjectMeta {
+                name: Some("spa".into()),
+                labels: Some([("e2e.registrar.dev/run".to_string(), run.clone())].into()),
+                ..Default::default()
+            },
+            spec: AppConsentSpec {
+                app_ref: AppRef { namespace: owner_ns.name.clone(), name: "spa".into() },
+                oauth_scopes: None,
+            },
+            status: None,
+        };
+        ns.api::<AppConsent>().create(&PostParams::default(), &consent).await.expect("consent");
+        eventually("the consent to be granted", TIMEOUT, || async {
+            let c = ns.api::<AppConsent>().get("spa").await.ok()?;
+            c.status?.conditions.iter().any(|c| c.type_ == "Granted" && c.status == "True").then_some(())
+        })
+        .await;
+    }
+
+    let flow = |ns: &TestNamespace| {
+        let ns_name = ns.name.clone();
+        let (group, hydra, client_id) = (group.clone(), &hydra, client_id.clone());
+        async move {
+            *group.lock().unwrap() = ns_name;
+            let (verifier, challenge) = pkce();
+            let answer = authorize(hydra, &client_id, redirect_uri, &challenge).await;
+            let get = |k: &str| answer.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            (get("code"), get("error"), verifier)
+        }
+    };
+
+    // Group B consented: the flow completes; the exchange needs the verifier.
+    let (code, error, _) = flow(&b).await;
+    let code = code.unwrap_or_else(|| panic!("no code: {error:?}"));
+    let (status_code, answer) = exchange(&hydra, &client_id, redirect_uri, &code, None).await;
+    assert_eq!(status_code, 400, "no verifier, no token: {answer}");
+    let (code, _, _) = flow(&b).await;
+    let (status_code, _) = exchange(&hydra, &client_id, redirect_uri, &code.expect("code"), Some(&pkce().0)).await;
+    assert_eq!(status_code, 400, "a verifier of another challenge, no token");
+    let (code, _, verifier) = flow(&b).await;
+    let (status_code, answer) = exchange(&hydra, &client_id, redirect_uri, &code.expect("code"), Some(&verifier)).await;
+    assert_eq!(status_code, 200, "{answer}");
+    let introspected = hydra.introspect(answer["access_token"].as_str().expect("token")).await;
+    assert_eq!(introspected["client_id"], json!(client_id));
+    assert_eq!(introspected["sub"], json!(format!("user@{}", b.name)));
+
+    // Remove Consent in B: refused for B, still fine for C.
+    b.api::<AppConsent>().delete("spa", &DeleteParams::default()).await.expect("remove consent");
+    eventually("B's flow to be refused", TIMEOUT, || async {
+        let (code, error, _) = flow(&b).await;
+        (code.is_none() && error.as_deref() == Some("access_denied")).then_some(())
+    })
+    .await;
+    let (code, error, verifier) = flow(&c).await;
+    let code = code.unwrap_or_else(|| panic!("C still consents: {error:?}"));
+    assert_eq!(exchange(&hydra, &client_id, redirect_uri, &code, Some(&verifier)).await.0, 200);
+
+    for ns in [owner_ns, b, c] {
+        let _ = kube::Api::<Namespace>::all(ns.client.clone()).delete(&ns.name, &DeleteParams::default()).await;
+    }
+}
+
+/// 1,000 apps at Hydra (four pages of its client list): Hydra restarted empty
+/// has every client back within one comparison period, and deleting their
+/// namespace leaves none of them behind.
+#[tokio::test]
+async fn a_thousand_apps_come_back_after_a_hydra_restart_and_leave_nothing_when_their_namespace_goes() {
+    const APPS: usize = 1000;
+    let ns = TestNamespace::new("hydra-many").await;
+    install_registrar(&ns.client).await;
+    let mut hydra = Hydra::start("http://127.0.0.1:1").await;
+    let mut args: Vec<String> = vec!["--watch-namespace".into(), ns.name.clone()];
+    args.extend(hydra.operator_args("2s"));
+    // A cheap argon2id cost: this test is about Hydra, not hashing.
+    args.extend(["--argon2-memory-kib", "256", "--argon2-iterations", "1"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&args).await;
+
+    let started = Instant::now();
+    let names: Vec<String> = (0..APPS).map(|i| format!("app-{i:04}")).collect();
+    for chunk in names.chunks(50) {
+        futures::future::join_all(chunk.iter().map(|n| async { apply(&ns, &worker(n)).await })).await;
+    }
+    eventually("every app to be registered at Hydra", Duration::from_secs(300), || async {
+        (hydra.clients_of("registrar").await.len() == APPS).then_some(())
+    })
+    .await;
+    eprintln!("{APPS} apps registered at Hydra {:?} after the first apply", started.elapsed());
+
+    hydra.restart().await;
+    let restarted = Instant::now();
+    eventually("every client back at Hydra after its restart", Duration::from_secs(120), || async {
+        (hydra.clients_of("registrar").await.len() == APPS).then_some(())
+    })
+    .await;
+    eprintln!("Hydra restarted empty: all {APPS} clients back {:?} later (comparison every 2s)", restarted.elapsed());
+
+    let deleted = Instant::now();
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(ns.client.clone())
+        .delete(&ns.name, &DeleteParams::default())
+        .await
+        .expect("delete the namespace");
+    eventually("no client of the namespace left at Hydra", Duration::from_secs(300), || async {
+        hydra.clients_of("registrar").await.is_empty().then_some(())
+    })
+    .await;
+    eprintln!("namespace with {APPS} apps deleted: none of their clients left at Hydra {:?} later", deleted.elapsed());
+}

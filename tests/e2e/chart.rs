@@ -50,9 +50,41 @@ async fn chart_lints_and_passes_a_server_side_dry_run() {
         "platformNamespace=platform-team",
     ]));
     assert!(other.contains("'platform-team'") && !other.contains("'registrar-system'"));
+    // An authorization server: its flags, its CA and credentials mounted; the
+    // admin URL and issuer are required.
+    let hydra = [
+        "authServer.type=hydra",
+        "authServer.adminUrl=http://hydra-admin.hydra:4445",
+        "authServer.issuer=https://auth.example.com",
+        "authServer.caConfigMap=hydra-ca",
+        "authServer.credentialsSecret=hydra-admin",
+        "authServer.credentialsKey=basic",
+    ];
+    let chart = chart();
+    let mut args = vec!["template", "dry", &chart, "--namespace", &ns.name, "--kube-version", "1.36.3"];
+    for value in &hydra {
+        args.extend(["--set", value]);
+    }
+    let with_hydra = run(helm().args(&args));
+    for expected in [
+        "--auth-server=hydra",
+        "--auth-server-admin-url=http://hydra-admin.hydra:4445",
+        "--auth-server-issuer=https://auth.example.com",
+        "--auth-server-ca-file=/etc/registrar/authserver-ca/ca.crt",
+        "--auth-server-basic-auth-file=/etc/registrar/authserver-credentials/basic",
+    ] {
+        assert!(with_hydra.contains(expected), "{expected} missing");
+    }
+    kubectl_apply(&with_hydra, &["--dry-run=server"]);
+    let incomplete = helm()
+        .args(["template", "dry", &chart, "--kube-version", "1.36.3", "--set", "authServer.type=hydra"])
+        .output()
+        .expect("helm");
+    assert!(!incomplete.status.success());
+    assert!(String::from_utf8_lossy(&incomplete.stderr).contains("authServer.adminUrl is required"));
     // The schema refuses a bad value with a clear message.
     let bad = helm()
-        .args(["template", "dry", &chart(), "--kube-version", "1.36.3", "--set", "logFormat=xml"])
+        .args(["template", "dry", &chart, "--kube-version", "1.36.3", "--set", "logFormat=xml"])
         .output()
         .expect("helm");
     assert!(!bad.status.success());
