@@ -531,6 +531,8 @@ async fn main() {
     );
     drop(consent_operator);
 
+    hydra_scenario(&mut report, env_usize("BENCH_HYDRA_APPS", 1_000.min(apps_n)), cpu_per_write, cpu_per_hash).await;
+
     let mut table = String::new();
     let _ = writeln!(table, "| measurement | value | target |\n| --- | --- | --- |");
     for (what, value, target) in &report.rows {
@@ -544,6 +546,120 @@ async fn main() {
     for n in [consumers, ns, noise] {
         n.delete().await;
     }
+}
+
+/// N apps registered at a real Ory Hydra: Hydra's own ceiling (clients created
+/// directly at its admin API), the bulk to all Ready (Ready means registered),
+/// against a limit with Hydra's CPU in it; then Hydra restarted empty, and the
+/// namespace deleted.
+async fn hydra_scenario(report: &mut Report, n: usize, cpu_per_write: f64, cpu_per_hash: f64) {
+    use support::hydra::Hydra;
+    if n == 0 {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut hydra = Hydra::start("http://127.0.0.1:1").await;
+    let pid = hydra.pid().expect("Hydra's pid");
+
+    // Hydra's ceiling: clients created at its admin API, 64 in flight.
+    let samples = n.min(500);
+    let http = reqwest::Client::new();
+    let cpu_before = cpu_seconds(pid);
+    let started = Instant::now();
+    stream::iter(0..samples)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (http, url) = (http.clone(), format!("{}/admin/clients", hydra.admin_url()));
+            async move {
+                let body = json!({
+                    "client_id": format!("ceiling-{i}"), "client_secret": ClientSecret::mint().expose(),
+                    "owner": "bench-ceiling", "grant_types": ["client_credentials"], "scope": "read",
+                });
+                let status = http.post(url).json(&body).send().await.expect("create client").status();
+                assert!(status.is_success(), "{status}");
+            }
+        })
+        .await;
+    let hydra_rate = samples as f64 / started.elapsed().as_secs_f64();
+    let hydra_cpu_per_client = (cpu_seconds(pid) - cpu_before) / samples as f64;
+    report.row("Hydra: client create rate (admin API, 64 in flight)", format!("{hydra_rate:.0} /s"), "ceiling");
+    report.row("Hydra: CPU per client create (pbkdf2 secret hash)", ms_f(hydra_cpu_per_client), "ceiling");
+
+    let ns = TestNamespace::new("bench-hydra").await;
+    let mut args = vec!["--watch-namespace".to_string(), ns.name.clone()];
+    args.extend(hydra.operator_args("5s"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&args).await;
+    let apps = ns.api::<AppRegistration>();
+    let mut ready = Counter::start(apps.clone(), is_ready);
+    let (operator_cpu, cp_cpu, hydra_cpu) =
+        (operator.pid().map_or(0.0, cpu_seconds), control_plane_cpu(), cpu_seconds(pid));
+    let started = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let apps = apps.clone();
+            async move { apply_app(&apps, &app(&format!("h-{i}"))).await }
+        })
+        .await;
+    ready.reached("every app Ready (registered at Hydra)", n, Duration::from_secs(3600)).await;
+    drop(ready);
+    let bulk = started.elapsed().as_secs_f64();
+    let used = (
+        operator.pid().map_or(0.0, cpu_seconds) - operator_cpu,
+        control_plane_cpu() - cp_cpu,
+        cpu_seconds(pid) - hydra_cpu,
+    );
+    let writes_per_app = operator.writes().await / n as f64;
+    let limit = (n as f64 * (writes_per_app * cpu_per_write + cpu_per_hash + hydra_cpu_per_client) / cores as f64)
+        .max(n as f64 / hydra_rate);
+    report.row(
+        format!("Hydra: limit for {n} apps = max(N*(w*cpu_w + cpu_h + cpu_hydra)/cores, N/Hydra rate)"),
+        format!("{limit:.1} s"),
+        "input",
+    );
+    report.row(format!("Hydra: bulk, {n} apps applied to all Ready and registered"), format!("{bulk:.1} s"), "");
+    report.row(
+        "Hydra: bulk time / limit",
+        format!("{:.2}", bulk / limit),
+        if bulk / limit <= 1.3 { "≤ 1.3: met" } else { "≤ 1.3: MISSED" },
+    );
+    report.row(
+        "Hydra: bulk CPU per app, operator / apiserver+etcd / Hydra",
+        format!(
+            "{:.1} / {:.1} / {:.1} ms",
+            used.0 * 1000.0 / n as f64,
+            used.1 * 1000.0 / n as f64,
+            used.2 * 1000.0 / n as f64
+        ),
+        "profile",
+    );
+
+    // Hydra restarted with its in-memory database empty.
+    hydra.restart().await;
+    let started = Instant::now();
+    wait_until("every client back at Hydra", Duration::from_secs(3600), SLOW, || {
+        let hydra = &hydra;
+        async move { hydra.clients_of("registrar").await.len() >= n }
+    })
+    .await;
+    report.row(
+        format!("Hydra restarted empty: all {n} clients back (comparison every 5 s)"),
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+        "",
+    );
+    let started = Instant::now();
+    let name = ns.name.clone();
+    ns.delete().await;
+    wait_until("no client left at Hydra", Duration::from_secs(3600), SLOW, || {
+        let hydra = &hydra;
+        async move { hydra.clients_of("registrar").await.is_empty() }
+    })
+    .await;
+    report.row(
+        format!("Hydra: namespace {name} with {n} apps deleted → no client left"),
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+        "",
+    );
+    drop(operator);
 }
 
 /// apiserver+etcd CPU seconds per request, by kind of AppRegistration write.

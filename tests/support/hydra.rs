@@ -110,6 +110,16 @@ log: {{ level: warn }}
         self.spawn().await;
     }
 
+    /// The Hydra process's ID (not its supervising shell's).
+    pub fn pid(&self) -> Option<u32> {
+        let config = self.dir.join("hydra.yml").display().to_string();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?.replace('\0', " ");
+            (cmdline.contains(&config) && cmdline.contains(" serve all") && !cmdline.starts_with("bash")).then_some(pid)
+        })
+    }
+
     pub fn admin_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
