@@ -6,7 +6,8 @@
 //! - a client missing or altered there marks its app stale, and the app's
 //!   reconcile registers it again (the secret comes from the credentials Secret);
 //! - a client of registrar's whose app is gone (or holds another Client ID now)
-//!   is deleted, with its tokens;
+//!   is deleted, with its tokens, once the apiserver confirms it (an app outside
+//!   this instance's namespace or selector is not gone);
 //! - a server that cannot be reached makes every app report it
 //!   (`Registered=False`, `Ready=False`), and its return makes them recover.
 //!
@@ -85,6 +86,7 @@ pub struct Comparison {
 /// Compares every `sync_interval` until `shutdown` resolves. Run by the leader only.
 pub async fn run(
     server: AuthServer,
+    kube: kube::Client,
     caches: Caches,
     state: Arc<SyncState>,
     mut triggers: mpsc::Sender<ObjectRef<AppRegistration>>,
@@ -101,7 +103,7 @@ pub async fn run(
             _ = ticks.tick() => {}
         }
         let started = std::time::Instant::now();
-        match compare(&server, &caches, &state, &mut triggers, &metrics).await {
+        match compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await {
             Ok(c) if c.missing + c.altered + c.orphans_deleted > 0 => info!(
                 server = server.capabilities().name,
                 owned = c.owned,
@@ -122,6 +124,7 @@ pub async fn run(
 /// One comparison. `Err`: the server could not be reached (every app is told).
 pub async fn compare(
     server: &AuthServer,
+    kube: &kube::Client,
     caches: &Caches,
     state: &SyncState,
     triggers: &mut mpsc::Sender<ObjectRef<AppRegistration>>,
@@ -166,7 +169,7 @@ pub async fn compare(
     }
     for client in &remote {
         let id = client.registration.client_id.as_str();
-        if accounted.contains(id) || !is_orphan(client, caches) {
+        if accounted.contains(id) || !is_orphan(client, caches) || !confirmed_orphan(client, kube).await {
             continue;
         }
         let deleted = server.delete(id).await;
@@ -209,6 +212,26 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
     let key = (app.namespace().unwrap_or_default(), app.name_any());
     let uid = app.uid().unwrap_or_default();
     (!caches.index.taken_by_other(&key, &uid, client_id)).then_some((key, client_id, recorded))
+}
+
+/// Asks the apiserver whether the client's app is really gone: an app outside
+/// this instance's caches (another namespace with `--watch-namespace`, another
+/// shard with `--selector`) may still hold it. Anything but a clear "gone" or
+/// "holds another Client ID" keeps the client.
+async fn confirmed_orphan(client: &super::RemoteClient, kube: &kube::Client) -> bool {
+    let Some((namespace, name)) = client.registration.app.split_once('/') else { return true };
+    match kube::Api::<AppRegistration>::namespaced(kube.clone(), namespace).get_opt(name).await {
+        Ok(None) => true,
+        Ok(Some(app)) => {
+            app.meta().deletion_timestamp.is_none()
+                && app
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.client_id.as_deref())
+                    .is_some_and(|held| held != client.registration.client_id)
+        }
+        Err(_) => false,
+    }
 }
 
 /// A client of registrar's that no live app accounts for: its app is gone, or

@@ -296,7 +296,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // asks for reconciles of what it finds through its own queue.
     let (sync_tx, sync_rx) = futures::channel::mpsc::channel(1024);
     let syncing = auth_server.map(|(server, state)| {
-        tokio::spawn(authserver::sync::run(server, caches.clone(), state, sync_tx, metrics.clone(), stopped()))
+        tokio::spawn(authserver::sync::run(
+            server,
+            client.clone(),
+            caches.clone(),
+            state,
+            sync_tx,
+            metrics.clone(),
+            stopped(),
+        ))
     });
     let app_triggers = futures::stream::select(triggers.apps, sync_rx);
     tokio::join!(
