@@ -53,17 +53,23 @@ build_hydra() {
   echo "hydra: ${REGISTRAR_HYDRA}"
 }
 
+# Sets REGISTRAR_PROXIES to where nginx and Caddy are unpacked, fetching them if needed.
+fetch_proxies() {
+  REGISTRAR_PROXIES=$(bash scripts/install-proxies.sh)
+  echo "proxies: ${REGISTRAR_PROXIES}"
+}
+
 # Every harness state directory starts with registrar-e2e-, and every
 # control-plane process names its state directory on its command line.
 check_no_leftovers() {
   local deadline=$((SECONDS + 60))
   while pgrep -f 'registrar-e2e-' >/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "control-plane or Hydra processes outlived the tests:" >&2
+      echo "control-plane, Hydra or proxy processes outlived the tests:" >&2
       pgrep -af 'registrar-e2e-' >&2
       return 1
     fi
     sleep 0.5
   done
-  echo "no etcd, kube-apiserver, kube-controller-manager or Hydra process left"
+  echo "no etcd, kube-apiserver, kube-controller-manager, Hydra, nginx or Caddy process left"
 }

@@ -17,6 +17,8 @@ export REGISTRAR_CONTROLPLANE
 phase "helm build" bash scripts/install-helm.sh
 phase "Ory Hydra build" build_hydra
 export REGISTRAR_HYDRA
+phase "nginx and Caddy (Debian packages, unpacked)" fetch_proxies
+export REGISTRAR_PROXIES
 phase "unit tests" cargo test --locked --lib --bins
 phase "e2e tests" cargo test --locked --test e2e --test bare -- --test-threads "${E2E_THREADS:-4}"
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh

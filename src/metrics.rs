@@ -43,6 +43,27 @@ pub struct Metrics {
     pub authserver_requests: Family<AuthServerLabels, Counter>,
     pub authserver_repairs: Family<ReasonLabels, Counter>,
     pub authserver_reachable: Gauge,
+    pub registry_requests: Family<RequestLabels, Counter>,
+    pub registry_verifications: Family<ReasonLabels, Counter>,
+    pub registry_cache_hits: Family<CacheLabels, Counter>,
+    pub registry_tokenreview_seconds: Histogram,
+    pub registry_hashes_running: Gauge,
+    pub registry_hashes_running_peak: Gauge,
+    pub registry_connections: Gauge,
+    pub registry_connections_refused: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's pattern (`/v1/clients/{client_id}`), never a concrete path.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// verified, failed, token, decision.
+    pub cache: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +133,54 @@ impl Metrics {
             "1 when the last comparison with the authorization server succeeded",
             authserver_reachable.clone(),
         );
+        let registry_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "registry_requests",
+            "Registry API requests by route pattern and HTTP status",
+            registry_requests.clone(),
+        );
+        let registry_verifications = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "registry_verifications",
+            "Client secret presentations by outcome (verified, refused, shed, throttled; cached ones too)",
+            registry_verifications.clone(),
+        );
+        let registry_cache_hits = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "registry_cache_hits",
+            "Registry answers served from a cache, by cache (verified, failed, token, decision)",
+            registry_cache_hits.clone(),
+        );
+        let registry_tokenreview_seconds = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]);
+        registry.register(
+            "registry_tokenreview_seconds",
+            "Latency of the TokenReviews that authenticate registry callers",
+            registry_tokenreview_seconds.clone(),
+        );
+        let registry_hashes_running = Gauge::default();
+        registry.register(
+            "registry_hashes_running",
+            "argon2id verifications the registry runs now",
+            registry_hashes_running.clone(),
+        );
+        let registry_hashes_running_peak = Gauge::default();
+        registry.register(
+            "registry_hashes_running_peak",
+            "The most argon2id verifications the registry ever ran at once",
+            registry_hashes_running_peak.clone(),
+        );
+        let registry_connections = Gauge::default();
+        registry.register(
+            "registry_connections",
+            "Connections the registry API holds open",
+            registry_connections.clone(),
+        );
+        let registry_connections_refused = Counter::default();
+        registry.register(
+            "registry_connections_refused",
+            "Connections the registry API closed at once: it held as many as it allows",
+            registry_connections_refused.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
@@ -125,6 +194,14 @@ impl Metrics {
             authserver_requests,
             authserver_repairs,
             authserver_reachable,
+            registry_requests,
+            registry_verifications,
+            registry_cache_hits,
+            registry_tokenreview_seconds,
+            registry_hashes_running,
+            registry_hashes_running_peak,
+            registry_connections,
+            registry_connections_refused,
         }
     }
 

@@ -96,6 +96,8 @@ pub struct AppRegistrationSpec {
         .message(Message::Expression("'redirect URI ' + self.filter(u, u.matches('^(?i)(javascript|data|file|vbscript):'))[0] + ' uses a forbidden scheme (javascript:, data:, file: and vbscript: are never allowed)'".into())))]
     #[x_kube(validation = Rule::new("self.all(u, !u.contains('#'))")
         .message(Message::Expression("'redirect URI ' + self.filter(u, u.contains('#'))[0] + ' must not contain a fragment (#)'".into())))]
+    #[x_kube(validation = Rule::new("self.all(u, !u.matches('%(0[0-9a-fA-F]|1[0-9a-fA-F]|7[fF])'))")
+        .message(Message::Expression("'redirect URI ' + self.filter(u, u.matches('%(0[0-9a-fA-F]|1[0-9a-fA-F]|7[fF])'))[0] + ' contains a percent-encoded control character (%00 to %1F, %7F)'".into())))]
     #[x_kube(validation = Rule::new("self.all(u, !u.contains('*'))")
         .message(Message::Expression("'redirect URI ' + self.filter(u, u.contains('*'))[0] + ' must not contain a wildcard (*)'".into())))]
     #[x_kube(validation = Rule::new("self.all(u, !u.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@'))")
@@ -281,6 +283,37 @@ pub struct ConsentSummary {
 /// The most consenting namespaces listed in an app's status.
 pub const MAX_LISTED_CONSENTS: usize = 100;
 
+/// The part of the spec that the registry API serves: the last spec the
+/// controller accepted, so an edit it rejects (InvalidSpec) changes nothing
+/// that authorization servers are told until it is fixed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedSpec {
+    /// The generation of the spec accepted.
+    pub generation: i64,
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<GrantType>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oauth_scopes: Vec<String>,
+    pub require_pkce: bool,
+}
+
+impl AcceptedSpec {
+    /// `spec` (of `generation`) as the registry serves it, defaults applied.
+    pub fn of(spec: &AppRegistrationSpec, generation: i64) -> Self {
+        AcceptedSpec {
+            generation,
+            display_name: spec.display_name.clone(),
+            redirect_uris: spec.redirect_uris.clone(),
+            grant_types: spec.grant_types.clone().unwrap_or_else(|| DEFAULT_GRANT_TYPES.to_vec()),
+            oauth_scopes: spec.oauth_scopes.clone(),
+            require_pkce: spec.public_client == Some(true) || spec.require_pkce == Some(true),
+        }
+    }
+}
+
 /// What the authorization server holds of an app.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -334,6 +367,9 @@ pub struct AppRegistrationStatus {
     /// The namespaces holding a granted consent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<ConsentSummary>,
+    /// The spec the registry API serves: the last one accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<AcceptedSpec>,
     /// Where the app stands at the authorization server, when one is
     /// configured: what it holds (see the `Registered` condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ pub mod validation;
 
 pub use app_consent::{AppConsent, AppConsentSpec, AppConsentStatus, AppRef};
 pub use app_registration::{
-    AppRegistration, AppRegistrationSpec, AppRegistrationStatus, AuthServerStatus, DEFAULT_CLIENT_ID_KEY,
+    AcceptedSpec, AppRegistration, AppRegistrationSpec, AppRegistrationStatus, AuthServerStatus, DEFAULT_CLIENT_ID_KEY,
     DEFAULT_CLIENT_SECRET_KEY, DEFAULT_GRANT_TYPES, DEFAULT_ISSUER_KEY, DEFAULT_TOKEN_URL_KEY, GrantType,
     MANAGED_BY_LABEL, Rotation, Scope, SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
 };

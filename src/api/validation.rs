@@ -107,6 +107,15 @@ pub fn validate_spec(spec: &AppRegistrationSpec) -> Vec<Violation> {
 /// `com.example.app:/callback` for public clients only. Never a fragment,
 /// userinfo, wildcard, dot segment in the path, or the schemes `javascript:`,
 /// `data:`, `file:` and `vbscript:`.
+/// The first percent-encoded control character (`%00`–`%1F`, `%7F`) in `uri`.
+fn encoded_control_character(uri: &str) -> Option<&str> {
+    uri.match_indices('%').find_map(|(i, _)| {
+        let escape = uri.get(i..i + 3)?;
+        let byte = u8::from_str_radix(&escape[1..], 16).ok()?;
+        (byte < 0x20 || byte == 0x7f).then_some(escape)
+    })
+}
+
 pub fn check_redirect_uri(uri: &str, public_client: bool) -> Result<(), String> {
     let quoted = quote(uri);
     if uri.is_empty() {
@@ -140,6 +149,12 @@ pub fn check_redirect_uri(uri: &str, public_client: bool) -> Result<(), String> 
         return Err(format!(
             "redirect URI {quoted} contains a wildcard (*); redirect URIs are matched exactly, \
              so list every URI in full"
+        ));
+    }
+    if let Some(escape) = encoded_control_character(uri) {
+        return Err(format!(
+            "redirect URI {quoted} contains the percent-encoded control character {escape}; control \
+             characters (%00 to %1F and %7F) have no place in a redirect URI"
         ));
     }
     let Some(parts) = parts else {
@@ -1176,6 +1191,22 @@ mod tests {
         ] {
             assert_rejected(uri, true, "forbidden scheme");
             assert_rejected(uri, false, "forbidden scheme");
+        }
+    }
+
+    #[test]
+    fn percent_encoded_control_characters_are_rejected() {
+        for uri in [
+            "https://app.example.com/cb%00",
+            "https://app.example.com/cb?next=%0d%0aSet-Cookie:x",
+            "https://app.example.com/%1F",
+            "https://app.example.com/%7f",
+        ] {
+            let spec = with_redirect_uris(false, &[uri]);
+            assert_only_violation(&spec, "spec.redirectUris[0]", "percent-encoded control character");
+        }
+        for uri in ["https://app.example.com/a%20b", "https://app.example.com/%2F", "https://app.example.com/%80"] {
+            assert_accepted(uri, false);
         }
     }
 

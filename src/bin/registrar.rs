@@ -86,9 +86,19 @@ struct Args {
     #[arg(long, env = "REGISTRAR_REGISTRY_INSECURE_HTTP", default_value_t = false)]
     registry_insecure_http: bool,
     /// Secret verifications the registry API runs at once (default: one per
-    /// core); beyond that it answers 429 rather than queue.
+    /// core); a verification waits up to 2 s for a turn, then gets 429.
     #[arg(long, env = "REGISTRAR_REGISTRY_HASH_WORKERS")]
     registry_hash_workers: Option<usize>,
+    /// The audience registry callers' tokens must be issued for
+    /// (`kubectl create token SA --audience registrar`).
+    #[arg(long, env = "REGISTRAR_REGISTRY_AUDIENCE", default_value = "registrar")]
+    registry_audience: String,
+    /// Connections the registry keeps open at once; more are closed at once.
+    #[arg(long, env = "REGISTRAR_REGISTRY_MAX_CONNECTIONS", default_value_t = 1024)]
+    registry_max_connections: usize,
+    /// Longest a registry client may take to send a request's headers (a Go duration).
+    #[arg(long, env = "REGISTRAR_REGISTRY_HEADER_READ_TIMEOUT", default_value = "10s")]
+    registry_header_read_timeout: kube::core::Duration,
     /// Run only while holding the leader Lease (for several replicas).
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
@@ -237,6 +247,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tls: args.registry_tls_cert.clone().zip(args.registry_tls_key.clone()),
         insecure_http: args.registry_insecure_http,
         platform_namespace: args.platform_namespace.clone(),
+        audience: args.registry_audience.clone(),
+        max_connections: args.registry_max_connections,
+        header_read_timeout: args.registry_header_read_timeout.into(),
+        limits: registry::verifier::Limits::default(),
     };
     if registry_settings.tls.is_none() && !registry_settings.insecure_http {
         warn!("the registry API is off: give --registry-tls-cert and --registry-tls-key (or --registry-insecure-http)");
@@ -245,9 +259,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // the reverse); the working memory is shared.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry_hasher = hasher.sharing_memory(args.registry_hash_workers.unwrap_or(cores));
-        let (client, caches) = (client.clone(), caches.clone());
+        let (client, caches, metrics) = (client.clone(), caches.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Err(e) = registry::serve(registry_settings, client, caches, registry_hasher).await {
+            if let Err(e) = registry::serve(registry_settings, client, caches, registry_hasher, metrics).await {
                 error!(error = %e, "the registry API stopped");
             }
         });

@@ -13,7 +13,9 @@ use std::{fmt, sync::Arc};
 use argon2::{Algorithm, Argon2, Block, Params, Version, password_hash::phc};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 /// Bytes of randomness in a Client ID (128 bits).
@@ -114,6 +116,7 @@ pub struct Hasher {
     params: Params,
     permits: Arc<Semaphore>,
     memory: Arc<WorkingMemory>,
+    running: Arc<Running>,
 }
 
 /// argon2 working-memory buffers, kept between hashes: one per hash running at
@@ -153,7 +156,12 @@ impl Hasher {
             .map_err(|e| CredentialError::Params(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let memory = WorkingMemory { blocks: params.block_count(), keep: cores, free: Default::default() };
-        Ok(Hasher { params, permits: Arc::new(Semaphore::new(permits.max(1))), memory: Arc::new(memory) })
+        Ok(Hasher {
+            params,
+            permits: Arc::new(Semaphore::new(permits.max(1))),
+            memory: Arc::new(memory),
+            running: Arc::default(),
+        })
     }
 
     /// A hasher with one permit per available core.
@@ -169,36 +177,90 @@ impl Hasher {
             params: self.params.clone(),
             permits: Arc::new(Semaphore::new(permits.max(1))),
             memory: self.memory.clone(),
+            running: Arc::default(),
         }
+    }
+
+    /// Hashes running now, and the most ever running at once.
+    pub fn running(&self) -> (usize, usize) {
+        (self.running.now.load(Ordering::Relaxed), self.running.peak.load(Ordering::Relaxed))
+    }
+
+    /// Runs `work` on the blocking pool holding `permit` until it finishes:
+    /// a caller that goes away (a dropped future) frees nothing while the work
+    /// runs on, so at most `permits` hashes ever run at once.
+    async fn run<T: Send + 'static>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        work: impl FnOnce(&WorkingMemory) -> T + Send + 'static,
+    ) -> Result<T, CredentialError> {
+        let (memory, running) = (self.memory.clone(), self.running.clone());
+        tokio::task::spawn_blocking(move || {
+            let counted = running.enter();
+            let out = work(&memory);
+            // Counted out before the turn is handed on.
+            drop(counted);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| CredentialError::PoolClosed)
     }
 
     /// The argon2id PHC string of `secret`, with a fresh random salt.
     pub async fn hash(&self, secret: &ClientSecret) -> Result<String, CredentialError> {
-        let _permit = self.permits.acquire().await.map_err(|_| CredentialError::PoolClosed)?;
-        let (params, memory, secret) = (self.params.clone(), self.memory.clone(), secret.clone());
-        tokio::task::spawn_blocking(move || hash_blocking(&params, &memory, &secret))
-            .await
-            .map_err(|_| CredentialError::PoolClosed)?
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| CredentialError::PoolClosed)?;
+        let (params, secret) = (self.params.clone(), secret.clone());
+        self.run(permit, move |memory| hash_blocking(&params, memory, &secret)).await?
     }
 
-    /// Like [`Hasher::verify`], but `None` at once when every permit is taken:
-    /// for request paths that must shed load rather than queue.
-    pub async fn try_verify(&self, secret: &ClientSecret, hash: &str) -> Result<Option<bool>, CredentialError> {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else { return Ok(None) };
-        let (memory, secret, hash) = (self.memory.clone(), secret.clone(), hash.to_owned());
-        tokio::task::spawn_blocking(move || verify_blocking(&memory, &secret, &hash).map(Some))
-            .await
-            .map_err(|_| CredentialError::PoolClosed)?
+    /// Like [`Hasher::verify`], but waits at most `wait` for a turn: `None`
+    /// when none came, for request paths that must shed load rather than
+    /// queue without bound.
+    pub async fn verify_within(
+        &self,
+        secret: &ClientSecret,
+        hash: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<bool>, CredentialError> {
+        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(CredentialError::PoolClosed),
+            Err(_) => return Ok(None),
+        };
+        let (secret, hash) = (secret.clone(), hash.to_owned());
+        self.run(permit, move |memory| verify_blocking(memory, &secret, &hash).map(Some)).await?
     }
 
     /// Whether `secret` matches the PHC string `hash` (parameters are read from
     /// the hash, so secrets hashed under older settings still verify).
     pub async fn verify(&self, secret: &ClientSecret, hash: &str) -> Result<bool, CredentialError> {
-        let _permit = self.permits.acquire().await.map_err(|_| CredentialError::PoolClosed)?;
-        let (memory, secret, hash) = (self.memory.clone(), secret.clone(), hash.to_owned());
-        tokio::task::spawn_blocking(move || verify_blocking(&memory, &secret, &hash))
-            .await
-            .map_err(|_| CredentialError::PoolClosed)?
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| CredentialError::PoolClosed)?;
+        let (secret, hash) = (secret.clone(), hash.to_owned());
+        self.run(permit, move |memory| verify_blocking(memory, &secret, &hash)).await?
+    }
+}
+
+/// How many hashes run now, and the most that ever ran at once.
+#[derive(Default)]
+struct Running {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Running {
+    fn enter(self: &Arc<Self>) -> impl Drop + use<> {
+        let now = self.now.fetch_add(1, Ordering::AcqRel) + 1;
+        self.peak.fetch_max(now, Ordering::AcqRel);
+        RunningGuard(self.clone())
+    }
+}
+
+struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -261,7 +323,11 @@ pub fn is_well_formed(hash: &str) -> bool {
 
 /// Hashes outside any runtime, with the default parameters; for tests and tools.
 pub fn hash_now(secret: &ClientSecret) -> Result<String, CredentialError> {
-    let p = HashParams::default();
+    hash_now_with(secret, HashParams::default())
+}
+
+/// Hashes outside any runtime; for tests and tools.
+pub fn hash_now_with(secret: &ClientSecret, p: HashParams) -> Result<String, CredentialError> {
     let params = Params::new(p.memory_kib, p.iterations, p.parallelism, Some(OUTPUT_BYTES))
         .map_err(|e| CredentialError::Params(e.to_string()))?;
     let memory = WorkingMemory { blocks: 0, keep: 0, free: Default::default() };
@@ -353,10 +419,34 @@ mod tests {
         let registry = hasher.sharing_memory(1);
         let secret = ClientSecret::mint();
         let hash = hasher.hash(&secret).await.unwrap();
-        assert!(registry.try_verify(&secret, &hash).await.unwrap().unwrap());
+        assert!(registry.verify_within(&secret, &hash, std::time::Duration::ZERO).await.unwrap().unwrap());
         let kept = hasher.memory.free.lock().unwrap().len();
         assert_eq!(kept, 1, "one hash at a time needs one buffer, kept for the next");
         assert!(Arc::ptr_eq(&hasher.memory, &registry.memory));
+    }
+
+    /// A caller that goes away frees no hashing turn while its hash runs on:
+    /// at most `permits` hashes ever run at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_verification_keeps_its_turn_until_the_hash_ends() {
+        let hasher = Hasher::new(HashParams { memory_kib: 8192, iterations: 4, parallelism: 1 }, 2).unwrap();
+        let secret = ClientSecret::mint();
+        let hash = hasher.hash(&secret).await.unwrap();
+        for i in 0..40 {
+            let (hasher, hash) = (hasher.clone(), hash.clone());
+            let wrong = ClientSecret::from_bytes(format!("wrong-{i}").as_bytes()).unwrap();
+            let verification =
+                tokio::spawn(
+                    async move { hasher.verify_within(&wrong, &hash, std::time::Duration::from_secs(5)).await },
+                );
+            tokio::task::yield_now().await;
+            verification.abort();
+        }
+        // Let whatever started finish, then look at the most that ran at once.
+        let _ = hasher.verify(&secret, &hash).await;
+        let _ = hasher.verify(&secret, &hash).await;
+        let (_, peak) = hasher.running();
+        assert!(peak <= 2, "{peak} hashes ran at once with 2 permits");
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use kube::ResourceExt;
 
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary,
+        AcceptedSpec, AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary,
         conditions::{self, DesiredCondition, READY, WORKLOADS_RESTARTED, reason},
         validation::{Violation, summarize},
     },
@@ -582,6 +582,11 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
     next.consents = inputs.consents.clone();
     next.pending_restart = None;
     next.authorization_server = registered_status;
+    // What the registry serves: this spec once it is accepted; a rejected
+    // one leaves the last accepted in place.
+    if !matches!(decision, Decision::Reject { .. }) && next.client_id.is_some() {
+        next.accepted = Some(AcceptedSpec::of(&app.spec, app.metadata.generation.unwrap_or_default()));
+    }
     // The seal that proves registrar issued this Client ID to this app; a
     // Client ID held by another app is left as found, unsealed.
     if !inputs.status_client_id_taken {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{AppRegistration, validation::is_loopback_http};
+use crate::api::{AcceptedSpec, GrantType, validation::is_loopback_http};
 
 /// An authorization server's question.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -16,6 +16,10 @@ pub struct AuthorizeRequest {
     pub scope: Option<ScopeParam>,
     #[serde(default)]
     pub code_challenge_method: Option<String>,
+    /// The code challenge itself, if the authorization request carries one: a
+    /// challenge without a method is `plain` (RFC 7636 §4.3), never accepted.
+    #[serde(default)]
+    pub code_challenge: Option<String>,
 }
 
 /// `scope` as a list or as a space-separated string.
@@ -41,6 +45,8 @@ impl AuthorizeRequest {
 #[serde(rename_all = "snake_case")]
 pub enum Denial {
     Revoked,
+    /// The app may not use the authorization_code grant.
+    UnauthorizedClient,
     RedirectMismatch,
     PkceRequired,
     PkceMethodNotAllowed,
@@ -52,6 +58,7 @@ impl Denial {
     pub fn description(self) -> &'static str {
         match self {
             Denial::Revoked => "the client was revoked",
+            Denial::UnauthorizedClient => "the client may not use the authorization_code grant",
             Denial::RedirectMismatch => "redirect_uri is not registered for this client",
             Denial::PkceRequired => "this client requires PKCE (code_challenge_method S256)",
             Denial::PkceMethodNotAllowed => "only the S256 code challenge method is accepted",
@@ -92,7 +99,7 @@ fn without_port(uri: &str) -> String {
 /// group may use — the app's own scopes in its own namespace, a granted
 /// consent's scopes elsewhere, `None` without a granted consent.
 pub fn authorize(
-    app: &AppRegistration,
+    app: &AcceptedSpec,
     deleting: bool,
     granted: Option<&[String]>,
     request: &AuthorizeRequest,
@@ -100,14 +107,19 @@ pub fn authorize(
     if deleting {
         return Err(Denial::Revoked);
     }
-    if !redirect_matches(&app.spec.redirect_uris, &request.redirect_uri) {
+    if !app.grant_types.contains(&GrantType::AuthorizationCode) {
+        return Err(Denial::UnauthorizedClient);
+    }
+    if !redirect_matches(&app.redirect_uris, &request.redirect_uri) {
         return Err(Denial::RedirectMismatch);
     }
-    let pkce_required = app.spec.require_pkce == Some(true) || app.spec.public_client == Some(true);
-    match request.code_challenge_method.as_deref() {
+    let challenge = request.code_challenge.as_deref().is_some_and(|c| !c.is_empty());
+    match request.code_challenge_method.as_deref().filter(|m| !m.is_empty()) {
         Some("S256") => {}
         Some(_) => return Err(Denial::PkceMethodNotAllowed),
-        None if pkce_required => return Err(Denial::PkceRequired),
+        // A challenge without a method is plain.
+        None if challenge => return Err(Denial::PkceMethodNotAllowed),
+        None if app.require_pkce => return Err(Denial::PkceRequired),
         None => {}
     }
     let Some(granted) = granted else { return Err(Denial::NotConsented) };
@@ -119,17 +131,15 @@ mod tests {
     use super::*;
     use crate::api::AppRegistrationSpec;
 
-    fn app(uris: &[&str], pkce: bool) -> AppRegistration {
-        AppRegistration::new(
-            "billing",
-            AppRegistrationSpec {
-                display_name: "Billing".into(),
-                redirect_uris: uris.iter().map(|u| u.to_string()).collect(),
-                require_pkce: pkce.then_some(true),
-                oauth_scopes: vec!["read".into(), "write".into()],
-                ..Default::default()
-            },
-        )
+    fn app(uris: &[&str], pkce: bool) -> AcceptedSpec {
+        let spec = AppRegistrationSpec {
+            display_name: "Billing".into(),
+            redirect_uris: uris.iter().map(|u| u.to_string()).collect(),
+            require_pkce: pkce.then_some(true),
+            oauth_scopes: vec!["read".into(), "write".into()],
+            ..Default::default()
+        };
+        AcceptedSpec::of(&spec, 1)
     }
 
     fn request(uri: &str, method: Option<&str>, scope: &str) -> AuthorizeRequest {
@@ -138,6 +148,7 @@ mod tests {
             group: "team-a".into(),
             scope: Some(ScopeParam::Text(scope.into())),
             code_challenge_method: method.map(str::to_owned),
+            code_challenge: method.map(|_| "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
         }
     }
 
@@ -198,6 +209,28 @@ mod tests {
             authorize(&lax, false, Some(&all()), &request(CB, Some("plain"), "")),
             Err(Denial::PkceMethodNotAllowed)
         );
+    }
+
+    #[test]
+    fn a_challenge_without_a_method_is_plain_and_refused() {
+        for app in [app(&[CB], true), app(&[CB], false)] {
+            let plain = AuthorizeRequest { code_challenge: Some("challenge".into()), ..request(CB, None, "") };
+            assert_eq!(authorize(&app, false, Some(&all()), &plain), Err(Denial::PkceMethodNotAllowed));
+            let empty_method = AuthorizeRequest { code_challenge_method: Some(String::new()), ..plain };
+            assert_eq!(authorize(&app, false, Some(&all()), &empty_method), Err(Denial::PkceMethodNotAllowed));
+        }
+    }
+
+    #[test]
+    fn an_app_without_the_authorization_code_grant_is_refused() {
+        let mut machine = app(&[CB], false);
+        machine.grant_types = vec![GrantType::ClientCredentials];
+        assert_eq!(
+            authorize(&machine, false, Some(&all()), &request(CB, Some("S256"), "")),
+            Err(Denial::UnauthorizedClient)
+        );
+        machine.grant_types = vec![GrantType::RefreshToken, GrantType::AuthorizationCode];
+        assert_eq!(authorize(&machine, false, Some(&all()), &request(CB, Some("S256"), "")), Ok(()));
     }
 
     #[test]

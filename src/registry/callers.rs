@@ -1,28 +1,30 @@
-//! Who may call the registry: bearer tokens checked with TokenReview, callers
-//! authorized with SubjectAccessReview on the virtual resource
-//! `registry.registrar.dev` (verb `get` for lookups and the catalog, `create`
-//! for authentication and authorization checks). Both answers are cached
-//! briefly, keyed by a SHA-256 of the token, never the token itself.
+//! Who may call the registry: bearer tokens checked with TokenReview for the
+//! registry's own audience (default `registrar`, so a token for the apiserver
+//! is no good here and a registry token is no good at the apiserver), and
+//! callers authorized with SubjectAccessReview on the virtual resource
+//! `registry.registrar.dev` in the namespace of what they ask about (verb
+//! `get` for lookups and the catalog, `create` for authentication and
+//! authorization checks): a RoleBinding in namespace A reaches A's clients
+//! only, a ClusterRoleBinding every namespace. Answers are cached briefly
+//! (a grant or an authentication 30 s, a refusal 2 s), keyed by a SHA-256 of
+//! the token, never the token itself.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     authentication::v1::{TokenReview, TokenReviewSpec, UserInfo},
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
 use kube::{Api, Client, api::PostParams};
+use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
-/// How long an answer is reused: a grant or an authentication for 30 s; a
-/// refusal only briefly, so a permission just granted takes effect fast.
+use crate::metrics::{CacheLabels, Metrics};
+
 const TTL: Duration = Duration::from_secs(30);
 const REFUSAL_TTL: Duration = Duration::from_secs(2);
-/// Bound of each cache; full caches are cleared.
-const MAX_ENTRIES: usize = 10_000;
+/// Bound of each cache.
+const MAX_ENTRIES: u64 = 10_000;
 
 /// The two kinds of access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,7 +47,7 @@ impl Access {
 /// Why a caller is turned away.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// No token, or one the apiserver does not accept: 401.
+    /// No token, or one the apiserver does not accept for this audience: 401.
     Unauthenticated,
     /// Authenticated, not allowed: 403.
     Forbidden,
@@ -53,82 +55,111 @@ pub enum Refusal {
     Unavailable,
 }
 
-/// Entries expire at the instant stored with them.
-type Cached<T> = Mutex<HashMap<[u8; 32], (Instant, T)>>;
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub username: String,
+    token_key: [u8; 32],
+    user: UserInfo,
+}
 
 pub struct Callers {
     client: Client,
-    users: Cached<Option<UserInfo>>,
-    decisions: Cached<bool>,
+    audience: String,
+    metrics: Metrics,
+    users: Cache<[u8; 32], UserInfo>,
+    unknown_tokens: Cache<[u8; 32], ()>,
+    /// (token, verb, namespace) → allowed.
+    grants: Cache<([u8; 32], &'static str, String), bool>,
+    refusals: Cache<([u8; 32], &'static str, String), bool>,
 }
 
-fn lookup<T: Clone>(cache: &Cached<T>, key: &[u8; 32]) -> Option<T> {
-    let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    cache.get(key).filter(|(expires, _)| Instant::now() < *expires).map(|(_, v)| v.clone())
-}
-
-fn remember<T>(cache: &Cached<T>, key: [u8; 32], value: T, positive: bool) {
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= MAX_ENTRIES {
-        cache.clear();
-    }
-    let ttl = if positive { TTL } else { REFUSAL_TTL };
-    cache.insert(key, (Instant::now() + ttl, value));
+fn cache<K, V>(ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(MAX_ENTRIES).time_to_live(ttl).build()
 }
 
 impl Callers {
-    pub fn new(client: Client) -> Self {
-        Callers { client, users: Mutex::default(), decisions: Mutex::default() }
+    pub fn new(client: Client, audience: String, metrics: Metrics) -> Self {
+        Callers {
+            client,
+            audience,
+            metrics,
+            users: cache(TTL),
+            unknown_tokens: cache(REFUSAL_TTL),
+            grants: cache(TTL),
+            refusals: cache(REFUSAL_TTL),
+        }
     }
 
-    /// Checks the `Authorization: Bearer` token of a request for `access`.
-    pub async fn check(&self, authorization: Option<&str>, access: Access) -> Result<String, Refusal> {
-        let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(Refusal::Unauthenticated)?;
+    fn hit(&self, cache: &str) {
+        self.metrics.registry_cache_hits.get_or_create(&CacheLabels { cache: cache.into() }).inc();
+    }
+
+    /// Authenticates the bearer token of a request.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, Refusal> {
+        let token = token.ok_or(Refusal::Unauthenticated)?;
         let token_key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let user = match lookup(&self.users, &token_key) {
-            Some(user) => user,
-            None => {
-                let user = self.review(token).await?;
-                let positive = user.is_some();
-                remember(&self.users, token_key, user.clone(), positive);
-                user
+        if let Some(user) = self.users.get(&token_key) {
+            self.hit("token");
+            return Ok(Caller { username: user.username.clone().unwrap_or_default(), token_key, user });
+        }
+        if self.unknown_tokens.contains_key(&token_key) {
+            self.hit("token");
+            return Err(Refusal::Unauthenticated);
+        }
+        match self.review(token).await? {
+            Some(user) => {
+                self.users.insert(token_key, user.clone());
+                Ok(Caller { username: user.username.clone().unwrap_or_default(), token_key, user })
             }
-        };
-        let user = user.ok_or(Refusal::Unauthenticated)?;
-        let username = user.username.clone().unwrap_or_default();
-        let mut decision_key = Sha256::new();
-        decision_key.update(token_key);
-        decision_key.update(access.verb().as_bytes());
-        let decision_key: [u8; 32] = decision_key.finalize().into();
-        let allowed = match lookup(&self.decisions, &decision_key) {
-            Some(allowed) => allowed,
             None => {
-                let allowed = self.authorize(&user, access).await?;
-                remember(&self.decisions, decision_key, allowed, allowed);
+                self.unknown_tokens.insert(token_key, ());
+                Err(Refusal::Unauthenticated)
+            }
+        }
+    }
+
+    /// Whether `caller` may `access` the registry in `namespace`.
+    pub async fn authorize(&self, caller: &Caller, access: Access, namespace: &str) -> Result<(), Refusal> {
+        let key = (caller.token_key, access.verb(), namespace.to_owned());
+        let allowed = match self.grants.get(&key).or_else(|| self.refusals.get(&key)) {
+            Some(allowed) => {
+                self.hit("decision");
+                allowed
+            }
+            None => {
+                let allowed = self.review_access(&caller.user, access, namespace).await?;
+                if allowed {
+                    self.grants.insert(key, true)
+                } else {
+                    self.refusals.insert(key, false)
+                }
                 allowed
             }
         };
-        if allowed { Ok(username) } else { Err(Refusal::Forbidden) }
+        if allowed { Ok(()) } else { Err(Refusal::Forbidden) }
     }
 
     async fn review(&self, token: &str) -> Result<Option<UserInfo>, Refusal> {
         let review = TokenReview {
-            spec: TokenReviewSpec { token: token.to_owned(), ..Default::default() },
+            spec: TokenReviewSpec { token: token.to_owned(), audiences: Some(vec![self.audience.clone()]) },
             ..Default::default()
         };
-        let answer = Api::<TokenReview>::all(self.client.clone())
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|_| Refusal::Unavailable)?;
-        let status = answer.status.unwrap_or_default();
-        Ok(if status.authenticated == Some(true) { status.user } else { None })
+        let started = Instant::now();
+        let answer = Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &review).await;
+        self.metrics.registry_tokenreview_seconds.observe(started.elapsed().as_secs_f64());
+        let status = answer.map_err(|_| Refusal::Unavailable)?.status.unwrap_or_default();
+        // The apiserver answers for the audiences it was asked about; a token
+        // that holds none of them is not ours.
+        let for_us = status.audiences.as_ref().is_some_and(|a| a.contains(&self.audience));
+        Ok(if status.authenticated == Some(true) && for_us { status.user } else { None })
     }
 
-    async fn authorize(&self, user: &UserInfo, access: Access) -> Result<bool, Refusal> {
+    async fn review_access(&self, user: &UserInfo, access: Access, namespace: &str) -> Result<bool, Refusal> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: user.username.clone(),
@@ -139,6 +170,7 @@ impl Callers {
                     group: Some("registrar.dev".into()),
                     resource: Some("registry".into()),
                     verb: Some(access.verb().into()),
+                    namespace: Some(namespace.to_owned()),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -6,104 +6,77 @@
 //! - `POST /v1/clients/authenticate` — RFC 6749 §2.3.1 client authentication;
 //! - `POST /v1/clients/{clientId}/authorize-check` — redirect, PKCE, consent, scopes;
 //! - `GET  /v1/catalog?namespace=NS` — the apps NS may enable (Organization and Global);
-//! - `GET  /v1/forward-auth` — Basic client credentials for nginx / Envoy.
+//! - `GET  /v1/forward-auth` — Basic client credentials for nginx / Caddy / Envoy.
 //!
+//! What it serves of an app is the last spec the controller accepted
+//! (`status.accepted`): an edit it rejects changes nothing here until fixed.
+//! Callers are authenticated and authorized in `callers`, credentials read in
+//! `client_auth`, secrets verified in `verifier`, the listener is `server`.
 //! Never a secret or a hash in a response or a log line.
 
 pub mod authorize;
 pub mod callers;
+mod catalog;
+pub mod client_auth;
+mod server;
+pub mod verifier;
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, Query, Request, State},
+    extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use base64::{Engine, engine::general_purpose::STANDARD};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::OnceCell;
-use tracing::{info, warn};
 
 use crate::{
-    api::{AppRegistration, DEFAULT_GRANT_TYPES, GrantType, Scope, conditions},
-    consent::visibility::ORGANIZATION_LABEL,
+    api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
     credentials::{ClientSecret, Hasher},
+    metrics::{Metrics, ReasonLabels, RequestLabels},
     watches::Caches,
 };
 use authorize::{AuthorizeRequest, authorize};
-use callers::{Access, Callers, Refusal};
+use callers::{Access, Caller, Callers, Refusal};
+use client_auth::{bearer, caller_authorization, credentials};
+use verifier::{Limits, Outcome, Verifier};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 16 * 1024;
 /// Longest a request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bound of the cache of verified credentials; a full cache is cleared.
-const MAX_VERIFIED: usize = 100_000;
 
 /// How the registry is served.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub addr: SocketAddr,
     /// PEM certificate chain and private key; required unless `insecure_http`.
+    /// Reloaded when either file changes.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub insecure_http: bool,
     pub platform_namespace: String,
+    /// The audience callers' tokens must be issued for.
+    pub audience: String,
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Failure throttles and the wait for a hashing turn.
+    pub limits: Limits,
 }
 
 struct Registry {
     caches: Caches,
-    hasher: Hasher,
+    verifier: Verifier,
     callers: Callers,
     platform_namespace: String,
-    /// (Client ID, SHA-256 of a presented secret) → the hash it verified against.
-    verified: Mutex<HashMap<CredentialKey, String>>,
-    /// Verifications running, by the same key: concurrent presentations of the
-    /// same credentials (a burst of logins on a cold cache) wait for one
-    /// verification instead of each taking a hashing turn, or being refused one.
-    in_flight: Mutex<HashMap<CredentialKey, Arc<OnceCell<Verdict>>>>,
-}
-
-/// (Client ID, SHA-256 of a presented secret).
-type CredentialKey = (String, [u8; 32]);
-
-/// The outcome of one argon2id verification of presented credentials.
-#[derive(Clone)]
-enum Verdict {
-    /// The secret verified against this hash.
-    Verified(String),
-    Wrong,
-    /// No hashing turn was free.
-    Busy,
-}
-
-/// Removes a finished (or abandoned) verification from `in_flight`, unless a
-/// newer one took its place.
-struct InFlight<'a> {
-    map: &'a Mutex<HashMap<CredentialKey, Arc<OnceCell<Verdict>>>>,
-    key: CredentialKey,
-    cell: Arc<OnceCell<Verdict>>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&self.key).is_some_and(|cell| Arc::ptr_eq(cell, &self.cell)) {
-            map.remove(&self.key);
-        }
-    }
+    metrics: Metrics,
 }
 
 /// Why a request failed, as an HTTP answer with an OAuth-style body.
@@ -112,31 +85,40 @@ enum Failure {
     NotReady,
     NotFound,
     InvalidClient,
-    Busy,
+    /// Too much at once (shed, or throttled): retry after this long.
+    Busy(Duration),
     BadRequest(&'static str),
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Caller(refusal)
+    }
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let (status, error, description) = match self {
-            Failure::Caller(Refusal::Unauthenticated) => {
-                (StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
-            }
+            Failure::Caller(Refusal::Unauthenticated) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token for the registry's audience is required",
+            ),
             Failure::Caller(Refusal::Forbidden) => {
-                (StatusCode::FORBIDDEN, "forbidden", "the caller may not use this registry endpoint")
+                (StatusCode::FORBIDDEN, "forbidden", "the caller may not use this registry endpoint in this namespace")
             }
             Failure::Caller(Refusal::Unavailable) | Failure::NotReady => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the registry is not ready")
             }
             Failure::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such client"),
             Failure::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"),
-            Failure::Busy => {
-                let mut response = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(json!({ "error": "temporarily_unavailable", "error_description": "too many authentications at once; retry" })),
-                )
-                    .into_response();
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Failure::Busy(after) => {
+                let body = json!({ "error": "temporarily_unavailable", "error_description": "too many authentications at once; retry" });
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                let secs = after.as_secs().max(1).to_string();
+                if let Ok(value) = HeaderValue::from_str(&secs) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
                 return response;
             }
             Failure::BadRequest(what) => (StatusCode::BAD_REQUEST, "invalid_request", what),
@@ -145,10 +127,33 @@ impl IntoResponse for Failure {
     }
 }
 
+/// What the registry serves of an app: the last accepted spec, or the spec of
+/// an app issued before registrar recorded it.
+fn served(app: &AppRegistration) -> AcceptedSpec {
+    app.status
+        .as_ref()
+        .and_then(|s| s.accepted.clone())
+        .unwrap_or_else(|| AcceptedSpec::of(&app.spec, app.metadata.generation.unwrap_or_default()))
+}
+
 impl Registry {
-    async fn caller(&self, headers: &HeaderMap, access: Access) -> Result<String, Failure> {
-        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.callers.check(authorization, access).await.map_err(Failure::Caller)
+    /// Authenticates the caller's bearer token.
+    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Failure> {
+        let token = caller_authorization(headers).and_then(|v| v.to_str().ok()).and_then(bearer);
+        Ok(self.callers.authenticate(token).await?)
+    }
+
+    fn ready(&self) -> Result<(), Failure> {
+        // Lists complete: readiness is tracked by the watches.
+        if self.caches.is_synced() { Ok(()) } else { Err(Failure::NotReady) }
+    }
+
+    /// The app's Client ID, when the app holds it (the index), and its namespace.
+    fn held_client_id(&self, app: &AppRegistration) -> Option<(String, String)> {
+        let client_id = app.status.as_ref()?.client_id.clone()?;
+        let key = (app.namespace().unwrap_or_default(), app.name_any());
+        let held = self.caches.index.app_of_client(&client_id).is_some_and(|holder| holder == key);
+        held.then_some((client_id, key.0))
     }
 
     /// The issued app holding `client_id`, and whether it is being deleted.
@@ -165,7 +170,7 @@ impl Registry {
     fn granted_scopes(&self, app: &AppRegistration, group: &str) -> Option<Vec<String>> {
         let app_ns = app.namespace().unwrap_or_default();
         if group == app_ns {
-            return Some(app.spec.oauth_scopes.clone());
+            return Some(served(app).oauth_scopes);
         }
         let client_id = app.status.as_ref()?.client_id.as_deref()?;
         self.caches
@@ -187,10 +192,17 @@ impl Registry {
         app.status.as_ref().and_then(|s| s.consents.as_ref()).map(|c| c.namespaces.clone()).unwrap_or_default()
     }
 
-    /// RFC 6749 §2.3.1: is `secret` the current (or, in a grace period, the
+    /// RFC 6749 §2.3.1 for a caller allowed to check clients of the client's
+    /// namespace: is `secret` the current (or, in a grace period, the
     /// previous) secret of `client_id`?
-    async fn authenticate(&self, client_id: &str, secret: &ClientSecret) -> Result<Arc<AppRegistration>, Failure> {
+    async fn authenticate(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        secret: &ClientSecret,
+    ) -> Result<Arc<AppRegistration>, Failure> {
         let (app, deleting) = self.client(client_id).ok_or(Failure::InvalidClient)?;
+        self.callers.authorize(caller, Access::Check, &app.namespace().unwrap_or_default()).await?;
         if deleting {
             return Err(Failure::InvalidClient);
         }
@@ -204,46 +216,23 @@ impl Registry {
         if accepted.is_empty() {
             return Err(Failure::InvalidClient); // a public client has no secret
         }
-        let key = (client_id.to_owned(), secret.digest());
-        let known = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
-        if known.is_some_and(|hash| accepted.contains(&hash)) {
-            return Ok(app);
+        let outcome = self.verifier.check(client_id, secret, &accepted, &caller.username).await;
+        let (label, cache) = match &outcome {
+            Outcome::Verified { cached } => ("verified", cached.then_some("verified")),
+            Outcome::Wrong { cached } => ("refused", cached.then_some("failed")),
+            Outcome::Shed => ("shed", None),
+            Outcome::Throttled(_) => ("throttled", None),
+        };
+        self.metrics.registry_verifications.get_or_create(&ReasonLabels { reason: label.into() }).inc();
+        if let Some(cache) = cache {
+            self.metrics.registry_cache_hits.get_or_create(&crate::metrics::CacheLabels { cache: cache.into() }).inc();
         }
-        let cell = self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
-        let running = InFlight { map: &self.in_flight, key: key.clone(), cell: cell.clone() };
-        let verdict = cell.get_or_init(|| self.verify(secret, &accepted)).await.clone();
-        drop(running);
-        match verdict {
-            // Verified against a hash still accepted (it may have been rotated
-            // out while this request waited for another's verification).
-            Verdict::Verified(hash) if accepted.contains(&hash) => {
-                let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-                if verified.len() >= MAX_VERIFIED {
-                    verified.clear();
-                }
-                verified.insert(key, hash);
-                Ok(app)
-            }
-            Verdict::Verified(_) | Verdict::Wrong => Err(Failure::InvalidClient),
-            Verdict::Busy => Err(Failure::Busy),
+        match outcome {
+            Outcome::Verified { .. } => Ok(app),
+            Outcome::Wrong { .. } => Err(Failure::InvalidClient),
+            Outcome::Shed => Err(Failure::Busy(Duration::from_secs(1))),
+            Outcome::Throttled(after) => Err(Failure::Busy(after)),
         }
-    }
-
-    /// Verifies `secret` against each accepted hash, shedding rather than queueing.
-    async fn verify(&self, secret: &ClientSecret, accepted: &[String]) -> Verdict {
-        for hash in accepted {
-            match self.hasher.try_verify(secret, hash).await {
-                Ok(Some(true)) => return Verdict::Verified(hash.clone()),
-                Ok(Some(false)) | Err(_) => {}
-                Ok(None) => return Verdict::Busy,
-            }
-        }
-        Verdict::Wrong
-    }
-
-    fn ready(&self) -> Result<(), Failure> {
-        // Lists complete: Store::len is cheap, readiness is tracked by the watches.
-        if self.caches.is_synced() { Ok(()) } else { Err(Failure::NotReady) }
     }
 }
 
@@ -263,6 +252,8 @@ struct ClientView {
     oauth_scopes: Vec<String>,
     consenting_namespaces: Vec<String>,
     state: &'static str,
+    /// The generation of the spec served (the last one accepted).
+    served_generation: i64,
 }
 
 async fn lookup(
@@ -270,67 +261,30 @@ async fn lookup(
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<ClientView>, Failure> {
-    registry.caller(&headers, Access::Read).await?;
+    let caller = registry.caller(&headers).await?;
     registry.ready()?;
     let (app, deleting) = registry.client(&client_id).ok_or(Failure::NotFound)?;
+    let namespace = app.namespace().unwrap_or_default();
+    registry.callers.authorize(&caller, Access::Read, &namespace).await?;
     if deleting {
         return Err(Failure::NotFound);
     }
-    let public = app.spec.public_client == Some(true);
+    let served = served(&app);
     Ok(Json(ClientView {
         client_id,
-        display_name: app.spec.display_name.clone(),
-        namespace: app.namespace().unwrap_or_default(),
+        display_name: served.display_name,
+        namespace,
         name: app.name_any(),
         scope: app.spec.scope,
-        public,
-        require_pkce: public || app.spec.require_pkce == Some(true),
-        redirect_uris: app.spec.redirect_uris.clone(),
-        grant_types: app.spec.grant_types.clone().unwrap_or_else(|| DEFAULT_GRANT_TYPES.to_vec()),
-        oauth_scopes: app.spec.oauth_scopes.clone(),
+        public: app.spec.public_client == Some(true),
+        require_pkce: served.require_pkce,
+        redirect_uris: served.redirect_uris,
+        grant_types: served.grant_types,
+        oauth_scopes: served.oauth_scopes,
         consenting_namespaces: registry.consenting_namespaces(&app),
         state: "active",
+        served_generation: served.generation,
     }))
-}
-
-/// Client credentials from HTTP Basic (form-urlencoded parts, RFC 6749 §2.3.1)
-/// or from `client_id` / `client_secret` form fields.
-fn credentials(headers: &HeaderMap, body: &[u8]) -> Option<(String, ClientSecret)> {
-    if let Some(basic) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-    {
-        let decoded = STANDARD.decode(basic.trim()).ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        let unescape = |s: &str| -> String {
-            form_urlencoded::parse(format!("v={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
-        };
-        return Some((unescape(id), ClientSecret::from_bytes(unescape(secret).as_bytes())?));
-    }
-    let mut id = None;
-    let mut secret = None;
-    for (k, v) in form_urlencoded::parse(body) {
-        match k.as_ref() {
-            "client_id" => id = Some(v.into_owned()),
-            "client_secret" => secret = ClientSecret::from_bytes(v.as_bytes()),
-            _ => {}
-        }
-    }
-    Some((id?, secret?))
-}
-
-/// The caller's bearer token travels in `X-Registry-Authorization` when the
-/// `Authorization` header carries client credentials (Basic).
-fn caller_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut caller = HeaderMap::new();
-    if let Some(token) = headers.get("x-registry-authorization") {
-        caller.insert(header::AUTHORIZATION, token.clone());
-    } else if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        caller.insert(header::AUTHORIZATION, auth.clone());
-    }
-    caller
 }
 
 #[derive(Serialize)]
@@ -347,10 +301,10 @@ async fn authenticate(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Authenticated>, Failure> {
-    registry.caller(&caller_headers(&headers), Access::Check).await?;
+    let caller = registry.caller(&headers).await?;
     registry.ready()?;
     let (client_id, secret) = credentials(&headers, &body).ok_or(Failure::InvalidClient)?;
-    let app = registry.authenticate(&client_id, &secret).await?;
+    let app = registry.authenticate(&caller, &client_id, &secret).await?;
     Ok(Json(Authenticated {
         client_id,
         namespace: app.namespace().unwrap_or_default(),
@@ -365,14 +319,16 @@ async fn authorize_check(
     headers: HeaderMap,
     Json(request): Json<AuthorizeRequest>,
 ) -> Result<Response, Failure> {
-    registry.caller(&headers, Access::Check).await?;
+    let caller = registry.caller(&headers).await?;
     registry.ready()?;
     if request.group.is_empty() {
         return Err(Failure::BadRequest("group (the namespace the user acts in) is required"));
     }
     let decision = match registry.client(&client_id) {
         Some((app, deleting)) => {
-            authorize(&app, deleting, registry.granted_scopes(&app, &request.group).as_deref(), &request)
+            registry.callers.authorize(&caller, Access::Check, &app.namespace().unwrap_or_default()).await?;
+            let served = served(&app);
+            authorize(&served, deleting, registry.granted_scopes(&app, &request.group).as_deref(), &request)
         }
         None if registry.caches.index.is_revoked(&client_id) => Err(authorize::Denial::Revoked),
         None => return Err(Failure::NotFound),
@@ -390,74 +346,19 @@ struct CatalogQuery {
     namespace: String,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CatalogEntry {
-    client_id: String,
-    display_name: String,
-    namespace: String,
-    name: String,
-    scope: Scope,
-    oauth_scopes: Vec<String>,
-    consented: bool,
-}
-
 async fn catalog(
     State(registry): State<Arc<Registry>>,
     Query(query): Query<CatalogQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, Failure> {
-    registry.caller(&headers, Access::Read).await?;
+    let caller = registry.caller(&headers).await?;
     registry.ready()?;
-    let index = &registry.caches.index;
-    let org = index.organization_of(&query.namespace);
-    let mut org_namespaces = index.labelled_namespaces_of(&org);
-    if org == index.default_organization() {
-        org_namespaces.extend(
-            registry
-                .caches
-                .namespaces
-                .state()
-                .iter()
-                .filter(|ns| ns.labels().get(ORGANIZATION_LABEL).is_none_or(|l| l.is_empty()))
-                .map(|ns| ns.name_any()),
-        );
-    }
-    if !org_namespaces.contains(&query.namespace) {
-        org_namespaces.push(query.namespace.clone());
-    }
-    let entries = |namespaces: &[String], scope: Scope| -> Vec<CatalogEntry> {
-        let mut entries: Vec<CatalogEntry> = namespaces
-            .iter()
-            .flat_map(|ns| index.apps_in_namespace(ns))
-            .filter_map(|(ns, name)| registry.caches.apps.get(&ObjectRef::new(&name).within(&ns)))
-            .filter(|app| app.spec.scope == scope && app.meta().deletion_timestamp.is_none())
-            .filter_map(|app| {
-                let client_id = app.status.as_ref()?.client_id.clone()?;
-                Some(CatalogEntry {
-                    consented: registry.granted_scopes(&app, &query.namespace).is_some(),
-                    client_id,
-                    display_name: app.spec.display_name.clone(),
-                    namespace: app.namespace().unwrap_or_default(),
-                    name: app.name_any(),
-                    scope,
-                    oauth_scopes: app.spec.oauth_scopes.clone(),
-                })
-            })
-            .collect();
-        entries.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        entries
-    };
-    Ok(Json(json!({
-        "namespace": query.namespace,
-        "organization": org,
-        "organizationApps": entries(&org_namespaces, Scope::Organization),
-        "globalApps": entries(std::slice::from_ref(&registry.platform_namespace), Scope::Global),
-    })))
+    registry.callers.authorize(&caller, Access::Read, &query.namespace).await?;
+    Ok(Json(catalog::catalog(&registry, &query.namespace)))
 }
 
 async fn forward_auth(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Result<Response, Failure> {
-    registry.caller(&caller_headers(&headers), Access::Check).await?;
+    let caller = registry.caller(&headers).await?;
     registry.ready()?;
     let refused = || {
         let mut response = StatusCode::UNAUTHORIZED.into_response();
@@ -465,7 +366,7 @@ async fn forward_auth(State(registry): State<Arc<Registry>>, headers: HeaderMap)
         response
     };
     let Some((client_id, secret)) = credentials(&headers, &[]) else { return Ok(refused()) };
-    match registry.authenticate(&client_id, &secret).await {
+    match registry.authenticate(&caller, &client_id, &secret).await {
         Ok(app) => {
             let mut response = StatusCode::OK.into_response();
             let h = response.headers_mut();
@@ -477,7 +378,7 @@ async fn forward_auth(State(registry): State<Arc<Registry>>, headers: HeaderMap)
             }
             Ok(response)
         }
-        Err(Failure::Busy) => Err(Failure::Busy),
+        Err(failure @ (Failure::Busy(_) | Failure::Caller(_) | Failure::NotReady)) => Err(failure),
         Err(_) => Ok(refused()),
     }
 }
@@ -491,7 +392,16 @@ async fn deadline(request: Request, next: Next) -> Response {
     }
 }
 
+/// Counts each answer by route pattern (never a concrete path: bounded) and status.
+async fn count(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    metrics.registry_requests.get_or_create(&RequestLabels { route, status: response.status().as_u16() }).inc();
+    response
+}
+
 fn router(registry: Arc<Registry>) -> Router {
+    let metrics = registry.metrics.clone();
     Router::new()
         .route("/v1/clients/authenticate", post(authenticate))
         .route("/v1/clients/{client_id}", get(lookup))
@@ -501,6 +411,7 @@ fn router(registry: Arc<Registry>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::map_response(close_after_refused_body))
         .layer(middleware::from_fn(deadline))
+        .route_layer(middleware::from_fn_with_state(metrics, count))
         .with_state(registry)
 }
 
@@ -526,46 +437,30 @@ pub enum ServeError {
 }
 
 /// Serves the registry until the process ends.
-pub async fn serve(settings: Settings, client: kube::Client, caches: Caches, hasher: Hasher) -> Result<(), ServeError> {
+pub async fn serve(
+    settings: Settings,
+    client: kube::Client,
+    caches: Caches,
+    hasher: Hasher,
+    metrics: Metrics,
+) -> Result<(), ServeError> {
+    // The hashing pool's occupancy, for /metrics (also while nobody waits on it).
+    let (gauges, pool) = (metrics.clone(), hasher.clone());
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            let (running, peak) = pool.running();
+            gauges.registry_hashes_running.set(i64::try_from(running).unwrap_or(i64::MAX));
+            gauges.registry_hashes_running_peak.set(i64::try_from(peak).unwrap_or(i64::MAX));
+        }
+    });
     let registry = Arc::new(Registry {
         caches,
-        hasher,
-        callers: Callers::new(client),
+        verifier: Verifier::new(hasher, settings.limits),
+        callers: Callers::new(client, settings.audience.clone(), metrics.clone()),
         platform_namespace: settings.platform_namespace.clone(),
-        verified: Mutex::default(),
-        in_flight: Mutex::default(),
+        metrics: metrics.clone(),
     });
-    let app = router(registry).into_make_service();
-    match (&settings.tls, settings.insecure_http) {
-        (Some((cert, key)), _) => {
-            let config = tls_config(cert, key)?;
-            info!(addr = %settings.addr, "serving the registry API over TLS");
-            axum_server::bind_rustls(settings.addr, axum_server::tls_rustls::RustlsConfig::from_config(config))
-                .serve(app)
-                .await?;
-        }
-        (None, true) => {
-            warn!(addr = %settings.addr, "serving the registry API over plain HTTP (--registry-insecure-http)");
-            let listener = tokio::net::TcpListener::bind(settings.addr).await?;
-            axum::serve(listener, app).await?;
-        }
-        (None, false) => return Err(ServeError::NoTls),
-    }
-    Ok(())
-}
-
-fn tls_config(cert: &PathBuf, key: &PathBuf) -> Result<Arc<rustls::ServerConfig>, ServeError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
-    Ok(Arc::new(config))
+    server::serve(&settings, router(registry), metrics).await
 }

@@ -171,9 +171,10 @@ async fn lost_and_altered_clients_are_repaired_and_foreign_ones_left_alone() {
     });
     assert_eq!(hydra.admin(Method::POST, "/admin/clients", Some(foreign.clone())).await, 201);
 
+    // A restart with DSN=memory empties Hydra (the comparison may already be
+    // re-creating clients by the time it answers again).
     hydra.restart().await;
     let restarted = Instant::now();
-    assert!(hydra.client(&creds[0].client_id).await.is_none(), "the in-memory database is empty");
     for c in &creds {
         eventually("every client back at Hydra", TIMEOUT, || async {
             (hydra.client_credentials(&c.client_id, &c.client_secret, "read").await.0 == 200).then_some(())

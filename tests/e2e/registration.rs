@@ -157,6 +157,9 @@ async fn bad_specs_are_rejected_or_reported_and_issued_credentials_survive() {
     let mut control = confidential("p9");
     control.spec.display_name = "bad\u{7}name".into();
     rejected(control, "must not contain control characters").await;
+    let mut encoded = confidential("p10");
+    encoded.spec.redirect_uris = vec!["https://app.example.com/cb?next=%0d%0aLocation:x".into()];
+    rejected(encoded, "contains a percent-encoded control character").await;
 
     // Global scope outside the platform namespace: refused at admission, naming it.
     let mut global = confidential("global");

@@ -1,12 +1,11 @@
 //! A real Ory Hydra v2.3.0 for tests: built by scripts/install-hydra.sh (or
 //! the binary named by `REGISTRAR_HYDRA`), run on free loopback ports with an
 //! in-memory database, always with `--sqa-opt-out`. Its state directory
-//! starts with `registrar-e2e-` (the leftover check looks for it), and a shell
-//! holds it on a pipe from this process, so it goes when the test binary goes,
+//! starts with `registrar-e2e-` (the leftover check looks for it), and it runs
+//! under [`super::spawn_supervised`], so it goes when the test binary goes,
 //! however it ends.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -14,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{STATE_DIR_PREFIX, eventually, free_port};
+use super::{STATE_DIR_PREFIX, eventually, free_port, spawn_supervised, stop_supervised};
 
 /// A running Hydra. Stopped when dropped.
 pub struct Hydra {
@@ -69,21 +68,16 @@ log: {{ level: warn }}
     }
 
     async fn spawn(&mut self) {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("hydra.log")).expect("hydra log");
-        // The shell ends Hydra when its standard input (a pipe from this
-        // process) closes: on drop, on a panic, or when the test binary is killed.
-        let script =
-            r#""$1" serve all --dev --sqa-opt-out --config "$2" & pid=$!; cat >/dev/null; kill "$pid"; wait "$pid""#;
-        let child = Command::new("bash")
-            .args(["-c", script, "hydra-supervisor"])
-            .arg(&self.binary)
-            .arg(self.dir.join("hydra.yml"))
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start hydra");
+        let config = self.dir.join("hydra.yml");
+        let args = [
+            std::ffi::OsStr::new("serve"),
+            "all".as_ref(),
+            "--dev".as_ref(),
+            "--sqa-opt-out".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ];
+        let child = spawn_supervised(&self.binary, &args, &[], &self.dir.join("hydra.log"));
         self.child = Some(child);
         let ready = format!("{}/health/ready", self.admin_url());
         let http = self.http.clone();
@@ -96,12 +90,7 @@ log: {{ level: warn }}
 
     /// Stops Hydra (its in-memory database is lost).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.flush();
-            }
-            let _ = child.wait();
-        }
+        stop_supervised(&mut self.child);
     }
 
     /// Stops and starts Hydra on the same ports, with an empty database.

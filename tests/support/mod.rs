@@ -23,6 +23,7 @@ pub mod apps;
 pub mod helm;
 pub mod hydra;
 pub mod operator;
+pub mod proxies;
 pub mod registry;
 pub mod tenants;
 
@@ -235,6 +236,38 @@ pub async fn allowed_in(
 /// [`allowed_in`] cluster-wide.
 pub async fn allowed(client: &Client, user: &str, group: &str, resource: &str, verb: &str) -> bool {
     allowed_in(client, None, user, group, resource, verb).await
+}
+
+/// Starts `program` with `args` under a shell that ends it when its standard
+/// input (a pipe from this process) closes: on drop of the child's stdin, on a
+/// panic, or when the test binary is killed. Output goes to `log`.
+pub fn spawn_supervised(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &std::ffi::OsStr)],
+    log: &Path,
+) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    let script = r#""$@" & pid=$!; cat >/dev/null; kill "$pid" 2>/dev/null; wait "$pid""#;
+    let mut command = Command::new("bash");
+    command.args(["-c", script, "supervisor"]).arg(program).args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", program.display()))
+}
+
+/// Ends a child started by [`spawn_supervised`] and waits for it.
+pub fn stop_supervised(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
 }
 
 /// A free loopback port (released for the caller to bind).

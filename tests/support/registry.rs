@@ -66,13 +66,26 @@ pub async fn caller_token_bound_to(ns: &TestNamespace, name: &str, role: &str) -
     token
 }
 
+/// The audience registry callers' tokens are issued for (the operator's default).
+pub const AUDIENCE: &str = "registrar";
+
+/// A token of a new ServiceAccount for the registry's audience.
 pub async fn service_account_token(ns: &TestNamespace, name: &str) -> String {
+    service_account_token_for(ns, name, Some(AUDIENCE)).await
+}
+
+/// A token of a new ServiceAccount for `audience` (`None`: the apiserver's default).
+pub async fn service_account_token_for(ns: &TestNamespace, name: &str, audience: Option<&str>) -> String {
     let accounts = ns.api::<ServiceAccount>();
     let sa =
         ServiceAccount { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
     accounts.create(&PostParams::default(), &sa).await.expect("ServiceAccount");
     let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            audiences: audience.map(|a| vec![a.to_owned()]),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let issued = accounts.create_token_request(name, &PostParams::default(), &request).await.expect("token");

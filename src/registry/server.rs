@@ -1,0 +1,174 @@
+//! The registry's listener: TLS (rustls) or plain HTTP, a bound on open
+//! connections, a deadline for a request's headers, and the certificate and key
+//! reloaded when their files change (cert-manager rotates them in place).
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, SystemTime},
+};
+
+use axum::Router;
+use axum_server::{
+    accept::Accept,
+    tls_rustls::{RustlsAcceptor, RustlsConfig},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+use tracing::{info, warn};
+
+use super::{ServeError, Settings};
+use crate::metrics::Metrics;
+
+/// How often the certificate files are checked for a change.
+const RELOAD_CHECK: Duration = Duration::from_secs(5);
+
+/// Serves `app` until the process ends.
+pub async fn serve(settings: &Settings, app: Router, metrics: Metrics) -> Result<(), ServeError> {
+    let limited = Limited { permits: Arc::new(Semaphore::new(settings.max_connections.max(1))), metrics };
+    let service = app.into_make_service();
+    match (&settings.tls, settings.insecure_http) {
+        (Some((cert, key)), _) => {
+            let config = RustlsConfig::from_config(tls_config(cert, key)?);
+            tokio::spawn(reload_on_change(config.clone(), cert.clone(), key.clone()));
+            info!(addr = %settings.addr, max_connections = settings.max_connections, "serving the registry API over TLS");
+            let mut server = axum_server::bind(settings.addr).acceptor(RustlsAcceptor::new(config).acceptor(limited));
+            server.http_builder().http1().header_read_timeout(settings.header_read_timeout);
+            server.serve(service).await?;
+        }
+        (None, true) => {
+            warn!(addr = %settings.addr, "serving the registry API over plain HTTP (--registry-insecure-http)");
+            let mut server = axum_server::bind(settings.addr).acceptor(limited);
+            server.http_builder().http1().header_read_timeout(settings.header_read_timeout);
+            server.serve(service).await?;
+        }
+        (None, false) => return Err(ServeError::NoTls),
+    }
+    Ok(())
+}
+
+/// The rustls configuration of a certificate chain and key in PEM files.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// What identifies a version of a file: its modification time and length.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reloads the certificate and key whenever either file changes. A pair that
+/// does not load (half-written, mismatched) keeps the one in use.
+async fn reload_on_change(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
+    let mut seen = (stamp(&cert), stamp(&key));
+    let mut ticks = tokio::time::interval(RELOAD_CHECK);
+    loop {
+        ticks.tick().await;
+        let now = (stamp(&cert), stamp(&key));
+        if now == seen {
+            continue;
+        }
+        match tls_config(&cert, &key) {
+            Ok(loaded) => {
+                config.reload_from_config(loaded);
+                seen = now;
+                info!(cert = %cert.display(), "reloaded the registry's TLS certificate");
+            }
+            Err(e) => warn!(error = %e, "the registry's new TLS certificate does not load; keeping the current one"),
+        }
+    }
+}
+
+/// Accepts a connection only while fewer than the limit are open; the permit
+/// travels with the connection and is returned when it closes. A connection
+/// over the limit is closed at once.
+#[derive(Clone)]
+struct Limited {
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+}
+
+impl<I, S> Accept<I, S> for Limited {
+    type Stream = Counted<I>;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Counted<I>, S)>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        std::future::ready(match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                self.metrics.registry_connections.inc();
+                Ok((
+                    Counted { inner: stream, _permit: permit, open: self.metrics.registry_connections.clone() },
+                    service,
+                ))
+            }
+            Err(_) => {
+                self.metrics.registry_connections_refused.inc();
+                Err(io::Error::other("the registry has as many connections open as it allows"))
+            }
+        })
+    }
+}
+
+/// A connection holding one of the limited permits.
+pub struct Counted<I> {
+    inner: I,
+    _permit: OwnedSemaphorePermit,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl<I> Drop for Counted<I> {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,377 @@
+//! Client authentication against the hashes status holds: argon2id on a
+//! bounded pool, bounded against abuse.
+//!
+//! - Verified credentials are cached (by Client ID and a SHA-256 of the
+//!   presented secret, with the hash they verified against, so a rotation or a
+//!   revocation takes effect on the next request).
+//! - A failure is cached briefly too (keyed also by the hashes it failed
+//!   against, so a rotation never leaves a new secret refused): the same wrong
+//!   secret presented again costs no hash.
+//! - Concurrent presentations of the same credentials share one verification,
+//!   which runs as its own task: a caller that hangs up neither stops it nor
+//!   escapes its cost (the hashing turn is held until the hash ends, and a
+//!   failure is charged to the budgets below).
+//! - Failures are throttled per Client ID and per caller: past a small burst,
+//!   more unknown secrets for that client (or from that caller) are refused
+//!   (429) without hashing, so one client's flood of wrong secrets cannot
+//!   starve everyone else's first verification.
+//! - A verification waits a bounded time for a hashing turn, then is shed (429).
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt;
+use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use crate::credentials::{ClientSecret, Hasher};
+
+/// Verified credentials kept at most.
+const MAX_VERIFIED: u64 = 100_000;
+/// Failures kept at most, and for how long.
+const MAX_FAILED: u64 = 100_000;
+const FAILED_TTL: Duration = Duration::from_secs(5);
+
+/// How the verifier is bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Failed verifications a Client ID may cost in a burst, and per second after.
+    pub client_burst: u32,
+    pub client_per_second: u32,
+    /// Failed verifications a caller may cost in a burst, and per second after.
+    pub caller_burst: u32,
+    pub caller_per_second: u32,
+    /// Longest a verification waits for a hashing turn before it is shed.
+    pub wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            client_burst: 5,
+            client_per_second: 1,
+            caller_burst: 100,
+            caller_per_second: 20,
+            wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// (Client ID, SHA-256 of a presented secret).
+type CredentialKey = (String, [u8; 32]);
+
+/// What a presentation came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Verified {
+        cached: bool,
+    },
+    Wrong {
+        cached: bool,
+    },
+    /// No hashing turn came within the wait.
+    Shed,
+    /// The client's or the caller's failure budget is spent; retry after this long.
+    Throttled(Duration),
+}
+
+/// The outcome of one argon2id verification.
+#[derive(Clone)]
+enum Verdict {
+    /// The secret verified against this hash.
+    Verified(String),
+    Wrong,
+    Shed,
+    Throttled(Duration),
+}
+
+/// A verification running as its own task: every presentation of the same
+/// credentials awaits the same one, and it runs to its end (and is charged to
+/// the failure budgets) even when every request waiting for it goes away.
+type Running = futures::future::Shared<futures::future::BoxFuture<'static, Verdict>>;
+
+/// Cheap to clone: the caches and budgets are shared.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hasher: Hasher,
+    limits: Limits,
+    verified: Cache<CredentialKey, String>,
+    /// (Client ID, secret digest, digest of the hashes it failed against).
+    failed: Cache<(CredentialKey, [u8; 32]), ()>,
+    in_flight: Mutex<HashMap<CredentialKey, Running>>,
+    per_client: Throttle<String>,
+    per_caller: Throttle<String>,
+}
+
+impl Verifier {
+    pub fn new(hasher: Hasher, limits: Limits) -> Self {
+        Verifier {
+            inner: Arc::new(Inner {
+                hasher,
+                limits,
+                verified: Cache::builder().max_capacity(MAX_VERIFIED).build(),
+                failed: Cache::builder().max_capacity(MAX_FAILED).time_to_live(FAILED_TTL).build(),
+                in_flight: Mutex::default(),
+                per_client: Throttle::new(limits.client_burst, limits.client_per_second),
+                per_caller: Throttle::new(limits.caller_burst, limits.caller_per_second),
+            }),
+        }
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.inner.hasher
+    }
+
+    /// Is `secret` one of `accepted` (the current hash, and during a grace
+    /// period the previous one) of `client_id`? `caller` is who asks.
+    pub async fn check(&self, client_id: &str, secret: &ClientSecret, accepted: &[String], caller: &str) -> Outcome {
+        let inner = &self.inner;
+        let key = (client_id.to_owned(), secret.digest());
+        if inner.verified.get(&key).is_some_and(|hash| accepted.contains(&hash)) {
+            return Outcome::Verified { cached: true };
+        }
+        let failed_key = (key.clone(), digest_of(accepted));
+        if inner.failed.contains_key(&failed_key) {
+            return Outcome::Wrong { cached: true };
+        }
+        // A spent budget refuses at once, before any task or hash.
+        if let Some(after) = inner.blocked(client_id, caller) {
+            return Outcome::Throttled(after);
+        }
+        let running = {
+            let mut in_flight = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            in_flight
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let task = tokio::spawn(inner.clone().verify(
+                        key.clone(),
+                        secret.clone(),
+                        accepted.to_vec(),
+                        caller.to_owned(),
+                    ));
+                    let verdict: futures::future::BoxFuture<'static, Verdict> =
+                        Box::pin(async move { task.await.unwrap_or(Verdict::Shed) });
+                    verdict.shared()
+                })
+                .clone()
+        };
+        match running.await {
+            // Verified against a hash still accepted (it may have been rotated
+            // out while this request waited for another's verification).
+            Verdict::Verified(hash) if accepted.contains(&hash) => Outcome::Verified { cached: false },
+            Verdict::Verified(_) | Verdict::Wrong => Outcome::Wrong { cached: false },
+            Verdict::Shed => Outcome::Shed,
+            Verdict::Throttled(after) => Outcome::Throttled(after),
+        }
+    }
+}
+
+impl Inner {
+    /// One verification of `secret` against each accepted hash. The caches
+    /// and budgets learn its verdict before it leaves `in_flight`, so no
+    /// presentation arriving meanwhile verifies it again.
+    async fn verify(
+        self: Arc<Self>,
+        key: CredentialKey,
+        secret: ClientSecret,
+        accepted: Vec<String>,
+        caller: String,
+    ) -> Verdict {
+        let verdict = self.run(&key.0, &secret, &accepted, &caller).await;
+        match &verdict {
+            Verdict::Verified(hash) => {
+                self.verified.insert(key.clone(), hash.clone());
+            }
+            Verdict::Wrong => {
+                self.failed.insert((key.clone(), digest_of(&accepted)), ());
+                self.per_client.failed(key.0.clone());
+                self.per_caller.failed(caller);
+            }
+            Verdict::Shed | Verdict::Throttled(_) => {}
+        }
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        verdict
+    }
+
+    /// How long the client's or the caller's spent failure budget blocks them.
+    fn blocked(&self, client_id: &str, caller: &str) -> Option<Duration> {
+        let now = Instant::now();
+        [self.per_client.blocked(client_id, now), self.per_caller.blocked(caller, now)].into_iter().flatten().max()
+    }
+
+    async fn run(&self, client_id: &str, secret: &ClientSecret, accepted: &[String], caller: &str) -> Verdict {
+        if let Some(after) = self.blocked(client_id, caller) {
+            return Verdict::Throttled(after);
+        }
+        for hash in accepted {
+            match self.hasher.verify_within(secret, hash, self.limits.wait).await {
+                Ok(Some(true)) => return Verdict::Verified(hash.clone()),
+                Ok(Some(false)) | Err(_) => {}
+                Ok(None) => return Verdict::Shed,
+            }
+        }
+        Verdict::Wrong
+    }
+}
+
+fn digest_of(hashes: &[String]) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    for hash in hashes {
+        digest.update((hash.len() as u64).to_be_bytes());
+        digest.update(hash.as_bytes());
+    }
+    digest.finalize().into()
+}
+
+/// A failure budget per key (GCRA, governor): each failure spends from it;
+/// once spent, the key is blocked until the budget allows one more.
+struct Throttle<K: Hash + Eq + Clone + Send + Sync + 'static> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    blocked: Cache<K, Instant>,
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> Throttle<K> {
+    fn new(burst: u32, per_second: u32) -> Self {
+        let quota = Quota::per_second(NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        Throttle {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            blocked: Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
+        }
+    }
+
+    /// How long `key` stays blocked, if it is.
+    fn blocked<Q>(&self, key: &Q, now: Instant) -> Option<Duration>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.blocked.get(key).and_then(|until| until.checked_duration_since(now)).filter(|d| !d.is_zero())
+    }
+
+    /// A failure spends from `key`'s budget; spent, `key` is blocked.
+    fn failed(&self, key: K) {
+        if let Err(not_until) = self.limiter.check_key(&key) {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            self.blocked.insert(key, Instant::now() + wait);
+        }
+        // Keys of budgets that are full again take no memory.
+        if self.limiter.len() > 10_000 {
+            self.limiter.retain_recent();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::{HashParams, hash_now_with};
+
+    fn cheap() -> HashParams {
+        HashParams { memory_kib: 64, iterations: 1, parallelism: 1 }
+    }
+
+    fn verifier(limits: Limits) -> Verifier {
+        Verifier::new(Hasher::new(cheap(), 2).unwrap(), limits)
+    }
+
+    fn secret(s: &str) -> ClientSecret {
+        ClientSecret::from_bytes(s.as_bytes()).unwrap()
+    }
+
+    fn hash(s: &str) -> String {
+        hash_now_with(&secret(s), cheap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_verification_is_cached_until_the_hash_is_rotated_out() {
+        let v = verifier(Limits::default());
+        let (old, new) = (hash("old-secret"), hash("new-secret"));
+        assert_eq!(
+            v.check("c", &secret("old-secret"), std::slice::from_ref(&old), "as").await,
+            Outcome::Verified { cached: false }
+        );
+        assert_eq!(
+            v.check("c", &secret("old-secret"), std::slice::from_ref(&old), "as").await,
+            Outcome::Verified { cached: true }
+        );
+        // In a grace period both verify; after it, only the new one.
+        let both = [new.clone(), old.clone()];
+        assert_eq!(v.check("c", &secret("old-secret"), &both, "as").await, Outcome::Verified { cached: true });
+        assert_eq!(
+            v.check("c", &secret("old-secret"), std::slice::from_ref(&new), "as").await,
+            Outcome::Wrong { cached: false }
+        );
+        assert_eq!(v.check("c", &secret("new-secret"), &[new], "as").await, Outcome::Verified { cached: false });
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_cached_but_never_against_a_new_hash() {
+        let v = verifier(Limits::default());
+        let old = hash("old-secret");
+        assert_eq!(
+            v.check("c", &secret("next-secret"), std::slice::from_ref(&old), "as").await,
+            Outcome::Wrong { cached: false }
+        );
+        assert_eq!(v.check("c", &secret("next-secret"), &[old], "as").await, Outcome::Wrong { cached: true });
+        // The rotation to it reaches the registry: it verifies at once.
+        let next = hash("next-secret");
+        assert_eq!(v.check("c", &secret("next-secret"), &[next], "as").await, Outcome::Verified { cached: false });
+    }
+
+    #[tokio::test]
+    async fn failures_are_throttled_per_client_and_other_clients_are_not() {
+        let v = verifier(Limits { client_burst: 3, client_per_second: 1, ..Limits::default() });
+        let h = hash("right");
+        let mut outcomes = Vec::new();
+        for i in 0..6 {
+            outcomes.push(v.check("flooded", &secret(&format!("wrong-{i}")), std::slice::from_ref(&h), "as").await);
+        }
+        assert_eq!(
+            &outcomes[..3],
+            &[Outcome::Wrong { cached: false }, Outcome::Wrong { cached: false }, Outcome::Wrong { cached: false }]
+        );
+        assert!(
+            outcomes[4..].iter().all(|o| matches!(o, Outcome::Throttled(d) if *d <= Duration::from_secs(1))),
+            "{outcomes:?}"
+        );
+        // Another client's first correct verification is untouched.
+        assert_eq!(v.check("other", &secret("right"), &[h], "as").await, Outcome::Verified { cached: false });
+    }
+
+    #[tokio::test]
+    async fn failures_are_throttled_per_caller() {
+        let v = verifier(Limits { client_burst: 100, caller_burst: 2, caller_per_second: 1, ..Limits::default() });
+        let h = hash("right");
+        for i in 0..3 {
+            v.check(&format!("c{i}"), &secret("wrong"), std::slice::from_ref(&h), "mallory").await;
+        }
+        assert!(matches!(
+            v.check("c9", &secret("wrong"), std::slice::from_ref(&h), "mallory").await,
+            Outcome::Throttled(_)
+        ));
+        assert_eq!(v.check("c9", &secret("right"), &[h], "honest").await, Outcome::Verified { cached: false });
+    }
+
+    #[tokio::test]
+    async fn concurrent_presentations_share_one_verification() {
+        let v = Arc::new(verifier(Limits { client_burst: 1, ..Limits::default() }));
+        let h = hash("right");
+        let all = futures::future::join_all((0..20).map(|_| {
+            let (v, h) = (v.clone(), h.clone());
+            async move { v.check("c", &secret("wrong"), &[h], "as").await }
+        }))
+        .await;
+        assert!(all.iter().all(|o| matches!(o, Outcome::Wrong { .. })), "one failure, not twenty: {all:?}");
+    }
+}
