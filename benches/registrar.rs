@@ -31,7 +31,9 @@ use kube::{
     },
 };
 use registrar::{
-    api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, Scope},
+    api::{
+        AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, OrganizationPolicy, PolicyKind, Scope,
+    },
     credentials::{ClientSecret, HashParams, Hasher},
 };
 use serde_json::json;
@@ -518,51 +520,11 @@ async fn main() {
         if writes == 0.0 { "0: met" } else { "0: MISSED" },
     );
 
-    // === consent fan-out ===
-    let consumers = TestNamespace::new("bench-consumers").await;
-    apply_app(&apps, &app("fanout")).await;
-    wait_until("fanout Ready", Duration::from_secs(60), FAST, || {
-        let apps = apps.clone();
-        async move { apps.get("fanout").await.ok().is_some_and(|a| is_ready(&a)) }
-    })
-    .await;
-    let consent_api = consumers.api::<AppConsent>();
-    let consent_operator = Operator::start_with(&["--selector", "bench.registrar.dev/fanout=yes"]).await;
-    let labels = BTreeMap::from([("bench.registrar.dev/fanout".to_string(), "yes".to_string())]);
-    apps.patch("fanout", &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": labels } })))
-        .await
-        .expect("label");
-    stream::iter(0..consents_n)
-        .for_each_concurrent(CONCURRENCY, |i| {
-            let (consent_api, labels, app_ns) = (consent_api.clone(), labels.clone(), ns.name.clone());
-            async move {
-                let consent = AppConsent {
-                    metadata: ObjectMeta { name: Some(format!("c-{i}")), labels: Some(labels), ..Default::default() },
-                    spec: AppConsentSpec {
-                        app_ref: AppRef { namespace: app_ns, name: "fanout".into() },
-                        oauth_scopes: None,
-                    },
-                    status: None,
-                };
-                consent_api.create(&PostParams::default(), &consent).await.expect("consent");
-            }
-        })
-        .await;
-    let has_reason = |reason: &'static str| {
-        move |c: &AppConsent| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason))
-    };
-    let mut granted = Counter::start(consent_api.clone(), has_reason("Granted"));
-    let mut revoked = Counter::start(consent_api.clone(), has_reason("AppRevoked"));
-    granted.reached("every consent Granted", consents_n, Duration::from_secs(600)).await;
-    let started = Instant::now();
-    apps.delete("fanout", &DeleteParams::default()).await.expect("delete fanout");
-    revoked.reached("every consent AppRevoked", consents_n, Duration::from_secs(600)).await;
-    report.row(
-        format!("delete an app with {consents_n} consents → all AppRevoked"),
-        format!("{:.2} s", started.elapsed().as_secs_f64()),
-        "",
-    );
-    drop(consent_operator);
+    // === consent fan-out: Unrestricted, then under a Restricted policy ===
+    let mut consumers = Vec::new();
+    for restricted in [false, true] {
+        consumers.push(consent_fanout(&mut report, &apps, &ns.name, consents_n, restricted).await);
+    }
 
     hydra_scenario(&mut report, env_usize("BENCH_HYDRA_APPS", 1_000.min(apps_n)), cpu_per_write, cpu_per_hash).await;
 
@@ -576,9 +538,129 @@ async fn main() {
         println!("wrote {path}");
     }
     drop(operator);
-    for n in [consumers, ns, noise] {
+    for n in consumers.into_iter().chain([ns, noise]) {
         n.delete().await;
     }
+}
+
+/// One app with `n` consents from one namespace: the time for all of them to
+/// turn AppRevoked when the app is deleted. `restricted`: under a Restricted
+/// policy of their organization (the default one) that allowlists the app
+/// (auto-approval off, so every consent goes through the allowlist), with the
+/// allowlist entry removed (all NotAllowlisted) and restored (all Granted)
+/// first.
+async fn consent_fanout(
+    report: &mut Report,
+    apps: &Api<AppRegistration>,
+    app_ns: &str,
+    n: usize,
+    restricted: bool,
+) -> TestNamespace {
+    let name = if restricted { "fanout-restricted" } else { "fanout" };
+    let label = ("bench.registrar.dev/fanout".to_string(), "yes".to_string());
+    let labels = BTreeMap::from([label.clone()]);
+    let consumers = TestNamespace::new("bench-consumers").await;
+    apply_app(apps, &app(name)).await;
+    wait_until(&format!("{name} Ready"), Duration::from_secs(60), FAST, || {
+        let apps = apps.clone();
+        async move { apps.get(name).await.ok().is_some_and(|a| is_ready(&a)) }
+    })
+    .await;
+    let consent_operator = Operator::start_with(&["--selector", "bench.registrar.dev/fanout=yes"]).await;
+    apps.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": labels } })))
+        .await
+        .expect("label");
+    let policies: Api<OrganizationPolicy> = Api::all(consumers.client.clone());
+    let entry = json!([{ "app": { "namespace": app_ns, "name": name }, "scopes": ["read"] }]);
+    let policy = |allowlist: serde_json::Value| {
+        json!({
+            "apiVersion": "registrar.dev/v1alpha1", "kind": "OrganizationPolicy",
+            "metadata": { "name": "default", "labels": { "bench.registrar.dev/fanout": "yes" } },
+            "spec": { "policy": "Restricted", "autoApproveInternal": false, "allowlist": allowlist }
+        })
+    };
+    let apply_policy = |allowlist: serde_json::Value| {
+        let (policies, body) = (policies.clone(), policy(allowlist));
+        async move {
+            policies
+                .patch("default", &PatchParams::apply("bench").force(), &Patch::Apply(body))
+                .await
+                .expect("apply the policy");
+        }
+    };
+    if restricted {
+        apply_policy(entry.clone()).await;
+        wait_until("the policy in force", Duration::from_secs(60), FAST, || {
+            let policies = policies.clone();
+            async move {
+                policies.get("default").await.ok().and_then(|p| p.status).and_then(|s| s.policy)
+                    == Some(PolicyKind::Restricted)
+            }
+        })
+        .await;
+    }
+    let consent_api = consumers.api::<AppConsent>();
+    let has_reason = |reason: &'static str| {
+        move |c: &AppConsent| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason))
+    };
+    let mut granted = Counter::start(consent_api.clone(), has_reason("Granted"));
+    let mut refused = Counter::start(consent_api.clone(), has_reason("NotAllowlisted"));
+    let mut revoked = Counter::start(consent_api.clone(), has_reason("AppRevoked"));
+    let started = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (consent_api, labels, app_ns) = (consent_api.clone(), labels.clone(), app_ns.to_owned());
+            async move {
+                let consent = AppConsent {
+                    metadata: ObjectMeta { name: Some(format!("c-{i}")), labels: Some(labels), ..Default::default() },
+                    spec: AppConsentSpec {
+                        app_ref: AppRef { namespace: app_ns, name: name.into() },
+                        oauth_scopes: None,
+                    },
+                    status: None,
+                };
+                consent_api.create(&PostParams::default(), &consent).await.expect("consent");
+            }
+        })
+        .await;
+    granted.reached("every consent Granted", n, Duration::from_secs(600)).await;
+    let policy_words = if restricted { ", Restricted policy" } else { "" };
+    report.row(
+        format!("{n} consents created (64 in flight) → all Granted{policy_words}"),
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "",
+    );
+    if restricted {
+        let started = Instant::now();
+        apply_policy(json!([])).await;
+        refused.reached("every consent NotAllowlisted", n, Duration::from_secs(600)).await;
+        report.row(
+            format!("Restricted: allowlist entry removed → all {n} NotAllowlisted"),
+            format!("{:.2} s", started.elapsed().as_secs_f64()),
+            "",
+        );
+        let started = Instant::now();
+        apply_policy(entry).await;
+        granted.reached("every consent Granted again", n, Duration::from_secs(600)).await;
+        report.row(
+            format!("Restricted: allowlist entry restored → all {n} Granted"),
+            format!("{:.2} s", started.elapsed().as_secs_f64()),
+            "",
+        );
+    }
+    let started = Instant::now();
+    apps.delete(name, &DeleteParams::default()).await.expect("delete the app");
+    revoked.reached("every consent AppRevoked", n, Duration::from_secs(600)).await;
+    report.row(
+        format!("delete an app with {n} consents → all AppRevoked{policy_words}"),
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "",
+    );
+    if restricted {
+        let _ = policies.delete("default", &DeleteParams::default()).await;
+    }
+    drop(consent_operator);
+    consumers
 }
 
 /// N apps registered at a real Ory Hydra: Hydra's own ceiling (clients created

@@ -45,9 +45,12 @@ struct Inner {
     /// answers "revoked" for them rather than "unknown".
     revoked: VecDeque<String>,
     revoked_set: HashSet<String>,
-    /// Namespaces with an organization label, and its value.
+    /// Every namespace seen, and those with an organization label (its value).
+    namespaces: BTreeSet<String>,
     namespace_org: HashMap<String, String>,
     namespaces_by_org: HashMap<String, BTreeSet<String>>,
+    /// A digest of what consents read of each organization's policy.
+    policy_views: HashMap<String, u64>,
 }
 
 /// An app's claim on a Client ID: its status names it.
@@ -269,6 +272,11 @@ impl Index {
     /// Records a namespace's organization label (`None`: no label). Returns
     /// whether its organization changed.
     pub fn namespace_applied(&self, namespace: &str, label: Option<&str>) -> bool {
+        self.write().namespaces.insert(namespace.to_owned());
+        self.organization_changed(namespace, label)
+    }
+
+    fn organization_changed(&self, namespace: &str, label: Option<&str>) -> bool {
         let mut inner = self.write();
         let new = label.filter(|l| !l.is_empty()).map(str::to_owned);
         let old = match &new {
@@ -293,7 +301,32 @@ impl Index {
     }
 
     pub fn namespace_deleted(&self, namespace: &str) -> bool {
-        self.namespace_applied(namespace, None)
+        self.write().namespaces.remove(namespace);
+        self.organization_changed(namespace, None)
+    }
+
+    /// Every namespace of `org`: those labelled with it, and for the default
+    /// organization those without a label.
+    pub fn namespaces_of(&self, org: &str) -> Vec<String> {
+        let inner = self.read();
+        let mut namespaces: Vec<String> =
+            inner.namespaces_by_org.get(org).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        if org == self.default_organization {
+            namespaces.extend(inner.namespaces.iter().filter(|ns| !inner.namespace_org.contains_key(*ns)).cloned());
+        }
+        namespaces
+    }
+
+    /// Records what consents read of `org`'s policy (`None`: no policy);
+    /// returns whether it changed. A policy event that changes none of it —
+    /// registrar's own status bookkeeping — need not re-evaluate consents.
+    pub fn policy_seen(&self, org: &str, view: Option<u64>) -> bool {
+        let mut inner = self.write();
+        let old = match view {
+            Some(view) => inner.policy_views.insert(org.to_owned(), view),
+            None => inner.policy_views.remove(org),
+        };
+        old != view
     }
 
     /// The organization of a namespace.
@@ -471,6 +504,11 @@ mod tests {
         assert!(index.labelled_namespaces_of("globex").is_empty());
         assert!(index.namespace_applied("team-b", Some("")), "an empty label means the default");
         assert_eq!(index.organization_of("team-b"), "acme");
+        index.namespace_applied("team-c", Some("globex"));
+        index.namespace_applied("plain", None);
+        assert_eq!(index.namespaces_of("acme"), ["plain", "team-b"], "the default organization: every unlabelled one");
+        assert_eq!(index.namespaces_of("globex"), ["team-c"]);
         assert!(!index.namespace_deleted("team-b"));
+        assert_eq!(index.namespaces_of("acme"), ["plain"]);
     }
 }

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub registry_hashes_running_peak: Gauge,
     pub registry_connections: Gauge,
     pub registry_connections_refused: Counter,
+    pub registry_token_refusals: Family<ReasonLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,6 +177,12 @@ impl Metrics {
             registry_connections.clone(),
         );
         let registry_connections_refused = Counter::default();
+        let registry_token_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "registry_token_refusals",
+            "Tokens refused through the authorization server's token hook, by reason",
+            registry_token_refusals.clone(),
+        );
         registry.register(
             "registry_connections_refused",
             "Connections the registry API closed at once: it held as many as it allows",
@@ -202,6 +209,7 @@ impl Metrics {
             registry_hashes_running_peak,
             registry_connections,
             registry_connections_refused,
+            registry_token_refusals,
         }
     }
 

@@ -7,7 +7,9 @@
 //! - a consent changed or deleted: the consent, and its app (status.consents);
 //! - a Secret changed or deleted: the app that owns it;
 //! - a namespace's organization changed: the consents in it, and the consents
-//!   of the apps registered in it.
+//!   of the apps registered in it;
+//! - an organization's policy changed: the policy, and every consent in a
+//!   namespace of that organization.
 //!
 //! Secrets are watched for their metadata only: anyone who can write Secrets in
 //! a namespace can label them, and their data (up to a megabyte each) must not
@@ -30,7 +32,7 @@ use kube::{
 use tracing::warn;
 
 use crate::{
-    api::{AppConsent, AppRegistration},
+    api::{AppConsent, AppRegistration, OrganizationPolicy},
     consent::visibility::ORGANIZATION_LABEL,
     credentials::{layout::APP_LABEL, seal::SealKey},
     index::{Claim, Index, Key},
@@ -57,6 +59,8 @@ pub struct Caches {
     /// The metadata of the Secrets labelled `registrar.dev/app`.
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Every OrganizationPolicy (cluster-scoped, named after its organization).
+    pub policies: Store<OrganizationPolicy>,
     pub index: Arc<Index>,
     listed: Arc<Listed>,
 }
@@ -103,16 +107,18 @@ impl Listed {
     }
 }
 
-/// Reconcile requests for the two controllers.
+/// Reconcile requests for the controllers.
 pub struct Triggers {
     pub apps: mpsc::Receiver<ObjectRef<AppRegistration>>,
     pub consents: mpsc::Receiver<ObjectRef<AppConsent>>,
+    pub policies: mpsc::Receiver<ObjectRef<OrganizationPolicy>>,
 }
 
 #[derive(Clone)]
 struct Senders {
     apps: mpsc::Sender<ObjectRef<AppRegistration>>,
     consents: mpsc::Sender<ObjectRef<AppConsent>>,
+    policies: mpsc::Sender<ObjectRef<OrganizationPolicy>>,
     index: Arc<Index>,
     seal_key: SealKey,
 }
@@ -124,6 +130,15 @@ impl Senders {
 
     async fn consent(&mut self, (namespace, name): Key) {
         let _ = self.consents.send(ObjectRef::new(&name).within(&namespace)).await;
+    }
+
+    /// Every consent in a namespace of `org`.
+    async fn organization(&mut self, org: &str) {
+        for namespace in self.index.namespaces_of(org) {
+            for consent in self.index.consents_in_namespace(&namespace) {
+                self.consent(consent).await;
+            }
+        }
     }
 
     async fn consents_of_app(&mut self, app: &Key) {
@@ -164,7 +179,14 @@ pub fn start(
     let index = Arc::new(Index::new(default_organization));
     let (app_tx, app_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (consent_tx, consent_rx) = mpsc::channel(TRIGGER_QUEUE);
-    let senders = Senders { apps: app_tx, consents: consent_tx, index: index.clone(), seal_key: seal_key.clone() };
+    let (policy_tx, policy_rx) = mpsc::channel(TRIGGER_QUEUE);
+    let senders = Senders {
+        apps: app_tx,
+        consents: consent_tx,
+        policies: policy_tx,
+        index: index.clone(),
+        seal_key: seal_key.clone(),
+    };
 
     let (apps, app_writer) = reflector::store();
     let app_events = reflector(app_writer, watcher(api::<AppRegistration>(client, ns), selected.clone()).modify(slim))
@@ -190,11 +212,19 @@ pub fn start(
     )
     .default_backoff();
 
-    let listed = Arc::new(Listed::new(4));
+    let (policies, policy_writer) = reflector::store();
+    let policy_events = reflector(
+        policy_writer,
+        watcher(Api::<OrganizationPolicy>::all(client.clone()), watcher::Config::default()).modify(slim),
+    )
+    .default_backoff();
+
+    let listed = Arc::new(Listed::new(5));
     let drive = {
         let app_senders = senders.clone();
         let consent_senders = senders.clone();
         let secret_senders = senders.clone();
+        let policy_senders = senders.clone();
         let namespace_senders = senders;
         let listed = listed.clone();
         async move {
@@ -203,11 +233,12 @@ pub fn start(
                 drain("AppConsent", consent_events, consent_senders, &listed, on_consent),
                 drain("Secret", secret_events, secret_senders, &listed, on_secret),
                 drain("Namespace", namespace_events, namespace_senders, &listed, on_namespace),
+                drain("OrganizationPolicy", policy_events, policy_senders, &listed, on_policy),
             );
         }
     };
-    let caches = Caches { apps, consents, secrets, namespaces, index, listed };
-    (caches, Triggers { apps: app_rx, consents: consent_rx }, drive)
+    let caches = Caches { apps, consents, secrets, namespaces, policies, index, listed };
+    (caches, Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx }, drive)
 }
 
 /// Drops what registrar never reads before an object enters a cache:
@@ -315,6 +346,38 @@ async fn on_secret(event: Event<PartialObjectMeta<Secret>>, mut to: Senders) {
     if let Some(owner) = owner {
         to.app((secret.namespace().unwrap_or_default(), owner.name.clone())).await;
     }
+}
+
+async fn on_policy(event: Event<OrganizationPolicy>, mut to: Senders) {
+    let (policy, view) = match event {
+        Event::Apply(policy) | Event::InitApply(policy) => {
+            let view = consent_view(&policy);
+            (policy, Some(view))
+        }
+        Event::Delete(policy) => (policy, None),
+        Event::Init | Event::InitDone => return,
+    };
+    let org = policy.name_any();
+    let _ = to.policies.send(ObjectRef::new(&org)).await;
+    if to.index.policy_seen(&org, view) {
+        to.organization(&org).await;
+    }
+}
+
+/// A digest of what consents read of a policy: the policy in force, the
+/// grants kept, auto-approval and the allowlist.
+fn consent_view(policy: &OrganizationPolicy) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let status = policy.status.as_ref();
+    let read = serde_json::json!([
+        status.and_then(|s| s.policy),
+        status.map(|s| &s.grandfathered),
+        policy.spec.auto_approve_internal,
+        policy.spec.allowlist,
+    ]);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    read.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn on_namespace(event: Event<PartialObjectMeta<Namespace>>, mut to: Senders) {

@@ -75,10 +75,15 @@ pub struct AppConsentStatus {
     /// grant, not accepted yet (list them in spec.oauthScopes to accept them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_scopes: Vec<String>,
+    /// Scopes this namespace would be granted that its organization's
+    /// Restricted policy does not allow yet (until its allowlist lists them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_scopes: Vec<String>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Granted`, with reason Granted, AppNotFound, NotVisible, ScopeMismatch or AppRevoked.
+    /// `Granted`, with reason Granted, AppNotFound, NotVisible, ScopeMismatch,
+    /// NotAllowlisted or AppRevoked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

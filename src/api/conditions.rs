@@ -33,6 +33,8 @@ pub mod consent_reason {
     pub const SCOPE_MISMATCH: &str = "ScopeMismatch";
     /// The app this consent was granted to was deleted.
     pub const APP_REVOKED: &str = "AppRevoked";
+    /// The namespace's organization is Restricted and does not allow the app.
+    pub const NOT_ALLOWLISTED: &str = "NotAllowlisted";
 }
 
 /// Reasons of the `Ready` condition.

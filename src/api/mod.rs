@@ -4,6 +4,7 @@
 mod app_consent;
 mod app_registration;
 pub mod conditions;
+mod organization_policy;
 pub mod validation;
 
 pub use app_consent::{AppConsent, AppConsentSpec, AppConsentStatus, AppRef};
@@ -13,6 +14,9 @@ pub use app_registration::{
     MANAGED_BY_LABEL, Rotation, Scope, SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
 };
 pub use app_registration::{ConsentSummary, MAX_LISTED_CONSENTS};
+pub use organization_policy::{
+    AllowlistEntry, Grant, OrganizationPolicy, OrganizationPolicySpec, OrganizationPolicyStatus, PolicyKind,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -22,7 +26,7 @@ pub const GROUP: &str = "registrar.dev";
 
 /// Every CustomResourceDefinition registrar owns, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AppRegistration::crd(), AppConsent::crd()]
+    vec![AppRegistration::crd(), AppConsent::crd(), OrganizationPolicy::crd()]
 }
 
 /// A generated CRD manifest: the file name under `crds/` and its YAML text.
@@ -62,14 +66,18 @@ mod tests {
     #[test]
     fn crd_names_follow_group_and_plural() {
         let names: Vec<_> = crds().into_iter().filter_map(|c| c.metadata.name).collect();
-        assert_eq!(names, ["appregistrations.registrar.dev", "appconsents.registrar.dev"]);
+        assert_eq!(
+            names,
+            ["appregistrations.registrar.dev", "appconsents.registrar.dev", "organizationpolicies.registrar.dev"]
+        );
     }
 
     #[test]
     fn crds_serve_v1alpha1_with_status_subresource() {
         for crd in crds() {
             assert_eq!(crd.spec.group, GROUP);
-            assert_eq!(crd.spec.scope, "Namespaced");
+            let cluster_scoped = crd.spec.names.kind == "OrganizationPolicy";
+            assert_eq!(crd.spec.scope, if cluster_scoped { "Cluster" } else { "Namespaced" });
             let [version] = crd.spec.versions.as_slice() else {
                 panic!("{} should serve exactly one version", crd.spec.names.kind);
             };
@@ -83,7 +91,7 @@ mod tests {
     #[test]
     fn short_names_cover_singular_and_plural_forms() {
         let short: Vec<_> = crds().into_iter().map(|c| c.spec.names.short_names.unwrap_or_default()).collect();
-        assert_eq!(short, [vec!["appreg", "appregs"], vec!["appconsent"]]);
+        assert_eq!(short, [vec!["appreg", "appregs"], vec!["appconsent"], vec!["orgpolicy", "orgpolicies"]]);
     }
 
     /// `crds/` (and the chart's copy) is checked in; this fails when it differs

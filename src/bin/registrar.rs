@@ -259,9 +259,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // the reverse); the working memory is shared.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry_hasher = hasher.sharing_memory(args.registry_hash_workers.unwrap_or(cores));
-        let (client, caches, metrics) = (client.clone(), caches.clone(), metrics.clone());
+        let (client, caches, metrics, key) = (client.clone(), caches.clone(), metrics.clone(), seal_key.clone());
         tokio::spawn(async move {
-            if let Err(e) = registry::serve(registry_settings, client, caches, registry_hasher, metrics).await {
+            if let Err(e) = registry::serve(registry_settings, client, caches, registry_hasher, metrics, key).await {
                 error!(error = %e, "the registry API stopped");
             }
         });
@@ -303,7 +303,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         platform_namespace: args.platform_namespace,
         concurrency: args.concurrency,
         instance: args.instance,
-        seal_key,
+        seal_key: seal_key.clone(),
         auth_server: auth_server.clone(),
     };
     // The comparison with the authorization server runs on the leader, and
@@ -323,7 +323,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app_triggers = futures::stream::select(triggers.apps, sync_rx);
     tokio::join!(
         registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), app_triggers, stopped()),
-        consent::run(client, caches, triggers.consents, args.concurrency, metrics.clone(), stopped()),
+        consent::run(
+            client.clone(),
+            caches.clone(),
+            triggers.consents,
+            args.concurrency,
+            metrics.clone(),
+            seal_key.clone(),
+            stopped()
+        ),
+        consent::organizations::run(client, caches, triggers.policies, metrics.clone(), seal_key, selection, stopped()),
     );
     watching.abort();
     if let Some(syncing) = syncing {

@@ -1,7 +1,10 @@
 //! The AppConsent controller: grants (or says exactly why not) a namespace's
 //! consent to a shared app, and keeps that answer current as the app, its
-//! scopes, the namespaces' organizations and the app's deletion change.
+//! scopes, the namespaces' organizations, the organization's policy and the
+//! app's deletion change. Every change of the answer is an Event on the consent.
 
+pub mod organizations;
+pub mod policy;
 pub mod visibility;
 
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use kube::{
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
+        events::{Event, EventType, Recorder, Reporter},
         reflector::ObjectRef,
     },
 };
@@ -21,10 +25,12 @@ use tracing::{info, warn};
 
 use crate::{
     api::{AppConsent, AppConsentStatus, conditions},
+    credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
     registration::{FIELD_MANAGER, plan::to_time, status_patch},
     watches::Caches,
 };
+use policy::{Allowance, PolicyApp, PolicyFacts};
 use visibility::{AppFacts, ConsentFacts, evaluate};
 
 /// Why a consent reconcile failed.
@@ -42,6 +48,8 @@ struct Context {
     client: Client,
     caches: Caches,
     metrics: Metrics,
+    seal_key: SealKey,
+    recorder: Recorder,
 }
 
 /// Runs the AppConsent controller until `shutdown` resolves.
@@ -51,10 +59,12 @@ pub async fn run(
     triggers: mpsc::Receiver<ObjectRef<AppConsent>>,
     concurrency: u16,
     metrics: Metrics,
+    seal_key: SealKey,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reader = caches.consents.clone();
-    let ctx = Arc::new(Context { client, caches, metrics });
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: None });
+    let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder });
     info!("AppConsent controller started");
     Controller::for_shared_stream(futures::stream::pending(), reader)
         .reconcile_on(triggers)
@@ -101,15 +111,47 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
             deleting: app.meta().deletion_timestamp.is_some(),
         }
     });
+    // The organization's policy: what it allows this app, and what to ask for.
+    let policy_object = ctx.caches.policies.get(&ObjectRef::new(&consent_org));
+    let policy = PolicyFacts { organization: &consent_org, policy: policy_object.as_deref(), seal_key: &ctx.seal_key };
+    let consent_key = format!("{namespace}/{}", consent.name_any());
+    let (allowance, refusal) = match &facts {
+        Some(app) if app.client_id.is_some() => {
+            let policy_app = PolicyApp {
+                namespace: app.namespace,
+                name: app.name,
+                organization: app.organization,
+                client_id: app.client_id.unwrap_or_default(),
+            };
+            let allowance = policy.allowance(Some(&consent_key), &policy_app);
+            let refusal = (allowance == Allowance::Refused).then(|| {
+                let needed: Vec<&str> = match consent.spec.oauth_scopes.as_deref() {
+                    Some(requested) => requested.iter().map(String::as_str).collect(),
+                    None => app.oauth_scopes.iter().map(String::as_str).collect(),
+                };
+                // Bound to this Client ID: it was granted once (the binding
+                // outlives a denial, so the message stays the same on every pass).
+                let was_granted = current.client_id.as_deref() == app.client_id;
+                policy.refusal(&policy_app, &needed, was_granted)
+            });
+            (allowance, refusal)
+        }
+        _ => (Allowance::Unpinned, None),
+    };
     let evaluation = evaluate(
         &ConsentFacts {
             namespace: &namespace,
             organization: &consent_org,
             requested_scopes: consent.spec.oauth_scopes.as_deref(),
             status: &current,
+            allowance,
+            refusal,
         },
         facts.as_ref(),
     );
+    let changed = conditions::find(&current.conditions, conditions::GRANTED)
+        .is_none_or(|c| c.reason != evaluation.condition.reason || c.message != evaluation.condition.message);
+    let announce = changed.then(|| evaluation.condition.clone());
 
     let generation = consent.metadata.generation;
     let desired = AppConsentStatus {
@@ -118,6 +160,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         display_name: evaluation.display_name,
         granted_scopes: evaluation.granted_scopes,
         pending_scopes: evaluation.pending_scopes,
+        held_scopes: evaluation.held_scopes,
         observed_generation: generation,
         conditions: conditions::settle(
             &current.conditions,
@@ -142,8 +185,26 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
                 });
             }
         }
+        if let Some(condition) = announce {
+            announce_change(consent, &condition, ctx).await;
+        }
     }
     Ok(Action::await_change())
+}
+
+/// An Event on the consent for each change of its answer: Normal when it is
+/// granted, Warning with the reason when not.
+async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCondition, ctx: &Context) {
+    let event = Event {
+        type_: if condition.status { EventType::Normal } else { EventType::Warning },
+        reason: condition.reason.into(),
+        note: Some(condition.message.clone()),
+        action: "Evaluate".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &consent.object_ref(&())).await {
+        warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %e, "could not publish an Event");
+    }
 }
 
 fn error_policy(consent: Arc<AppConsent>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use super::policy::Allowance;
 use crate::api::{
     AppConsentStatus, Scope,
     conditions::{DesiredCondition, consent_reason as reason},
@@ -53,6 +54,10 @@ pub struct ConsentFacts<'a> {
     /// `spec.oauthScopes`; `None` accepts every scope offered at the first grant.
     pub requested_scopes: Option<&'a [String]>,
     pub status: &'a AppConsentStatus,
+    /// What the organization's policy allows the app (`super::policy`), and
+    /// what to tell the namespace when it allows nothing.
+    pub allowance: Allowance,
+    pub refusal: Option<String>,
 }
 
 /// What the consent's status should say.
@@ -64,6 +69,7 @@ pub struct Evaluation {
     pub display_name: Option<String>,
     pub granted_scopes: Vec<String>,
     pub pending_scopes: Vec<String>,
+    pub held_scopes: Vec<String>,
 }
 
 impl Evaluation {
@@ -77,6 +83,7 @@ impl Evaluation {
             display_name: status.display_name.clone(),
             granted_scopes: status.granted_scopes.clone(),
             pending_scopes: status.pending_scopes.clone(),
+            held_scopes: status.held_scopes.clone(),
         }
     }
 }
@@ -144,44 +151,59 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
     }
 
     let offered: BTreeSet<&str> = app.oauth_scopes.iter().map(String::as_str).collect();
+    // What the organization's policy lets this namespace be granted.
+    let allowed: BTreeSet<&str> = match &consent.allowance {
+        Allowance::Refused => {
+            let message = consent.refusal.clone().unwrap_or_else(|| "the organization does not allow this app".into());
+            return Evaluation::denied(status, reason::NOT_ALLOWLISTED, message);
+        }
+        Allowance::Unpinned => offered.clone(),
+        Allowance::Pinned(pinned) => offered.iter().copied().filter(|s| pinned.contains(*s)).collect(),
+    };
     let previously_granted: Option<BTreeSet<&str>> =
         bound.map(|_| status.granted_scopes.iter().map(String::as_str).collect());
-    let (granted, pending, note): (BTreeSet<&str>, BTreeSet<&str>, Option<String>) = match consent.requested_scopes {
-        Some(requested) => {
-            let requested: BTreeSet<&str> = requested.iter().map(String::as_str).collect();
-            let previous = previously_granted.clone().unwrap_or_default();
-            // Asked for but not offered: either granted once and since dropped
-            // by the app (the grant shrinks), or never offered (a mismatch).
-            let (dropped, unknown): (Vec<&str>, Vec<&str>) =
-                requested.difference(&offered).copied().partition(|scope| previous.contains(scope));
-            if !unknown.is_empty() {
-                return Evaluation::denied(
-                    status,
-                    reason::SCOPE_MISMATCH,
-                    format!(
-                        "AppRegistration {app_key} does not offer {}; it offers: {}",
-                        list(&unknown),
-                        if offered.is_empty() { "no scopes".to_owned() } else { list(&offered) }
-                    ),
-                );
+    let (granted, pending, held, note): (BTreeSet<&str>, BTreeSet<&str>, BTreeSet<&str>, Option<String>) =
+        match consent.requested_scopes {
+            Some(requested) => {
+                let requested: BTreeSet<&str> = requested.iter().map(String::as_str).collect();
+                let previous = previously_granted.clone().unwrap_or_default();
+                // Asked for but not offered: either granted once and since dropped
+                // by the app (the grant shrinks), or never offered (a mismatch).
+                let (dropped, unknown): (Vec<&str>, Vec<&str>) =
+                    requested.difference(&offered).copied().partition(|scope| previous.contains(scope));
+                if !unknown.is_empty() {
+                    return Evaluation::denied(
+                        status,
+                        reason::SCOPE_MISMATCH,
+                        format!(
+                            "AppRegistration {app_key} does not offer {}; it offers: {}",
+                            list(&unknown),
+                            if offered.is_empty() { "no scopes".to_owned() } else { list(&offered) }
+                        ),
+                    );
+                }
+                let granted: BTreeSet<&str> = requested.intersection(&allowed).copied().collect();
+                let held: BTreeSet<&str> =
+                    requested.intersection(&offered).copied().filter(|s| !allowed.contains(s)).collect();
+                // An explicit list is the namespace's choice: nothing is pending.
+                let note = (!dropped.is_empty()).then(|| format!("; no longer offered by the app: {}", list(&dropped)));
+                (granted, BTreeSet::new(), held, note)
             }
-            let granted: BTreeSet<&str> = requested.intersection(&offered).copied().collect();
-            // An explicit list is the namespace's choice: nothing is pending.
-            let pending = BTreeSet::new();
-            let note = (!dropped.is_empty()).then(|| format!("; no longer offered by the app: {}", list(&dropped)));
-            (granted, pending, note)
-        }
-        None => match previously_granted {
-            // Default consent: what was granted stays granted while offered;
-            // scopes the app adds later wait for this namespace to accept them.
-            Some(previous) => {
-                let granted: BTreeSet<&str> = previous.intersection(&offered).copied().collect();
-                let pending: BTreeSet<&str> = offered.difference(&granted).copied().collect();
-                (granted, pending, None)
+            None => {
+                let held: BTreeSet<&str> = offered.difference(&allowed).copied().collect();
+                match previously_granted {
+                    // Default consent: what was granted stays granted while offered
+                    // (and allowed); scopes the app adds later wait for this
+                    // namespace to accept them.
+                    Some(previous) => {
+                        let granted: BTreeSet<&str> = previous.intersection(&allowed).copied().collect();
+                        let pending: BTreeSet<&str> = allowed.difference(&granted).copied().collect();
+                        (granted, pending, held, None)
+                    }
+                    None => (allowed.clone(), BTreeSet::new(), held, None),
+                }
             }
-            None => (offered.clone(), BTreeSet::new(), None),
-        },
-    };
+        };
     let mut message = format!("Client ID {client_id} of {app_key} is enabled in this namespace");
     if granted.is_empty() {
         message.push_str(" with no API scopes");
@@ -194,6 +216,13 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
             list(&pending)
         ));
     }
+    if !held.is_empty() {
+        message.push_str(&format!(
+            "; held until organization {} allowlists them: {}",
+            consent.organization,
+            list(&held)
+        ));
+    }
     if let Some(note) = note {
         message.push_str(&note);
     }
@@ -203,6 +232,7 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
         display_name: Some(app.display_name.to_owned()),
         granted_scopes: granted.into_iter().map(str::to_owned).collect(),
         pending_scopes: pending.into_iter().map(str::to_owned).collect(),
+        held_scopes: held.into_iter().map(str::to_owned).collect(),
     }
 }
 
@@ -244,7 +274,14 @@ mod tests {
 
     /// A consent in `team-b` of `acme`.
     fn consent<'a>(requested: Option<&'a [String]>, status: &'a AppConsentStatus) -> ConsentFacts<'a> {
-        ConsentFacts { namespace: CONSENT_NS, organization: ORG, requested_scopes: requested, status }
+        ConsentFacts {
+            namespace: CONSENT_NS,
+            organization: ORG,
+            requested_scopes: requested,
+            status,
+            allowance: Allowance::Unpinned,
+            refusal: None,
+        }
     }
 
     /// Never granted: an empty status.
@@ -706,6 +743,7 @@ mod tests {
             display_name: Some("LEAK-DISPLAY".to_owned()),
             granted_scopes: scopes(granted),
             pending_scopes: scopes(&[]),
+            held_scopes: scopes(&[]),
             observed_generation: Some(4242),
             conditions: vec![Condition {
                 type_: GRANTED.to_owned(),
@@ -773,5 +811,92 @@ mod tests {
             "delete was never offered: {}",
             e.condition.message
         );
+    }
+
+    // Organization policy: pinned and refused allowances.
+
+    fn pinned(allowed: &[&str]) -> Allowance {
+        Allowance::Pinned(allowed.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    fn under<'a>(c: ConsentFacts<'a>, allowance: Allowance) -> ConsentFacts<'a> {
+        ConsentFacts { allowance, ..c }
+    }
+
+    #[test]
+    fn a_pinned_default_consent_keeps_its_scopes_and_holds_the_new_ones() {
+        // Granted read when the app offered read; the app now also offers write,
+        // which the allowlist does not list.
+        let offered = scopes(&["read", "write"]);
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&under(consent(None, &status), pinned(&["read"])), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!(e.granted_scopes, scopes(&["read"]));
+        assert_eq!(e.pending_scopes, scopes(&[]), "held scopes are not pending: the namespace cannot accept them");
+        assert_eq!(e.held_scopes, scopes(&["write"]));
+        assert!(
+            e.condition.message.contains("held until organization acme allowlists them: write"),
+            "{}",
+            e.condition.message
+        );
+
+        // A new consent gets what the allowlist allows, and the rest is held.
+        let fresh = unbound();
+        let e = evaluate(&under(consent(None, &fresh), pinned(&["read"])), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!((e.granted_scopes, e.held_scopes), (scopes(&["read"]), scopes(&["write"])));
+
+        // Once the entry lists write, it is pending for the existing consent
+        // (the namespace accepts it, as any scope an app adds).
+        let e = evaluate(&under(consent(None, &status), pinned(&["read", "write"])), Some(&app(&offered)));
+        assert_eq!(
+            (e.granted_scopes, e.pending_scopes, e.held_scopes),
+            (scopes(&["read"]), scopes(&["write"]), scopes(&[]))
+        );
+    }
+
+    #[test]
+    fn a_pinned_explicit_consent_is_granted_what_is_allowed_and_told_what_is_held() {
+        let offered = scopes(&["read", "write"]);
+        let requested = scopes(&["read", "write"]);
+        let status = unbound();
+        let e = evaluate(&under(consent(Some(&requested), &status), pinned(&["read"])), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!((e.granted_scopes, e.held_scopes), (scopes(&["read"]), scopes(&["write"])));
+    }
+
+    #[test]
+    fn an_app_that_drops_scopes_under_a_pin_needs_nothing() {
+        let offered = scopes(&["read"]);
+        let status = bound(CLIENT, &["read", "write"]);
+        let e = evaluate(&under(consent(None, &status), pinned(&["read", "write"])), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!((e.granted_scopes, e.pending_scopes, e.held_scopes), (scopes(&["read"]), scopes(&[]), scopes(&[])));
+    }
+
+    #[test]
+    fn a_refused_app_is_not_allowlisted_with_the_policy_message_and_keeps_the_binding() {
+        let offered = scopes(&["read"]);
+        let status = bound(CLIENT, &["read"]);
+        let facts = ConsentFacts {
+            refusal: Some("ask your organization admin".to_owned()),
+            ..under(consent(None, &status), Allowance::Refused)
+        };
+        let e = evaluate(&facts, Some(&app(&offered)));
+        assert_denied(&e, reason::NOT_ALLOWLISTED);
+        assert_eq!(e.condition.message, "ask your organization admin");
+        assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn visibility_and_revocation_come_before_the_policy() {
+        let offered = scopes(&["read"]);
+        let status = unbound();
+        let foreign = AppFacts { organization: OTHER_ORG, ..app(&offered) };
+        let e = evaluate(&under(consent(None, &status), Allowance::Refused), Some(&foreign));
+        assert_denied(&e, reason::NOT_VISIBLE);
+        let deleting = AppFacts { deleting: true, ..app(&offered) };
+        let e = evaluate(&under(consent(None, &status), Allowance::Refused), Some(&deleting));
+        assert_denied(&e, reason::APP_REVOKED);
     }
 }

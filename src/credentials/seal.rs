@@ -124,15 +124,43 @@ impl SealKey {
         self.mac(what).verify_slice(&tag).is_ok()
     }
 
-    fn client_id_mac(&self, namespace: &str, name: &str, client_id: &str) -> Hmac<Sha256> {
+    /// An HMAC over length-prefixed `fields` (the first names what is sealed).
+    fn fields_mac(&self, fields: &[&[u8]]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
-        let fields: [&[u8]; 4] =
-            [b"registrar client id seal v1", namespace.as_bytes(), name.as_bytes(), client_id.as_bytes()];
         for field in fields {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
         }
         mac
+    }
+
+    fn client_id_mac(&self, namespace: &str, name: &str, client_id: &str) -> Hmac<Sha256> {
+        self.fields_mac(&[b"registrar client id seal v1", namespace.as_bytes(), name.as_bytes(), client_id.as_bytes()])
+    }
+
+    fn grant_mac(&self, organization: &str, grant: &crate::api::Grant) -> Hmac<Sha256> {
+        let scopes = grant.scopes.join(" ");
+        self.fields_mac(&[
+            b"registrar grant seal v1",
+            organization.as_bytes(),
+            grant.consent.as_bytes(),
+            grant.app.as_bytes(),
+            grant.client_id.as_bytes(),
+            scopes.as_bytes(),
+        ])
+    }
+
+    /// The seal of a grant recorded in `organization`'s policy status.
+    pub fn seal_grant(&self, organization: &str, grant: &crate::api::Grant) -> String {
+        format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(self.grant_mac(organization, grant).finalize().into_bytes()))
+    }
+
+    /// Whether a grant carries this key's seal for `organization`.
+    pub fn verifies_grant(&self, organization: &str, grant: &crate::api::Grant) -> bool {
+        let Some(tag) = grant.seal.strip_prefix(SCHEME).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()) else {
+            return false;
+        };
+        self.grant_mac(organization, grant).verify_slice(&tag).is_ok()
     }
 
     /// The seal of an app's Client ID (`status.clientIdSeal`): registrar

@@ -47,6 +47,8 @@ pub enum Denial {
     Revoked,
     /// The app may not use the authorization_code grant.
     UnauthorizedClient,
+    /// The group's organization is Restricted and does not allow the app.
+    NotAllowlisted,
     RedirectMismatch,
     PkceRequired,
     PkceMethodNotAllowed,
@@ -59,6 +61,7 @@ impl Denial {
         match self {
             Denial::Revoked => "the client was revoked",
             Denial::UnauthorizedClient => "the client may not use the authorization_code grant",
+            Denial::NotAllowlisted => "the group's organization does not allow this client (OrganizationPolicy)",
             Denial::RedirectMismatch => "redirect_uri is not registered for this client",
             Denial::PkceRequired => "this client requires PKCE (code_challenge_method S256)",
             Denial::PkceMethodNotAllowed => "only the S256 code challenge method is accepted",
@@ -101,6 +104,7 @@ fn without_port(uri: &str) -> String {
 pub fn authorize(
     app: &AcceptedSpec,
     deleting: bool,
+    policy_allows: bool,
     granted: Option<&[String]>,
     request: &AuthorizeRequest,
 ) -> Result<(), Denial> {
@@ -122,8 +126,34 @@ pub fn authorize(
         None if app.require_pkce => return Err(Denial::PkceRequired),
         None => {}
     }
+    if !policy_allows {
+        return Err(Denial::NotAllowlisted);
+    }
     let Some(granted) = granted else { return Err(Denial::NotConsented) };
     if request.scopes().iter().all(|s| granted.contains(s)) { Ok(()) } else { Err(Denial::ScopeNotGranted) }
+}
+
+/// Decides a token request at the authorization server (its token hook: a
+/// code exchange or a refresh): may the group still use the client, with the
+/// scopes granted? Redirect URI and PKCE were decided when the authorization
+/// began; a scope the app does not offer (OpenID Connect's, which the server
+/// allows by itself) is not the registry's to judge.
+pub fn token_allowed(
+    app: &AcceptedSpec,
+    deleting: bool,
+    policy_allows: bool,
+    granted: Option<&[String]>,
+    scopes: &[String],
+) -> Result<(), Denial> {
+    if deleting {
+        return Err(Denial::Revoked);
+    }
+    if !policy_allows {
+        return Err(Denial::NotAllowlisted);
+    }
+    let Some(granted) = granted else { return Err(Denial::NotConsented) };
+    let offered = |s: &&String| app.oauth_scopes.contains(s);
+    if scopes.iter().filter(offered).all(|s| granted.contains(s)) { Ok(()) } else { Err(Denial::ScopeNotGranted) }
 }
 
 #[cfg(test)]
@@ -159,7 +189,7 @@ mod tests {
 
     #[test]
     fn an_exact_redirect_with_granted_scopes_is_allowed() {
-        assert_eq!(authorize(&app(&[CB], false), false, Some(&all()), &request(CB, None, "read")), Ok(()));
+        assert_eq!(authorize(&app(&[CB], false), false, true, Some(&all()), &request(CB, None, "read")), Ok(()));
     }
 
     #[test]
@@ -173,7 +203,7 @@ mod tests {
             "https://app.example.com/cb?x=1",
         ] {
             assert_eq!(
-                authorize(&a, false, Some(&all()), &request(uri, None, "")),
+                authorize(&a, false, true, Some(&all()), &request(uri, None, "")),
                 Err(Denial::RedirectMismatch),
                 "{uri}"
             );
@@ -184,11 +214,11 @@ mod tests {
     fn loopback_http_redirects_match_any_port() {
         let a = app(&["http://127.0.0.1/cb", "http://[::1]:8080/cb"], false);
         for uri in ["http://127.0.0.1:9999/cb", "http://127.0.0.1/cb", "http://[::1]/cb", "http://[::1]:1/cb"] {
-            assert_eq!(authorize(&a, false, Some(&all()), &request(uri, None, "")), Ok(()), "{uri}");
+            assert_eq!(authorize(&a, false, true, Some(&all()), &request(uri, None, "")), Ok(()), "{uri}");
         }
         for uri in ["http://127.0.0.1:9999/other", "http://localhost:9999/cb", "https://127.0.0.1:9999/cb"] {
             assert_eq!(
-                authorize(&a, false, Some(&all()), &request(uri, None, "")),
+                authorize(&a, false, true, Some(&all()), &request(uri, None, "")),
                 Err(Denial::RedirectMismatch),
                 "{uri}"
             );
@@ -198,15 +228,15 @@ mod tests {
     #[test]
     fn pkce_is_s256_only_and_required_when_the_app_says_so() {
         let strict = app(&[CB], true);
-        assert_eq!(authorize(&strict, false, Some(&all()), &request(CB, None, "")), Err(Denial::PkceRequired));
+        assert_eq!(authorize(&strict, false, true, Some(&all()), &request(CB, None, "")), Err(Denial::PkceRequired));
         assert_eq!(
-            authorize(&strict, false, Some(&all()), &request(CB, Some("plain"), "")),
+            authorize(&strict, false, true, Some(&all()), &request(CB, Some("plain"), "")),
             Err(Denial::PkceMethodNotAllowed)
         );
-        assert_eq!(authorize(&strict, false, Some(&all()), &request(CB, Some("S256"), "")), Ok(()));
+        assert_eq!(authorize(&strict, false, true, Some(&all()), &request(CB, Some("S256"), "")), Ok(()));
         let lax = app(&[CB], false);
         assert_eq!(
-            authorize(&lax, false, Some(&all()), &request(CB, Some("plain"), "")),
+            authorize(&lax, false, true, Some(&all()), &request(CB, Some("plain"), "")),
             Err(Denial::PkceMethodNotAllowed)
         );
     }
@@ -215,9 +245,9 @@ mod tests {
     fn a_challenge_without_a_method_is_plain_and_refused() {
         for app in [app(&[CB], true), app(&[CB], false)] {
             let plain = AuthorizeRequest { code_challenge: Some("challenge".into()), ..request(CB, None, "") };
-            assert_eq!(authorize(&app, false, Some(&all()), &plain), Err(Denial::PkceMethodNotAllowed));
+            assert_eq!(authorize(&app, false, true, Some(&all()), &plain), Err(Denial::PkceMethodNotAllowed));
             let empty_method = AuthorizeRequest { code_challenge_method: Some(String::new()), ..plain };
-            assert_eq!(authorize(&app, false, Some(&all()), &empty_method), Err(Denial::PkceMethodNotAllowed));
+            assert_eq!(authorize(&app, false, true, Some(&all()), &empty_method), Err(Denial::PkceMethodNotAllowed));
         }
     }
 
@@ -226,25 +256,38 @@ mod tests {
         let mut machine = app(&[CB], false);
         machine.grant_types = vec![GrantType::ClientCredentials];
         assert_eq!(
-            authorize(&machine, false, Some(&all()), &request(CB, Some("S256"), "")),
+            authorize(&machine, false, true, Some(&all()), &request(CB, Some("S256"), "")),
             Err(Denial::UnauthorizedClient)
         );
         machine.grant_types = vec![GrantType::RefreshToken, GrantType::AuthorizationCode];
-        assert_eq!(authorize(&machine, false, Some(&all()), &request(CB, Some("S256"), "")), Ok(()));
+        assert_eq!(authorize(&machine, false, true, Some(&all()), &request(CB, Some("S256"), "")), Ok(()));
     }
 
     #[test]
     fn consent_and_scopes_are_checked_last() {
         let a = app(&[CB], false);
-        assert_eq!(authorize(&a, false, None, &request(CB, None, "read")), Err(Denial::NotConsented));
+        assert_eq!(authorize(&a, false, true, None, &request(CB, None, "read")), Err(Denial::NotConsented));
         let read = vec!["read".to_string()];
-        assert_eq!(authorize(&a, false, Some(&read), &request(CB, None, "read write")), Err(Denial::ScopeNotGranted));
-        assert_eq!(authorize(&a, false, Some(&read), &request(CB, None, "read")), Ok(()));
+        assert_eq!(
+            authorize(&a, false, true, Some(&read), &request(CB, None, "read write")),
+            Err(Denial::ScopeNotGranted)
+        );
+        assert_eq!(authorize(&a, false, true, Some(&read), &request(CB, None, "read")), Ok(()));
+    }
+
+    #[test]
+    fn an_app_the_groups_organization_does_not_allow_is_refused_before_consent() {
+        let a = app(&[CB], false);
+        assert_eq!(authorize(&a, false, false, Some(&all()), &request(CB, None, "")), Err(Denial::NotAllowlisted));
+        assert_eq!(authorize(&a, false, false, None, &request(CB, None, "")), Err(Denial::NotAllowlisted));
     }
 
     #[test]
     fn a_revoked_client_is_refused_first() {
-        assert_eq!(authorize(&app(&[CB], false), true, Some(&all()), &request(CB, None, "")), Err(Denial::Revoked));
+        assert_eq!(
+            authorize(&app(&[CB], false), true, true, Some(&all()), &request(CB, None, "")),
+            Err(Denial::Revoked)
+        );
     }
 
     #[test]
@@ -255,5 +298,21 @@ mod tests {
         assert_eq!(r.scopes(), ["a"]);
         r.scope = None;
         assert!(r.scopes().is_empty());
+    }
+
+    #[test]
+    fn a_token_request_is_judged_on_revocation_policy_consent_and_offered_scopes() {
+        let a = app(&[CB], false);
+        let scopes = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let read = scopes(&["read"]);
+        // OpenID Connect scopes are the server's business; the app's are the group's grant.
+        assert_eq!(token_allowed(&a, false, true, Some(&read), &scopes(&["openid", "offline", "read"])), Ok(()));
+        assert_eq!(
+            token_allowed(&a, false, true, Some(&read), &scopes(&["read", "write"])),
+            Err(Denial::ScopeNotGranted)
+        );
+        assert_eq!(token_allowed(&a, false, true, None, &scopes(&["openid"])), Err(Denial::NotConsented));
+        assert_eq!(token_allowed(&a, false, false, Some(&read), &read), Err(Denial::NotAllowlisted));
+        assert_eq!(token_allowed(&a, true, true, Some(&read), &read), Err(Denial::Revoked));
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Registry;
-use crate::{api::Scope, consent::visibility::ORGANIZATION_LABEL};
+use crate::api::Scope;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,24 +19,15 @@ struct CatalogEntry {
     scope: Scope,
     oauth_scopes: Vec<String>,
     consented: bool,
+    /// Whether the namespace's organization policy allows it (always, when Unrestricted).
+    allowlisted: bool,
 }
 
 /// The catalog of `namespace`.
 pub(super) fn catalog(registry: &Registry, namespace: &str) -> Value {
     let index = &registry.caches.index;
     let org = index.organization_of(namespace);
-    let mut org_namespaces = index.labelled_namespaces_of(&org);
-    if org == index.default_organization() {
-        org_namespaces.extend(
-            registry
-                .caches
-                .namespaces
-                .state()
-                .iter()
-                .filter(|ns| ns.labels().get(ORGANIZATION_LABEL).is_none_or(|l| l.is_empty()))
-                .map(|ns| ns.name_any()),
-        );
-    }
+    let mut org_namespaces = index.namespaces_of(&org);
     if !org_namespaces.iter().any(|n| n == namespace) {
         org_namespaces.push(namespace.to_owned());
     }
@@ -51,6 +42,7 @@ pub(super) fn catalog(registry: &Registry, namespace: &str) -> Value {
                 let served = super::served(&app);
                 Some(CatalogEntry {
                     consented: registry.granted_scopes(&app, namespace).is_some(),
+                    allowlisted: registry.policy_allows(&app, namespace),
                     client_id,
                     display_name: served.display_name,
                     namespace: app.namespace().unwrap_or_default(),

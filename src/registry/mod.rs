@@ -38,11 +38,12 @@ use serde_json::json;
 
 use crate::{
     api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
-    credentials::{ClientSecret, Hasher},
+    consent::policy::{Allowance, PolicyApp, PolicyFacts},
+    credentials::{ClientSecret, Hasher, seal::SealKey},
     metrics::{Metrics, ReasonLabels, RequestLabels},
     watches::Caches,
 };
-use authorize::{AuthorizeRequest, authorize};
+use authorize::{AuthorizeRequest, authorize, token_allowed};
 use callers::{Access, Caller, Callers, Refusal};
 use client_auth::{bearer, caller_authorization, credentials};
 use verifier::{Limits, Outcome, Verifier};
@@ -77,6 +78,7 @@ struct Registry {
     callers: Callers,
     platform_namespace: String,
     metrics: Metrics,
+    seal_key: SealKey,
 }
 
 /// Why a request failed, as an HTTP answer with an OAuth-style body.
@@ -186,6 +188,31 @@ impl Registry {
                     && conditions::is_true(&status.conditions, conditions::GRANTED);
                 (points_here && in_force).then(|| status.granted_scopes.clone())
             })
+    }
+
+    /// Whether `group`'s organization policy allows `app` there (its own
+    /// namespace always does).
+    fn policy_allows(&self, app: &AppRegistration, group: &str) -> bool {
+        let app_ns = app.namespace().unwrap_or_default();
+        if group == app_ns {
+            return true;
+        }
+        let Some((client_id, _)) = self.held_client_id(app) else { return false };
+        let index = &self.caches.index;
+        let organization = index.organization_of(group);
+        let policy = self.caches.policies.get(&ObjectRef::new(&organization));
+        let facts = PolicyFacts { organization: &organization, policy: policy.as_deref(), seal_key: &self.seal_key };
+        let app_org = index.organization_of(&app_ns);
+        let name = app.name_any();
+        let subject = PolicyApp { namespace: &app_ns, name: &name, organization: &app_org, client_id: &client_id };
+        // The group's own consent to it, for a grant kept from before Restricted.
+        let consent = index
+            .consents_in_namespace(group)
+            .into_iter()
+            .filter_map(|(ns, n)| self.caches.consents.get(&ObjectRef::new(&n).within(&ns)))
+            .find(|c| c.spec.app_ref.namespace == app_ns && c.spec.app_ref.name == name)
+            .map(|c| format!("{group}/{}", c.name_any()));
+        facts.allowance(consent.as_deref(), &subject) != Allowance::Refused
     }
 
     fn consenting_namespaces(&self, app: &AppRegistration) -> Vec<String> {
@@ -328,7 +355,8 @@ async fn authorize_check(
         Some((app, deleting)) => {
             registry.callers.authorize(&caller, Access::Check, &app.namespace().unwrap_or_default()).await?;
             let served = served(&app);
-            authorize(&served, deleting, registry.granted_scopes(&app, &request.group).as_deref(), &request)
+            let allowed = registry.policy_allows(&app, &request.group);
+            authorize(&served, deleting, allowed, registry.granted_scopes(&app, &request.group).as_deref(), &request)
         }
         None if registry.caches.index.is_revoked(&client_id) => Err(authorize::Denial::Revoked),
         None => return Err(Failure::NotFound),
@@ -337,6 +365,84 @@ async fn authorize_check(
         Ok(()) => Json(json!({ "allowed": true })).into_response(),
         Err(denial) => {
             Json(json!({ "allowed": false, "reason": denial, "description": denial.description() })).into_response()
+        }
+    })
+}
+
+/// The group claim's name in Hydra's session (`?group_claim=` on the hook URL).
+fn default_group_claim() -> String {
+    "registrar_group".to_owned()
+}
+
+#[derive(Deserialize)]
+struct TokenHookQuery {
+    #[serde(default = "default_group_claim")]
+    group_claim: String,
+}
+
+/// What registrar reads of Ory Hydra's token hook request.
+#[derive(Deserialize)]
+struct TokenHook {
+    #[serde(default)]
+    session: TokenHookSession,
+    request: TokenHookRequest,
+}
+
+#[derive(Default, Deserialize)]
+struct TokenHookSession {
+    /// The access token's extra claims, as the login and consent app set them
+    /// when it accepted the consent (`session.access_token`).
+    #[serde(default)]
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct TokenHookRequest {
+    client_id: String,
+    #[serde(default)]
+    granted_scopes: Vec<String>,
+}
+
+/// Ory Hydra's token hook (`oauth2.token_hook`), called before every token
+/// Hydra issues — a code exchange, a refresh: 204 lets it through, 403 refuses
+/// it (Hydra answers `access_denied`). A token for a user whose group the
+/// login and consent app recorded (the `registrar_group` claim) is refused
+/// once the group may no longer use the client: consent removed, the
+/// organization's policy no longer allowing it, the scopes no longer granted,
+/// the app revoked. Tokens without the claim (client credentials) and clients
+/// that are not registrar's pass.
+async fn hydra_token_hook(
+    State(registry): State<Arc<Registry>>,
+    Query(query): Query<TokenHookQuery>,
+    headers: HeaderMap,
+    Json(hook): Json<TokenHook>,
+) -> Result<Response, Failure> {
+    let caller = registry.caller(&headers).await?;
+    registry.ready()?;
+    let extra = hook.session.extra.unwrap_or_default();
+    let Some(group) = extra.get(&query.group_claim).and_then(serde_json::Value::as_str).filter(|g| !g.is_empty())
+    else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let client_id = &hook.request.client_id;
+    let decision = match registry.client(client_id) {
+        Some((app, deleting)) => {
+            registry.callers.authorize(&caller, Access::Check, &app.namespace().unwrap_or_default()).await?;
+            let allowed = registry.policy_allows(&app, group);
+            let granted = registry.granted_scopes(&app, group);
+            token_allowed(&served(&app), deleting, allowed, granted.as_deref(), &hook.request.granted_scopes)
+        }
+        None if registry.caches.index.is_revoked(client_id) => Err(authorize::Denial::Revoked),
+        None => return Ok(StatusCode::NO_CONTENT.into_response()),
+    };
+    Ok(match decision {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(denial) => {
+            let reason = serde_json::to_value(denial).ok().and_then(|v| v.as_str().map(str::to_owned));
+            let labels = ReasonLabels { reason: reason.unwrap_or_default() };
+            registry.metrics.registry_token_refusals.get_or_create(&labels).inc();
+            let body = json!({ "allowed": false, "reason": denial, "description": denial.description() });
+            (StatusCode::FORBIDDEN, Json(body)).into_response()
         }
     })
 }
@@ -408,6 +514,7 @@ fn router(registry: Arc<Registry>) -> Router {
         .route("/v1/clients/{client_id}/authorize-check", post(authorize_check))
         .route("/v1/catalog", get(catalog))
         .route("/v1/forward-auth", get(forward_auth))
+        .route("/v1/hooks/hydra/token", post(hydra_token_hook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::map_response(close_after_refused_body))
         .layer(middleware::from_fn(deadline))
@@ -443,6 +550,7 @@ pub async fn serve(
     caches: Caches,
     hasher: Hasher,
     metrics: Metrics,
+    seal_key: SealKey,
 ) -> Result<(), ServeError> {
     // The hashing pool's occupancy, for /metrics (also while nobody waits on it).
     let (gauges, pool) = (metrics.clone(), hasher.clone());
@@ -461,6 +569,7 @@ pub async fn serve(
         callers: Callers::new(client, settings.audience.clone(), metrics.clone()),
         platform_namespace: settings.platform_namespace.clone(),
         metrics: metrics.clone(),
+        seal_key,
     });
     server::serve(&settings, router(registry), metrics).await
 }

@@ -327,7 +327,9 @@ mod login_consent {
             .await
             .expect("authorize-check JSON");
         let (path, body) = if check["allowed"] == json!(true) {
-            ("accept", json!({ "grant_scope": scopes }))
+            // The group goes into the session: Hydra hands it to registrar's
+            // token hook at every code exchange and refresh.
+            ("accept", json!({ "grant_scope": scopes, "session": { "access_token": { "registrar_group": group } } }))
         } else {
             ("reject", json!({ "error": "access_denied", "error_description": check["reason"] }))
         };
@@ -364,7 +366,13 @@ fn pkce() -> (String, String) {
 /// Runs the browser side of an authorization-code flow (a user agent with a
 /// cookie jar, following redirects by hand) until Hydra sends it to the
 /// client's redirect URI; returns that URL's query (`code`, or `error`).
-async fn authorize(hydra: &Hydra, client_id: &str, redirect_uri: &str, challenge: &str) -> Vec<(String, String)> {
+async fn authorize(
+    hydra: &Hydra,
+    client_id: &str,
+    redirect_uri: &str,
+    challenge: &str,
+    scope: &str,
+) -> Vec<(String, String)> {
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -377,7 +385,7 @@ async fn authorize(hydra: &Hydra, client_id: &str, redirect_uri: &str, challenge
             ("client_id", client_id),
             ("response_type", "code"),
             ("redirect_uri", redirect_uri),
-            ("scope", "read"),
+            ("scope", scope),
             ("state", "state-0123456789"),
             ("code_challenge", challenge),
             ("code_challenge_method", "S256"),
@@ -419,6 +427,173 @@ async fn exchange(
     let response = reqwest::Client::new().post(hydra.token_url()).form(&form).send().await.expect("token");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
+}
+
+/// Refreshes a token at Hydra's token endpoint as a public client.
+async fn refresh(hydra: &Hydra, client_id: &str, refresh_token: &str) -> (u16, serde_json::Value) {
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", client_id)];
+    let response = reqwest::Client::new().post(hydra.token_url()).form(&form).send().await.expect("refresh");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// With Hydra's token hook pointed at the registry, what an organization
+/// revokes reaches the tokens Hydra would still issue: a group's refresh
+/// works while its Restricted organization (internal apps not auto-approved)
+/// allowlists the app, and is refused
+/// (`access_denied`) once the entry is removed, as it is for a group that
+/// removed its consent; another group keeps refreshing. Tokens Hydra already
+/// issued live until they expire (Hydra cannot revoke them per group).
+#[tokio::test]
+async fn hydra_refuses_refreshes_once_the_organization_revokes_the_app_or_the_group_its_consent() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{ObjectMeta, PostParams};
+    use registrar::api::{
+        AllowlistEntry, AppConsent, AppConsentSpec, AppRef, OrganizationPolicy, OrganizationPolicySpec, PolicyKind,
+        Scope,
+    };
+
+    let run = format!("{:08x}", rand::random::<u32>());
+    let run_labels = || Some([("e2e.registrar.dev/run".to_string(), run.clone())].into());
+    let org = format!("hook-{run}");
+    let owner_ns = TestNamespace::labelled("hook-a", &[("registrar.dev/organization", org.as_str())]).await;
+    install_registrar(&owner_ns.client).await;
+    let b = TestNamespace::labelled("hook-b", &[("registrar.dev/organization", org.as_str())]).await;
+    let c = TestNamespace::labelled("hook-c", &[("registrar.dev/organization", org.as_str())]).await;
+
+    let registry_port = crate::support::free_port();
+    let registry = format!("http://127.0.0.1:{registry_port}");
+    let hook_token = crate::support::registry::caller_token(&owner_ns, "hydra", true).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let login_base = format!("http://{}", listener.local_addr().expect("addr"));
+    let hook_url = format!("{registry}/v1/hooks/hydra/token");
+    let hydra = Hydra::start_with_token_hook(&login_base, Some((&hook_url, &hook_token))).await;
+    let registry_addr = format!("127.0.0.1:{registry_port}");
+    let selector = format!("e2e.registrar.dev/run={run}");
+    let mut args: Vec<String> =
+        ["--registry-addr", &registry_addr, "--registry-insecure-http", "--selector", &selector]
+            .map(String::from)
+            .into();
+    args.extend(hydra.operator_args("60s"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&args).await;
+    let group = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    login_consent::serve(
+        listener,
+        login_consent::App {
+            hydra_admin: hydra.admin_url(),
+            registry: registry.clone(),
+            registry_token: hook_token.clone(),
+            group: group.clone(),
+            http: reqwest::Client::new(),
+        },
+    );
+
+    let redirect_uri = "http://127.0.0.1:8123/callback";
+    let mut app = confidential("reports");
+    app.metadata.labels = run_labels();
+    app.spec.scope = Scope::Organization;
+    app.spec.public_client = Some(true);
+    app.spec.require_pkce = Some(true);
+    app.spec.redirect_uris = vec![redirect_uri.into()];
+    app.spec.oauth_scopes = vec!["offline".into(), "read".into()];
+    apply(&owner_ns, &app).await;
+    let app = wait_app(&owner_ns, "reports", "the app to be registered", registered).await;
+    let client_id = status(&app).client_id.expect("Client ID");
+
+    let mut policy = OrganizationPolicy::new(
+        &org,
+        OrganizationPolicySpec {
+            policy: Some(PolicyKind::Restricted),
+            // Internal apps need an entry too: the entry is what is revoked.
+            auto_approve_internal: Some(false),
+            allowlist: vec![AllowlistEntry {
+                app: AppRef { namespace: owner_ns.name.clone(), name: "reports".into() },
+                client_id: None,
+                scopes: vec!["offline".into(), "read".into()],
+            }],
+        },
+    );
+    policy.metadata.labels = run_labels();
+    let policies = kube::Api::<OrganizationPolicy>::all(owner_ns.client.clone());
+    policies.create(&PostParams::default(), &policy).await.expect("policy");
+    for ns in [&b, &c] {
+        let consent = AppConsent {
+            metadata: ObjectMeta { name: Some("reports".into()), labels: run_labels(), ..Default::default() },
+            spec: AppConsentSpec {
+                app_ref: AppRef { namespace: owner_ns.name.clone(), name: "reports".into() },
+                oauth_scopes: None,
+            },
+            status: None,
+        };
+        ns.api::<AppConsent>().create(&PostParams::default(), &consent).await.expect("consent");
+        eventually("the consent to be granted", TIMEOUT, || async {
+            let c = ns.api::<AppConsent>().get("reports").await.ok()?;
+            c.status?.conditions.iter().any(|c| c.type_ == "Granted" && c.status == "True").then_some(())
+        })
+        .await;
+    }
+
+    // A refresh token for each group.
+    let mut refresh_tokens = Vec::new();
+    for ns in [&b, &c] {
+        *group.lock().unwrap() = ns.name.clone();
+        let (verifier, challenge) = pkce();
+        let answer = authorize(&hydra, &client_id, redirect_uri, &challenge, "read offline").await;
+        let code = answer.iter().find(|(k, _)| k == "code").map(|(_, v)| v.clone());
+        let code = code.unwrap_or_else(|| panic!("{} gets a code: {answer:?}", ns.name));
+        let (status_code, tokens) = exchange(&hydra, &client_id, redirect_uri, &code, Some(&verifier)).await;
+        assert_eq!(status_code, 200, "{tokens}");
+        let token = tokens["refresh_token"].as_str().expect("a refresh token").to_owned();
+        let (status_code, tokens) = refresh(&hydra, &client_id, &token).await;
+        assert_eq!(status_code, 200, "refresh while allowed: {tokens}");
+        refresh_tokens.push(tokens["refresh_token"].as_str().expect("the next refresh token").to_owned());
+    }
+
+    // Refreshes until one is refused (a refresh token is single-use: each
+    // success hands over the next one), and returns the refusal.
+    let refused = |first: String| {
+        let (hydra, client_id) = (&hydra, client_id.clone());
+        let tokens = std::sync::Mutex::new(first);
+        async move {
+            eventually("the refresh to be refused", TIMEOUT, || async {
+                let current = tokens.lock().unwrap().clone();
+                let (status_code, answer) = refresh(hydra, &client_id, &current).await;
+                if status_code == 200 {
+                    *tokens.lock().unwrap() = answer["refresh_token"].as_str().expect("refresh token").to_owned();
+                    return None;
+                }
+                Some((status_code, answer))
+            })
+            .await
+        }
+    };
+
+    // C removes its consent: C's refresh is refused, B's still works.
+    c.api::<AppConsent>().delete("reports", &DeleteParams::default()).await.expect("remove consent");
+    let (status_code, answer) = refused(refresh_tokens[1].clone()).await;
+    assert_eq!((status_code, answer["error"].as_str()), (403, Some("access_denied")), "{answer}");
+    let (status_code, tokens) = refresh(&hydra, &client_id, &refresh_tokens[0]).await;
+    assert_eq!(status_code, 200, "B still refreshes: {tokens}");
+    refresh_tokens[0] = tokens["refresh_token"].as_str().expect("refresh token").to_owned();
+
+    // The organization removes the allowlist entry: B's refresh is refused.
+    let revoke = Patch::Merge(json!({ "spec": { "allowlist": [] } }));
+    let revoked = Instant::now();
+    policies.patch(&org, &PatchParams::default(), &revoke).await.expect("remove the entry");
+    let (status_code, answer) = refused(refresh_tokens[0].clone()).await;
+    eprintln!("allowlist entry removed → refresh refused at Hydra: {:?}", revoked.elapsed());
+    assert_eq!((status_code, answer["error"].as_str()), (403, Some("access_denied")), "{answer}");
+    // Both refusals were the registry's, for the reasons expected.
+    for reason in ["not_consented", "not_allowlisted"] {
+        let line = format!("registrar_registry_token_refusals_total{{reason=\"{reason}\"}}");
+        assert!(operator.metric(&line).await >= 1.0, "{line}");
+    }
+
+    let _ = policies.delete(&org, &DeleteParams::default()).await;
+    for ns in [owner_ns, b, c] {
+        let _ = kube::Api::<Namespace>::all(ns.client.clone()).delete(&ns.name, &DeleteParams::default()).await;
+    }
 }
 
 /// A public client with PKCE through Hydra's authorization-code flow, with
@@ -499,7 +674,7 @@ async fn a_public_client_completes_pkce_at_hydra_for_consenting_groups_only() {
         async move {
             *group.lock().unwrap() = ns_name;
             let (verifier, challenge) = pkce();
-            let answer = authorize(hydra, &client_id, redirect_uri, &challenge).await;
+            let answer = authorize(hydra, &client_id, redirect_uri, &challenge, "read").await;
             let get = |k: &str| answer.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             (get("code"), get("error"), verifier)
         }

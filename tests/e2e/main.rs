@@ -7,6 +7,7 @@ mod support;
 mod authserver;
 mod chart;
 mod consent;
+mod policy;
 mod proxies;
 mod registration;
 mod registry;

@@ -201,9 +201,12 @@ async fn a_caller_bound_in_one_namespace_reaches_that_namespaces_clients_only() 
     let a = TestNamespace::new("registry-ns-a").await;
     install_registrar(&a.client).await;
     let b = TestNamespace::new("registry-ns-b").await;
-    let (_operator, port) = registry_operator(&[]).await;
+    // Both namespaces, and nothing of the other tests running alongside.
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (_operator, port) = registry_operator(&["--selector", &format!("e2e.registrar.dev/run={run}")]).await;
     for ns in [&a, &b] {
         let mut app = confidential("api");
+        app.metadata.labels = Some([("e2e.registrar.dev/run".to_string(), run.clone())].into());
         app.spec.scope = registrar::api::Scope::Group;
         apply(ns, &app).await;
     }

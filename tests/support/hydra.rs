@@ -39,6 +39,18 @@ impl Hydra {
     /// Starts Hydra whose login and consent URLs point at `login_base`
     /// (`{login_base}/login`, `{login_base}/consent`).
     pub async fn start(login_base: &str) -> Self {
+        Self::start_with_token_hook(login_base, None).await
+    }
+
+    /// [`Hydra::start`], with Hydra's token hook (`oauth2.token_hook`) calling
+    /// `(url, bearer token)` before every token it issues.
+    pub async fn start_with_token_hook(login_base: &str, token_hook: Option<(&str, &str)>) -> Self {
+        let hook = match token_hook {
+            Some((url, token)) => format!(
+                "\n  token_hook:\n    url: \"{url}\"\n    auth:\n      type: api_key\n      config: {{ in: header, name: Authorization, value: \"Bearer {token}\" }}"
+            ),
+            None => String::new(),
+        };
         let dir = std::env::temp_dir().join(format!("{STATE_DIR_PREFIX}hydra-{:08x}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir).expect("hydra dir");
         let (public_port, admin_port) = (free_port(), free_port());
@@ -54,7 +66,7 @@ urls:
 secrets:
   system: ["{:032x}"]
 oauth2:
-  pkce: {{ enforced_for_public_clients: true }}
+  pkce: {{ enforced_for_public_clients: true }}{hook}
 log: {{ level: warn }}
 "#,
             rand::random::<u128>()
@@ -186,9 +198,17 @@ log: {{ level: warn }}
             if let Some(t) = &token {
                 url.push_str(&format!("&page_token={t}"));
             }
-            let response = self.http.get(url).send().await.expect("list clients");
-            let link = response.headers().get("link").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-            let page: Vec<Value> = response.json().await.expect("client list");
+            // A page read can time out on a loaded machine: read it again.
+            let (link, page) = eventually("a page of Hydra's client list", Duration::from_secs(60), || async {
+                let response = self.http.get(&url).send().await.ok()?;
+                if !response.status().is_success() {
+                    return None;
+                }
+                let link = response.headers().get("link").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let page: Vec<Value> = response.json().await.ok()?;
+                Some((link, page))
+            })
+            .await;
             let n = page.len();
             all.extend(page);
             let next = link.split(',').find(|p| p.contains("rel=\"next\"")).and_then(|p| {

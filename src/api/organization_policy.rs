@@ -1,0 +1,137 @@
+//! `OrganizationPolicy`: an organization's authorization policy over the apps
+//! its groups may consent to (seed 003, MuleSoft's Unrestricted / Restricted
+//! with an allowlist). Cluster-scoped, named after the organization.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::AppRef;
+
+/// An organization's policy over the apps its namespaces may consent to.
+/// Unrestricted (the default): consents are granted as visibility allows.
+/// Restricted: only internal apps (registered in the organization, while
+/// auto-approval is on) and allowlisted apps, with the allowlist's scopes.
+// clippy reads the repeated `printcolumn(type_ = ...)` keys as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "registrar.dev",
+    version = "v1alpha1",
+    kind = "OrganizationPolicy",
+    plural = "organizationpolicies",
+    shortname = "orgpolicy",
+    shortname = "orgpolicies",
+    category = "registrar",
+    status = "OrganizationPolicyStatus",
+    printcolumn(name = "Policy", type_ = "string", json_path = ".status.policy"),
+    printcolumn(name = "Auto-approve internal", type_ = "boolean", json_path = ".status.autoApproveInternal"),
+    printcolumn(name = "Allowlisted", type_ = "integer", json_path = ".status.allowlisted"),
+    printcolumn(name = "Grandfathered", type_ = "integer", json_path = ".status.grandfatheredCount", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    doc = "An organization's authorization policy over the apps its namespaces may consent to."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationPolicySpec {
+    /// Unrestricted (default): consents are granted as the apps' scopes allow.
+    /// Restricted: only internal apps (while autoApproveInternal) and
+    /// allowlisted ones. Switching to Restricted keeps every consent granted
+    /// at that moment (recorded in status.grandfathered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyKind>,
+    /// Under Restricted, grant consents to apps registered in a namespace of
+    /// this organization without an allowlist entry. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve_internal: Option<bool>,
+    /// Apps the organization's namespaces may consent to under Restricted,
+    /// each with the API scopes allowed for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub allowlist: Vec<AllowlistEntry>,
+}
+
+/// Unrestricted or Restricted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PolicyKind {
+    #[default]
+    Unrestricted,
+    Restricted,
+}
+
+impl PolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Unrestricted => "Unrestricted",
+            PolicyKind::Restricted => "Restricted",
+        }
+    }
+}
+
+/// An app the organization allows, and the scopes allowed for it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowlistEntry {
+    /// The app (its namespace and name).
+    pub app: AppRef,
+    /// Pins the entry to this Client ID: a new app under the same name is not
+    /// allowlisted by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: Option<String>,
+    /// The API scopes the organization allows for the app; scopes the app asks
+    /// for beyond these stay pending until listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 256), regex(pattern = r"^[\x21\x23-\x5B\x5D-\x7E]+$")),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub scopes: Vec<String>,
+}
+
+/// A consent granted when the organization switched to Restricted: it keeps
+/// working, with the scopes it had, until it is removed from here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    /// The AppConsent, `namespace/name`.
+    pub consent: String,
+    /// The app, `namespace/name`.
+    pub app: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// registrar's seal of this grant: an entry it did not record grants nothing.
+    pub seal: String,
+}
+
+/// The policy in force, and the grants kept from before Restricted. Written by
+/// registrar; an organization admin may remove grants (that revokes them).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationPolicyStatus {
+    /// The policy in force: Restricted once the grants of the moment of the
+    /// switch are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyKind>,
+    /// Whether internal apps are approved without an allowlist entry (in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_approve_internal: Option<bool>,
+    /// Allowlist entries.
+    #[serde(default)]
+    pub allowlisted: i64,
+    /// When the organization became Restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restricted_since: Option<Time>,
+    /// Consents granted at the switch to Restricted, kept in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grandfathered: Vec<Grant>,
+    /// How many consents are grandfathered.
+    #[serde(default)]
+    pub grandfathered_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
