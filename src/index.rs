@@ -51,6 +51,28 @@ struct Inner {
     namespaces_by_org: HashMap<String, BTreeSet<String>>,
     /// A digest of what consents read of each organization's policy.
     policy_views: HashMap<String, u64>,
+    /// Imported Client IDs an app is about to claim (decided, status not yet
+    /// written): no other app may claim them meanwhile.
+    reserved: HashMap<String, (Key, String)>,
+    /// Client IDs kept by a sealed retention, and where: `(namespace, Secret)`.
+    retained: HashMap<String, Key>,
+    retained_by_secret: HashMap<Key, String>,
+}
+
+/// Whether an app may import a Client ID (`spec.clientId`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Import {
+    /// Nobody has it: reserved for the app.
+    Free,
+    /// Kept by a retention in the app's own namespace, in this Secret:
+    /// reserved for the app, which takes it over.
+    Retained(String),
+    /// Another app holds it (or is about to).
+    Held(Key),
+    /// Its app was deleted (revoked): never used again.
+    Revoked,
+    /// Kept by a retention in another namespace.
+    RetainedElsewhere(String),
 }
 
 /// An app's claim on a Client ID: its status names it.
@@ -201,6 +223,9 @@ impl Index {
             None => !inner.revoked_set.contains(claim.client_id),
         };
         if holds {
+            if inner.reserved.get(claim.client_id).is_some_and(|(k, _)| k == app) {
+                inner.reserved.remove(claim.client_id);
+            }
             if let Some(previous) = inner.app_by_client_id.insert(claim.client_id.to_owned(), contender)
                 && previous.app != *app
             {
@@ -217,11 +242,21 @@ impl Index {
         self.write().apps_listed = true;
     }
 
-    /// Forgets a deleted app; the Client ID it held is remembered as revoked.
-    pub fn app_deleted(&self, app: &Key) {
+    /// Forgets a deleted app; the Client ID it held is remembered as revoked,
+    /// unless the app retained it (`deletionPolicy: Retain`: its retention
+    /// decides).
+    pub fn app_deleted(&self, app: &Key, retained: bool) {
         let mut inner = self.write();
+        inner.reserved.retain(|_, (holder, _)| holder != app);
         if let Some(held) = inner.client_id_of_app.get(app).cloned() {
-            inner.release(app, &held);
+            if retained {
+                inner.client_id_of_app.remove(app);
+                if inner.app_by_client_id.get(&held).is_some_and(|h| h.app == *app) {
+                    inner.app_by_client_id.remove(&held);
+                }
+            } else {
+                inner.release(app, &held);
+            }
         }
         if let Some(set) = inner.apps_by_namespace.get_mut(&app.0) {
             set.remove(&app.1);
@@ -241,15 +276,95 @@ impl Index {
         self.read().is_holder(client_id, app, uid)
     }
 
-    /// Whether `client_id` is held by an app other than `app` (of UID `uid`), or
-    /// was revoked: then `app` may never use it. A Client ID the index has not
+    /// Whether `client_id` is held by an app other than `app` (of UID `uid`),
+    /// reserved for one, kept by a retention in another namespace, or was
+    /// revoked: then `app` may never use it. A Client ID the index has not
     /// seen yet (a status write not yet through the watch) is not taken.
     pub fn taken_by_other(&self, app: &Key, uid: &str, client_id: &str) -> bool {
         let inner = self.read();
+        if inner.reserved.get(client_id).is_some_and(|(k, u)| k != app || u != uid) {
+            return true;
+        }
         match inner.app_by_client_id.get(client_id) {
             Some(holder) => holder.app != *app || holder.uid != uid,
-            None => inner.revoked_set.contains(client_id),
+            None => {
+                inner.revoked_set.contains(client_id)
+                    || inner.retained.get(client_id).is_some_and(|(ns, _)| *ns != app.0)
+            }
         }
+    }
+
+    /// Whether `app` (of UID `uid`) may import `client_id`; reserves it for
+    /// the app when it may (until the app is deleted or its status claims it).
+    pub fn import(&self, app: &Key, uid: &str, client_id: &str) -> Import {
+        let mut inner = self.write();
+        if let Some(holder) = inner.app_by_client_id.get(client_id) {
+            if holder.app == *app && holder.uid == uid {
+                return Import::Free;
+            }
+            return Import::Held(holder.app.clone());
+        }
+        if let Some((holder, holder_uid)) = inner.reserved.get(client_id)
+            && (holder != app || holder_uid != uid)
+        {
+            return Import::Held(holder.clone());
+        }
+        let retained = inner.retained.get(client_id).cloned();
+        if let Some((ns, _)) = &retained
+            && *ns != app.0
+        {
+            return Import::RetainedElsewhere(ns.clone());
+        }
+        if retained.is_none() && inner.revoked_set.contains(client_id) {
+            return Import::Revoked;
+        }
+        inner.reserved.insert(client_id.to_owned(), (app.clone(), uid.to_owned()));
+        match retained {
+            Some((_, secret)) => Import::Retained(secret),
+            None => Import::Free,
+        }
+    }
+
+    /// The Secret `(namespace, name)` carries a sealed retention of `client_id`.
+    pub fn secret_retained(&self, secret: &Key, client_id: &str) {
+        let mut inner = self.write();
+        if let Some(old) = inner.retained_by_secret.insert(secret.clone(), client_id.to_owned())
+            && old != client_id
+        {
+            inner.retained.remove(&old);
+        }
+        inner.retained.insert(client_id.to_owned(), secret.clone());
+    }
+
+    /// The Secret `(namespace, name)` no longer carries a retention (deleted,
+    /// or taken over). A Client ID no app of its namespace is taking over is
+    /// revoked: a retention given up is not free for anyone to import.
+    pub fn secret_unretained(&self, secret: &Key) {
+        let mut inner = self.write();
+        let Some(client_id) = inner.retained_by_secret.remove(secret) else { return };
+        if inner.retained.get(&client_id) == Some(secret) {
+            inner.retained.remove(&client_id);
+        }
+        let taken_over = inner.reserved.get(&client_id).is_some_and(|(app, _)| app.0 == secret.0)
+            || inner.app_by_client_id.get(&client_id).is_some_and(|h| h.app.0 == secret.0);
+        if !taken_over && inner.revoked_set.insert(client_id.clone()) {
+            inner.revoked.push_back(client_id);
+            if inner.revoked.len() > MAX_REVOKED
+                && let Some(oldest) = inner.revoked.pop_front()
+            {
+                inner.revoked_set.remove(&oldest);
+            }
+        }
+    }
+
+    /// The Client ID retained in the Secret `(namespace, name)`, if any.
+    pub fn retention_at(&self, secret: &Key) -> Option<String> {
+        self.read().retained_by_secret.get(secret).cloned()
+    }
+
+    /// Where a retained Client ID is kept: `(namespace, Secret name)`.
+    pub fn retained(&self, client_id: &str) -> Option<Key> {
+        self.read().retained.get(client_id).cloned()
     }
 
     /// Whether a Client ID belonged to an app that was deleted (remembered for
@@ -420,7 +535,7 @@ mod tests {
         assert_eq!(index.apps_in_namespace("team-a"), [key("team-a", "billing")]);
         assert_eq!(index.app_of_client("cid"), Some(key("team-a", "billing")));
         assert!(index.holds(&key("team-a", "billing"), "u1", "cid"));
-        index.app_deleted(&key("team-a", "billing"));
+        index.app_deleted(&key("team-a", "billing"), false);
         assert!(index.apps_in_namespace("team-a").is_empty());
         assert_eq!(index.app_of_client("cid"), None);
         assert!(index.is_revoked("cid"));
@@ -442,7 +557,7 @@ mod tests {
         assert!(!index.taken_by_other(&newcomer, "u-a", "not-seen-yet"));
         assert!(index.app_applied(&original, claim("cid", "u-b", 10)), "the holder keeps it on every update");
         // Deleting the newcomer revokes nothing of the original's.
-        index.app_deleted(&newcomer);
+        index.app_deleted(&newcomer, false);
         assert!(!index.is_revoked("cid"));
         assert_eq!(index.app_of_client("cid"), Some(original.clone()));
     }
@@ -454,7 +569,7 @@ mod tests {
         let (original, newcomer) = (key("team-b", "billing"), key("team-a", "evil"));
         assert!(index.app_applied(&original, claim("cid", "u-b", 10)));
         assert!(!index.app_applied(&newcomer, claim("cid", "u-a", 20)));
-        index.app_deleted(&original);
+        index.app_deleted(&original, false);
         assert!(!index.app_applied(&newcomer, claim("cid", "u-a", 20)), "revoked, not passed on");
         assert!(index.taken_by_other(&newcomer, "u-a", "cid"));
         assert_eq!(index.app_of_client("cid"), None);
@@ -510,5 +625,49 @@ mod tests {
         assert_eq!(index.namespaces_of("globex"), ["team-c"]);
         assert!(!index.namespace_deleted("team-b"));
         assert_eq!(index.namespaces_of("acme"), ["plain"]);
+    }
+
+    #[test]
+    fn an_import_reserves_a_free_client_id_against_every_other_app() {
+        let index = Index::new("default");
+        let (a, b) = (key("team-a", "portal"), key("team-b", "portal"));
+        assert_eq!(index.import(&a, "u-a", "legacy"), Import::Free);
+        assert_eq!(index.import(&a, "u-a", "legacy"), Import::Free, "the same app asks again");
+        assert_eq!(index.import(&b, "u-b", "legacy"), Import::Held(a.clone()));
+        assert!(index.taken_by_other(&b, "u-b", "legacy"));
+        // Its status claims it: still held; deleted (revoked): never again.
+        assert!(index.app_applied(&a, sealed_claim("legacy", "u-a", 1)));
+        assert_eq!(index.import(&b, "u-b", "legacy"), Import::Held(a.clone()));
+        index.app_deleted(&a, false);
+        assert_eq!(index.import(&b, "u-b", "legacy"), Import::Revoked);
+    }
+
+    #[test]
+    fn a_retained_client_id_is_taken_over_only_from_its_namespace() {
+        let index = Index::new("default");
+        let original = key("team-a", "portal");
+        assert!(index.app_applied(&original, sealed_claim("kept", "u-1", 1)));
+        index.app_deleted(&original, true);
+        let secret = key("team-a", "portal-credentials");
+        index.secret_retained(&secret, "kept");
+        assert_eq!(index.retention_at(&secret).as_deref(), Some("kept"));
+        let (elsewhere, again) = (key("team-b", "portal"), key("team-a", "portal"));
+        assert_eq!(index.import(&elsewhere, "u-x", "kept"), Import::RetainedElsewhere("team-a".into()));
+        assert!(index.taken_by_other(&elsewhere, "u-x", "kept"));
+        assert_eq!(index.import(&again, "u-2", "kept"), Import::Retained("portal-credentials".into()));
+        // Taken over: the retention goes, the Client ID is not revoked.
+        index.secret_unretained(&secret);
+        assert!(index.app_applied(&again, sealed_claim("kept", "u-2", 2)));
+        assert!(!index.is_revoked("kept"));
+    }
+
+    #[test]
+    fn a_retention_given_up_revokes_its_client_id() {
+        let index = Index::new("default");
+        let secret = key("team-a", "portal-credentials");
+        index.secret_retained(&secret, "kept");
+        index.secret_unretained(&secret);
+        assert!(index.is_revoked("kept"));
+        assert_eq!(index.import(&key("team-b", "x"), "u", "kept"), Import::Revoked);
     }
 }

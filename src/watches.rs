@@ -32,9 +32,9 @@ use kube::{
 use tracing::warn;
 
 use crate::{
-    api::{AppConsent, AppRegistration, OrganizationPolicy},
+    api::{AppConsent, AppRegistration, DeletionPolicy, OrganizationPolicy},
     consent::visibility::ORGANIZATION_LABEL,
-    credentials::{layout::APP_LABEL, seal::SealKey},
+    credentials::{layout::APP_LABEL, retention::Retention, seal::SealKey},
     index::{Claim, Index, Key},
 };
 
@@ -62,6 +62,8 @@ pub struct Caches {
     /// Every OrganizationPolicy (cluster-scoped, named after its organization).
     pub policies: Store<OrganizationPolicy>,
     pub index: Arc<Index>,
+    /// The operator's seal key (what the caches' seals are checked against).
+    pub seal_key: SealKey,
     listed: Arc<Listed>,
 }
 
@@ -237,7 +239,7 @@ pub fn start(
             );
         }
     };
-    let caches = Caches { apps, consents, secrets, namespaces, policies, index, listed };
+    let caches = Caches { apps, consents, secrets, namespaces, policies, index, seal_key: seal_key.clone(), listed };
     (caches, Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx }, drive)
 }
 
@@ -307,7 +309,7 @@ async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
         }
         Event::Delete(app) => {
             let key = key(&app);
-            to.index.app_deleted(&key);
+            to.index.app_deleted(&key, app.spec.deletion_policy == Some(DeletionPolicy::Retain));
             to.consents_of_app(&key).await;
         }
         Event::InitDone => to.index.apps_listed(),
@@ -334,10 +336,17 @@ async fn on_consent(event: Event<AppConsent>, mut to: Senders) {
 }
 
 async fn on_secret(event: Event<PartialObjectMeta<Secret>>, mut to: Senders) {
-    let secret = match event {
-        Event::Apply(s) | Event::InitApply(s) | Event::Delete(s) => s,
+    let (secret, deleted) = match event {
+        Event::Apply(s) | Event::InitApply(s) => (s, false),
+        Event::Delete(s) => (s, true),
         Event::Init | Event::InitDone => return,
     };
+    // A retention registrar sealed for exactly this Secret keeps its Client ID.
+    let at = key(&secret);
+    match Retention::read(&at.0, &at.1, secret.annotations(), &to.seal_key).filter(|_| !deleted) {
+        Some(retention) => to.index.secret_retained(&at, &retention.client_id),
+        None => to.index.secret_unretained(&at),
+    }
     let owner = secret.owner_references().iter().find(|o| {
         o.controller == Some(true)
             && o.kind == AppRegistration::kind(&())

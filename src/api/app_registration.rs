@@ -42,7 +42,10 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "PKCE", type_ = "boolean", json_path = ".spec.requirePkce"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    doc = "An OAuth 2.0 client registration: registrar mints its Client ID and Client Secret into a Secret."
+    doc = "An OAuth 2.0 client registration: registrar mints its Client ID and Client Secret into a Secret.",
+    validation = Rule::new(
+        "(has(self.spec.clientId) ? self.spec.clientId : '') == (has(oldSelf.spec.clientId) ? oldSelf.spec.clientId : '') || (!has(oldSelf.spec.clientId) && has(self.spec.clientId) && has(oldSelf.status) && has(oldSelf.status.clientId) && self.spec.clientId == oldSelf.status.clientId)"
+    ).message("spec.clientId is set at creation only and never changes (it may be added later only as the Client ID the app already has, status.clientId)")
 )]
 #[x_kube(validation = Rule::new(
     "!(has(self.publicClient) && self.publicClient) || (has(self.requirePkce) && self.requirePkce)"
@@ -134,6 +137,33 @@ pub struct AppRegistrationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["kind", "name"]))]
     pub restart_on_rotate: Vec<WorkloadRef>,
+
+    /// An existing Client ID to use instead of a minted one: how a client moves
+    /// in from another authorization server without reconfiguring its
+    /// consumers (with secret.sourceRef, its secret too). 1 to 128 characters:
+    /// letters, digits, `-`, `.`, `_`, `~`. Unique cluster-wide. Set at
+    /// creation only; it may be added later only as the Client ID the app
+    /// already has (to pin it in a GitOps manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9._~-]+$"))]
+    pub client_id: Option<String>,
+
+    /// What deleting the app does. Revoke (default): the Secret and the client
+    /// at the authorization server are deleted, the Client ID is never used
+    /// again. Retain: the Secret is kept (no longer owned by the app), the
+    /// client keeps working at the authorization server and the registry, and
+    /// a new AppRegistration in the same namespace naming the Client ID in
+    /// spec.clientId takes it over with the same secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What deleting an app does with its credentials.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Revoke,
+    Retain,
 }
 
 /// Visibility of an app.

@@ -51,6 +51,8 @@ pub mod reason {
     pub const REVOKED: &str = "Revoked";
     /// The Client ID in status belongs to another app; this one is not served.
     pub const CLIENT_ID_CONFLICT: &str = "ClientIdConflict";
+    /// The app is being deleted and its credentials are retained (deletionPolicy: Retain).
+    pub const RETAINED: &str = "Retained";
     /// `Ready`: issued, but not (yet) held by the authorization server.
     pub const NOT_REGISTERED: &str = "NotRegistered";
     /// `Registered`: the authorization server holds the client as issued.

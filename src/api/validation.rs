@@ -96,7 +96,32 @@ pub fn validate_spec(spec: &AppRegistrationSpec) -> Vec<Violation> {
         check_rotation(rotation, &mut violations);
     }
     check_restart_on_rotate(&spec.restart_on_rotate, &mut violations);
+    if let Some(client_id) = &spec.client_id
+        && let Some(problem) = client_id_problem(client_id)
+    {
+        violations.push(Violation::new("spec.clientId", problem));
+    }
     violations
+}
+
+/// The longest imported Client ID.
+pub const MAX_CLIENT_ID_CHARS: usize = 128;
+
+/// What is wrong with an imported Client ID, if anything: 1 to 128 characters,
+/// letters, digits, `-`, `.`, `_`, `~` (RFC 3986 unreserved: safe in a URL,
+/// a header and a form without encoding).
+pub fn client_id_problem(client_id: &str) -> Option<String> {
+    if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_CHARS {
+        return Some(format!(
+            "clientId must have 1 to {MAX_CLIENT_ID_CHARS} characters, not {}",
+            client_id.chars().count()
+        ));
+    }
+    let bad = client_id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')))?;
+    Some(format!(
+        "clientId may contain only letters, digits, '-', '.', '_' and '~'; it contains {}",
+        quote(&bad.to_string())
+    ))
 }
 
 /// Checks one redirect URI for a client (public or confidential); `Err(message)`
@@ -949,6 +974,8 @@ mod tests {
                 WorkloadRef { kind: WorkloadKind::Deployment, name: "billing-api".to_string() },
                 WorkloadRef { kind: WorkloadKind::StatefulSet, name: "billing-api".to_string() },
             ],
+            client_id: Some("legacy.billing-portal_01~".to_string()),
+            deletion_policy: Some(crate::api::DeletionPolicy::Retain),
         }
     }
 
@@ -1883,5 +1910,17 @@ mod tests {
              redirect URI \"http://example.com/cb\" uses http on a host other than 127.0.0.1 \
              or [::1]; use https"
         );
+    }
+
+    #[test]
+    fn imported_client_ids_are_unreserved_characters_of_bounded_length() {
+        assert_eq!(client_id_problem("legacy.billing-portal_01~"), None);
+        assert_eq!(client_id_problem("a"), None);
+        assert!(client_id_problem("").is_some());
+        assert!(client_id_problem(&"x".repeat(129)).is_some());
+        for bad in ["has space", "slash/", "colon:", "percent%41", "ünïcode", "line\nbreak"] {
+            let problem = client_id_problem(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(problem.contains("only letters, digits"), "{problem}");
+        }
     }
 }

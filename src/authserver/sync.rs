@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use super::AuthServer;
 use crate::{
     api::AppRegistration,
+    credentials::retention::Retention,
     index::Key,
     metrics::{Metrics, ReasonLabels},
     watches::Caches,
@@ -167,9 +168,13 @@ pub async fn compare(
             Some(_) => {}
         }
     }
+    let mut retained_in: HashMap<String, Option<HashSet<String>>> = HashMap::new();
     for client in &remote {
         let id = client.registration.client_id.as_str();
-        if accounted.contains(id) || !is_orphan(client, caches) || !confirmed_orphan(client, kube).await {
+        if accounted.contains(id)
+            || !is_orphan(client, caches)
+            || !confirmed_orphan(client, kube, caches, &mut retained_in).await
+        {
             continue;
         }
         let deleted = server.delete(id).await;
@@ -218,8 +223,32 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
 /// this instance's caches (another namespace with `--watch-namespace`, another
 /// shard with `--selector`) may still hold it. Anything but a clear "gone" or
 /// "holds another Client ID" keeps the client.
-async fn confirmed_orphan(client: &super::RemoteClient, kube: &kube::Client) -> bool {
+async fn confirmed_orphan(
+    client: &super::RemoteClient,
+    kube: &kube::Client,
+    caches: &Caches,
+    retained_in: &mut HashMap<String, Option<HashSet<String>>>,
+) -> bool {
     let Some((namespace, name)) = client.registration.app.split_once('/') else { return true };
+    // Retained (deletionPolicy: Retain) in its namespace: kept, whatever this
+    // instance watches. One list per namespace and comparison.
+    if !retained_in.contains_key(namespace) {
+        let secrets = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), namespace);
+        let labelled = kube::api::ListParams::default().labels(crate::credentials::layout::APP_LABEL);
+        let found = secrets.list_metadata(&labelled).await.ok().map(|list| {
+            list.items
+                .iter()
+                .filter_map(|s| Retention::read(namespace, &s.name_any(), s.annotations(), &caches.seal_key))
+                .map(|r| r.client_id)
+                .collect()
+        });
+        retained_in.insert(namespace.to_owned(), found);
+    }
+    match retained_in.get(namespace) {
+        Some(Some(ids)) if !ids.contains(&client.registration.client_id) => {}
+        // Retained there, or the Secrets could not be listed: kept.
+        _ => return false,
+    }
     match kube::Api::<AppRegistration>::namespaced(kube.clone(), namespace).get_opt(name).await {
         Ok(None) => true,
         Ok(Some(app)) => {
@@ -240,7 +269,7 @@ async fn confirmed_orphan(client: &super::RemoteClient, kube: &kube::Client) -> 
 /// finalizer deletes it).
 fn is_orphan(client: &super::RemoteClient, caches: &Caches) -> bool {
     let id = &client.registration.client_id;
-    if caches.index.app_of_client(id).is_some() {
+    if caches.index.app_of_client(id).is_some() || caches.index.retained(id).is_some() {
         return false;
     }
     let Some((namespace, name)) = client.registration.app.split_once('/') else { return true };

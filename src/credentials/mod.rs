@@ -6,6 +6,7 @@
 //! an Event, status or an error by accident.
 
 pub mod layout;
+pub mod retention;
 pub mod seal;
 
 use std::{fmt, sync::Arc};

@@ -179,6 +179,39 @@ impl SealKey {
         self.client_id_mac(namespace, name, client_id).verify_slice(&tag).is_ok()
     }
 
+    fn retention_mac(&self, namespace: &str, secret_name: &str, client_id: &str, hash: &str) -> Hmac<Sha256> {
+        self.fields_mac(&[
+            b"registrar retention seal v1",
+            namespace.as_bytes(),
+            secret_name.as_bytes(),
+            client_id.as_bytes(),
+            hash.as_bytes(),
+        ])
+    }
+
+    /// The seal of a retention (`super::retention`): registrar kept the Secret
+    /// `namespace/secret_name` holding `client_id`, whose secret hashes to
+    /// `hash` (empty for a public client), when its app was deleted.
+    pub fn seal_retention(&self, namespace: &str, secret_name: &str, client_id: &str, hash: &str) -> String {
+        let tag = self.retention_mac(namespace, secret_name, client_id, hash).finalize().into_bytes();
+        format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Whether `seal` is this key's seal of that retention.
+    pub fn verifies_retention(
+        &self,
+        namespace: &str,
+        secret_name: &str,
+        client_id: &str,
+        hash: &str,
+        seal: &str,
+    ) -> bool {
+        let Some(tag) = seal.strip_prefix(SCHEME).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()) else {
+            return false;
+        };
+        self.retention_mac(namespace, secret_name, client_id, hash).verify_slice(&tag).is_ok()
+    }
+
     /// Reads the seal key from the Secret `namespace/name`, creating it with a
     /// random key if it does not exist (several replicas may race: the loser of
     /// the create reads the winner's).

@@ -32,6 +32,7 @@ use crate::{
         layout::{Issued, Observed, SecretLayout, ServerUrls},
         seal::SealKey,
     },
+    index::Import,
 };
 
 /// Annotation whose new value asks for one rotation.
@@ -59,6 +60,9 @@ pub enum MintReason {
     RotateRequested(String),
     /// `rotation.interval` elapsed since the last rotation.
     Scheduled,
+    /// The first issuance of an app that takes over a retained Client ID (and
+    /// its secret, when the retained Secret still holds it intact).
+    TakenOver { kept_secret: bool },
 }
 
 impl MintReason {
@@ -77,6 +81,7 @@ impl MintReason {
             MintReason::SecretUntrusted => "SecretUntrusted",
             MintReason::RotateRequested(_) => "RotateRequested",
             MintReason::Scheduled => "Scheduled",
+            MintReason::TakenOver { .. } => "TakenOver",
         }
     }
 }
@@ -135,7 +140,26 @@ pub struct Inputs<'a> {
     pub fresh: &'a Fresh,
     /// The authorization server registrar registers apps at, if one is configured.
     pub auth_server: Option<AuthServerView<'a>>,
+    /// Whether `spec.clientId` may be imported (asked only before the app
+    /// has a Client ID).
+    pub import: Option<Import>,
+    /// The retained Secret this app takes over, if it imports a retained Client ID.
+    pub retained: Option<&'a RetainedSecret>,
+    /// The secret to issue at the next mint instead of a fresh one (a
+    /// retained secret taken over).
+    pub chosen_secret: Option<&'a ClientSecret>,
+    /// The Client ID retained in a Secret of this app's Secret name, if any.
+    pub retention_in_the_way: Option<String>,
     pub now: Timestamp,
+}
+
+/// A retained Secret (`crate::credentials::retention`) an app takes over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainedSecret {
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub client_id: String,
 }
 
 /// The authorization server as the plan sees it.
@@ -166,6 +190,10 @@ impl<'a> Inputs<'a> {
             seal_key: self.seal_key,
             fresh: self.fresh,
             auth_server: self.auth_server.clone(),
+            import: self.import.clone(),
+            retained: self.retained,
+            chosen_secret: self.chosen_secret,
+            retention_in_the_way: self.retention_in_the_way.clone(),
             now: self.now,
         }
     }
@@ -251,6 +279,9 @@ pub fn rejection(inputs: &Inputs<'_>) -> Option<(&'static str, String)> {
             ),
         ));
     }
+    if let Some(message) = import_refusal(inputs) {
+        return Some((reason::CLIENT_ID_CONFLICT, message));
+    }
     if !inputs.violations.is_empty() {
         return Some((reason::INVALID_SPEC, summarize(inputs.violations)));
     }
@@ -266,6 +297,28 @@ pub fn rejection(inputs: &Inputs<'_>) -> Option<(&'static str, String)> {
     None
 }
 
+/// Why `spec.clientId` cannot be imported, if it cannot. Says nothing of the
+/// app or namespace that has it.
+fn import_refusal(inputs: &Inputs<'_>) -> Option<String> {
+    let id = inputs.app.spec.client_id.as_deref()?;
+    let message = match inputs.import.as_ref()? {
+        Import::Free | Import::Retained(_) => return None,
+        Import::Held(_) => format!(
+            "spec.clientId {id} is already the Client ID of another AppRegistration; a Client ID is held by exactly \
+             one app, cluster-wide, so nothing is issued to this one"
+        ),
+        Import::Revoked => format!(
+            "spec.clientId {id} belonged to an AppRegistration that was deleted and revoked; a revoked Client ID is \
+             never used again, so nothing is issued to this one"
+        ),
+        Import::RetainedElsewhere(_) => format!(
+            "spec.clientId {id} is retained in another namespace (deletionPolicy: Retain); only an AppRegistration \
+             in that namespace can take it over, so nothing is issued to this one"
+        ),
+    };
+    Some(message)
+}
+
 /// Decides what to do with the credentials.
 pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let app = inputs.app;
@@ -273,8 +326,10 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let current_version = status.secret_version.unwrap_or(0);
     let annotation = app.annotations().get(ROTATE_ANNOTATION).cloned();
 
+    // A first issuance uses the imported Client ID, if the spec names one.
+    let new_client_id = || app.spec.client_id.clone().unwrap_or_else(|| inputs.fresh.client_id.clone());
     let mint = |reason: MintReason, client_id: Option<String>| Decision::Mint {
-        client_id: client_id.unwrap_or_else(|| inputs.fresh.client_id.clone()),
+        client_id: client_id.unwrap_or_else(new_client_id),
         version: current_version.max(observed_version(inputs.observed)) + 1,
         rotate_request: match &reason {
             MintReason::RotateRequested(value) => Some(value.clone()),
@@ -306,11 +361,21 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         return Decision::Reject { reason, message };
     }
 
+    // Taking over a retained Client ID: its Secret may hold this app's name.
+    let taking_over = status.client_id.is_none()
+        && inputs.retained.is_some_and(|r| Some(r.client_id.as_str()) == app.spec.client_id.as_deref());
+    let first = || match taking_over {
+        true => MintReason::TakenOver { kept_secret: inputs.chosen_secret.is_some() },
+        false => MintReason::Initial,
+    };
     let owned = match inputs.observed {
+        Observed::Foreign if taking_over && inputs.retained.is_some_and(|r| r.name == inputs.layout().name) => {
+            return mint(first(), None);
+        }
         Observed::Foreign => return Decision::Conflict,
         Observed::Missing => {
             return match status.client_id {
-                None => mint(MintReason::Initial, None),
+                None => mint(first(), None),
                 Some(id) => mint(MintReason::SecretMissing, Some(id)),
             };
         }
@@ -320,7 +385,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         // The version it claims is not registrar's either: count from status.
         return Decision::Mint {
             reason: MintReason::SecretUntrusted,
-            client_id: status.client_id.unwrap_or_else(|| inputs.fresh.client_id.clone()),
+            client_id: status.client_id.unwrap_or_else(new_client_id),
             version: current_version + 1,
             rotate_request: annotation,
         };
@@ -331,8 +396,8 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let client_id_matches = status.client_id.as_deref().is_none_or(|id| id == issued.client_id);
     let Some(client_id) = status.client_id.clone() else {
         // A Secret claiming this app, nothing in status, and nothing adoptable:
-        // start over with a fresh Client ID.
-        return mint(MintReason::Initial, None);
+        // start over (with a fresh or the imported Client ID).
+        return mint(first(), None);
     };
     let intact = client_id_matches
         && secret_version == current_version
@@ -365,7 +430,8 @@ impl Decision {
         match self {
             Decision::Mint { client_id, version, rotate_request, .. } => Some(Issued {
                 client_id: client_id.clone(),
-                secret: (!is_public(inputs.app)).then(|| inputs.fresh.secret.clone()),
+                secret: (!is_public(inputs.app))
+                    .then(|| inputs.chosen_secret.cloned().unwrap_or_else(|| inputs.fresh.secret.clone())),
                 version: Some(*version),
                 rotate_request: rotate_request.clone(),
             }),
@@ -390,12 +456,17 @@ pub enum SecretWrite {
     Create(Secret),
     /// Server-side apply it, on condition that it is still at `resource_version`.
     Replace { secret: Secret, resource_version: Option<String> },
+    /// Take over a retained Secret of the same name: replace the whole object
+    /// (its retention record goes), on condition that it is still at `resource_version`.
+    TakeOver { secret: Secret, resource_version: String },
 }
 
 impl SecretWrite {
     pub fn secret(&self) -> &Secret {
         match self {
-            SecretWrite::Create(secret) | SecretWrite::Replace { secret, .. } => secret,
+            SecretWrite::Create(secret)
+            | SecretWrite::Replace { secret, .. }
+            | SecretWrite::TakeOver { secret, .. } => secret,
         }
     }
 }
@@ -472,23 +543,35 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         Decision::Reject { reason, message } => (DesiredCondition::not_ready(reason, message.clone()), None),
         Decision::Conflict => {
             requeue_after = Some(CONFLICT_RETRY);
-            let message = format!(
-                "Secret {} already exists and is not managed by this AppRegistration; registrar never overwrites it. \
-                 Delete or rename that Secret, or set spec.secret.name",
-                layout.name
-            );
+            let message = match &inputs.retention_in_the_way {
+                Some(id) => format!(
+                    "Secret {} holds the retained Client ID {id} (deletionPolicy: Retain of a deleted app); set \
+                     spec.clientId: {id} on a new AppRegistration to take it over, or delete that Secret to give it up",
+                    layout.name
+                ),
+                None => format!(
+                    "Secret {} already exists and is not managed by this AppRegistration; registrar never overwrites \
+                     it. Delete or rename that Secret, or set spec.secret.name",
+                    layout.name
+                ),
+            };
             (DesiredCondition::not_ready(reason::SECRET_CONFLICT, message), None)
         }
         Decision::Mint { reason: why, .. } => {
             let issued = decision.issued(inputs).unwrap_or_else(|| unreachable_issued(app));
             let desired = layout.desired(app, &issued, inputs.seal_key);
-            secret = Some(match inputs.observed {
-                Observed::Owned(owned) => {
+            secret = Some(match (inputs.observed, inputs.retained) {
+                (Observed::Owned(owned), _) => {
                     SecretWrite::Replace { secret: desired, resource_version: owned.resource_version.clone() }
+                }
+                // The retained Secret of this name becomes this app's.
+                (Observed::Foreign, Some(retained)) if retained.name == layout.name => {
+                    SecretWrite::TakeOver { secret: desired, resource_version: retained.resource_version.clone() }
                 }
                 _ => SecretWrite::Create(desired),
             });
-            if *why != MintReason::Initial && !app.spec.restart_on_rotate.is_empty() {
+            let first_issuance = matches!(why, MintReason::Initial | MintReason::TakenOver { .. });
+            if !first_issuance && !app.spec.restart_on_rotate.is_empty() {
                 restart = issued.version;
             }
             events.push(mint_event(why, &layout, &issued));
@@ -708,6 +791,23 @@ fn mint_event(reason: &MintReason, layout: &SecretLayout, issued: &Issued) -> Pl
             "Issued",
             format!("Issued Client ID {} into Secret {name} (secret version {version})", issued.client_id),
         ),
+        MintReason::TakenOver { kept_secret: true } => PlannedEvent::once(
+            false,
+            "TakenOver",
+            format!(
+                "Took over the retained Client ID {} with its secret, into Secret {name} (secret version {version})",
+                issued.client_id
+            ),
+        ),
+        MintReason::TakenOver { kept_secret: false } => PlannedEvent::once(
+            true,
+            "TakenOver",
+            format!(
+                "Took over the retained Client ID {} into Secret {name} with a new secret (version {version}): the \
+                 retained Secret no longer held the secret registrar retained",
+                issued.client_id
+            ),
+        ),
         MintReason::RotateRequested(value) => PlannedEvent::once(
             false,
             "Rotated",
@@ -856,6 +956,27 @@ pub fn revoked(app: &AppRegistration, held: Option<&str>, now: Timestamp) -> (Ap
         None => "The AppRegistration is deleted; it held no Client ID of its own, so none was revoked".to_owned(),
     };
     (status, PlannedEvent { warning: false, reason: "Revoked", note, about_secret: false, may_repeat: false })
+}
+
+/// The status and Event of an app whose credentials are retained on deletion
+/// (`deletionPolicy: Retain`): `client_id` stays in Secret `secret_name`.
+pub fn retained(
+    app: &AppRegistration,
+    client_id: &str,
+    secret_name: &str,
+    now: Timestamp,
+) -> (AppRegistrationStatus, PlannedEvent) {
+    let condition = DesiredCondition::not_ready(
+        reason::RETAINED,
+        format!("the AppRegistration is being deleted; Client ID {client_id} is retained in Secret {secret_name}"),
+    );
+    let mut status = desired_status(StatusInputs { app, now, conditions: &[condition], issued: None });
+    status.consents = app.status.as_ref().and_then(|s| s.consents.clone());
+    let note = format!(
+        "Client ID {client_id} is retained (deletionPolicy: Retain): Secret {secret_name} is kept, and the client keeps \
+         working; an AppRegistration in this namespace with spec.clientId {client_id} takes it over"
+    );
+    (status, PlannedEvent { warning: false, reason: "Retained", note, about_secret: false, may_repeat: false })
 }
 
 /// When the controller must look at the app again without any event: the end
@@ -1050,6 +1171,10 @@ mod tests {
             seal_key: &KEY,
             fresh: &FRESH,
             auth_server: None,
+            import: None,
+            retained: None,
+            chosen_secret: None,
+            retention_in_the_way: None,
             now: at(NOW),
         }
     }
@@ -1102,6 +1227,87 @@ mod tests {
         assert_fresh_client_id(&client_id);
         assert_eq!(version, 1);
         assert_eq!(rotate_request, None);
+    }
+
+    // Imported Client IDs and retained credentials taken over.
+
+    fn importing(id: &str) -> AppRegistration {
+        let mut app = app();
+        app.spec.client_id = Some(id.into());
+        app
+    }
+
+    #[test]
+    fn an_imported_client_id_is_issued_with_a_fresh_secret() {
+        let app = importing("legacy-portal");
+        let decision = decide(&Inputs { import: Some(Import::Free), ..inputs(&app, &Observed::Missing) });
+        let Decision::Mint { reason, client_id, version, .. } = &decision else { panic!("{decision:?}") };
+        assert_eq!((reason, client_id.as_str(), *version), (&MintReason::Initial, "legacy-portal", 1));
+        let issued = decision.issued(&inputs(&app, &Observed::Missing)).expect("issued");
+        assert_eq!(issued.secret.map(|s| s.expose().to_owned()).as_deref(), Some(FRESH_SECRET));
+    }
+
+    #[test]
+    fn an_imported_client_id_held_revoked_or_retained_elsewhere_issues_nothing_and_names_nobody() {
+        let app = importing("legacy-portal");
+        for (state, says) in [
+            (Import::Held(("team-secret".into(), "their-app".into())), "another AppRegistration"),
+            (Import::Revoked, "deleted and revoked"),
+            (Import::RetainedElsewhere("team-secret".into()), "retained in another namespace"),
+        ] {
+            let inputs = Inputs { import: Some(state.clone()), ..inputs(&app, &Observed::Missing) };
+            let Decision::Reject { reason, message } = decide(&inputs) else { panic!("{state:?} must be refused") };
+            assert_eq!(reason, reason::CLIENT_ID_CONFLICT);
+            assert!(message.contains("spec.clientId legacy-portal") && message.contains(says), "{message}");
+            assert!(!message.contains("team-secret") && !message.contains("their-app"), "{message}");
+            let outcome = outcome(&inputs, &decide(&inputs), None);
+            assert!(outcome.secret.is_none() && outcome.status.client_id.is_none(), "nothing issued");
+        }
+    }
+
+    #[test]
+    fn a_retained_secret_of_the_same_name_is_taken_over_with_its_secret() {
+        let app = importing("legacy-portal");
+        let layout = SecretLayout::for_app(&app);
+        let retained = RetainedSecret {
+            name: layout.name.clone(),
+            uid: "secret-uid".into(),
+            resource_version: "77".into(),
+            client_id: "legacy-portal".into(),
+        };
+        let kept = ClientSecret::from_bytes(PLAINTEXT.as_bytes()).unwrap();
+        let inputs = Inputs {
+            import: Some(Import::Retained(layout.name.clone())),
+            retained: Some(&retained),
+            chosen_secret: Some(&kept),
+            ..inputs(&app, &Observed::Foreign)
+        };
+        let decision = decide(&inputs);
+        let Decision::Mint { reason, client_id, .. } = &decision else { panic!("{decision:?}") };
+        assert_eq!((reason, client_id.as_str()), (&MintReason::TakenOver { kept_secret: true }, "legacy-portal"));
+        let issued = decision.issued(&inputs).expect("issued");
+        assert_eq!(issued.secret.as_ref().map(ClientSecret::expose), Some(PLAINTEXT), "the retained secret is kept");
+        let hash = IssuedHash { hash: Some(NEW_HASH.into()), fingerprint: Some("cafef00d".into()) };
+        let outcome = outcome(&inputs, &decision, Some(&hash));
+        let Some(SecretWrite::TakeOver { resource_version, secret }) = &outcome.secret else {
+            panic!("{:?}", outcome.secret)
+        };
+        assert_eq!(resource_version, "77");
+        assert!(secret.metadata.owner_references.is_some(), "the Secret is the new app's");
+        assert!(outcome.restart.is_none(), "a first issuance rolls nothing");
+        assert_eq!(outcome.events[0].reason, "TakenOver");
+        assert_eq!(outcome.status.client_id.as_deref(), Some("legacy-portal"));
+    }
+
+    #[test]
+    fn a_retention_in_the_way_says_how_to_take_it_over() {
+        let app = app();
+        let inputs = Inputs { retention_in_the_way: Some("legacy-portal".into()), ..inputs(&app, &Observed::Foreign) };
+        let decision = decide(&inputs);
+        assert_eq!(decision, Decision::Conflict);
+        let outcome = outcome(&inputs, &decision, None);
+        let ready = &outcome.status.conditions[0];
+        assert!(ready.message.contains("spec.clientId: legacy-portal"), "{}", ready.message);
     }
 
     #[test]

@@ -35,19 +35,22 @@ use super::{
     error::{Error, Step},
     plan::{
         self, AuthServerView, Decision, Fresh, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent, Registration,
-        RestartReport, SecretWrite,
+        RestartReport, RetainedSecret, SecretWrite,
     },
 };
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, ConsentSummary, MAX_LISTED_CONSENTS, Scope, WorkloadKind, conditions,
-        validation::validate_spec,
+        AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Scope,
+        WorkloadKind, conditions, validation::validate_spec,
     },
     authserver::{AsError, AuthServer},
     credentials::{
-        Hasher,
+        ClientSecret, Hasher,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
+        retention::Retention,
+        seal::SEAL_ANNOTATION,
     },
+    index::Import,
     metrics::{ErrorLabels, Metrics, ReasonLabels},
     watches::Caches,
 };
@@ -224,6 +227,27 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
         _ => None,
     };
+    // An imported Client ID (spec.clientId) before the app has a Client ID:
+    // may it be had, and is it a retained one to take over?
+    let mut retained = None;
+    let mut chosen_secret = None;
+    let import = match (&app.spec.client_id, &status.client_id) {
+        (Some(id), None) => {
+            let state = ctx.caches.index.import(&app_key, &uid(app), id);
+            if let Import::Retained(secret_name) = &state {
+                let Some((found, secret)) = read_retained(app, &layout, secret_name, id, ctx).await? else {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                };
+                retained = Some(found);
+                chosen_secret = secret;
+            }
+            Some(state)
+        }
+        _ => None,
+    };
+    if let Some(id) = &status.client_id {
+        forget_taken_over(app, &layout, id, ctx).await?;
+    }
     let violations = validate_spec(&app.spec);
     let fresh = Fresh::mint();
     let unreachable = server.and_then(|(_, sync)| sync.unreachable());
@@ -246,6 +270,10 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         seal_key: &ctx.settings.seal_key,
         fresh: &fresh,
         auth_server,
+        import,
+        retained: retained.as_ref(),
+        chosen_secret: chosen_secret.as_ref(),
+        retention_in_the_way: ctx.caches.index.retention_at(&(ns.clone(), layout.name.clone())),
         now: Timestamp::now(),
     };
     let decision = plan::decide(&inputs);
@@ -298,6 +326,18 @@ async fn carry_out(
             }
             None => return Ok(Action::requeue(Duration::from_secs(1))),
         },
+        Some(SecretWrite::TakeOver { secret, resource_version }) => {
+            let mut body = secret.clone();
+            body.metadata.resource_version = Some(resource_version.clone());
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match Api::<Secret>::namespaced(ctx.client.clone(), &ns).replace(&secret.name_any(), &params, &body).await {
+                Ok(replaced) => Some(replaced),
+                Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                Err(e) => return Err(Error::kube(Step::WriteSecret, format!("{ns}/{}", secret.name_any()), e)),
+            }
+        }
         Some(SecretWrite::Replace { secret, resource_version }) => {
             match apply_secret(&ns, secret, resource_version.clone(), ctx).await? {
                 Some(applied) => Some(applied),
@@ -431,6 +471,93 @@ async fn observe(
         remember(app, layout, &live, layout.contents(&live), ctx);
     }
     Ok(Some(observed))
+}
+
+/// Reads the retained Secret `secret_name` that `app` takes over with
+/// `client_id`: the retention must verify on the live object (the index is a
+/// hint); the secret is kept when the Secret still holds, under this app's
+/// key, the secret whose hash the retention sealed. `None`: the index ran
+/// ahead of the apiserver (look again).
+async fn read_retained(
+    app: &AppRegistration,
+    layout: &SecretLayout,
+    secret_name: &str,
+    client_id: &str,
+    ctx: &Context,
+) -> Result<Option<(RetainedSecret, Option<ClientSecret>)>, Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let live =
+        api.get_opt(secret_name).await.map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{secret_name}"), e))?;
+    let Some(live) = live else { return Ok(None) };
+    let Some(retention) = Retention::read(&ns, secret_name, live.annotations(), &ctx.settings.seal_key)
+        .filter(|r| r.client_id == client_id)
+    else {
+        return Ok(None);
+    };
+    let found = RetainedSecret {
+        name: secret_name.to_owned(),
+        uid: live.uid().unwrap_or_default(),
+        resource_version: live.resource_version().unwrap_or_default(),
+        client_id: client_id.to_owned(),
+    };
+    let value = layout.contents(&live).secret;
+    let secret = match (value, retention.secret_hash) {
+        (Some(value), Some(hash)) => {
+            let intact = ctx
+                .hasher
+                .verify(&value, &hash)
+                .await
+                .map_err(|source| Error::Credentials { object: key(app), source })?;
+            intact.then_some(value)
+        }
+        _ => None,
+    };
+    Ok(Some((found, secret)))
+}
+
+/// Once an app holds a Client ID it took over from a retained Secret of
+/// another name, that Secret goes: one Client ID, one Secret.
+async fn forget_taken_over(
+    app: &AppRegistration,
+    layout: &SecretLayout,
+    client_id: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let Some((retained_ns, name)) = ctx.caches.index.retained(client_id) else { return Ok(()) };
+    if retained_ns != ns
+        || name == layout.name
+        || !ctx.caches.index.holds(&(ns.clone(), app.name_any()), &uid(app), client_id)
+    {
+        return Ok(());
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(live) =
+        api.get_metadata_opt(&name).await.map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{name}"), e))?
+    else {
+        return Ok(());
+    };
+    if Retention::read(&ns, &name, live.annotations(), &ctx.settings.seal_key).is_none_or(|r| r.client_id != client_id)
+    {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: live.uid(), resource_version: live.resource_version() }),
+        ..Default::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => info!(
+            namespace = ns,
+            name = app.name_any(),
+            secret = name,
+            client_id,
+            "deleted the retained Secret taken over"
+        ),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
+        Err(e) => return Err(Error::kube(Step::DeleteSecret, format!("{ns}/{name}"), e)),
+    }
+    Ok(())
 }
 
 /// Remembers what the app's Secret holds at the resourceVersion of `secret`.
@@ -650,6 +777,25 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         .as_ref()
         .and_then(|s| s.client_id.clone())
         .filter(|id| !ctx.caches.index.taken_by_other(&app_key, &uid(app), id));
+    if app.spec.deletion_policy == Some(DeletionPolicy::Retain)
+        && let Some(id) = &held
+        && let Some(secret_name) = retain_secret(app, id, ctx).await?
+    {
+        let (desired, event) = plan::retained(app, id, &secret_name, Timestamp::now());
+        match write_status(app, &desired, ctx).await {
+            Ok(_) => {}
+            Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found()) => {}
+            Err(e) => return Err(e),
+        }
+        {
+            let mut memory = ctx.memory();
+            memory.written.remove(&uid(app));
+            memory.contents.remove(&uid(app));
+        }
+        info!(namespace = ns, name = app.name_any(), client_id = id, secret = secret_name, "retained");
+        publish(app, &event, None, ctx).await;
+        return Ok(Action::await_change());
+    }
     let (desired, event) = plan::revoked(app, held.as_deref(), Timestamp::now());
     match write_status(app, &desired, ctx).await {
         // Changed meanwhile, or already on its way out: revocation must not hang on status.
@@ -698,6 +844,45 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     info!(namespace = ns, name = app.name_any(), client_id = held, "revoked");
     publish(app, &event, None, ctx).await;
     Ok(Action::await_change())
+}
+
+/// Keeps the app's credentials Secret past the app (`deletionPolicy: Retain`):
+/// no owner reference any more, and a sealed retention record of `client_id`
+/// and the hash of the current secret. `None` when there is nothing to keep
+/// (no Secret of the app's, or it holds another Client ID): then the app is
+/// revoked as usual.
+async fn retain_secret(app: &AppRegistration, client_id: &str, ctx: &Context) -> Result<Option<String>, Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let layout = SecretLayout::for_app(app);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let object = format!("{ns}/{}", layout.name);
+    let Some(mut live) =
+        api.get_opt(&layout.name).await.map_err(|e| Error::kube(Step::ReadSecret, object.clone(), e))?
+    else {
+        return Ok(None);
+    };
+    if let Some(retention) = Retention::read(&ns, &layout.name, live.annotations(), &ctx.settings.seal_key)
+        && retention.client_id == client_id
+    {
+        return Ok(Some(layout.name)); // retained already (a pass that stopped before the finalizer went)
+    }
+    if !controlled_by(app, &live.metadata) || layout.contents(&live).client_id.as_deref() != Some(client_id) {
+        return Ok(None);
+    }
+    let retention = Retention {
+        client_id: client_id.to_owned(),
+        secret_hash: app.status.as_ref().and_then(|s| s.secret_hash.clone()),
+    };
+    live.metadata.owner_references = None;
+    live.metadata.managed_fields = None;
+    let annotations = live.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.remove(SEAL_ANNOTATION);
+    annotations.extend(retention.annotations(&ns, &layout.name, &app.name_any(), &ctx.settings.seal_key));
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.replace(&layout.name, &params, &live).await {
+        Ok(_) => Ok(Some(layout.name)),
+        Err(e) => Err(Error::kube(Step::WriteSecret, object, e)),
+    }
 }
 
 /// Publishes a planned Event about the app (and `related`, the Secret just written).

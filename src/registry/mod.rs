@@ -39,7 +39,11 @@ use serde_json::json;
 use crate::{
     api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
     consent::policy::{Allowance, PolicyApp, PolicyFacts},
-    credentials::{ClientSecret, Hasher, seal::SealKey},
+    credentials::{
+        ClientSecret, Hasher,
+        retention::{RETAINED_FROM_ANNOTATION, Retention},
+        seal::SealKey,
+    },
     metrics::{Metrics, ReasonLabels, RequestLabels},
     watches::Caches,
 };
@@ -158,6 +162,20 @@ impl Registry {
         held.then_some((client_id, key.0))
     }
 
+    /// A retained Client ID (`deletionPolicy: Retain`) no app holds: who
+    /// retained it, and the hash of its secret (`None`: a public client).
+    fn retained(&self, client_id: &str) -> Option<(Identity, Option<String>)> {
+        if self.caches.index.app_of_client(client_id).is_some() {
+            return None;
+        }
+        let (ns, secret_name) = self.caches.index.retained(client_id)?;
+        let secret = self.caches.secrets.get(&ObjectRef::new(&secret_name).within(&ns))?;
+        let retention = Retention::read(&ns, &secret_name, secret.annotations(), &self.seal_key)
+            .filter(|r| r.client_id == client_id)?;
+        let from = secret.annotations().get(RETAINED_FROM_ANNOTATION).cloned().unwrap_or_default();
+        Some((Identity { namespace: ns, name: from, scope: Scope::Group, state: "retained" }, retention.secret_hash))
+    }
+
     /// The issued app holding `client_id`, and whether it is being deleted.
     fn client(&self, client_id: &str) -> Option<(Arc<AppRegistration>, bool)> {
         let (ns, name) = self.caches.index.app_of_client(client_id)?;
@@ -222,24 +240,34 @@ impl Registry {
     /// RFC 6749 §2.3.1 for a caller allowed to check clients of the client's
     /// namespace: is `secret` the current (or, in a grace period, the
     /// previous) secret of `client_id`?
-    async fn authenticate(
-        &self,
-        caller: &Caller,
-        client_id: &str,
-        secret: &ClientSecret,
-    ) -> Result<Arc<AppRegistration>, Failure> {
-        let (app, deleting) = self.client(client_id).ok_or(Failure::InvalidClient)?;
-        self.callers.authorize(caller, Access::Check, &app.namespace().unwrap_or_default()).await?;
-        if deleting {
-            return Err(Failure::InvalidClient);
-        }
-        let status = app.status.clone().unwrap_or_default();
-        let now = Timestamp::now();
-        let previous = status
-            .previous_secret_hash
-            .clone()
-            .filter(|_| status.previous_secret_expires_at.as_ref().is_some_and(|t| t.0 > now));
-        let accepted: Vec<String> = status.secret_hash.clone().into_iter().chain(previous).collect();
+    async fn authenticate(&self, caller: &Caller, client_id: &str, secret: &ClientSecret) -> Result<Identity, Failure> {
+        let (identity, accepted) = match self.client(client_id) {
+            Some((app, deleting)) => {
+                self.callers.authorize(caller, Access::Check, &app.namespace().unwrap_or_default()).await?;
+                if deleting {
+                    return Err(Failure::InvalidClient);
+                }
+                let status = app.status.clone().unwrap_or_default();
+                let now = Timestamp::now();
+                let previous = status
+                    .previous_secret_hash
+                    .clone()
+                    .filter(|_| status.previous_secret_expires_at.as_ref().is_some_and(|t| t.0 > now));
+                let accepted: Vec<String> = status.secret_hash.clone().into_iter().chain(previous).collect();
+                let identity = Identity {
+                    namespace: app.namespace().unwrap_or_default(),
+                    name: app.name_any(),
+                    scope: app.spec.scope,
+                    state: "active",
+                };
+                (identity, accepted)
+            }
+            None => {
+                let (identity, hash) = self.retained(client_id).ok_or(Failure::InvalidClient)?;
+                self.callers.authorize(caller, Access::Check, &identity.namespace).await?;
+                (identity, hash.into_iter().collect())
+            }
+        };
         if accepted.is_empty() {
             return Err(Failure::InvalidClient); // a public client has no secret
         }
@@ -255,7 +283,7 @@ impl Registry {
             self.metrics.registry_cache_hits.get_or_create(&crate::metrics::CacheLabels { cache: cache.into() }).inc();
         }
         match outcome {
-            Outcome::Verified { .. } => Ok(app),
+            Outcome::Verified { .. } => Ok(identity),
             Outcome::Wrong { .. } => Err(Failure::InvalidClient),
             Outcome::Shed => Err(Failure::Busy(Duration::from_secs(1))),
             Outcome::Throttled(after) => Err(Failure::Busy(after)),
@@ -287,10 +315,22 @@ async fn lookup(
     State(registry): State<Arc<Registry>>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<ClientView>, Failure> {
+) -> Result<Response, Failure> {
     let caller = registry.caller(&headers).await?;
     registry.ready()?;
-    let (app, deleting) = registry.client(&client_id).ok_or(Failure::NotFound)?;
+    let Some((app, deleting)) = registry.client(&client_id) else {
+        // Retained: it still authenticates; there is no app to describe.
+        let (identity, hash) = registry.retained(&client_id).ok_or(Failure::NotFound)?;
+        registry.callers.authorize(&caller, Access::Read, &identity.namespace).await?;
+        let body = json!({
+            "clientId": client_id,
+            "namespace": identity.namespace,
+            "name": identity.name,
+            "public": hash.is_none(),
+            "state": identity.state,
+        });
+        return Ok(Json(body).into_response());
+    };
     let namespace = app.namespace().unwrap_or_default();
     registry.callers.authorize(&caller, Access::Read, &namespace).await?;
     if deleting {
@@ -311,13 +351,24 @@ async fn lookup(
         consenting_namespaces: registry.consenting_namespaces(&app),
         state: "active",
         served_generation: served.generation,
-    }))
+    })
+    .into_response())
+}
+
+/// Who a Client ID authenticates as.
+struct Identity {
+    namespace: String,
+    name: String,
+    scope: Scope,
+    /// `active`, or `retained` (deletionPolicy: Retain, no app holds it).
+    state: &'static str,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Authenticated {
     client_id: String,
+    state: &'static str,
     namespace: String,
     name: String,
     scope: Scope,
@@ -331,12 +382,13 @@ async fn authenticate(
     let caller = registry.caller(&headers).await?;
     registry.ready()?;
     let (client_id, secret) = credentials(&headers, &body).ok_or(Failure::InvalidClient)?;
-    let app = registry.authenticate(&caller, &client_id, &secret).await?;
+    let identity = registry.authenticate(&caller, &client_id, &secret).await?;
     Ok(Json(Authenticated {
         client_id,
-        namespace: app.namespace().unwrap_or_default(),
-        name: app.name_any(),
-        scope: app.spec.scope,
+        namespace: identity.namespace,
+        name: identity.name,
+        scope: identity.scope,
+        state: identity.state,
     }))
 }
 
@@ -473,12 +525,10 @@ async fn forward_auth(State(registry): State<Arc<Registry>>, headers: HeaderMap)
     };
     let Some((client_id, secret)) = credentials(&headers, &[]) else { return Ok(refused()) };
     match registry.authenticate(&caller, &client_id, &secret).await {
-        Ok(app) => {
+        Ok(identity) => {
             let mut response = StatusCode::OK.into_response();
             let h = response.headers_mut();
-            if let (Ok(id), Ok(ns)) =
-                (HeaderValue::from_str(&client_id), HeaderValue::from_str(&app.namespace().unwrap_or_default()))
-            {
+            if let (Ok(id), Ok(ns)) = (HeaderValue::from_str(&client_id), HeaderValue::from_str(&identity.namespace)) {
                 h.insert("x-client-id", id);
                 h.insert("x-client-namespace", ns);
             }

@@ -2,6 +2,7 @@
 //! of `deploy/` (as with the chart's `admissionPolicies.install=false`). Its own
 //! test binary, so its control plane has never seen those policies.
 
+mod portability;
 #[path = "../support/mod.rs"]
 mod support;
 mod tenancy;

@@ -8,6 +8,7 @@ mod authserver;
 mod chart;
 mod consent;
 mod policy;
+mod portability;
 mod proxies;
 mod registration;
 mod registry;

@@ -317,7 +317,11 @@ async fn the_registry_serves_the_last_accepted_spec() {
 
     apply(&ns, &app).await;
     wait_app(&ns, "api", "fixed", |a: &AppRegistration| ready_reason(a).is_some_and(|(s, _, _)| s == "True")).await;
-    assert_eq!(caller.lookup(&id).await.1["servedGeneration"], json!(3));
+    // The registry reads the operator's cache, which may be a moment behind the apiserver.
+    eventually("the fixed spec to be served", TIMEOUT, || async {
+        (caller.lookup(&id).await.1["servedGeneration"] == json!(3)).then_some(())
+    })
+    .await;
     ns.delete().await;
 }
 

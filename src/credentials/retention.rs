@@ -1,0 +1,114 @@
+//! Retention: what registrar leaves on a credentials Secret it keeps when an
+//! app with `deletionPolicy: Retain` is deleted.
+//!
+//! The Secret loses its owner reference (so the garbage collector leaves it)
+//! and gains annotations naming the Client ID it holds, the argon2id hash of
+//! its secret (what the registry keeps authenticating against) and a seal over
+//! both and over where the Secret is (`SealKey::seal_retention`). Anyone who
+//! can write Secrets in the namespace can copy those annotations anywhere; the
+//! seal verifies only on the Secret registrar wrote it for, so a forged or
+//! copied "retained" Secret never yields a Client ID.
+
+use std::collections::BTreeMap;
+
+use super::seal::SealKey;
+
+/// The Client ID a retained Secret holds.
+pub const RETAINED_CLIENT_ID_ANNOTATION: &str = "registrar.dev/retained-client-id";
+/// The argon2id hash of its client secret (absent for a public client).
+pub const RETAINED_HASH_ANNOTATION: &str = "registrar.dev/retained-secret-hash";
+/// The AppRegistration it was retained from (information only).
+pub const RETAINED_FROM_ANNOTATION: &str = "registrar.dev/retained-from";
+/// registrar's seal of the retention.
+pub const RETAINED_SEAL_ANNOTATION: &str = "registrar.dev/retained-seal";
+
+/// A retention registrar recorded (its seal verified).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub client_id: String,
+    /// The argon2id hash of the secret; `None` for a public client.
+    pub secret_hash: Option<String>,
+}
+
+impl Retention {
+    /// The annotations recording this retention on `namespace/secret_name`.
+    pub fn annotations(
+        &self,
+        namespace: &str,
+        secret_name: &str,
+        from: &str,
+        key: &SealKey,
+    ) -> BTreeMap<String, String> {
+        let hash = self.secret_hash.clone().unwrap_or_default();
+        let mut annotations = BTreeMap::from([
+            (RETAINED_CLIENT_ID_ANNOTATION.to_owned(), self.client_id.clone()),
+            (RETAINED_FROM_ANNOTATION.to_owned(), from.to_owned()),
+            (RETAINED_SEAL_ANNOTATION.to_owned(), key.seal_retention(namespace, secret_name, &self.client_id, &hash)),
+        ]);
+        if !hash.is_empty() {
+            annotations.insert(RETAINED_HASH_ANNOTATION.to_owned(), hash);
+        }
+        annotations
+    }
+
+    /// The retention recorded on the Secret `namespace/secret_name` with these
+    /// annotations, if registrar sealed it for exactly that Secret.
+    pub fn read(
+        namespace: &str,
+        secret_name: &str,
+        annotations: &BTreeMap<String, String>,
+        key: &SealKey,
+    ) -> Option<Retention> {
+        let client_id = annotations.get(RETAINED_CLIENT_ID_ANNOTATION)?;
+        let seal = annotations.get(RETAINED_SEAL_ANNOTATION)?;
+        let hash = annotations.get(RETAINED_HASH_ANNOTATION).cloned().unwrap_or_default();
+        key.verifies_retention(namespace, secret_name, client_id, &hash, seal)
+            .then(|| Retention { client_id: client_id.clone(), secret_hash: (!hash.is_empty()).then_some(hash) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retention() -> Retention {
+        Retention {
+            client_id: "legacy-portal".into(),
+            secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        }
+    }
+
+    #[test]
+    fn a_retention_reads_back_only_where_registrar_recorded_it() {
+        let key = SealKey::generate();
+        let annotations = retention().annotations("team-a", "portal-credentials", "portal", &key);
+        assert_eq!(Retention::read("team-a", "portal-credentials", &annotations, &key), Some(retention()));
+        // Copied to another namespace, or another Secret: nothing.
+        assert_eq!(Retention::read("team-b", "portal-credentials", &annotations, &key), None);
+        assert_eq!(Retention::read("team-a", "other-credentials", &annotations, &key), None);
+        // Under another key (a forger's): nothing.
+        assert_eq!(Retention::read("team-a", "portal-credentials", &annotations, &SealKey::generate()), None);
+    }
+
+    #[test]
+    fn an_altered_client_id_or_hash_breaks_the_seal() {
+        let key = SealKey::generate();
+        let mut annotations = retention().annotations("team-a", "portal-credentials", "portal", &key);
+        annotations.insert(RETAINED_CLIENT_ID_ANNOTATION.into(), "someone-elses-id".into());
+        assert_eq!(Retention::read("team-a", "portal-credentials", &annotations, &key), None);
+        let mut annotations = retention().annotations("team-a", "portal-credentials", "portal", &key);
+        annotations.insert(RETAINED_HASH_ANNOTATION.into(), "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$b3RoZXI".into());
+        assert_eq!(Retention::read("team-a", "portal-credentials", &annotations, &key), None);
+        annotations.remove(RETAINED_HASH_ANNOTATION);
+        assert_eq!(Retention::read("team-a", "portal-credentials", &annotations, &key), None, "nor a dropped hash");
+    }
+
+    #[test]
+    fn a_public_clients_retention_has_no_hash() {
+        let key = SealKey::generate();
+        let public = Retention { client_id: "spa".into(), secret_hash: None };
+        let annotations = public.annotations("team-a", "spa-credentials", "spa", &key);
+        assert!(!annotations.contains_key(RETAINED_HASH_ANNOTATION));
+        assert_eq!(Retention::read("team-a", "spa-credentials", &annotations, &key), Some(public));
+    }
+}

@@ -1,0 +1,202 @@
+//! Ownership and portability on the real control plane: imported Client IDs
+//! (`spec.clientId`), `deletionPolicy: Retain` and the take-over of what was
+//! retained, at the registry and at a real Ory Hydra, attacked as a tenant.
+
+use std::time::Duration;
+
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use registrar::api::{AppRegistration, DeletionPolicy, GrantType};
+use serde_json::json;
+
+use crate::support::{
+    TestNamespace,
+    apps::{apply, confidential, credentials, ready_reason, secret_value, status, wait_app, wait_event, wait_issued},
+    eventually, free_port,
+    hydra::Hydra,
+    install_registrar,
+    operator::Operator,
+    registry::Caller,
+    tenants::Tenants,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn not_ready(app: &AppRegistration, reason: &str) -> bool {
+    ready_reason(app).is_some_and(|(s, r, _)| s == "False" && r == reason)
+}
+
+/// An imported Client ID is issued as given, fixed at creation (the
+/// apiserver refuses a change; it may be added later only as the Client ID
+/// the app has), and unique: another namespace importing it, or importing a
+/// minted Client ID of another app, gets ClientIdConflict and nothing, and
+/// learns nothing of who holds it.
+#[tokio::test]
+async fn imported_client_ids_are_issued_unique_and_fixed_at_creation() {
+    let t = Tenants::new("import").await;
+    let imported = format!("legacy-portal-{}", t.run);
+    let mut moved = t.labelled(confidential("moved"));
+    moved.spec.client_id = Some(imported.clone());
+    apply(&t.b, &moved).await;
+    let (app, secret) = wait_issued(&t.b, "moved").await;
+    assert_eq!(status(&app).client_id.as_deref(), Some(imported.as_str()));
+    assert_eq!(secret_value(&secret, "client_id").as_deref(), Some(imported.as_str()));
+    let value = secret_value(&secret, "client_secret").expect("a minted secret");
+    eventually("the imported Client ID to authenticate", TIMEOUT, || async {
+        t.authenticates(&imported, &value).await.then_some(())
+    })
+    .await;
+
+    // Fixed at creation: a change is refused by the apiserver, with the rule's message.
+    let change = Patch::Merge(json!({ "spec": { "clientId": "something-else" } }));
+    let refused = t.b.api::<AppRegistration>().patch("moved", &PatchParams::default(), &change).await;
+    let message = format!("{refused:?}");
+    assert!(message.contains("spec.clientId is set at creation only"), "{message}");
+    // Pinning a minted Client ID in the manifest is allowed; any other value is not.
+    let billing = t.b.api::<AppRegistration>();
+    let other = Patch::Merge(json!({ "spec": { "clientId": "not-its-own" } }));
+    assert!(billing.patch("billing", &PatchParams::default(), &other).await.is_err());
+    let pin = Patch::Merge(json!({ "spec": { "clientId": t.victim_client_id } }));
+    billing.patch("billing", &PatchParams::default(), &pin).await.expect("pinning its own Client ID");
+    wait_app(&t.b, "billing", "the pinned app to stay issued", |a| {
+        status(a).client_id.as_deref() == Some(t.victim_client_id.as_str())
+            && ready_reason(a).is_some_and(|r| r.0 == "True")
+    })
+    .await;
+
+    // Mallory, in A, imports B's Client IDs: the imported one and the minted one.
+    for (name, id) in [("grab-imported", imported.clone()), ("grab-minted", t.victim_client_id.clone())] {
+        let mut grab = t.labelled(confidential(name));
+        grab.spec.client_id = Some(id.clone());
+        let apps: Api<AppRegistration> = Api::namespaced(t.mallory.clone(), &t.a.name);
+        crate::support::gitops_apply(&apps, &grab).await.expect("mallory may create apps in A");
+        let refused = wait_app(&t.a, name, "the import to be refused", |a| not_ready(a, "ClientIdConflict")).await;
+        let (_, _, message) = ready_reason(&refused).expect("condition");
+        assert!(message.contains(&id) && message.contains("another AppRegistration"), "{message}");
+        assert!(!message.contains(&t.b.name), "the holder's namespace is not told: {message}");
+        assert_eq!(status(&refused).client_id, None, "nothing issued");
+        assert!(credentials(&t.a, &format!("{name}-credentials")).await.is_none(), "no Secret");
+    }
+    t.assert_victim_intact("not-the-secret").await;
+    assert!(t.authenticates(&imported, &value).await);
+    t.delete().await;
+}
+
+/// A namespace with an operator serving the registry and registering at a
+/// real Hydra (comparison every second).
+async fn retaining(prefix: &str) -> (TestNamespace, Hydra, Operator, Caller) {
+    let ns = TestNamespace::new(prefix).await;
+    install_registrar(&ns.client).await;
+    let hydra = Hydra::start("http://127.0.0.1:1").await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut args: Vec<String> =
+        ["--watch-namespace", &ns.name, "--registry-addr", &addr, "--registry-insecure-http"].map(String::from).into();
+    args.extend(hydra.operator_args("1s"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&args).await;
+    let caller = Caller::new(&ns, port).await;
+    (ns, hydra, operator, caller)
+}
+
+/// Waits for `n` more comparisons with Hydra than `before`.
+async fn comparisons(operator: &Operator, after: f64) {
+    eventually("two more comparisons with Hydra", TIMEOUT, || async {
+        let done = operator.metric("registrar_authserver_calls_total{call=\"list\",outcome=\"ok\"}").await;
+        (done >= after + 2.0).then_some(())
+    })
+    .await;
+}
+
+/// The GitOps delete and re-create: an app with `deletionPolicy: Retain`
+/// (its minted Client ID pinned in the manifest) is pruned; its Secret stays
+/// (no longer owned), the registry still authenticates it, Hydra keeps the
+/// client through its comparisons; the same manifest applied again takes it
+/// over with the same Client ID and secret. A second time under a new name,
+/// the new app's Secret gets the secret and the retained one goes.
+#[tokio::test]
+async fn retain_then_recreate_keeps_the_client_id_and_secret() {
+    let (ns, hydra, operator, caller) = retaining("retain").await;
+    let mut manifest = confidential("portal");
+    manifest.spec.grant_types = Some(vec![GrantType::ClientCredentials]);
+    manifest.spec.deletion_policy = Some(DeletionPolicy::Retain);
+    apply(&ns, &manifest).await;
+    let (app, secret) = wait_issued(&ns, "portal").await;
+    let id = status(&app).client_id.expect("a Client ID");
+    let value = secret_value(&secret, "client_secret").expect("secret");
+    manifest.spec.client_id = Some(id.clone()); // pinned, as the README advises
+    apply(&ns, &manifest).await;
+    eventually("the client at Hydra", TIMEOUT, || async { hydra.client(&id).await.map(|_| ()) }).await;
+
+    // Pruned.
+    let apps = ns.api::<AppRegistration>();
+    apps.delete("portal", &DeleteParams::default()).await.expect("delete");
+    eventually("the app to be gone", TIMEOUT, || async { apps.get_opt("portal").await.ok()?.is_none().then_some(()) })
+        .await;
+    wait_event(&ns, "Retained", &id).await;
+    let kept = credentials(&ns, "portal-credentials").await.expect("the Secret is kept");
+    assert!(kept.owner_references().is_empty(), "no longer owned: the garbage collector leaves it");
+    assert_eq!(kept.annotations().get("registrar.dev/retained-client-id"), Some(&id));
+    assert_eq!(secret_value(&kept, "client_secret").as_deref(), Some(value.as_str()));
+    // The registry reads the operator's caches, a moment behind the apiserver.
+    eventually("the retained client to authenticate", TIMEOUT, || async {
+        let (code, answer) = caller.authenticate(&id, &value).await;
+        (code.is_success() && answer["state"] == json!("retained")).then_some(())
+    })
+    .await;
+    assert_eq!(caller.lookup(&id).await.1["state"], json!("retained"));
+    let listed = operator.metric("registrar_authserver_calls_total{call=\"list\",outcome=\"ok\"}").await;
+    comparisons(&operator, listed).await;
+    assert!(hydra.client(&id).await.is_some(), "Hydra keeps a retained client through the comparisons");
+    assert_eq!(hydra.client_credentials(&id, &value, "read").await.0, 200);
+
+    // Re-created from the same manifest: taken over, same Client ID and secret.
+    apply(&ns, &manifest).await;
+    let again = wait_app(&ns, "portal", "the take-over", |a| ready_reason(a).is_some_and(|r| r.0 == "True")).await;
+    assert_eq!(status(&again).client_id.as_deref(), Some(id.as_str()));
+    wait_event(&ns, "TakenOver", &id).await;
+    let owned = credentials(&ns, "portal-credentials").await.expect("Secret");
+    assert_eq!(secret_value(&owned, "client_secret").as_deref(), Some(value.as_str()), "the same secret");
+    assert_eq!(owned.owner_references().len(), 1, "owned by the new app");
+    assert!(!owned.annotations().contains_key("registrar.dev/retained-client-id"), "no longer retained");
+    eventually("the registry to serve the app again", TIMEOUT, || async {
+        (caller.authenticate(&id, &value).await.1["state"] == json!("active")).then_some(())
+    })
+    .await;
+    eventually("Hydra to give tokens to the same secret", TIMEOUT, || async {
+        (hydra.client_credentials(&id, &value, "read").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // Again, and re-created under another name: the new Secret, the old one gone.
+    apps.delete("portal", &DeleteParams::default()).await.expect("delete");
+    eventually("the app to be gone", TIMEOUT, || async { apps.get_opt("portal").await.ok()?.is_none().then_some(()) })
+        .await;
+    let mut renamed = manifest.clone();
+    renamed.metadata.name = Some("portal-v2".into());
+    apply(&ns, &renamed).await;
+    let v2 = wait_app(&ns, "portal-v2", "the take-over", |a| ready_reason(a).is_some_and(|r| r.0 == "True")).await;
+    assert_eq!(status(&v2).client_id.as_deref(), Some(id.as_str()));
+    let v2_secret = credentials(&ns, "portal-v2-credentials").await.expect("the new app's Secret");
+    assert_eq!(secret_value(&v2_secret, "client_secret").as_deref(), Some(value.as_str()));
+    eventually("the retained Secret to go", TIMEOUT, || async {
+        credentials(&ns, "portal-credentials").await.is_none().then_some(())
+    })
+    .await;
+    // Deleted with Revoke now: gone everywhere.
+    let revoke = Patch::Merge(json!({ "spec": { "deletionPolicy": "Revoke" } }));
+    apps.patch("portal-v2", &PatchParams::default(), &revoke).await.expect("switch to Revoke");
+    wait_app(&ns, "portal-v2", "the edit", |a| ready_reason(a).is_some_and(|r| r.0 == "True")).await;
+    apps.delete("portal-v2", &DeleteParams::default()).await.expect("delete");
+    eventually("the client to be gone from Hydra", TIMEOUT, || async {
+        hydra.client(&id).await.is_none().then_some(())
+    })
+    .await;
+    eventually("the registry to refuse the revoked client", TIMEOUT, || async {
+        (caller.authenticate(&id, &value).await.0.as_u16() == 401).then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
