@@ -60,6 +60,9 @@ use serde::{Deserialize, Serialize};
     "(has(self.publicClient) && self.publicClient) == (has(oldSelf.publicClient) && oldSelf.publicClient)"
 ).message("publicClient cannot be changed after creation; create a new AppRegistration"))]
 #[x_kube(validation = Rule::new(
+    "!(has(self.publicClient) && self.publicClient) || !has(self.secret) || !has(self.secret.sourceRef)"
+).message("a public client has no secret: secret.sourceRef is for confidential clients"))]
+#[x_kube(validation = Rule::new(
     "(has(self.secret) && has(self.secret.name) ? self.secret.name : '') == (has(oldSelf.secret) && has(oldSelf.secret.name) ? oldSelf.secret.name : '')"
 ).message("secret.name cannot be changed after creation"))]
 #[x_kube(validation = Rule::new(
@@ -231,6 +234,29 @@ pub struct SecretTemplate {
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('registrar.dev/'))")
         .message("secret.annotations must not set registrar.dev/ annotations: registrar owns them"))]
     pub annotations: BTreeMap<String, String>,
+    /// A client secret of your choice, from a Secret you provide in this
+    /// namespace (written by External Secrets, Vault, or by hand) instead of
+    /// one registrar mints. registrar reads it and never writes it; a new
+    /// value there is a rotation; a weak value is refused. Confidential
+    /// clients only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<SecretSourceRef>,
+}
+
+/// Where a client secret of the user's choice is.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSourceRef {
+    /// The Secret's name (in the app's namespace; not the credentials Secret).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// The data key holding the secret. Default `client_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: Option<String>,
 }
 
 /// Data keys of the credentials Secret.

@@ -18,6 +18,10 @@ pub const WORKLOADS_RESTARTED: &str = "WorkloadsRestarted";
 /// an authorization server: whether the server holds the app as issued.
 pub const REGISTERED: &str = "Registered";
 
+/// The condition an AppRegistration with `secret.sourceRef` carries: whether
+/// its source holds a secret registrar can issue.
+pub const SECRET_SOURCE: &str = "SecretSource";
+
 /// The condition every AppConsent carries.
 pub const GRANTED: &str = "Granted";
 
@@ -53,6 +57,12 @@ pub mod reason {
     pub const CLIENT_ID_CONFLICT: &str = "ClientIdConflict";
     /// The app is being deleted and its credentials are retained (deletionPolicy: Retain).
     pub const RETAINED: &str = "Retained";
+    /// `secret.sourceRef` names a Secret (or key) that does not exist.
+    pub const SECRET_SOURCE_MISSING: &str = "SecretSourceMissing";
+    /// `secret.sourceRef` holds a secret too weak to issue.
+    pub const WEAK_SECRET: &str = "WeakSecret";
+    /// The client secret comes from `secret.sourceRef`.
+    pub const SOURCED: &str = "Sourced";
     /// `Ready`: issued, but not (yet) held by the authorization server.
     pub const NOT_REGISTERED: &str = "NotRegistered";
     /// `Registered`: the authorization server holds the client as issued.
@@ -101,6 +111,10 @@ impl DesiredCondition {
 
     pub fn restarted(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
         DesiredCondition { type_: WORKLOADS_RESTARTED, status: ok, reason, message: message.into() }
+    }
+
+    pub fn sourced(ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        DesiredCondition { type_: SECRET_SOURCE, status: ok, reason, message: message.into() }
     }
 }
 

@@ -968,6 +968,10 @@ mod tests {
                     "example.com/owner".to_string(),
                     "Billing team <billing@example.com>".to_string(),
                 )]),
+                source_ref: Some(crate::api::SecretSourceRef {
+                    name: "billing-portal-secret".to_string(),
+                    key: Some("secret".to_string()),
+                }),
             }),
             rotation: Some(Rotation { grace_period: Some(duration("1h")), interval: Some(duration("720h")) }),
             restart_on_rotate: vec![

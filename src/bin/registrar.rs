@@ -147,6 +147,10 @@ struct Args {
     /// the credentials Secrets it writes with (created at first start).
     #[arg(long, env = "REGISTRAR_SEAL_KEY_SECRET", default_value = seal::DEFAULT_KEY_SECRET)]
     seal_key_secret: String,
+    /// How often a Secret named by `secret.sourceRef` is read again for a new
+    /// value (a Go duration); any change to the app reads it at once.
+    #[arg(long, env = "REGISTRAR_SECRET_SOURCE_INTERVAL", default_value = "60s")]
+    secret_source_interval: kube::core::Duration,
 }
 
 // The system allocator: argon2id's 19 MiB working memory is reused from hash to
@@ -300,6 +304,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let settings = Settings {
+        source_recheck: std::time::Duration::from(args.secret_source_interval),
         platform_namespace: args.platform_namespace,
         concurrency: args.concurrency,
         instance: args.instance,

@@ -67,6 +67,45 @@ impl ClientSecret {
     }
 }
 
+/// The shortest client secret registrar accepts from a source of the user's
+/// choice (`spec.secret.sourceRef`).
+pub const MIN_CHOSEN_SECRET_CHARS: usize = 32;
+/// The least a chosen secret's guess count may be, as a power of ten (about 53
+/// bits). zxcvbn counts in a u64, so random secrets all land at its ceiling
+/// (about 10^19.3); patterns land far below (a keyboard walk of 36 characters:
+/// 10^12; a repeated word: 10^1).
+const MIN_CHOSEN_SECRET_GUESSES_LOG10: f64 = 16.0;
+
+impl ClientSecret {
+    /// Why a secret of the user's choice is too weak to issue, if it is: fewer
+    /// than 32 characters, control characters, or a pattern a guesser tries
+    /// early (repeats, sequences, keyboard walks, dictionary words, dates),
+    /// estimated with zxcvbn. The reason never quotes the secret.
+    pub fn weakness(&self) -> Option<String> {
+        let text = self.expose();
+        let chars = text.chars().count();
+        if chars < MIN_CHOSEN_SECRET_CHARS {
+            return Some(format!(
+                "it has {chars} characters; a client secret needs at least {MIN_CHOSEN_SECRET_CHARS} (for example \
+                 `openssl rand -base64 32`)"
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Some("it contains control characters (a trailing newline, say)".to_owned());
+        }
+        let estimate = zxcvbn::zxcvbn(text, &[]);
+        if estimate.guesses_log10() < MIN_CHOSEN_SECRET_GUESSES_LOG10 {
+            let hint = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(" ({w})")).unwrap_or_default();
+            return Some(format!(
+                "it follows a pattern that is easy to guess{hint}: about 10^{:.0} guesses, where a random secret of \
+                 this length needs far more than 10^{MIN_CHOSEN_SECRET_GUESSES_LOG10:.0}",
+                estimate.guesses_log10()
+            ));
+        }
+        None
+    }
+}
+
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClientSecret(<redacted>)")
@@ -485,5 +524,27 @@ mod tests {
     #[test]
     fn invalid_parameters_are_rejected() {
         assert!(Hasher::new(HashParams { memory_kib: 1, iterations: 0, parallelism: 1 }, 1).is_err());
+    }
+
+    #[test]
+    fn chosen_secrets_must_be_long_and_patternless() {
+        let secret = |s: &str| ClientSecret::from_bytes(s.as_bytes()).unwrap();
+        assert_eq!(ClientSecret::mint().weakness(), None, "registrar's own secrets pass");
+        assert_eq!(secret("Zq8mV1xR4tYp0LkN7cWb3sHd6FgJ2aEu").weakness(), None, "32 random characters pass");
+        let short = secret("s3cr3t-but-short").weakness().expect("short");
+        assert!(short.contains("16 characters") && short.contains("at least 32"), "{short}");
+        for weak in [
+            "passwordpasswordpasswordpassword",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "0123456789abcdefghijklmnopqrstuvwxyz",
+            "qwertyuiopasdfghjklzxcvbnmqwertyuiop",
+            "abcdabcdabcdabcdabcdabcdabcdabcdabcd",
+        ] {
+            let why = secret(weak).weakness().unwrap_or_else(|| panic!("{weak} passed"));
+            assert!(why.contains("easy to guess"), "{why}");
+            assert!(!why.contains(weak), "the reason never quotes the secret: {why}");
+        }
+        let newline = secret("Zq8mV1xR4tYp0LkN7cWb3sHd6FgJ2aEu\n").weakness().expect("control");
+        assert!(newline.contains("control characters"), "{newline}");
     }
 }

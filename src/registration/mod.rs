@@ -45,6 +45,8 @@ pub struct Settings {
     /// The authorization server apps are registered at, and what the periodic
     /// comparison with it found.
     pub auth_server: Option<(AuthServer, Arc<SyncState>)>,
+    /// How often a `secret.sourceRef` is read again without any event.
+    pub source_recheck: std::time::Duration,
 }
 
 /// Runs the controller until `shutdown` resolves.

@@ -63,13 +63,15 @@ pub enum MintReason {
     /// The first issuance of an app that takes over a retained Client ID (and
     /// its secret, when the retained Secret still holds it intact).
     TakenOver { kept_secret: bool },
+    /// The secret in `secret.sourceRef` changed.
+    SourceChanged,
 }
 
 impl MintReason {
     /// Rotations keep the previous secret verifying during the grace period;
     /// a re-mint after drift does not (the old secret is lost or tampered with).
     pub fn is_rotation(&self) -> bool {
-        matches!(self, MintReason::RotateRequested(_) | MintReason::Scheduled)
+        matches!(self, MintReason::RotateRequested(_) | MintReason::Scheduled | MintReason::SourceChanged)
     }
 
     /// A small fixed label for metrics and logs.
@@ -82,6 +84,7 @@ impl MintReason {
             MintReason::RotateRequested(_) => "RotateRequested",
             MintReason::Scheduled => "Scheduled",
             MintReason::TakenOver { .. } => "TakenOver",
+            MintReason::SourceChanged => "SourceChanged",
         }
     }
 }
@@ -150,7 +153,51 @@ pub struct Inputs<'a> {
     pub chosen_secret: Option<&'a ClientSecret>,
     /// The Client ID retained in a Secret of this app's Secret name, if any.
     pub retention_in_the_way: Option<String>,
+    /// What `secret.sourceRef` holds, read by the shell (`None`: no sourceRef).
+    pub source: Option<Source>,
     pub now: Timestamp,
+}
+
+/// The secret of the user's choice (`secret.sourceRef`), as read.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// `Secret <name>, key <key>`, for messages.
+    pub describe: String,
+    pub read: SourceRead,
+    /// How long until the source is read again without any event.
+    pub recheck: Duration,
+}
+
+/// What a source holds.
+#[derive(Clone, Debug)]
+pub enum SourceRead {
+    /// A secret that may be issued.
+    Value(ClientSecret),
+    /// No such Secret, or no such key: why.
+    Missing(String),
+    /// A value registrar refuses: why (never the value).
+    Weak(String),
+}
+
+impl Source {
+    fn value(&self) -> Option<&ClientSecret> {
+        match &self.read {
+            SourceRead::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The reason and message when the source holds nothing to issue.
+    fn problem(&self) -> Option<(&'static str, String)> {
+        match &self.read {
+            SourceRead::Value(_) => None,
+            SourceRead::Missing(why) => Some((reason::SECRET_SOURCE_MISSING, format!("secret.sourceRef: {why}"))),
+            SourceRead::Weak(why) => Some((
+                reason::WEAK_SECRET,
+                format!("secret.sourceRef: the secret in {} is refused: {why}", self.describe),
+            )),
+        }
+    }
 }
 
 /// A retained Secret (`crate::credentials::retention`) an app takes over.
@@ -194,6 +241,7 @@ impl<'a> Inputs<'a> {
             retained: self.retained,
             chosen_secret: self.chosen_secret,
             retention_in_the_way: self.retention_in_the_way.clone(),
+            source: self.source.clone(),
             now: self.now,
         }
     }
@@ -281,6 +329,23 @@ pub fn rejection(inputs: &Inputs<'_>) -> Option<(&'static str, String)> {
     }
     if let Some(message) = import_refusal(inputs) {
         return Some((reason::CLIENT_ID_CONFLICT, message));
+    }
+    if let Some(source) = inputs.app.spec.secret.as_ref().and_then(|s| s.source_ref.as_ref())
+        && source.name == inputs.layout().name
+    {
+        return Some((
+            reason::INVALID_SPEC,
+            format!(
+                "secret.sourceRef names {}, the credentials Secret itself; name the Secret you provide",
+                source.name
+            ),
+        ));
+    }
+    // Nothing issued yet, and nothing to issue: never invent a secret.
+    if status_of(inputs.app).client_id.is_none()
+        && let Some(problem) = inputs.source.as_ref().and_then(Source::problem)
+    {
+        return Some(problem);
     }
     if !inputs.violations.is_empty() {
         return Some((reason::INVALID_SPEC, summarize(inputs.violations)));
@@ -374,6 +439,9 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         }
         Observed::Foreign => return Decision::Conflict,
         Observed::Missing => {
+            if let Some((reason, message)) = inputs.source.as_ref().and_then(Source::problem) {
+                return Decision::Reject { reason, message };
+            }
             return match status.client_id {
                 None => mint(first(), None),
                 Some(id) => mint(MintReason::SecretMissing, Some(id)),
@@ -402,6 +470,23 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     let intact = client_id_matches
         && secret_version == current_version
         && (is_public(app) || (issued.secret.is_some() && inputs.secret_verifies == Some(true)));
+    if let Some(source) = &inputs.source {
+        // The source decides: a new value there is a rotation; with nothing
+        // usable there, what is issued stays (a lost Secret is not re-minted:
+        // never invent a secret).
+        return match (source.value(), intact) {
+            (None, true) => Decision::Keep { repair_metadata: !owned.metadata_current },
+            (None, false) => {
+                let (reason, message) = source.problem().unwrap_or_default();
+                Decision::Reject { reason, message }
+            }
+            (Some(_), false) => mint(MintReason::SecretAltered, Some(client_id)),
+            (Some(value), true) if issued.secret.as_ref().map(ClientSecret::digest) != Some(value.digest()) => {
+                mint(MintReason::SourceChanged, Some(client_id))
+            }
+            (Some(_), true) => Decision::Keep { repair_metadata: !owned.metadata_current },
+        };
+    }
     if !intact {
         return mint(MintReason::SecretAltered, Some(client_id));
     }
@@ -649,6 +734,25 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
     {
         events.push(PlannedEvent::warning(ready.reason, ready.message.clone()));
     }
+    // Where the secret comes from, for an app with secret.sourceRef.
+    if let Some(source) = &inputs.source {
+        let sourced = match source.problem() {
+            None => DesiredCondition::sourced(
+                true,
+                reason::SOURCED,
+                format!("the client secret comes from {}; a new value there is a rotation", source.describe),
+            ),
+            Some((reason, message)) => DesiredCondition::sourced(false, reason, message),
+        };
+        let ready_says_it = conditions.first().is_some_and(|r| !r.status && r.reason == sourced.reason);
+        if !sourced.status && !ready_says_it && condition_is_new(app, &sourced) {
+            events.push(PlannedEvent::warning(
+                sourced.reason,
+                format!("{}; what is issued stays valid", sourced.message),
+            ));
+        }
+        conditions.push(sourced);
+    }
 
     let issued_with_hash = issued.as_ref().map(|(issued, rotation)| (issued, hash.unwrap_or(&no_hash), *rotation));
     if let Some(version) = restart
@@ -677,6 +781,11 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         next.client_id_seal = next.client_id.as_deref().map(|id| inputs.seal_key.seal_client_id(&namespace, &name, id));
     }
     let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
+    // A source is read again on its own schedule: nothing tells registrar it changed.
+    let requeue = match (requeue, inputs.source.as_ref().map(|s| s.recheck)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Outcome { secret, registration, restart, status: next, events, requeue, minted }
 }
 
@@ -790,6 +899,11 @@ fn mint_event(reason: &MintReason, layout: &SecretLayout, issued: &Issued) -> Pl
             false,
             "Issued",
             format!("Issued Client ID {} into Secret {name} (secret version {version})", issued.client_id),
+        ),
+        MintReason::SourceChanged => PlannedEvent::once(
+            false,
+            "Rotated",
+            format!("Rotated the client secret to version {version}: the secret in secret.sourceRef changed"),
         ),
         MintReason::TakenOver { kept_secret: true } => PlannedEvent::once(
             false,
@@ -1175,6 +1289,7 @@ mod tests {
             retained: None,
             chosen_secret: None,
             retention_in_the_way: None,
+            source: None,
             now: at(NOW),
         }
     }
@@ -1308,6 +1423,87 @@ mod tests {
         let outcome = outcome(&inputs, &decision, None);
         let ready = &outcome.status.conditions[0];
         assert!(ready.message.contains("spec.clientId: legacy-portal"), "{}", ready.message);
+    }
+
+    // A secret of the user's choice (secret.sourceRef).
+
+    fn source(read: SourceRead) -> Option<Source> {
+        Some(Source { describe: "Secret chosen, key client_secret".into(), read, recheck: secs(60) })
+    }
+
+    fn chosen(value: &str) -> ClientSecret {
+        ClientSecret::from_bytes(value.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_missing_or_weak_source_issues_nothing_and_says_why() {
+        let app = app();
+        for (read, expected) in [
+            (SourceRead::Missing("Secret chosen does not exist (yet)".into()), reason::SECRET_SOURCE_MISSING),
+            (SourceRead::Weak("it has 8 characters".into()), reason::WEAK_SECRET),
+        ] {
+            let inputs = Inputs { source: source(read), ..inputs(&app, &Observed::Missing) };
+            let decision = decide(&inputs);
+            assert!(matches!(&decision, Decision::Reject { reason, .. } if *reason == expected), "{decision:?}");
+            let outcome = outcome(&inputs, &decision, None);
+            assert!(outcome.secret.is_none() && outcome.status.client_id.is_none(), "nothing invented");
+            assert_eq!(outcome.requeue, Some(secs(60)), "read again on schedule");
+            let sourced = conditions::find(&outcome.status.conditions, conditions::SECRET_SOURCE).expect("condition");
+            assert_eq!((sourced.status.as_str(), sourced.reason.as_str()), ("False", expected));
+        }
+    }
+
+    #[test]
+    fn the_source_value_is_issued_and_a_new_one_rotates() {
+        let value = chosen(PLAINTEXT);
+        let fresh_app = app();
+        let first = Inputs {
+            source: source(SourceRead::Value(value.clone())),
+            chosen_secret: Some(&value),
+            ..inputs(&fresh_app, &Observed::Missing)
+        };
+        let minted = decide(&first).issued(&first).expect("issued");
+        assert_eq!(minted.secret.as_ref().map(ClientSecret::expose), Some(PLAINTEXT));
+
+        // Issued from the source: the same value keeps; a new one rotates.
+        let issued_app = with_status(app(), issued_status(1));
+        let app = &issued_app;
+        let observed = observe(app, &issued(CLIENT_ID, 1));
+        let same = Inputs { source: source(SourceRead::Value(value.clone())), ..inputs(app, &observed) };
+        assert!(matches!(decide(&same), Decision::Keep { .. }), "{:?}", decide(&same));
+        let new = chosen("another-chosen-secret-of-32-chars-or-more");
+        let changed = Inputs {
+            source: source(SourceRead::Value(new.clone())),
+            chosen_secret: Some(&new),
+            ..inputs(app, &observed)
+        };
+        let decision = decide(&changed);
+        assert!(
+            matches!(&decision, Decision::Mint { reason: MintReason::SourceChanged, version: 2, .. }),
+            "{decision:?}"
+        );
+        assert!(MintReason::SourceChanged.is_rotation(), "grace period and restarts apply");
+        // A rotate annotation does nothing to a sourced secret.
+        let rotate = with_status(annotated(super::tests::app(), ROTATE_ANNOTATION, "now"), issued_status(1));
+        let observed = observe(&rotate, &issued(CLIENT_ID, 1));
+        let sourced = Inputs { source: source(SourceRead::Value(value)), ..inputs(&rotate, &observed) };
+        assert!(matches!(decide(&sourced), Decision::Keep { .. }));
+    }
+
+    #[test]
+    fn a_weak_new_value_keeps_what_is_issued_and_warns() {
+        let app = with_status(app(), issued_status(1));
+        let observed = observe(&app, &issued(CLIENT_ID, 1));
+        let weak = Inputs { source: source(SourceRead::Weak("it has 8 characters".into())), ..inputs(&app, &observed) };
+        let decision = decide(&weak);
+        assert!(matches!(decision, Decision::Keep { .. }), "{decision:?}");
+        let outcome = outcome(&weak, &decision, None);
+        assert_eq!(outcome.status.secret_version, Some(1), "nothing issued changes");
+        assert!(conditions::is_true(&outcome.status.conditions, READY), "still Ready: the issued secret works");
+        assert!(outcome.events.iter().any(|e| e.warning && e.reason == reason::WEAK_SECRET), "{:?}", outcome.events);
+        // The credentials Secret lost, with nothing usable at the source: not re-minted.
+        let inputs = Inputs { source: source(SourceRead::Missing("gone".into())), ..inputs(&app, &Observed::Missing) };
+        assert!(matches!(decide(&inputs), Decision::Reject { reason: reason::SECRET_SOURCE_MISSING, .. }));
     }
 
     #[test]

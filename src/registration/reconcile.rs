@@ -248,6 +248,11 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     if let Some(id) = &status.client_id {
         forget_taken_over(app, &layout, id, ctx).await?;
     }
+    // A secret of the user's choice: read at every pass (and every recheck).
+    let source = read_source(app, ctx).await?;
+    if let Some(plan::Source { read: plan::SourceRead::Value(value), .. }) = &source {
+        chosen_secret = Some(value.clone());
+    }
     let violations = validate_spec(&app.spec);
     let fresh = Fresh::mint();
     let unreachable = server.and_then(|(_, sync)| sync.unreachable());
@@ -274,6 +279,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         retained: retained.as_ref(),
         chosen_secret: chosen_secret.as_ref(),
         retention_in_the_way: ctx.caches.index.retention_at(&(ns.clone(), layout.name.clone())),
+        source,
         now: Timestamp::now(),
     };
     let decision = plan::decide(&inputs);
@@ -515,6 +521,42 @@ async fn read_retained(
     };
     Ok(Some((found, secret)))
 }
+
+/// Reads the app's `secret.sourceRef`, if it has one. The value is held only
+/// for this pass; its contents are never logged.
+async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan::Source>, Error> {
+    let Some(source) = app.spec.secret.as_ref().and_then(|s| s.source_ref.as_ref()) else { return Ok(None) };
+    let ns = app.namespace().unwrap_or_default();
+    let key = source.key.clone().unwrap_or_else(|| crate::api::DEFAULT_CLIENT_SECRET_KEY.to_owned());
+    let describe = format!("Secret {}, key {key}", source.name);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let live = api
+        .get_opt(&source.name)
+        .await
+        .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", source.name), e))?;
+    let read = match live.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&key)) {
+        None if live.is_none() => plan::SourceRead::Missing(format!(
+            "Secret {} does not exist (yet); the app is issued once it does, and nothing is invented meanwhile",
+            source.name
+        )),
+        None => plan::SourceRead::Missing(format!("Secret {} has no key {key}", source.name)),
+        Some(bytes) if bytes.0.len() > MAX_CHOSEN_SECRET_BYTES => plan::SourceRead::Weak(format!(
+            "it has {} bytes; at most {MAX_CHOSEN_SECRET_BYTES} are accepted",
+            bytes.0.len()
+        )),
+        Some(bytes) => match ClientSecret::from_bytes(&bytes.0) {
+            None => plan::SourceRead::Weak("it is not UTF-8 text".to_owned()),
+            Some(value) => match value.weakness() {
+                Some(why) => plan::SourceRead::Weak(why),
+                None => plan::SourceRead::Value(value),
+            },
+        },
+    };
+    Ok(Some(plan::Source { describe, read, recheck: ctx.settings.source_recheck }))
+}
+
+/// The longest secret accepted from a source.
+const MAX_CHOSEN_SECRET_BYTES: usize = 1024;
 
 /// Once an app holds a Client ID it took over from a retained Secret of
 /// another name, that Secret goes: one Client ID, one Secret.

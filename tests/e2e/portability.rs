@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -198,5 +199,119 @@ async fn retain_then_recreate_keeps_the_client_id_and_secret() {
         (caller.authenticate(&id, &value).await.0.as_u16() == 401).then_some(())
     })
     .await;
+    ns.delete().await;
+}
+
+/// Writes the source Secret `name` holding `value` under `client_secret`.
+async fn put_source(ns: &TestNamespace, name: &str, value: &str) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        string_data: Some([("client_secret".to_string(), value.to_string())].into()),
+        ..Default::default()
+    };
+    let body = serde_json::to_value(&secret).expect("secret");
+    let body =
+        json!({ "apiVersion": "v1", "kind": "Secret", "metadata": body["metadata"], "stringData": body["stringData"] });
+    ns.api::<Secret>()
+        .patch(name, &PatchParams::apply("e2e-external-secrets").force(), &Patch::Apply(body))
+        .await
+        .expect("write the source Secret");
+}
+
+/// A client moves in completely: an imported Client ID and a secret of the
+/// user's choice from a Secret they provide (as External Secrets would write
+/// it). Nothing is issued while that Secret is missing; once there, its value
+/// is issued; a new value is a rotation (with its grace period); a weak value
+/// is refused with the reason, and the issued secret keeps working. No value
+/// appears in the log, Events or status.
+#[tokio::test]
+async fn a_client_moves_in_with_its_client_id_and_a_secret_from_a_source() {
+    let ns = TestNamespace::new("source").await;
+    install_registrar(&ns.client).await;
+    let hydra = Hydra::start("http://127.0.0.1:1").await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut args: Vec<String> = [
+        "--watch-namespace",
+        &ns.name,
+        "--registry-addr",
+        &addr,
+        "--registry-insecure-http",
+        "--secret-source-interval",
+        "1s",
+    ]
+    .map(String::from)
+    .into();
+    args.extend(hydra.operator_args("60s"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&args).await;
+    let caller = Caller::new(&ns, port).await;
+    let imported = format!("billing-from-keycloak-{:06x}", rand::random::<u32>() & 0xffffff);
+    let mut app = confidential("billing");
+    app.spec.grant_types = Some(vec![GrantType::ClientCredentials]);
+    app.spec.client_id = Some(imported.clone());
+    app.spec.secret = Some(registrar::api::SecretTemplate {
+        source_ref: Some(registrar::api::SecretSourceRef { name: "billing-from-vault".into(), key: None }),
+        ..Default::default()
+    });
+    app.spec.rotation =
+        Some(registrar::api::Rotation { grace_period: Some("1h".parse().expect("duration")), interval: None });
+    apply(&ns, &app).await;
+    let pending = wait_app(&ns, "billing", "SecretSourceMissing", |a| not_ready(a, "SecretSourceMissing")).await;
+    assert!(ready_reason(&pending).expect("condition").2.contains("billing-from-vault"));
+    assert_eq!(status(&pending).client_id, None, "nothing issued");
+    assert!(credentials(&ns, "billing-credentials").await.is_none(), "nothing invented");
+
+    let first = "kH3v9QmZp2Lx7TbN4cRw8YsJ1dFg6UaE0oVi5Ky";
+    put_source(&ns, "billing-from-vault", first).await;
+    let (issued, secret) = wait_issued(&ns, "billing").await;
+    assert_eq!(status(&issued).client_id.as_deref(), Some(imported.as_str()));
+    assert_eq!(secret_value(&secret, "client_secret").as_deref(), Some(first), "the chosen secret is issued");
+    eventually("the chosen secret to authenticate", TIMEOUT, || async {
+        caller.authenticate(&imported, first).await.0.is_success().then_some(())
+    })
+    .await;
+    // And at Hydra, under the imported Client ID.
+    eventually("a token at Hydra for the chosen secret", TIMEOUT, || async {
+        (hydra.client_credentials(&imported, first, "read").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A new value at the source: a rotation, the old one kept for the grace period.
+    let second = "Wq5eR8tY2uI4oP7aS1dF3gH6jK9lZ0xC2vB5nMq";
+    put_source(&ns, "billing-from-vault", second).await;
+    wait_app(&ns, "billing", "the rotation", |a| status(a).secret_version == Some(2)).await;
+    wait_event(&ns, "Rotated", "secret.sourceRef changed").await;
+    let rotated = credentials(&ns, "billing-credentials").await.expect("Secret");
+    assert_eq!(secret_value(&rotated, "client_secret").as_deref(), Some(second));
+    eventually("the new secret to authenticate", TIMEOUT, || async {
+        caller.authenticate(&imported, second).await.0.is_success().then_some(())
+    })
+    .await;
+    assert!(caller.authenticate(&imported, first).await.0.is_success(), "the previous one, in its grace period");
+    eventually("Hydra to hold the new secret", TIMEOUT, || async {
+        (hydra.client_credentials(&imported, second, "read").await.0 == 200).then_some(())
+    })
+    .await;
+
+    // A weak value: refused, nothing issued changes.
+    let weak = "passwordpasswordpasswordpassword";
+    put_source(&ns, "billing-from-vault", weak).await;
+    let refused = wait_app(&ns, "billing", "WeakSecret", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "SecretSource" && c.status == "False" && c.reason == "WeakSecret")
+        })
+    })
+    .await;
+    assert_eq!(ready_reason(&refused).map(|r| r.0).as_deref(), Some("True"), "the issued secret still works");
+    assert_eq!(status(&refused).secret_version, Some(2));
+    wait_event(&ns, "WeakSecret", "easy to guess").await;
+    assert!(caller.authenticate(&imported, second).await.0.is_success());
+    assert_eq!(caller.authenticate(&imported, weak).await.0.as_u16(), 401);
+    assert_eq!(hydra.client_credentials(&imported, weak, "read").await.0, 401, "Hydra never got the weak one");
+    assert_eq!(hydra.client_credentials(&imported, second, "read").await.0, 200);
+    let unchanged = credentials(&ns, "billing-credentials").await.expect("Secret");
+    assert_eq!(secret_value(&unchanged, "client_secret").as_deref(), Some(second));
+    crate::support::apps::assert_no_leak(&ns, &operator, &[first.into(), second.into(), weak.into()]).await;
     ns.delete().await;
 }
