@@ -1,28 +1,50 @@
 //! The operator's own HTTP endpoints: `/metrics` (Prometheus), `/healthz`
-//! (the process is alive) and `/readyz` (caches are synced and the controller runs).
+//! (the process is alive) and `/readyz` (caches are synced and, when it is on,
+//! the registry API listens).
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
 use crate::metrics::Metrics;
 
-/// Whether the operator is ready to serve. Cheap to clone.
+/// Whether the operator is ready to serve: every gate taken with
+/// [`Readiness::gate`] is open. Cheap to clone.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<Mutex<Vec<(&'static str, bool)>>>);
+
+/// One thing readiness waits for; [`Gate::open`] when it is done.
+pub struct Gate {
+    readiness: Readiness,
+    index: usize,
+}
 
 impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+    /// A new gate, closed until opened. Take every gate before serving /readyz.
+    pub fn gate(&self, what: &'static str) -> Gate {
+        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.push((what, false));
+        Gate { readiness: self.clone(), index: gates.len() - 1 }
     }
+
+    /// What readiness still waits for; empty when ready.
+    pub fn waiting_for(&self) -> Vec<&'static str> {
+        let gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.iter().filter(|(_, open)| !open).map(|(what, _)| *what).collect()
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.waiting_for().is_empty()
+    }
+}
+
+impl Gate {
+    pub fn open(self) {
+        let mut gates = self.readiness.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates[self.index].1 = true;
     }
 }
 
@@ -57,9 +79,28 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.readiness.is_ready() {
-        (StatusCode::OK, "ok")
+    let waiting = state.readiness.waiting_for();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ok".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for: {}", waiting.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_gate_is_open() {
+        let readiness = Readiness::default();
+        assert!(readiness.is_ready(), "no gates, nothing to wait for");
+        let caches = readiness.gate("caches to sync");
+        let registry = readiness.gate("the registry API to listen");
+        assert_eq!(readiness.waiting_for(), ["caches to sync", "the registry API to listen"]);
+        registry.open();
+        assert_eq!(readiness.waiting_for(), ["caches to sync"]);
+        caches.open();
+        assert!(readiness.is_ready());
     }
 }

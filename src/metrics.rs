@@ -38,6 +38,7 @@ pub struct Metrics {
     pub mints: Family<ReasonLabels, Counter>,
     pub hash_seconds: Histogram,
     pub kube_requests: Family<VerbLabels, Counter>,
+    pub kube_reviews: Counter,
     pub cached_secrets: Gauge,
     pub leader: Gauge,
     pub authserver_requests: Family<AuthServerLabels, Counter>,
@@ -104,6 +105,12 @@ impl Metrics {
         );
         let kube_requests = Family::<VerbLabels, Counter>::default();
         registry.register("kube_requests", "Requests to the Kubernetes API by HTTP method", kube_requests.clone());
+        let kube_reviews = Counter::default();
+        registry.register(
+            "kube_reviews",
+            "Of the POST requests, SubjectAccessReviews and TokenReviews: questions that change nothing",
+            kube_reviews.clone(),
+        );
         let cached_secrets = Gauge::default();
         registry.register(
             "cached_secrets",
@@ -196,6 +203,7 @@ impl Metrics {
             mints,
             hash_seconds,
             kube_requests,
+            kube_reviews,
             cached_secrets,
             leader,
             authserver_requests,
@@ -231,8 +239,13 @@ impl Metrics {
     }
 
     /// Counts one request to the apiserver.
-    pub fn count_request(&self, method: &http::Method) {
+    pub fn count_request(&self, method: &http::Method, path: &str) {
         self.kube_requests.get_or_create(&VerbLabels { verb: method.as_str().to_owned() }).inc();
+        let review =
+            ["/apis/authorization.k8s.io/", "/apis/authentication.k8s.io/"].iter().any(|p| path.starts_with(p));
+        if method == http::Method::POST && review {
+            self.kube_reviews.inc();
+        }
     }
 }
 
@@ -240,7 +253,7 @@ impl Metrics {
 pub fn counted_client(config: kube::Config, metrics: &Metrics) -> Result<kube::Client, kube::Error> {
     let metrics = metrics.clone();
     let layer = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        metrics.count_request(req.method());
+        metrics.count_request(req.method(), req.uri().path());
         req
     });
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
@@ -254,9 +267,13 @@ mod tests {
     fn renders_counters_with_prefix() {
         let m = Metrics::new();
         m.reconciliations.inc();
-        m.count_request(&http::Method::PATCH);
+        m.count_request(&http::Method::PATCH, "/api/v1/namespaces/a/secrets/b");
+        m.count_request(&http::Method::POST, "/apis/authorization.k8s.io/v1/subjectaccessreviews");
+        m.count_request(&http::Method::POST, "/api/v1/namespaces/a/secrets");
         let text = m.render();
         assert!(text.contains("registrar_reconciliations_total 1"), "{text}");
         assert!(text.contains("registrar_kube_requests_total{verb=\"PATCH\"} 1"), "{text}");
+        assert!(text.contains("registrar_kube_requests_total{verb=\"POST\"} 2"), "{text}");
+        assert!(text.contains("registrar_kube_reviews_total 1"), "{text}");
     }
 }

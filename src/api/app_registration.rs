@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
     selectable = ".spec.scope",
     printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
     printcolumn(name = "Registered By", type_ = "string", json_path = ".status.registeredBy"),
+    printcolumn(name = "Owner", type_ = "string", json_path = ".status.owner.name"),
     printcolumn(name = "Client ID", type_ = "string", json_path = ".status.clientId"),
     printcolumn(
         name = "Secret",
@@ -159,6 +160,89 @@ pub struct AppRegistrationSpec {
     /// spec.clientId takes it over with the same secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Who owns the app: a user or a group that must be able to manage it
+    /// (update AppRegistrations in this namespace). Default: the user who
+    /// registered it. An owner who can no longer manage it is replaced by the
+    /// organization's owner (status.owner says who is in effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A user or a group.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// User (default) or Group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OwnerKind>,
+    /// The user or group name, as the apiserver authenticates it.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl Owner {
+    pub fn user(name: impl Into<String>) -> Self {
+        Owner { kind: None, name: name.into() }
+    }
+
+    pub fn group(name: impl Into<String>) -> Self {
+        Owner { kind: Some(OwnerKind::Group), name: name.into() }
+    }
+
+    pub fn is_group(&self) -> bool {
+        self.kind == Some(OwnerKind::Group)
+    }
+
+    /// `User alice` or `Group platform`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} {}", if self.is_group() { "Group" } else { "User" }, self.name)
+    }
+}
+
+impl std::str::FromStr for Owner {
+    type Err = String;
+
+    /// `User:alice` or `Group:platform-admins`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            Some(("User", name)) if !name.is_empty() => Ok(Owner::user(name)),
+            Some(("Group", name)) if !name.is_empty() => Ok(Owner::group(name)),
+            _ => Err(format!("an owner is User:<name> or Group:<name>, not {text:?}")),
+        }
+    }
+}
+
+/// Whether an owner is a user or a group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum OwnerKind {
+    #[default]
+    User,
+    Group,
+}
+
+/// The owner in effect.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OwnerKind>,
+    pub name: String,
+    /// Specified (spec.owner), Registered (the registering user), Organization
+    /// (no owner named: the organization's), or Transferred (the owner named
+    /// could no longer manage the app).
+    pub reason: String,
+    /// Since when.
+    pub since: Time,
+    /// The owner it was transferred from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transferred_from: Option<String>,
+}
+
+impl OwnerStatus {
+    pub fn owner(&self) -> Owner {
+        Owner { kind: self.kind.filter(|k| *k == OwnerKind::Group), name: self.name.clone() }
+    }
 }
 
 /// What deleting an app does with its credentials.
@@ -420,6 +504,10 @@ pub struct AppRegistrationStatus {
     /// The user who created the app, recorded at admission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_by: Option<String>,
+    /// The owner in effect (spec.owner, the registering user, or the
+    /// organization's owner after a transfer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<OwnerStatus>,
     /// The namespaces holding a granted consent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<ConsentSummary>,

@@ -22,6 +22,10 @@ pub const REGISTERED: &str = "Registered";
 /// its source holds a secret registrar can issue.
 pub const SECRET_SOURCE: &str = "SecretSource";
 
+/// The condition an AppRegistration carries once its ownership was
+/// transferred: whether its secret should be rotated.
+pub const ROTATION_RECOMMENDED: &str = "RotationRecommended";
+
 /// The condition every AppConsent carries.
 pub const GRANTED: &str = "Granted";
 
@@ -63,6 +67,12 @@ pub mod reason {
     pub const WEAK_SECRET: &str = "WeakSecret";
     /// The client secret comes from `secret.sourceRef`.
     pub const SOURCED: &str = "Sourced";
+    /// Ownership passed to the organization's owner: rotate.
+    pub const OWNER_TRANSFERRED: &str = "OwnerTransferred";
+    /// The secret was rotated since the transfer.
+    pub const ROTATED: &str = "Rotated";
+    /// The owner named is in effect.
+    pub const OWNER_IN_EFFECT: &str = "OwnerInEffect";
     /// `Ready`: issued, but not (yet) held by the authorization server.
     pub const NOT_REGISTERED: &str = "NotRegistered";
     /// `Registered`: the authorization server holds the client as issued.

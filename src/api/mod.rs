@@ -13,7 +13,9 @@ pub use app_registration::{
     DEFAULT_CLIENT_SECRET_KEY, DEFAULT_GRANT_TYPES, DEFAULT_ISSUER_KEY, DEFAULT_TOKEN_URL_KEY, GrantType,
     MANAGED_BY_LABEL, Rotation, Scope, SecretKeys, SecretTemplate, WorkloadKind, WorkloadRef,
 };
-pub use app_registration::{ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, SecretSourceRef};
+pub use app_registration::{
+    ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, OwnerKind, OwnerStatus, SecretSourceRef,
+};
 pub use organization_policy::{
     AllowlistEntry, Grant, OrganizationPolicy, OrganizationPolicySpec, OrganizationPolicyStatus, PolicyKind,
 };

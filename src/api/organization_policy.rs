@@ -48,6 +48,14 @@ pub struct OrganizationPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024))]
     pub allowlist: Vec<AllowlistEntry>,
+    /// Who takes over an app of this organization whose owner can no longer
+    /// manage it. Default: registrar's cluster-wide default (--default-owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<super::Owner>,
+    /// Rotate an app's secret when its ownership is transferred (the previous
+    /// owner may know it), instead of only recommending it. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_on_owner_transfer: Option<bool>,
 }
 
 /// Unrestricted or Restricted.

@@ -980,6 +980,7 @@ mod tests {
             ],
             client_id: Some("legacy.billing-portal_01~".to_string()),
             deletion_policy: Some(crate::api::DeletionPolicy::Retain),
+            owner: Some(crate::api::Owner::group("billing-admins")),
         }
     }
 

@@ -151,6 +151,14 @@ struct Args {
     /// value (a Go duration); any change to the app reads it at once.
     #[arg(long, env = "REGISTRAR_SECRET_SOURCE_INTERVAL", default_value = "60s")]
     secret_source_interval: kube::core::Duration,
+    /// Who takes over an app whose owner can no longer manage it, in an
+    /// organization whose OrganizationPolicy names no owner (User:<name> or Group:<name>).
+    #[arg(long, env = "REGISTRAR_DEFAULT_OWNER", default_value = "Group:system:masters")]
+    default_owner: registrar::api::Owner,
+    /// How often each app's owner is checked (a SubjectAccessReview) without
+    /// any change to the app (a Go duration).
+    #[arg(long, env = "REGISTRAR_OWNER_CHECK_INTERVAL", default_value = "10m")]
+    owner_check_interval: kube::core::Duration,
 }
 
 // The system allocator: argon2id's 19 MiB working memory is reused from hash to
@@ -211,6 +219,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     info!(secret = format!("{}/{}", args.operator_namespace, args.seal_key_secret), "loaded the seal key");
 
     let readiness = Readiness::default();
+    let caches_synced = readiness.gate("caches to sync");
     let (addr, serve) = admin_server::bind(args.metrics_addr, metrics.clone(), readiness.clone()).await?;
     info!(%addr, "serving /metrics, /healthz and /readyz");
     tokio::spawn(async move {
@@ -242,7 +251,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tokio::spawn(async move {
         synced.synced().await;
         info!("caches are synced");
-        readiness.set_ready();
+        caches_synced.open();
     });
 
     // Every replica serves the registry from its caches, leader or not.
@@ -264,8 +273,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry_hasher = hasher.sharing_memory(args.registry_hash_workers.unwrap_or(cores));
         let (client, caches, metrics, key) = (client.clone(), caches.clone(), metrics.clone(), seal_key.clone());
+        let listening = readiness.gate("the registry API to listen");
         tokio::spawn(async move {
-            if let Err(e) = registry::serve(registry_settings, client, caches, registry_hasher, metrics, key).await {
+            let serving = registry::serve(registry_settings, client, caches, registry_hasher, metrics, key, listening);
+            if let Err(e) = serving.await {
                 error!(error = %e, "the registry API stopped");
             }
         });
@@ -305,6 +316,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let settings = Settings {
         source_recheck: std::time::Duration::from(args.secret_source_interval),
+        default_owner: args.default_owner,
+        owner_check: std::time::Duration::from(args.owner_check_interval),
         platform_namespace: args.platform_namespace,
         concurrency: args.concurrency,
         instance: args.instance,

@@ -165,7 +165,7 @@ mod tests {
     ) -> OrganizationPolicy {
         let mut p = OrganizationPolicy::new(
             ORG,
-            OrganizationPolicySpec { policy: Some(kind), auto_approve_internal: auto, allowlist },
+            OrganizationPolicySpec { policy: Some(kind), auto_approve_internal: auto, allowlist, ..Default::default() },
         );
         p.status = Some(OrganizationPolicyStatus { policy: Some(kind), grandfathered: grants, ..Default::default() });
         p

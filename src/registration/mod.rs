@@ -8,6 +8,7 @@
 //! credentials.
 
 mod error;
+pub mod owner;
 pub mod plan;
 mod reconcile;
 
@@ -47,6 +48,11 @@ pub struct Settings {
     pub auth_server: Option<(AuthServer, Arc<SyncState>)>,
     /// How often a `secret.sourceRef` is read again without any event.
     pub source_recheck: std::time::Duration,
+    /// Who takes over an app whose owner can no longer manage it, where its
+    /// organization names nobody.
+    pub default_owner: crate::api::Owner,
+    /// How often an app's owner is checked without any change to the app.
+    pub owner_check: std::time::Duration,
 }
 
 /// Runs the controller until `shutdown` resolves.

@@ -35,10 +35,14 @@ use crate::{
     index::Import,
 };
 
+use super::owner::{self, Ownership};
+
 /// Annotation whose new value asks for one rotation.
 pub const ROTATE_ANNOTATION: &str = "registrar.dev/rotate";
 /// Annotation set at admission to the user who created the app.
 pub const REGISTERED_BY_ANNOTATION: &str = "registrar.dev/registered-by";
+/// Annotation set at admission to that user's groups, comma-separated.
+pub const REGISTERED_BY_GROUPS_ANNOTATION: &str = "registrar.dev/registered-by-groups";
 /// How long to wait before looking again at an app whose Secret name is taken
 /// (foreign Secrets are not watched).
 const CONFLICT_RETRY: Duration = Duration::from_secs(30);
@@ -65,13 +69,21 @@ pub enum MintReason {
     TakenOver { kept_secret: bool },
     /// The secret in `secret.sourceRef` changed.
     SourceChanged,
+    /// Ownership passed to the organization's owner, whose organization rotates on a transfer.
+    OwnerTransferred,
 }
 
 impl MintReason {
     /// Rotations keep the previous secret verifying during the grace period;
     /// a re-mint after drift does not (the old secret is lost or tampered with).
     pub fn is_rotation(&self) -> bool {
-        matches!(self, MintReason::RotateRequested(_) | MintReason::Scheduled | MintReason::SourceChanged)
+        matches!(
+            self,
+            MintReason::RotateRequested(_)
+                | MintReason::Scheduled
+                | MintReason::SourceChanged
+                | MintReason::OwnerTransferred
+        )
     }
 
     /// A small fixed label for metrics and logs.
@@ -85,6 +97,7 @@ impl MintReason {
             MintReason::Scheduled => "Scheduled",
             MintReason::TakenOver { .. } => "TakenOver",
             MintReason::SourceChanged => "SourceChanged",
+            MintReason::OwnerTransferred => "OwnerTransferred",
         }
     }
 }
@@ -155,6 +168,8 @@ pub struct Inputs<'a> {
     pub retention_in_the_way: Option<String>,
     /// What `secret.sourceRef` holds, read by the shell (`None`: no sourceRef).
     pub source: Option<Source>,
+    /// Who owns the app, as the shell found out (`None`: not decided here).
+    pub ownership: Option<Ownership>,
     pub now: Timestamp,
 }
 
@@ -242,6 +257,7 @@ impl<'a> Inputs<'a> {
             chosen_secret: self.chosen_secret,
             retention_in_the_way: self.retention_in_the_way.clone(),
             source: self.source.clone(),
+            ownership: self.ownership.clone(),
             now: self.now,
         }
     }
@@ -489,6 +505,14 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     }
     if !intact {
         return mint(MintReason::SecretAltered, Some(client_id));
+    }
+    // Ownership passes now, in an organization that rotates on a transfer.
+    if let Some(ownership) = &inputs.ownership
+        && ownership.rotate_on_transfer
+        && !is_public(app)
+        && owner::decide(status.owner.as_ref(), ownership, inputs.now).transferred
+    {
+        return mint(MintReason::OwnerTransferred, Some(client_id));
     }
     if let Some(request) = pending_rotate(app)
         && !is_public(app)
@@ -764,8 +788,22 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
             format!("the restartOnRotate workloads were rolled to secret version {version}"),
         ));
     }
+    // Who owns it, and whether a rotation is due because ownership passed.
+    let owner = inputs.ownership.as_ref().map(|o| owner::decide(status.owner.as_ref(), o, inputs.now));
+    if let Some(owner) = &owner {
+        events.extend(owner.event.clone());
+        let last_rotated = match &issued {
+            Some(_) => Some(to_time(inputs.now)),
+            None => status.last_rotated_at.clone(),
+        };
+        let had = conditions::find(&status.conditions, conditions::ROTATION_RECOMMENDED).is_some();
+        conditions.extend(owner::rotation_recommended(&owner.status, last_rotated.as_ref(), public, had));
+    }
     let mut next =
         desired_status(StatusInputs { app, now: inputs.now, conditions: &conditions, issued: issued_with_hash });
+    if let Some(owner) = owner {
+        next.owner = Some(owner.status);
+    }
     next.consents = inputs.consents.clone();
     next.pending_restart = None;
     next.authorization_server = registered_status;
@@ -781,11 +819,10 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         next.client_id_seal = next.client_id.as_deref().map(|id| inputs.seal_key.seal_client_id(&namespace, &name, id));
     }
     let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
-    // A source is read again on its own schedule: nothing tells registrar it changed.
-    let requeue = match (requeue, inputs.source.as_ref().map(|s| s.recheck)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    // A source is read again on its own schedule, and a named owner asked
+    // again: nothing tells registrar they changed.
+    let owner_check = inputs.ownership.as_ref().filter(|o| o.named.is_some()).map(|o| o.check_every);
+    let requeue = [requeue, inputs.source.as_ref().map(|s| s.recheck), owner_check].into_iter().flatten().min();
     Outcome { secret, registration, restart, status: next, events, requeue, minted }
 }
 
@@ -899,6 +936,14 @@ fn mint_event(reason: &MintReason, layout: &SecretLayout, issued: &Issued) -> Pl
             false,
             "Issued",
             format!("Issued Client ID {} into Secret {name} (secret version {version})", issued.client_id),
+        ),
+        MintReason::OwnerTransferred => PlannedEvent::once(
+            false,
+            "Rotated",
+            format!(
+                "Rotated the client secret to version {version}: ownership passed, and the organization rotates on a \
+                 transfer (rotateOnOwnerTransfer)"
+            ),
         ),
         MintReason::SourceChanged => PlannedEvent::once(
             false,
@@ -1290,6 +1335,7 @@ mod tests {
             chosen_secret: None,
             retention_in_the_way: None,
             source: None,
+            ownership: None,
             now: at(NOW),
         }
     }

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use super::{
     Settings,
     error::{Error, Step},
+    owner::{self, Ownership},
     plan::{
         self, AuthServerView, Decision, Fresh, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent, Registration,
         RestartReport, RetainedSecret, SecretWrite,
@@ -40,7 +41,7 @@ use super::{
 };
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Scope,
+        AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, Scope,
         WorkloadKind, conditions, validation::validate_spec,
     },
     authserver::{AsError, AuthServer},
@@ -72,6 +73,8 @@ pub struct Context {
     recorder: Recorder,
     caches: Caches,
     memory: Mutex<Memory>,
+    /// Recent answers to "may this owner manage apps in this namespace?".
+    owner_answers: moka::sync::Cache<(Owner, Vec<String>, String), bool>,
 }
 
 /// What this process remembers between reconciles, keyed by app UID.
@@ -86,6 +89,8 @@ struct Memory {
     /// Secrets it sealed), so a reconcile needs no read while the Secret's
     /// resourceVersion is unchanged. The data of other Secrets is never kept.
     contents: HashMap<String, KnownContents>,
+    /// When each app's owner was last checked.
+    owner_checked: HashMap<String, Instant>,
 }
 
 /// What an app's Secret holds at a resourceVersion.
@@ -105,7 +110,22 @@ impl Context {
         caches: Caches,
     ) -> Self {
         let recorder = Recorder::new(client.clone(), reporter.clone());
-        Context { client, settings, hasher, metrics, reporter, recorder, caches, memory: Mutex::default() }
+        // Answers are shared by the apps of one owner and namespace, for half a check period.
+        let owner_answers = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
+            .build();
+        Context {
+            client,
+            settings,
+            hasher,
+            metrics,
+            reporter,
+            recorder,
+            caches,
+            memory: Mutex::default(),
+            owner_answers,
+        }
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
@@ -248,6 +268,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     if let Some(id) = &status.client_id {
         forget_taken_over(app, &layout, id, ctx).await?;
     }
+    let ownership = ownership(app, &status, ctx).await;
     // A secret of the user's choice: read at every pass (and every recheck).
     let source = read_source(app, ctx).await?;
     if let Some(plan::Source { read: plan::SourceRead::Value(value), .. }) = &source {
@@ -280,6 +301,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         chosen_secret: chosen_secret.as_ref(),
         retention_in_the_way: ctx.caches.index.retention_at(&(ns.clone(), layout.name.clone())),
         source,
+        ownership,
         now: Timestamp::now(),
     };
     let decision = plan::decide(&inputs);
@@ -553,6 +575,106 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
         },
     };
     Ok(Some(plan::Source { describe, read, recheck: ctx.settings.source_recheck }))
+}
+
+/// Who owns the app this pass: the owner named, whether they may still
+/// manage it (asked when the app changed, and every owner-check period), and
+/// who takes over in its organization.
+async fn ownership(app: &AppRegistration, status: &AppRegistrationStatus, ctx: &Context) -> Option<Ownership> {
+    let ns = app.namespace().unwrap_or_default();
+    let named = match (&app.spec.owner, app.annotations().get(plan::REGISTERED_BY_ANNOTATION)) {
+        (Some(owner), _) => Some((owner.clone(), owner::SPECIFIED)),
+        (None, Some(user)) => Some((Owner::user(user.clone()), owner::REGISTERED)),
+        (None, None) => None,
+    };
+    // The registering user is asked about with the groups they had then (the
+    // apiserver cannot look groups up); a user named in spec.owner, alone.
+    let groups: Vec<String> = match (&app.spec.owner, app.annotations().get(plan::REGISTERED_BY_GROUPS_ANNOTATION)) {
+        (None, Some(groups)) => groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let organization = ctx.caches.index.organization_of(&ns);
+    let policy = ctx.caches.policies.get(&ObjectRef::new(&organization));
+    let organization_owner =
+        policy.as_ref().and_then(|p| p.spec.owner.clone()).unwrap_or_else(|| ctx.settings.default_owner.clone());
+    let rotate_on_transfer = policy.as_ref().is_some_and(|p| p.spec.rotate_on_owner_transfer == Some(true));
+    let every = ctx.settings.owner_check;
+    let id = uid(app);
+    // An owner already in status, for the spec it was decided on, was checked
+    // by an earlier process: its next check is spread over one period rather
+    // than all at once after a restart.
+    let settled = status.owner.is_some() && app.metadata.generation == status.observed_generation;
+    let last_checked = {
+        let mut memory = ctx.memory();
+        match memory.owner_checked.get(&id) {
+            Some(at) => Some(*at),
+            None if settled => {
+                let spread = every.mul_f64(rand::random::<f64>());
+                let at = Instant::now().checked_sub(spread).unwrap_or_else(Instant::now);
+                memory.owner_checked.insert(id.clone(), at);
+                Some(at)
+            }
+            None => None,
+        }
+    };
+    let due = !settled || last_checked.is_none_or(|at| at.elapsed() >= every);
+    let can_manage = match (&named, due) {
+        (Some((owner, _)), true) => {
+            let answer = may_manage(owner, &groups, &ns, ctx).await;
+            if answer.is_some() {
+                ctx.memory().owner_checked.insert(id, Instant::now());
+            }
+            answer
+        }
+        _ => None,
+    };
+    // Asked again when the period since the last check ends.
+    let check_every = match (due, last_checked) {
+        (false, Some(at)) => every.saturating_sub(at.elapsed()).max(Duration::from_secs(1)),
+        _ => every,
+    };
+    Some(Ownership { named, can_manage, organization_owner, rotate_on_transfer, check_every })
+}
+
+/// Whether `owner` (a user with `groups`, or a group) may update
+/// AppRegistrations in `namespace` (a SubjectAccessReview; `None` when the
+/// apiserver could not say).
+async fn may_manage(owner: &Owner, groups: &[String], namespace: &str, ctx: &Context) -> Option<bool> {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let key = (owner.clone(), groups.to_vec(), namespace.to_owned());
+    if let Some(answer) = ctx.owner_answers.get(&key) {
+        return Some(answer);
+    }
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: (!owner.is_group()).then(|| owner.name.clone()),
+            groups: if owner.is_group() {
+                Some(vec![owner.name.clone()])
+            } else {
+                (!groups.is_empty()).then(|| groups.to_vec())
+            },
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("registrar.dev".into()),
+                resource: Some("appregistrations".into()),
+                verb: Some("update".into()),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<SubjectAccessReview>::all(ctx.client.clone()).create(&PostParams::default(), &review).await {
+        Ok(answer) => {
+            let allowed = answer.status.is_some_and(|s| s.allowed);
+            ctx.owner_answers.insert(key, allowed);
+            Some(allowed)
+        }
+        Err(e) => {
+            warn!(namespace, owner = owner.describe(), error = %e, "could not check whether the owner may manage the app");
+            None
+        }
+    }
 }
 
 /// The longest secret accepted from a source.

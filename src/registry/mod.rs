@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
+    admin_server::Gate,
     api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
     consent::policy::{Allowance, PolicyApp, PolicyFacts},
     credentials::{
@@ -306,6 +307,9 @@ struct ClientView {
     grant_types: Vec<GrantType>,
     oauth_scopes: Vec<String>,
     consenting_namespaces: Vec<String>,
+    /// The owner in effect (`kind` absent for a user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<crate::api::Owner>,
     state: &'static str,
     /// The generation of the spec served (the last one accepted).
     served_generation: i64,
@@ -349,6 +353,7 @@ async fn lookup(
         grant_types: served.grant_types,
         oauth_scopes: served.oauth_scopes,
         consenting_namespaces: registry.consenting_namespaces(&app),
+        owner: app.status.as_ref().and_then(|s| s.owner.as_ref()).map(crate::api::OwnerStatus::owner),
         state: "active",
         served_generation: served.generation,
     })
@@ -601,6 +606,7 @@ pub async fn serve(
     hasher: Hasher,
     metrics: Metrics,
     seal_key: SealKey,
+    listening: Gate,
 ) -> Result<(), ServeError> {
     // The hashing pool's occupancy, for /metrics (also while nobody waits on it).
     let (gauges, pool) = (metrics.clone(), hasher.clone());
@@ -621,5 +627,5 @@ pub async fn serve(
         metrics: metrics.clone(),
         seal_key,
     });
-    server::serve(&settings, router(registry), metrics).await
+    server::serve(&settings, router(registry), metrics, listening).await
 }

@@ -23,27 +23,36 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{ServeError, Settings};
-use crate::metrics::Metrics;
+use crate::{admin_server::Gate, metrics::Metrics};
 
 /// How often the certificate files are checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);
 
 /// Serves `app` until the process ends.
-pub async fn serve(settings: &Settings, app: Router, metrics: Metrics) -> Result<(), ServeError> {
+/// Serves `app` until the process ends; opens `listening` once the socket is bound.
+pub async fn serve(settings: &Settings, app: Router, metrics: Metrics, listening: Gate) -> Result<(), ServeError> {
     let limited = Limited { permits: Arc::new(Semaphore::new(settings.max_connections.max(1))), metrics };
     let service = app.into_make_service();
+    let handle = axum_server::Handle::new();
+    let bound = handle.clone();
+    tokio::spawn(async move {
+        if bound.listening().await.is_some() {
+            listening.open();
+        }
+    });
     match (&settings.tls, settings.insecure_http) {
         (Some((cert, key)), _) => {
             let config = RustlsConfig::from_config(tls_config(cert, key)?);
             tokio::spawn(reload_on_change(config.clone(), cert.clone(), key.clone()));
             info!(addr = %settings.addr, max_connections = settings.max_connections, "serving the registry API over TLS");
-            let mut server = axum_server::bind(settings.addr).acceptor(RustlsAcceptor::new(config).acceptor(limited));
+            let mut server =
+                axum_server::bind(settings.addr).acceptor(RustlsAcceptor::new(config).acceptor(limited)).handle(handle);
             server.http_builder().http1().header_read_timeout(settings.header_read_timeout);
             server.serve(service).await?;
         }
         (None, true) => {
             warn!(addr = %settings.addr, "serving the registry API over plain HTTP (--registry-insecure-http)");
-            let mut server = axum_server::bind(settings.addr).acceptor(limited);
+            let mut server = axum_server::bind(settings.addr).acceptor(limited).handle(handle);
             server.http_builder().http1().header_read_timeout(settings.header_read_timeout);
             server.serve(service).await?;
         }

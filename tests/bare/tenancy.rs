@@ -107,8 +107,10 @@ async fn forged_secrets_are_reminted_or_refused_never_adopted() {
     let broken = gitops_apply(&apps, &invalid).await.expect("apply");
     wait_app(&t.a, "broken", "InvalidSpec", |a| ready_reason(a).is_some_and(|(_, r, _)| r == "InvalidSpec")).await;
     let forged = forged_secret("broken-credentials", &broken, 7, &t.victim_client_id, ATTACKER_SECRET);
-    replace_secret(&t.mallory, &t.a.name, &forged).await.expect("forge");
+    // Counted before the forge: the reconcile it triggers may finish before
+    // the next line runs.
     let reconciles = t.operator.metric("registrar_reconciliations_total").await;
+    replace_secret(&t.mallory, &t.a.name, &forged).await.expect("forge");
     eventually("the forged Secret to be looked at", TIMEOUT, || async {
         (t.operator.metric("registrar_reconciliations_total").await > reconciles).then_some(())
     })

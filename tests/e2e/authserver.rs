@@ -512,6 +512,7 @@ async fn hydra_refuses_refreshes_once_the_organization_revokes_the_app_or_the_gr
                 client_id: None,
                 scopes: vec!["offline".into(), "read".into()],
             }],
+            ..Default::default()
         },
     );
     policy.metadata.labels = run_labels();

@@ -107,7 +107,7 @@ impl World {
     async fn policy(&self, kind: PolicyKind, auto_approve_internal: Option<bool>, allowlist: Vec<AllowlistEntry>) {
         let policy = OrganizationPolicy {
             metadata: ObjectMeta { name: Some(self.org.clone()), labels: Some(self.labels()), ..Default::default() },
-            spec: OrganizationPolicySpec { policy: Some(kind), auto_approve_internal, allowlist },
+            spec: OrganizationPolicySpec { policy: Some(kind), auto_approve_internal, allowlist, ..Default::default() },
             status: None,
         };
         let mut body = serde_json::to_value(&policy).expect("policy");

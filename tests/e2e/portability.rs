@@ -315,3 +315,135 @@ async fn a_client_moves_in_with_its_client_id_and_a_secret_from_a_source() {
     crate::support::apps::assert_no_leak(&ns, &operator, &[first.into(), second.into(), weak.into()]).await;
     ns.delete().await;
 }
+
+/// Binds `user` to a Role that may update AppRegistrations in `ns`.
+async fn may_manage_apps(ns: &TestNamespace, user: &str) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "app-managers" },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["appregistrations"], "verbs": ["get", "update", "patch"] }]
+    }))
+    .expect("role");
+    let _ = ns.api::<Role>().create(&kube::api::PostParams::default(), &role).await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": format!("owner-{user}") },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "app-managers" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }]
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>().create(&kube::api::PostParams::default(), &binding).await.expect("bind");
+    eventually(&format!("{user} to manage apps"), TIMEOUT, || async {
+        crate::support::allowed_in(&ns.client, Some(&ns.name), user, "registrar.dev", "appregistrations", "update")
+            .await
+            .then_some(())
+    })
+    .await;
+}
+
+async fn may_no_longer_manage_apps(ns: &TestNamespace, user: &str) {
+    use k8s_openapi::api::rbac::v1::RoleBinding;
+    ns.api::<RoleBinding>().delete(&format!("owner-{user}"), &DeleteParams::default()).await.expect("unbind");
+}
+
+fn owner_of(app: &AppRegistration) -> Option<(String, String)> {
+    let owner = app.status.as_ref()?.owner.as_ref()?;
+    Some((owner.name.clone(), owner.reason.clone()))
+}
+
+fn rotation_recommended(app: &AppRegistration) -> Option<(String, String)> {
+    let c = app.status.as_ref()?.conditions.iter().find(|c| c.type_ == "RotationRecommended")?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+/// The owner named in spec is in effect (a printer column, and part of the
+/// registry's lookup). When their RoleBinding goes, ownership passes to the
+/// organization's owner, with an Event and a condition recommending a
+/// rotation, which a rotation clears; in an organization that rotates on a
+/// transfer, the secret is rotated at once. An admin names a new owner by
+/// editing spec.owner.
+#[tokio::test]
+async fn ownership_passes_to_the_organization_when_the_owner_can_no_longer_manage_the_app() {
+    use registrar::api::{OrganizationPolicy, OrganizationPolicySpec, Owner};
+    let run = format!("{:08x}", rand::random::<u32>());
+    let org = format!("owners-{run}");
+    let ns = TestNamespace::labelled("owner", &[("registrar.dev/organization", org.as_str())]).await;
+    install_registrar(&ns.client).await;
+    let label = ("e2e.registrar.dev/run".to_string(), run.clone());
+    let selector = format!("{}={}", label.0, label.1);
+    let (operator, port) =
+        crate::support::registry::registry_operator(&["--selector", &selector, "--owner-check-interval", "1s"]).await;
+    let caller = Caller::new(&ns, port).await;
+    let admins = format!("org-admins-{run}");
+    let mut policy = OrganizationPolicy::new(
+        &org,
+        OrganizationPolicySpec { owner: Some(Owner::group(admins.clone())), ..Default::default() },
+    );
+    policy.metadata.labels = Some([label.clone()].into());
+    let policies: Api<OrganizationPolicy> = Api::all(ns.client.clone());
+    policies.create(&kube::api::PostParams::default(), &policy).await.expect("policy");
+
+    let (olivia, nadia, omar) = (format!("olivia-{run}"), format!("nadia-{run}"), format!("omar-{run}"));
+    for user in [&olivia, &nadia, &omar] {
+        may_manage_apps(&ns, user).await;
+    }
+    let owned = |name: &str, owner: &str| {
+        let mut app = confidential(name);
+        app.metadata.labels = Some([label.clone()].into());
+        app.spec.owner = Some(Owner::user(owner));
+        app
+    };
+    apply(&ns, &owned("ledger", &olivia)).await;
+    let ledger =
+        wait_app(&ns, "ledger", "olivia to own it", |a| owner_of(a) == Some((olivia.clone(), "Specified".into())))
+            .await;
+    let id = status(&ledger).client_id.expect("id");
+    let table = crate::support::control_plane()
+        .kubectl()
+        .args(["get", "appreg", "ledger", "-n", &ns.name])
+        .output()
+        .expect("kubectl");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().next().unwrap_or_default().contains("OWNER") && table.contains(&olivia), "{table}");
+    eventually("the owner in the registry's lookup", TIMEOUT, || async {
+        (caller.lookup(&id).await.1["owner"]["name"] == json!(olivia)).then_some(())
+    })
+    .await;
+
+    // Olivia loses the right: ownership passes to the organization's owner.
+    may_no_longer_manage_apps(&ns, &olivia).await;
+    let moved =
+        wait_app(&ns, "ledger", "the transfer", |a| owner_of(a) == Some((admins.clone(), "Transferred".into()))).await;
+    let owner = status(&moved).owner.expect("owner");
+    assert_eq!(owner.transferred_from.as_deref(), Some(format!("User {olivia}").as_str()));
+    assert_eq!(rotation_recommended(&moved), Some(("True".into(), "OwnerTransferred".into())));
+    assert_eq!(status(&moved).secret_version, Some(1), "recommended, not rotated");
+    wait_event(&ns, "OwnerTransferred", &olivia).await;
+    // A rotation clears the recommendation.
+    let rotate = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "after-transfer" } } }));
+    ns.api::<AppRegistration>().patch("ledger", &PatchParams::default(), &rotate).await.expect("rotate");
+    wait_app(&ns, "ledger", "the recommendation to clear", |a| {
+        rotation_recommended(a) == Some(("False".into(), "Rotated".into()))
+    })
+    .await;
+    // An admin names a new owner.
+    apply(&ns, &owned("ledger", &nadia)).await;
+    wait_app(&ns, "ledger", "nadia to own it", |a| owner_of(a) == Some((nadia.clone(), "Specified".into()))).await;
+
+    // An organization that rotates on a transfer.
+    let rotating = Patch::Merge(json!({ "spec": { "rotateOnOwnerTransfer": true } }));
+    policies.patch(&org, &PatchParams::default(), &rotating).await.expect("policy");
+    apply(&ns, &owned("vault", &omar)).await;
+    let (vault, _) = wait_issued(&ns, "vault").await;
+    assert_eq!(status(&vault).secret_version, Some(1));
+    wait_app(&ns, "vault", "omar to own it", |a| owner_of(a) == Some((omar.clone(), "Specified".into()))).await;
+    may_no_longer_manage_apps(&ns, &omar).await;
+    let rotated = wait_app(&ns, "vault", "the transfer with a rotation", |a| {
+        owner_of(a).is_some_and(|(_, r)| r == "Transferred") && status(a).secret_version == Some(2)
+    })
+    .await;
+    assert_eq!(rotation_recommended(&rotated).map(|r| r.0).as_deref(), Some("False"), "rotated: nothing to recommend");
+    wait_event(&ns, "Rotated", "ownership passed").await;
+    let _ = policies.delete(&org, &DeleteParams::default()).await;
+    drop(operator);
+    ns.delete().await;
+}

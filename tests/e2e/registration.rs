@@ -71,7 +71,7 @@ async fn confidential_app_gets_a_verifying_secret_and_the_seed_columns() {
     let table = String::from_utf8_lossy(&out.stdout);
     let header: Vec<&str> =
         table.lines().next().unwrap_or_default().split("  ").filter(|s| !s.trim().is_empty()).map(str::trim).collect();
-    assert_eq!(header, ["NAME", "SCOPE", "REGISTERED BY", "CLIENT ID", "SECRET", "PKCE", "READY", "AGE"]);
+    assert_eq!(header, ["NAME", "SCOPE", "REGISTERED BY", "OWNER", "CLIENT ID", "SECRET", "PKCE", "READY", "AGE"]);
     let row = table.lines().nth(1).unwrap_or_default();
     for cell in [
         "billing",
@@ -464,8 +464,10 @@ async fn registered_by_is_set_at_creation_and_survives_gitops_reapply() {
     config.auth_info.impersonate_groups = Some(vec!["system:masters".into()]);
     let alice = kube::Client::try_from(config).expect("client");
     let mut app = confidential("mine");
-    app.metadata.annotations =
-        Some(BTreeMap::from([("registrar.dev/registered-by".to_string(), "forged".to_string())]));
+    app.metadata.annotations = Some(BTreeMap::from([
+        ("registrar.dev/registered-by".to_string(), "forged".to_string()),
+        ("registrar.dev/registered-by-groups".to_string(), "forged-group".to_string()),
+    ]));
     gitops_apply(&Api::namespaced(alice, &ns.name), &app).await.expect("apply as alice");
     let issued = wait_app(&ns, "mine", "Registered By", |a| status(a).registered_by.is_some()).await;
     assert_eq!(
@@ -473,17 +475,32 @@ async fn registered_by_is_set_at_creation_and_survives_gitops_reapply() {
         Some("alice"),
         "set from the requesting user, not the manifest"
     );
+    let groups = |a: &AppRegistration| a.annotations().get("registrar.dev/registered-by-groups").cloned();
+    assert_eq!(
+        groups(&issued).as_deref(),
+        Some("system:masters,system:authenticated"),
+        "alice's groups, not the manifest's"
+    );
+    // Alice owns it: with her groups she may manage it (no transfer).
+    let owner = status(&issued).owner.expect("an owner");
+    assert_eq!((owner.name.as_str(), owner.reason.as_str()), ("alice", "Registered"));
 
-    // A GitOps re-apply of a manifest that does not mention it keeps it.
+    // A GitOps re-apply of a manifest that does not mention them keeps them.
     apply(&ns, &confidential("mine")).await;
     let app = ns.api::<AppRegistration>().get("mine").await.expect("get");
     assert_eq!(app.annotations().get("registrar.dev/registered-by").map(String::as_str), Some("alice"));
+    assert_eq!(groups(&app).as_deref(), Some("system:masters,system:authenticated"));
     assert_eq!(status(&app).registered_by.as_deref(), Some("alice"));
 
-    // Changing it is refused.
-    let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/registered-by": "mallory" } } }));
-    let err = ns.api::<AppRegistration>().patch("mine", &PatchParams::default(), &patch).await.expect_err("immutable");
-    assert!(err.to_string().contains("cannot be changed"), "{err}");
+    // Changing either is refused.
+    for (key, value) in
+        [("registrar.dev/registered-by", "mallory"), ("registrar.dev/registered-by-groups", "system:masters")]
+    {
+        let patch = Patch::Merge(json!({ "metadata": { "annotations": { key: value } } }));
+        let err =
+            ns.api::<AppRegistration>().patch("mine", &PatchParams::default(), &patch).await.expect_err("immutable");
+        assert!(err.to_string().contains("cannot be changed"), "{key}: {err}");
+    }
     ns.delete().await;
 }
 
@@ -498,7 +515,9 @@ async fn the_finalizer_is_set_at_creation_so_issuing_costs_three_writes() {
     assert_eq!(created.finalizers(), ["registrar.dev/revoke"], "set by admission, before the operator acts");
     wait_issued(&ns, "fin").await;
     wait_event(&ns, "Issued", "Issued Client ID").await;
-    assert_eq!(operator.writes().await, 3.0, "Secret, status and Event; no finalizer patch");
+    let requests: Vec<String> =
+        operator.metrics().await.lines().filter(|l| l.starts_with("registrar_kube_re")).map(str::to_owned).collect();
+    assert_eq!(operator.writes().await, 3.0, "Secret, status and Event; no finalizer patch: {requests:?}");
 
     let reapplied = apply(&ns, &confidential("fin")).await;
     assert_eq!(reapplied.finalizers(), ["registrar.dev/revoke"], "a re-apply without it keeps it");

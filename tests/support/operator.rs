@@ -105,13 +105,14 @@ impl Operator {
             .unwrap_or(0.0)
     }
 
-    /// Write requests (POST, PUT, PATCH, DELETE) the operator has made.
+    /// Write requests (POST, PUT, PATCH, DELETE) the operator has made, less
+    /// the access and token reviews (POSTs that change nothing).
     pub async fn writes(&self) -> f64 {
         let mut total = 0.0;
         for verb in ["POST", "PUT", "PATCH", "DELETE"] {
             total += self.metric(&format!("registrar_kube_requests_total{{verb=\"{verb}\"}}")).await;
         }
-        total
+        total - self.metric("registrar_kube_reviews_total").await
     }
 
     /// Everything the operator logged so far.
