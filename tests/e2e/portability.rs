@@ -447,3 +447,119 @@ async fn ownership_passes_to_the_organization_when_the_owner_can_no_longer_manag
     drop(operator);
     ns.delete().await;
 }
+
+/// Runs kubectl as the README shows it (with `input` on stdin) and returns
+/// its standard output; fails the test with its error output otherwise.
+fn kubectl(args: &[&str], input: Option<&str>) -> String {
+    use std::{io::Write, process::Stdio};
+    let mut child = crate::support::control_plane()
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.unwrap_or_default().as_bytes()).expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The README's walkthrough (examples/portability): an existing client moves
+/// in with its Client ID and its secret, the source rotates it, a delete and
+/// re-create keeps both, and ownership passes to the organization's owner
+/// when the owning group's RoleBinding goes.
+#[tokio::test]
+async fn the_moving_clients_walkthrough_works_as_the_readme_shows() {
+    let admin = crate::support::control_plane().client().await;
+    install_registrar(&admin).await;
+    let _operator = Operator::start_with(&[
+        "--selector",
+        "app.kubernetes.io/part-of=registrar-portability-example",
+        "--owner-check-interval",
+        "1s",
+        "--secret-source-interval",
+        "1s",
+    ])
+    .await;
+    let ns = TestNamespace { name: "initech-billing".into(), client: admin.clone() };
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/portability");
+    // The namespace first: the rest lands in it.
+    kubectl(&["apply", "-f", &format!("{examples}/00-namespace.yaml")], None);
+    kubectl(&["apply", "-f", examples], None);
+
+    let (app, secret) = wait_issued(&ns, "invoicing").await;
+    assert_eq!(status(&app).client_id.as_deref(), Some("initech-invoicing-2019"));
+    assert_eq!(secret_value(&secret, "client_id").as_deref(), Some("initech-invoicing-2019"));
+    let source = kubectl(
+        &["get", "secret", "-n", "initech-billing", "invoicing-client-secret", "-o", "jsonpath={.data.client_secret}"],
+        None,
+    );
+    let chosen = secret_value(&secret, "client_secret").expect("the secret");
+    assert_eq!(
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &chosen),
+        source,
+        "the source's secret is issued"
+    );
+    let owned = wait_app(&ns, "invoicing", "the group to own it", |a| {
+        owner_of(a).is_some_and(|(n, _)| n == "initech-billing-admins")
+    })
+    .await;
+    assert_eq!(owner_of(&owned).map(|o| o.1).as_deref(), Some("Specified"));
+    let table = kubectl(&["get", "appreg", "-n", "initech-billing", "invoicing"], None);
+    assert!(table.contains("initech-billing-admins") && table.contains("initech-invoicing-2019"), "{table}");
+
+    // The secret store rotates: a new value at the source.
+    let set_source = |value: &str| {
+        let literal = format!("--from-literal=client_secret={value}");
+        let create = ["create", "secret", "generic", "invoicing-client-secret", "-n", "initech-billing"];
+        let manifest = kubectl(&[&create[..], &[&literal, "--dry-run=client", "-o", "yaml"]].concat(), None);
+        kubectl(&["apply", "-f", "-"], Some(&manifest));
+    };
+    let fresh = format!("{}{}", rand::random::<u128>(), rand::random::<u128>());
+    set_source(&fresh);
+    let rotated =
+        wait_app(&ns, "invoicing", "the rotation from the source", |a| status(a).secret_version == Some(2)).await;
+    wait_event(&ns, "Rotated", "version 2: the secret in secret.sourceRef changed").await;
+    let (_, secret) = wait_issued(&ns, "invoicing").await;
+    assert_eq!(secret_value(&secret, "client_secret").as_deref(), Some(fresh.as_str()));
+
+    // A GitOps prune and the same manifest again: same Client ID, same secret.
+    kubectl(&["delete", "appreg", "-n", "initech-billing", "invoicing"], None);
+    let kept = credentials(&ns, "invoicing-credentials").await.expect("the Secret is retained");
+    assert!(kept.owner_references().is_empty(), "no longer owned by the deleted app");
+    kubectl(&["apply", "-f", &format!("{examples}/30-app.yaml")], None);
+    wait_event(&ns, "TakenOver", "initech-invoicing-2019").await;
+    let (back, secret) = wait_issued(&ns, "invoicing").await;
+    assert_ne!(back.uid(), rotated.uid(), "a new object");
+    assert_eq!(status(&back).client_id.as_deref(), Some("initech-invoicing-2019"));
+    assert_eq!(status(&back).secret_version, Some(1), "a new app counts its own versions");
+    assert_eq!(secret_value(&secret, "client_secret").as_deref(), Some(fresh.as_str()));
+
+    // The billing admins lose the right: the platform team owns it now.
+    kubectl(&["delete", "rolebinding", "-n", "initech-billing", "invoicing-owners"], None);
+    let moved = wait_app(&ns, "invoicing", "the transfer", |a| {
+        owner_of(a) == Some(("initech-platform".into(), "Transferred".into()))
+    })
+    .await;
+    let owner =
+        kubectl(&["get", "appreg", "-n", "initech-billing", "invoicing", "-o", "jsonpath={.status.owner}"], None);
+    assert!(owner.contains("\"transferredFrom\":\"Group initech-billing-admins\""), "{owner}");
+    assert_eq!(rotation_recommended(&moved), Some(("True".into(), "OwnerTransferred".into())));
+    let events =
+        kubectl(&["get", "events", "-n", "initech-billing", "--field-selector", "reason=OwnerTransferred"], None);
+    assert!(events.contains("initech-platform"), "{events}");
+    // The next value at the source clears the recommendation.
+    set_source(&format!("{}{}", rand::random::<u128>(), rand::random::<u128>()));
+    wait_app(&ns, "invoicing", "the recommendation to clear", |a| {
+        rotation_recommended(a) == Some(("False".into(), "Rotated".into()))
+    })
+    .await;
+
+    // Clean up as the README says.
+    kubectl(&["delete", "-f", examples, "--ignore-not-found", "--wait=false"], None);
+    let _ = ns.api::<Secret>().delete("invoicing-credentials", &DeleteParams::default()).await;
+}
