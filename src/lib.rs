@@ -9,6 +9,7 @@
 pub mod admin_server;
 pub mod api;
 pub mod authserver;
+pub mod cli;
 pub mod consent;
 pub mod credentials;
 pub mod index;

@@ -92,6 +92,16 @@ async fn mounted_credentials_get_tokens_at_hydra_through_rotation_edit_and_delet
     assert_eq!(client["owner"], json!("registrar"));
     assert_eq!(client["metadata"]["registrar.dev/app"], json!(format!("{}/worker", ns.name)));
     assert_eq!(client["token_endpoint_auth_method"], json!("client_secret_basic"));
+    // The plugin's details view names where to get tokens.
+    let shown = crate::plugin::plugin_at(
+        crate::support::control_plane().kubeconfig(),
+        &["show", "worker", "-n", &ns.name, "-o", "json"],
+        None,
+    )
+    .await;
+    let details: serde_json::Value = serde_json::from_str(&shown.stdout).expect("show -o json");
+    assert_eq!(details["issuer"], json!(hydra.issuer()));
+    assert_eq!(details["tokenUrl"], json!(hydra.token_url()));
 
     // Rotate with gracePeriod 0: the old secret is refused at Hydra.
     let rotate = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "r1" } } }));

@@ -54,6 +54,12 @@ pub fn control_plane() -> &'static ControlPlane {
 }
 
 impl ControlPlane {
+    /// Another control plane, separate from this binary's (nothing installed
+    /// in it); stopped when dropped.
+    pub fn start_separate() -> Result<Self, String> {
+        Self::start()
+    }
+
     fn start() -> Result<Self, String> {
         let binary = controlplane_binary()?;
         let dir = std::env::temp_dir().join(format!(
@@ -381,4 +387,17 @@ pub async fn install_registrar(client: &Client) {
         }
     })
     .await;
+}
+
+/// Creates the namespace `name` unless it exists (shared ones, such as the
+/// platform namespace, outlive any one test).
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace =
+        Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    match namespaces.create(&PostParams::default(), &namespace).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating namespace {name}: {e}"),
+    }
 }
