@@ -96,6 +96,10 @@ impl Target {
     ) -> CliError {
         let where_ = namespace.map_or_else(|| " in all namespaces".to_owned(), |ns| format!(" in namespace {ns:?}"));
         match error {
+            // An admission policy's denial is a 403 too; RBAC's says who cannot do what.
+            kube::Error::Api(status) if status.code == 403 && !status.message.contains(" cannot ") => {
+                CliError::Refused(format!("the apiserver refused to {verb} {resource}: {}", status.message))
+            }
             kube::Error::Api(status) if status.code == 403 => {
                 let (resource, hint) = if registrar_resource(resource) {
                     (

@@ -333,6 +333,12 @@ async fn errors_say_what_is_missing_or_forbidden() {
         "{}",
         forbidden.stderr
     );
+    // An admission policy's refusal is not mistaken for RBAC.
+    let global =
+        plugin(&["register", "g", "-n", &ns.name, "--scope", "global", "--redirect-uri", "https://g.example.com/cb"])
+            .await
+            .failed();
+    assert!(global.stderr.contains("the apiserver refused") && !global.stderr.contains("RBAC"), "{}", global.stderr);
     let missing = plugin(&["show", "nope", "-n", &ns.name]).await.failed();
     assert!(missing.stderr.contains(&format!("AppRegistration \"nope\" not found in namespace \"{}\"", ns.name)));
     let usage = plugin(&["show"]).await;
