@@ -34,7 +34,7 @@ use registrar::{
     api::{
         AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, OrganizationPolicy, PolicyKind, Scope,
     },
-    credentials::{ClientSecret, HashParams, Hasher},
+    credentials::{ClientSecret, HashParams, Hasher, SecretOrigin},
 };
 use serde_json::json;
 use support::{TestNamespace, control_plane, install_registrar, operator::Operator};
@@ -225,25 +225,45 @@ async fn main() {
 
     // === ceilings === (hashing first, while the control plane is idle: right
     // after 10,000 writes the apiserver and etcd are still busy for a while)
-    let params = HashParams::default();
-    let hasher = Hasher::new(params, cores).expect("hasher");
+    let hasher = Hasher::new(HashParams::default(), cores).expect("hasher");
     let secret = ClientSecret::mint();
-    let hash_window = Duration::from_secs(5);
-    let started = Instant::now();
-    let mut hashes = 0usize;
-    while started.elapsed() < hash_window {
-        let batch: Vec<_> = (0..cores).map(|_| hasher.hash(&secret)).collect();
-        hashes += futures::future::join_all(batch).await.len();
-    }
-    let hash_seconds = started.elapsed().as_secs_f64();
-    let hash_rate = hashes as f64 / hash_seconds;
-    let cpu_per_hash = hash_seconds * cores as f64 / hashes as f64;
+    // Hashes per second on every core at once, for a secret of this origin.
+    let measure = |origin: SecretOrigin| {
+        let (hasher, secret) = (hasher.clone(), secret.clone());
+        async move {
+            let window = Duration::from_secs(if origin == SecretOrigin::Minted { 2 } else { 5 });
+            let started = Instant::now();
+            let mut hashes = 0usize;
+            while started.elapsed() < window {
+                let batch: Vec<_> = (0..cores * 8).map(|_| hasher.hash(&secret, origin)).collect();
+                hashes += futures::future::join_all(batch).await.len();
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            (hashes as f64 / seconds, seconds * cores as f64 / hashes as f64)
+        }
+    };
+    // What mints and first verifications cost: registrar's own secrets.
+    let (hash_rate, cpu_per_hash) = measure(SecretOrigin::Minted).await;
+    let m = HashParams::MINTED;
     report.row(
-        format!("argon2id hash rate on {cores} cores (m=19456,t=2,p=1)"),
+        format!(
+            "argon2id hash rate on {cores} cores, minted secrets (m={},t={},p={})",
+            m.memory_kib, m.iterations, m.parallelism
+        ),
         format!("{hash_rate:.0} /s"),
         "ceiling",
     );
-    report.row("CPU per hash", format!("{:.1} ms", cpu_per_hash * 1000.0), "ceiling");
+    let (chosen_rate, cpu_per_chosen) = measure(SecretOrigin::Chosen).await;
+    let p = HashParams::default();
+    report.row(
+        format!(
+            "argon2id hash rate on {cores} cores, chosen secrets (m={},t={},p={})",
+            p.memory_kib, p.iterations, p.parallelism
+        ),
+        format!("{chosen_rate:.0} /s ({:.1} ms CPU each)", cpu_per_chosen * 1000.0),
+        "ceiling",
+    );
+    report.row("CPU per minted hash", format!("{:.3} ms", cpu_per_hash * 1000.0), "ceiling (target < 0.5 ms)");
     let noise = TestNamespace::new("bench-noise").await;
     let secrets = noise.api::<Secret>();
     let cpu_before = control_plane_cpu();

@@ -124,10 +124,30 @@ pub struct HashParams {
 }
 
 impl Default for HashParams {
-    /// The OWASP minimum for argon2id: m=19456 KiB, t=2, p=1.
+    /// For secrets a person chose: the OWASP minimum for argon2id, m=19456
+    /// KiB, t=2, p=1 (configurable with --argon2-*).
     fn default() -> Self {
         HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 }
     }
+}
+
+impl HashParams {
+    /// For secrets registrar mints: 256 random bits cannot be guessed, so
+    /// slow, memory-hard hashing buys nothing against an attacker who has the
+    /// hash (NIST SP 800-63B §5.1.2.2: secrets of 112 bits or more need only an
+    /// approved one-way function). argon2id at its smallest useful cost — about
+    /// 0.1 ms of CPU and 256 KiB — keeps one format for every hash.
+    pub const MINTED: HashParams = HashParams { memory_kib: 256, iterations: 1, parallelism: 1 };
+}
+
+/// Where a secret comes from, which decides what its hash must withstand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Minted by registrar: 256 random bits, hashed at [`HashParams::MINTED`].
+    Minted,
+    /// Chosen by someone (a secret source, a retained secret taken over):
+    /// hashed at the password cost the hasher was made with.
+    Chosen,
 }
 
 /// What went wrong while hashing or verifying. Never carries the secret.
@@ -153,7 +173,10 @@ pub enum CredentialError {
 /// made with [`Hasher::sharing_memory`] draw on the same buffers.
 #[derive(Clone)]
 pub struct Hasher {
+    /// For chosen secrets.
     params: Params,
+    /// For minted secrets.
+    minted: Params,
     permits: Arc<Semaphore>,
     memory: Arc<WorkingMemory>,
     running: Arc<Running>,
@@ -194,10 +217,16 @@ impl Hasher {
     pub fn new(params: HashParams, permits: usize) -> Result<Self, CredentialError> {
         let params = Params::new(params.memory_kib, params.iterations, params.parallelism, Some(OUTPUT_BYTES))
             .map_err(|e| CredentialError::Params(e.to_string()))?;
+        let m = HashParams::MINTED;
+        let minted = Params::new(m.memory_kib, m.iterations, m.parallelism, Some(OUTPUT_BYTES))
+            .map_err(|e| CredentialError::Params(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Only the password-cost buffers are worth keeping: a minted hash's
+        // 256 KiB is allocated in a few microseconds.
         let memory = WorkingMemory { blocks: params.block_count(), keep: cores, free: Default::default() };
         Ok(Hasher {
             params,
+            minted,
             permits: Arc::new(Semaphore::new(permits.max(1))),
             memory: Arc::new(memory),
             running: Arc::default(),
@@ -215,6 +244,7 @@ impl Hasher {
     pub fn sharing_memory(&self, permits: usize) -> Self {
         Hasher {
             params: self.params.clone(),
+            minted: self.minted.clone(),
             permits: Arc::new(Semaphore::new(permits.max(1))),
             memory: self.memory.clone(),
             running: Arc::default(),
@@ -247,10 +277,15 @@ impl Hasher {
         .map_err(|_| CredentialError::PoolClosed)
     }
 
-    /// The argon2id PHC string of `secret`, with a fresh random salt.
-    pub async fn hash(&self, secret: &ClientSecret) -> Result<String, CredentialError> {
+    /// The argon2id PHC string of `secret`, with a fresh random salt, at the
+    /// cost its origin calls for (recorded in the string, so any cost verifies).
+    pub async fn hash(&self, secret: &ClientSecret, origin: SecretOrigin) -> Result<String, CredentialError> {
         let permit = self.permits.clone().acquire_owned().await.map_err(|_| CredentialError::PoolClosed)?;
-        let (params, secret) = (self.params.clone(), secret.clone());
+        let params = match origin {
+            SecretOrigin::Minted => self.minted.clone(),
+            SecretOrigin::Chosen => self.params.clone(),
+        };
+        let secret = secret.clone();
         self.run(permit, move |memory| hash_blocking(&params, memory, &secret)).await?
     }
 
@@ -424,7 +459,7 @@ mod tests {
     async fn hash_verifies_the_secret_and_nothing_else() {
         let hasher = cheap();
         let secret = ClientSecret::mint();
-        let hash = hasher.hash(&secret).await.unwrap();
+        let hash = hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(!hash.contains(secret.expose()));
         assert!(hasher.verify(&secret, &hash).await.unwrap());
@@ -438,7 +473,7 @@ mod tests {
         let hasher = cheap();
         let secret = ClientSecret::mint();
         // Ours verify with the reference implementation…
-        let ours = hasher.hash(&secret).await.unwrap();
+        let ours = hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap();
         let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(64, 1, 1, None).unwrap());
         assert!(reference.verify_password(secret.expose().as_bytes(), ours.as_str()).is_ok());
         // …and the reference implementation's (hashes written by earlier
@@ -458,7 +493,7 @@ mod tests {
         let hasher = cheap();
         let registry = hasher.sharing_memory(1);
         let secret = ClientSecret::mint();
-        let hash = hasher.hash(&secret).await.unwrap();
+        let hash = hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap();
         assert!(registry.verify_within(&secret, &hash, std::time::Duration::ZERO).await.unwrap().unwrap());
         let kept = hasher.memory.free.lock().unwrap().len();
         assert_eq!(kept, 1, "one hash at a time needs one buffer, kept for the next");
@@ -471,7 +506,7 @@ mod tests {
     async fn an_abandoned_verification_keeps_its_turn_until_the_hash_ends() {
         let hasher = Hasher::new(HashParams { memory_kib: 8192, iterations: 4, parallelism: 1 }, 2).unwrap();
         let secret = ClientSecret::mint();
-        let hash = hasher.hash(&secret).await.unwrap();
+        let hash = hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap();
         for i in 0..40 {
             let (hasher, hash) = (hasher.clone(), hash.clone());
             let wrong = ClientSecret::from_bytes(format!("wrong-{i}").as_bytes()).unwrap();
@@ -493,14 +528,33 @@ mod tests {
     async fn each_hash_has_its_own_salt() {
         let hasher = cheap();
         let secret = ClientSecret::mint();
-        assert_ne!(hasher.hash(&secret).await.unwrap(), hasher.hash(&secret).await.unwrap());
+        assert_ne!(
+            hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap(),
+            hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap()
+        );
     }
 
     #[tokio::test]
     async fn default_parameters_are_the_owasp_minimum() {
         let hasher = Hasher::new(HashParams::default(), 1).unwrap();
-        let hash = hasher.hash(&ClientSecret::mint()).await.unwrap();
+        let hash = hasher.hash(&ClientSecret::mint(), SecretOrigin::Chosen).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    }
+
+    #[tokio::test]
+    async fn minted_secrets_are_hashed_cheaply_and_chosen_ones_at_the_password_cost() {
+        let hasher = Hasher::new(HashParams::default(), 1).unwrap();
+        let secret = ClientSecret::mint();
+        let minted = hasher.hash(&secret, SecretOrigin::Minted).await.unwrap();
+        assert!(minted.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{minted}");
+        let chosen = hasher.hash(&secret, SecretOrigin::Chosen).await.unwrap();
+        assert!(chosen.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{chosen}");
+        // Either verifies, whatever the hasher's settings: the cost is in the hash.
+        assert!(cheap().verify(&secret, &minted).await.unwrap() && cheap().verify(&secret, &chosen).await.unwrap());
+        assert!(
+            hasher.memory.free.lock().unwrap().iter().all(|b| b.len() == 19_456),
+            "only password-cost buffers kept"
+        );
     }
 
     #[tokio::test]
@@ -511,7 +565,7 @@ mod tests {
 
     #[tokio::test]
     async fn well_formed_hashes_are_told_from_tampered_ones() {
-        let hash = cheap().hash(&ClientSecret::mint()).await.unwrap();
+        let hash = cheap().hash(&ClientSecret::mint(), SecretOrigin::Chosen).await.unwrap();
         assert!(is_well_formed(&hash));
         assert!(!is_well_formed("not-a-hash"));
         assert!(!is_well_formed(""));

@@ -46,7 +46,7 @@ use crate::{
     },
     authserver::{AsError, AuthServer},
     credentials::{
-        ClientSecret, Hasher,
+        ClientSecret, Hasher, SecretOrigin,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
         retention::Retention,
         seal::SEAL_ANNOTATION,
@@ -323,7 +323,14 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         );
     }
     let hash = match decision.issued(&inputs) {
-        Some(issued) => Some(hash_issued(app, &issued, ctx).await?),
+        Some(issued) => {
+            // A secret of someone's choosing (a source, or a retained one taken
+            // over, whose origin is not known) gets the password cost.
+            let chosen =
+                inputs.chosen_secret.is_some() || app.spec.secret.as_ref().is_some_and(|s| s.source_ref.is_some());
+            let origin = if chosen { SecretOrigin::Chosen } else { SecretOrigin::Minted };
+            Some(hash_issued(app, &issued, origin, ctx).await?)
+        }
         None => None,
     };
     let outcome = plan::outcome(&inputs, &decision, hash.as_ref());
@@ -749,12 +756,18 @@ async fn foreign_secret_holds_the_name(
     Ok(live.is_some_and(|live| !controlled_by(app, &live.metadata)))
 }
 
-async fn hash_issued(app: &AppRegistration, issued: &Issued, ctx: &Context) -> Result<IssuedHash, Error> {
+async fn hash_issued(
+    app: &AppRegistration,
+    issued: &Issued,
+    origin: SecretOrigin,
+    ctx: &Context,
+) -> Result<IssuedHash, Error> {
     let Some(secret) = &issued.secret else {
         return Ok(IssuedHash { hash: None, fingerprint: None });
     };
     let started = Instant::now();
-    let hash = ctx.hasher.hash(secret).await.map_err(|source| Error::Credentials { object: key(app), source })?;
+    let hash =
+        ctx.hasher.hash(secret, origin).await.map_err(|source| Error::Credentials { object: key(app), source })?;
     ctx.metrics.hash_seconds.observe(started.elapsed().as_secs_f64());
     Ok(IssuedHash { hash: Some(hash), fingerprint: Some(secret.fingerprint()) })
 }
