@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.secretFingerprint",
         description = "First 8 hex digits of the SHA-256 of the current client secret"
     ),
-    printcolumn(name = "PKCE", type_ = "boolean", json_path = ".spec.requirePkce"),
+    printcolumn(name = "PKCE", type_ = "boolean", json_path = ".status.accepted.requirePkce"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     doc = "An OAuth 2.0 client registration: registrar mints its Client ID and Client Secret into a Secret.",

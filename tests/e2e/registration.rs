@@ -83,6 +83,10 @@ async fn confidential_app_gets_a_verifying_secret_and_the_seed_columns() {
     ] {
         assert!(row.contains(cell), "row {row:?} shows {cell}");
     }
+    // PKCE shows the value in effect, also when the manifest leaves it out.
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let pkce = header.iter().position(|h| *h == "PKCE").and_then(|i| cells.get(i));
+    assert_eq!(pkce, Some(&"false"), "row {row:?}");
     // spec.scope is a selectable field.
     let out = control_plane()
         .kubectl()
