@@ -525,7 +525,9 @@ async fn main() {
     let synced = started.elapsed();
     wait_until("every app reconciled again", Duration::from_secs(3600), SLOW, || {
         let operator = &operator;
-        async move { operator.metric("registrar_reconciliations_total").await >= total as f64 }
+        async move {
+            operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await >= total as f64
+        }
     })
     .await;
     let settled = started.elapsed();

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test.sh and scripts/run.sh.
 
 PHASES=()
@@ -51,6 +52,12 @@ build_controlplane() {
 build_hydra() {
   REGISTRAR_HYDRA=$(bash scripts/install-hydra.sh)
   echo "hydra: ${REGISTRAR_HYDRA}"
+}
+
+# Sets REGISTRAR_KREW to the krew binary, building it if needed.
+build_krew() {
+  REGISTRAR_KREW=$(bash scripts/install-krew.sh)
+  echo "krew: ${REGISTRAR_KREW}"
 }
 
 # Sets REGISTRAR_PROXIES to where nginx and Caddy are unpacked, fetching them if needed.

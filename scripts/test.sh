@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, phase by phase, with the wall time of each: formatting,
-# lints, the control-plane and helm builds, unit tests, end-to-end tests against
-# a real control plane (the Helm chart included), the quickstart, and a check
-# that no control-plane process outlived the tests.
+# lints, the control-plane, helm, Hydra and krew builds, unit tests, end-to-end
+# tests against a real control plane (the Helm chart and the krew manifest
+# included), the quickstart, and a check that no control-plane process outlived
+# the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,6 +18,8 @@ export REGISTRAR_CONTROLPLANE
 phase "helm build" bash scripts/install-helm.sh
 phase "Ory Hydra build" build_hydra
 export REGISTRAR_HYDRA
+phase "krew build" build_krew
+export REGISTRAR_KREW
 phase "nginx and Caddy (Debian packages, unpacked)" fetch_proxies
 export REGISTRAR_PROXIES
 phase "unit tests" cargo test --locked --lib --bins

@@ -17,5 +17,6 @@ pub mod leadership;
 pub mod metrics;
 pub mod registration;
 pub mod registry;
+pub mod retry;
 pub mod telemetry;
 pub mod watches;

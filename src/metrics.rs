@@ -20,7 +20,21 @@ pub struct VerbLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
+    /// appregistration, appconsent or organizationpolicy.
+    pub controller: String,
     pub error: String,
+}
+
+/// Which controller: appregistration, appconsent or organizationpolicy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+impl ControllerLabels {
+    pub fn of(controller: &str) -> Self {
+        ControllerLabels { controller: controller.to_owned() }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -32,8 +46,8 @@ pub struct ReasonLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
-    pub reconciliations: Counter,
-    pub consent_reconciliations: Counter,
+    pub reconciliations: Family<ControllerLabels, Counter>,
+    pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub mints: Family<ReasonLabels, Counter>,
     pub hash_seconds: Histogram,
@@ -85,19 +99,29 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("registrar");
-        let reconciliations = Counter::default();
-        registry.register("reconciliations", "AppRegistration reconciliations run", reconciliations.clone());
-        let consent_reconciliations = Counter::default();
-        registry.register("consent_reconciliations", "AppConsent reconciliations run", consent_reconciliations.clone());
+        let reconciliations = Family::<ControllerLabels, Counter>::default();
+        registry.register("reconciliations", "Reconciliations run, by controller", reconciliations.clone());
+        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconciliations take, by controller",
+            reconcile_duration.clone(),
+        );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Failed reconciliations by error kind", reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations by controller and error kind",
+            reconcile_errors.clone(),
+        );
         let mints = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "secret_mints",
             "Client secrets minted, by reason (Initial, RotateRequested, Scheduled, SecretMissing, SecretAltered, SecretUntrusted)",
             mints.clone(),
         );
-        let hash_seconds = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        let hash_seconds = Histogram::new([0.0002, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
         registry.register(
             "secret_hash_seconds",
             "argon2id hashing latency, including waiting for the pool",
@@ -198,7 +222,7 @@ impl Metrics {
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
-            consent_reconciliations,
+            reconcile_duration,
             reconcile_errors,
             mints,
             hash_seconds,
@@ -238,6 +262,13 @@ impl Metrics {
         out
     }
 
+    /// Counts one finished reconciliation of `controller` that took `seconds`.
+    pub fn reconciled(&self, controller: &str, seconds: f64) {
+        let labels = ControllerLabels::of(controller);
+        self.reconciliations.get_or_create(&labels).inc();
+        self.reconcile_duration.get_or_create(&labels).observe(seconds);
+    }
+
     /// Counts one request to the apiserver.
     pub fn count_request(&self, method: &http::Method, path: &str) {
         self.kube_requests.get_or_create(&VerbLabels { verb: method.as_str().to_owned() }).inc();
@@ -266,12 +297,12 @@ mod tests {
     #[test]
     fn renders_counters_with_prefix() {
         let m = Metrics::new();
-        m.reconciliations.inc();
+        m.reconciliations.get_or_create(&ControllerLabels::of("appregistration")).inc();
         m.count_request(&http::Method::PATCH, "/api/v1/namespaces/a/secrets/b");
         m.count_request(&http::Method::POST, "/apis/authorization.k8s.io/v1/subjectaccessreviews");
         m.count_request(&http::Method::POST, "/api/v1/namespaces/a/secrets");
         let text = m.render();
-        assert!(text.contains("registrar_reconciliations_total 1"), "{text}");
+        assert!(text.contains("registrar_reconciliations_total{controller=\"appregistration\"} 1"), "{text}");
         assert!(text.contains("registrar_kube_requests_total{verb=\"PATCH\"} 1"), "{text}");
         assert!(text.contains("registrar_kube_requests_total{verb=\"POST\"} 2"), "{text}");
         assert!(text.contains("registrar_kube_reviews_total 1"), "{text}");

@@ -28,6 +28,7 @@ use crate::{
     credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
     registration::{FIELD_MANAGER, plan::to_time, status_patch},
+    retry,
     watches::Caches,
 };
 use policy::{Allowance, PolicyApp, PolicyFacts};
@@ -50,6 +51,7 @@ struct Context {
     metrics: Metrics,
     seal_key: SealKey,
     recorder: Recorder,
+    failures: retry::Failures,
 }
 
 /// Runs the AppConsent controller until `shutdown` resolves.
@@ -64,7 +66,7 @@ pub async fn run(
 ) {
     let reader = caches.consents.clone();
     let recorder = Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: None });
-    let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder });
+    let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder, failures: Default::default() });
     info!("AppConsent controller started");
     Controller::for_shared_stream(futures::stream::pending(), reader)
         .reconcile_on(triggers)
@@ -79,10 +81,18 @@ pub async fn run(
 async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Deciding on a partial view could flap a consent to NotVisible.
     ctx.caches.synced().await;
+    let started = std::time::Instant::now();
     let result = evaluate_and_write(&consent, &ctx).await;
     // Counted once finished, so a reader of the metric knows its writes are done.
-    ctx.metrics.consent_reconciliations.inc();
+    ctx.metrics.reconciled("appconsent", started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.succeeded(&object_key(&consent));
+    }
     result
+}
+
+fn object_key(consent: &AppConsent) -> String {
+    format!("{}/{}", consent.namespace().unwrap_or_default(), consent.name_any())
 }
 
 async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Action, Error> {
@@ -198,7 +208,7 @@ async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCo
     let event = Event {
         type_: if condition.status { EventType::Normal } else { EventType::Warning },
         reason: condition.reason.into(),
-        note: Some(condition.message.clone()),
+        note: Some(retry::event_note(&condition.message)),
         action: "Evaluate".into(),
         secondary: None,
     };
@@ -207,8 +217,30 @@ async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCo
     }
 }
 
+/// Retries a failed consent with the app controller's per-object exponential
+/// backoff and jitter, and tells its namespace with a rate-limited Warning Event.
 fn error_policy(consent: Arc<AppConsent>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { error: "consent_write_status".into() }).inc();
-    warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %error, "consent reconcile failed");
-    Action::requeue(std::time::Duration::from_secs(5))
+    let labels = ErrorLabels { controller: "appconsent".into(), error: "write_status".into() };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    let failures = ctx.failures.failed(&object_key(&consent));
+    let delay = retry::backoff(failures);
+    warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %error, retry_in = ?delay, "consent reconcile failed");
+    if retry::worth_an_event(failures) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ReconcileFailed".into(),
+            note: Some(retry::event_note(&format!(
+                "{error}; retrying in {}s (failure {failures} in a row)",
+                delay.as_secs().max(1)
+            ))),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = ctx.recorder.publish(&event, &consent.object_ref(&())).await {
+                warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %e, "could not publish an Event");
+            }
+        });
+    }
+    Action::requeue(delay)
 }

@@ -39,6 +39,7 @@ use crate::{
     credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
     registration::{FIELD_MANAGER, plan::to_time, status_patch},
+    retry,
     watches::{Caches, Selection},
 };
 
@@ -57,6 +58,7 @@ struct Context {
     caches: Caches,
     metrics: Metrics,
     seal_key: SealKey,
+    failures: retry::Failures,
 }
 
 /// Runs the OrganizationPolicy controller until `shutdown` resolves.
@@ -83,7 +85,7 @@ pub async fn run(
         config = config.labels(selector);
     }
     let api: Api<OrganizationPolicy> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client, caches, metrics, seal_key });
+    let ctx = Arc::new(Context { client, caches, metrics, seal_key, failures: Default::default() });
     info!("OrganizationPolicy controller started");
     Controller::new(api, config)
         .reconcile_on(triggers)
@@ -97,6 +99,16 @@ pub async fn run(
 
 async fn reconcile(policy: Arc<OrganizationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.caches.synced().await;
+    let started = std::time::Instant::now();
+    let result = decide_and_write(&policy, &ctx).await;
+    ctx.metrics.reconciled("organizationpolicy", started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures.succeeded(&policy.name_any());
+    }
+    result
+}
+
+async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let organization = policy.name_any();
     let current = policy.status.clone().unwrap_or_default();
     let wanted = policy.spec.policy.unwrap_or_default();
@@ -107,7 +119,7 @@ async fn reconcile(policy: Arc<OrganizationPolicy>, ctx: Arc<Context>) -> Result
     let mut refused = None;
     match (wanted, current.policy) {
         (PolicyKind::Restricted, Some(PolicyKind::Restricted)) => {}
-        (PolicyKind::Restricted, _) => match to_keep(&organization, granted_now(&organization, &policy, &ctx).await?) {
+        (PolicyKind::Restricted, _) => match to_keep(&organization, granted_now(&organization, policy, ctx).await?) {
             Ok(grants) => {
                 next.grandfathered = grants;
                 next.restricted_since = Some(to_time(now));
@@ -233,10 +245,12 @@ async fn granted_now(organization: &str, policy: &OrganizationPolicy, ctx: &Cont
 }
 
 fn error_policy(policy: Arc<OrganizationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    let kind = if error.doing == "writing the status" { "policy_write_status" } else { "policy_list_consents" };
-    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { error: kind.into() }).inc();
-    warn!(organization = policy.name_any(), error = %error, "organization policy reconcile failed");
-    Action::requeue(std::time::Duration::from_secs(5))
+    let kind = if error.doing == "writing the status" { "write_status" } else { "list_consents" };
+    let labels = ErrorLabels { controller: "organizationpolicy".into(), error: kind.into() };
+    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
+    let delay = retry::backoff(ctx.failures.failed(&policy.name_any()));
+    warn!(organization = policy.name_any(), error = %error, retry_in = ?delay, "organization policy reconcile failed");
+    Action::requeue(delay)
 }
 
 #[cfg(test)]

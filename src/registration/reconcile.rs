@@ -53,6 +53,7 @@ use crate::{
     },
     index::Import,
     metrics::{ErrorLabels, Metrics, ReasonLabels},
+    retry,
     watches::Caches,
 };
 
@@ -149,9 +150,10 @@ pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<A
     ctx.caches.synced().await;
     ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
     let object_key = key(&app);
+    let started = Instant::now();
     let result = reconcile_with_finalizer(&app, &ctx).await;
     // Counted once finished, so a reader of the metric knows its writes are done.
-    ctx.metrics.reconciliations.inc();
+    ctx.metrics.reconciled("appregistration", started.elapsed().as_secs_f64());
     let action = result?;
     ctx.memory().failures.remove(&object_key);
     Ok(action)
@@ -210,17 +212,35 @@ fn json_patch(patch: serde_json::Value) -> Patch<()> {
     Patch::Json(serde_json::from_value(patch).expect("a well-formed JSON patch"))
 }
 
-/// Retries a failed app with exponential backoff (1s doubling to 5 min), per object.
+/// Retries a failed app with per-object exponential backoff and jitter (about
+/// 1 s doubling to 5 min), and tells its owners with a rate-limited Warning
+/// Event naming the step and the reason.
 pub fn error_policy(app: Arc<AppRegistration>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { error: error.metric_label().into() }).inc();
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels { controller: "appregistration".into(), error: error.metric_label().into() })
+        .inc();
     let failures = {
         let mut memory = ctx.memory();
         let n = memory.failures.entry(key(&app)).or_default();
         *n = n.saturating_add(1);
         *n
     };
-    let delay = Duration::from_secs(1u64 << failures.min(9).saturating_sub(1)).min(Duration::from_secs(300));
+    let delay = retry::backoff(failures);
     warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    if retry::worth_an_event(failures) {
+        let planned = PlannedEvent {
+            warning: true,
+            reason: "ReconcileFailed",
+            note: retry::event_note(&format!(
+                "{error}; retrying in {}s (failure {failures} in a row)",
+                delay.as_secs().max(1)
+            )),
+            about_secret: false,
+            may_repeat: true,
+        };
+        tokio::spawn(async move { publish(&app, &planned, None, &ctx).await });
+    }
     Action::requeue(delay)
 }
 
@@ -1072,7 +1092,8 @@ async fn publish(
     let event = Event {
         type_: if planned.warning { EventType::Warning } else { EventType::Normal },
         reason: planned.reason.into(),
-        note: Some(planned.note.clone()),
+        // Within what the apiserver takes, whatever the apiserver's own words in it.
+        note: Some(retry::event_note(&planned.note)),
         action: "Reconcile".into(),
         secondary: related,
     };

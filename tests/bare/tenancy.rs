@@ -109,10 +109,11 @@ async fn forged_secrets_are_reminted_or_refused_never_adopted() {
     let forged = forged_secret("broken-credentials", &broken, 7, &t.victim_client_id, ATTACKER_SECRET);
     // Counted before the forge: the reconcile it triggers may finish before
     // the next line runs.
-    let reconciles = t.operator.metric("registrar_reconciliations_total").await;
+    let reconciles = t.operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await;
     replace_secret(&t.mallory, &t.a.name, &forged).await.expect("forge");
     eventually("the forged Secret to be looked at", TIMEOUT, || async {
-        (t.operator.metric("registrar_reconciliations_total").await > reconciles).then_some(())
+        (t.operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await > reconciles)
+            .then_some(())
     })
     .await;
     let still = apps.get("broken").await.expect("get");

@@ -220,7 +220,12 @@ async fn operator_works_with_exactly_the_charts_rbac() {
 
     let log = operator.log();
     assert!(!log.to_lowercase().contains("forbidden"), "a request was forbidden under the chart's RBAC:\n{log}");
-    assert_eq!(operator.metric("registrar_reconcile_errors_total{error=\"write_secret\"}").await, 0.0);
+    assert_eq!(
+        operator
+            .metric("registrar_reconcile_errors_total{controller=\"appregistration\",error=\"write_secret\"}")
+            .await,
+        0.0
+    );
     drop(operator);
     for ns in [consumer, apps, install] {
         ns.delete().await;

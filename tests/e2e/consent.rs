@@ -267,10 +267,11 @@ async fn deleting_the_app_revokes_every_consent_and_a_new_app_does_not_revive_th
         world.team_a.api::<AppRegistration>().get_opt("billing").await.ok()?.is_none().then_some(())
     })
     .await;
-    let reconciles = world.operator.metric("registrar_consent_reconciliations_total").await;
+    let reconciles = world.operator.metric("registrar_reconciliations_total{controller=\"appconsent\"}").await;
     let new_app = world.app(&world.team_a, "billing", Scope::Organization, &[]).await;
     eventually("the consents to be re-evaluated against the new app", TIMEOUT, || async {
-        (world.operator.metric("registrar_consent_reconciliations_total").await >= reconciles + 2.0).then_some(())
+        (world.operator.metric("registrar_reconciliations_total{controller=\"appconsent\"}").await >= reconciles + 2.0)
+            .then_some(())
     })
     .await;
     for ns in [&world.team_b, &world.team_c] {

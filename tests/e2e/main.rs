@@ -7,6 +7,7 @@ mod support;
 mod authserver;
 mod chart;
 mod consent;
+mod krew;
 mod plugin;
 mod policy;
 mod portability;

@@ -316,6 +316,89 @@ async fn export_then_import_into_another_namespace() {
     org.delete().await;
 }
 
+/// A consent whose status the apiserver refuses: the failure is a Warning
+/// Event on the consent naming the step and the apiserver's reason, and the
+/// consent is decided once the refusal ends.
+#[tokio::test]
+async fn a_failed_consent_reconcile_is_told_and_retried() {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    let org = Org::new("consent-fail", 2).await;
+    let args: Vec<String> = org.selector();
+    let _operator = Operator::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (a, b) = (&org.namespaces[0], &org.namespaces[1]);
+    plugin(&[
+        "register",
+        "tool",
+        "-n",
+        &a.name,
+        "--scope",
+        "organization",
+        "--redirect-uri",
+        "https://t.example.com/cb",
+        "-l",
+        &org.label,
+    ])
+    .await
+    .ok();
+    let name = format!("e2e-refuse-consent-status-{}", org.run);
+    let manifests = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{ name: {name} }}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {{ apiGroups: [registrar.dev], apiVersions: ["*"], operations: [UPDATE], resources: [appconsents/status] }}
+  matchConditions:
+    - {{ name: this-test, expression: "request.namespace == '{ns}'" }}
+  validations:
+    - {{ expression: "false", message: "consent status frozen by the e2e test" }}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{ name: {name} }}
+spec: {{ policyName: {name}, validationActions: [Deny] }}
+"#,
+        ns = b.name
+    );
+    crate::support::helm::kubectl_apply(&manifests, &[]);
+    // Created once the refusal is in force, so its first decision is refused.
+    let consents = b.api::<AppConsent>();
+    eventually("the refusal to take effect", TIMEOUT, || async {
+        let mut probe = AppConsent::new("probe", registrar::api::AppConsentSpec::default());
+        probe.spec.app_ref = registrar::api::AppRef { namespace: a.name.clone(), name: "tool".into() };
+        let created = consents.create(&Default::default(), &probe).await.ok()?;
+        let patch = kube::api::Patch::Merge(serde_json::json!({ "status": { "app": "x" } }));
+        let refused = consents.patch_status("probe", &Default::default(), &patch).await.is_err();
+        let _ = consents.delete(&created.metadata.name.unwrap_or_default(), &Default::default()).await;
+        refused.then_some(())
+    })
+    .await;
+    let mut consent = AppConsent::new("tool", registrar::api::AppConsentSpec::default());
+    consent.spec.app_ref = registrar::api::AppRef { namespace: a.name.clone(), name: "tool".into() };
+    consent.metadata.labels = Some([("e2e.registrar.dev/run".to_string(), org.run.clone())].into());
+    consents.create(&Default::default(), &consent).await.expect("consent");
+    let event = crate::support::apps::wait_event(b, "ReconcileFailed", "writing the status of AppConsent").await;
+    let note = event.message.unwrap_or_default();
+    assert!(note.contains("consent status frozen by the e2e test") && note.contains("retrying in"), "{note}");
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    // The refusal ends: the retry (with backoff) decides it.
+    Api::<ValidatingAdmissionPolicyBinding>::all(b.client.clone())
+        .delete(&name, &Default::default())
+        .await
+        .expect("unbind");
+    Api::<ValidatingAdmissionPolicy>::all(b.client.clone()).delete(&name, &Default::default()).await.expect("unpolicy");
+    eventually("the consent to be granted", TIMEOUT, || async {
+        let c = consents.get("tool").await.ok()?;
+        let granted = c.status?.conditions.into_iter().any(|c| c.type_ == "Granted" && c.status == "True");
+        granted.then_some(())
+    })
+    .await;
+    org.delete().await;
+}
+
 /// Clear errors: registrar not installed, a forbidden action (naming the verb
 /// and resource), an app that does not exist.
 #[tokio::test]

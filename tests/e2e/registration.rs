@@ -262,11 +262,12 @@ async fn rotate_annotation_rotates_exactly_once_per_value() {
     }
 
     // Re-applying the same manifest rotates nothing.
-    let reconciles = operator.metric("registrar_reconciliations_total").await;
+    let reconciles = operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await;
     apply(&ns, &app).await;
     annotate(&ns, "rot", "e2e.registrar.dev/touch", "1").await;
     eventually("a reconcile after the re-apply", TIMEOUT, || async {
-        (operator.metric("registrar_reconciliations_total").await > reconciles).then_some(())
+        (operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await > reconciles)
+            .then_some(())
     })
     .await;
     let app_now = ns.api::<AppRegistration>().get("rot").await.expect("get");
@@ -553,10 +554,16 @@ async fn an_unchanged_ready_app_costs_no_writes_and_unrelated_secrets_are_not_ca
     // Let the reconciles triggered by registrar's own writes settle: two
     // readings half a second apart agree.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    let mut previous = (operator.writes().await, operator.metric("registrar_reconciliations_total").await);
+    let mut previous = (
+        operator.writes().await,
+        operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await,
+    );
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = (operator.writes().await, operator.metric("registrar_reconciliations_total").await);
+        let now = (
+            operator.writes().await,
+            operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await,
+        );
         if now == previous {
             break;
         }
@@ -565,10 +572,11 @@ async fn an_unchanged_ready_app_costs_no_writes_and_unrelated_secrets_are_not_ca
     }
 
     let writes = operator.writes().await;
-    let reconciles = operator.metric("registrar_reconciliations_total").await;
+    let reconciles = operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await;
     annotate(&ns, "quiet", "e2e.registrar.dev/touch", "1").await;
     eventually("a reconcile of the touched app", TIMEOUT, || async {
-        (operator.metric("registrar_reconciliations_total").await > reconciles).then_some(())
+        (operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await > reconciles)
+            .then_some(())
     })
     .await;
     assert_eq!(operator.writes().await, writes, "reconciling an unchanged Ready app made a write request");
@@ -675,7 +683,7 @@ async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
     apply(&ns, &confidential("ha")).await;
     wait_issued(&ns, "ha").await;
     assert_eq!(
-        replicas[1 - leader].metric("registrar_reconciliations_total").await,
+        replicas[1 - leader].metric("registrar_reconciliations_total{controller=\"appregistration\"}").await,
         0.0,
         "the standby does not reconcile"
     );
@@ -728,7 +736,8 @@ async fn reapplying_crds_and_restarting_the_operator_writes_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     operator.restart().await;
     eventually("every app to be reconciled by the new process", TIMEOUT, || async {
-        (operator.metric("registrar_reconciliations_total").await >= names.len() as f64).then_some(())
+        (operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await >= names.len() as f64)
+            .then_some(())
     })
     .await;
 

@@ -236,6 +236,8 @@ async fn a_refused_workload_restart_never_leaves_a_rotation_half_done() {
     let message = &condition.expect("condition").message;
     assert!(message.contains("Deployment frozen") && message.contains("frozen by the e2e test"), "{message}");
     wait_event(&ns, "RestartFailed", "Deployment frozen").await;
+    // The failed reconcile is told too, naming the step.
+    wait_event(&ns, "ReconcileFailed", "restarting Deployment frozen").await;
 
     // Thawed: the retry (with backoff) rolls it, and the condition says so.
     Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>::all(ns.client.clone())
