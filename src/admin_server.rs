@@ -54,8 +54,8 @@ struct AppState {
     readiness: Readiness,
 }
 
-/// Binds `addr` and serves until `shutdown` resolves. Returns the bound address
-/// (useful with port 0) and the serving future.
+/// Binds `addr`. Returns the bound address (useful with port 0) and the future
+/// that serves until the process ends.
 pub async fn bind(
     addr: SocketAddr,
     metrics: Metrics,

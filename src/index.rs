@@ -1,5 +1,5 @@
-//! In-memory indexes fed by the watches, shared by the controllers (and later
-//! the registry API): consents by app and by namespace, apps by namespace, and
+//! In-memory indexes fed by the watches, shared by the controllers and the
+//! registry API: consents by app and by namespace, apps by namespace, and
 //! the organization of every namespace. One change fans out to exactly the
 //! objects it affects, without listing the cluster.
 //!

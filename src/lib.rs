@@ -2,8 +2,8 @@
 //!
 //! An `AppRegistration` declares an app; the operator mints its Client ID and
 //! Client Secret into a Kubernetes Secret, rotates and revokes it. An
-//! `AppConsent` enables a shared app for another namespace. See DESIGN.md in the
-//! shared docs for the mapping of the product onto Kubernetes.
+//! `AppConsent` enables a shared app for another namespace. README.md maps the
+//! product onto Kubernetes (resources, fields, the security model).
 #![forbid(unsafe_code)]
 
 pub mod admin_server;

@@ -291,8 +291,7 @@ pub const DEFAULT_GRANT_TYPES: [GrantType; 2] = [GrantType::AuthorizationCode, G
 pub const DEFAULT_CLIENT_ID_KEY: &str = "client_id";
 /// Default data key of the Client Secret in the credentials Secret.
 pub const DEFAULT_CLIENT_SECRET_KEY: &str = "client_secret";
-/// Label registrar sets on every Secret it manages; `secret.labels` may not set it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub use super::keys::MANAGED_BY_LABEL;
 
 /// Layout of the credentials Secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

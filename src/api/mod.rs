@@ -4,6 +4,7 @@
 mod app_consent;
 mod app_registration;
 pub mod conditions;
+pub mod keys;
 mod organization_policy;
 pub mod validation;
 

@@ -32,7 +32,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 };
 const SERVER: &str = "Hydra";
 /// The metadata key naming the app a client belongs to.
-const APP_METADATA: &str = "registrar.dev/app";
+const APP_METADATA: &str = crate::api::keys::APP_LABEL;
 /// Clients per page when listing (Hydra clamps to 1..1000).
 const PAGE_SIZE: usize = 500;
 /// Longest an admin request may take.

@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// The field manager of everything the plugin writes.
-pub const FIELD_MANAGER: &str = "kubectl-registrar";
+pub const FIELD_MANAGER: &str = crate::api::keys::PLUGIN_FIELD_MANAGER;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeArg {

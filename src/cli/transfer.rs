@@ -15,14 +15,17 @@ use super::{
     cluster::Target,
     render::{self, BOLD, paint},
 };
-use crate::{api::AppRegistration, credentials::layout::SecretLayout};
+use crate::{
+    api::{AppRegistration, keys},
+    credentials::layout::SecretLayout,
+};
 
 /// Annotations that describe one object's history, not the app: set by
 /// admission or by a request, never carried to a copy.
 const SERVER_ANNOTATIONS: [&str; 4] = [
-    "registrar.dev/registered-by",
-    "registrar.dev/registered-by-groups",
-    "registrar.dev/rotate",
+    keys::REGISTERED_BY_ANNOTATION,
+    keys::REGISTERED_BY_GROUPS_ANNOTATION,
+    keys::ROTATE_ANNOTATION,
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
 

@@ -13,8 +13,7 @@ use crate::api::{
     conditions::{DesiredCondition, consent_reason as reason},
 };
 
-/// The namespace label naming its organization.
-pub const ORGANIZATION_LABEL: &str = "registrar.dev/organization";
+pub use crate::api::keys::ORGANIZATION_LABEL;
 
 /// The organization of a namespace with the given organization label value.
 pub fn organization_of<'a>(label: Option<&'a str>, default_organization: &'a str) -> &'a str {

@@ -27,16 +27,12 @@ use super::{
 };
 use crate::api::AppRegistration;
 
+pub use crate::api::keys::{
+    APP_LABEL, CLIENT_ID_ANNOTATION, MANAGED_BY, ROTATE_REQUEST_ANNOTATION, VERSION_ANNOTATION,
+};
 pub use crate::api::{
     DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, DEFAULT_ISSUER_KEY, DEFAULT_TOKEN_URL_KEY, MANAGED_BY_LABEL,
 };
-pub const MANAGED_BY: &str = "registrar";
-/// Label naming the app a Secret belongs to; the Secret watch selects on it.
-pub const APP_LABEL: &str = "registrar.dev/app";
-pub const CLIENT_ID_ANNOTATION: &str = "registrar.dev/client-id";
-pub const VERSION_ANNOTATION: &str = "registrar.dev/secret-version";
-/// The `registrar.dev/rotate` value this secret version answers, if any.
-pub const ROTATE_REQUEST_ANNOTATION: &str = "registrar.dev/rotate-request";
 
 /// The longest Client ID read back from a Secret; a longer value is not one
 /// registrar wrote (minted IDs have 22 characters).

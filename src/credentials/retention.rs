@@ -13,14 +13,9 @@ use std::collections::BTreeMap;
 
 use super::seal::SealKey;
 
-/// The Client ID a retained Secret holds.
-pub const RETAINED_CLIENT_ID_ANNOTATION: &str = "registrar.dev/retained-client-id";
-/// The argon2id hash of its client secret (absent for a public client).
-pub const RETAINED_HASH_ANNOTATION: &str = "registrar.dev/retained-secret-hash";
-/// The AppRegistration it was retained from (information only).
-pub const RETAINED_FROM_ANNOTATION: &str = "registrar.dev/retained-from";
-/// registrar's seal of the retention.
-pub const RETAINED_SEAL_ANNOTATION: &str = "registrar.dev/retained-seal";
+pub use crate::api::keys::{
+    RETAINED_CLIENT_ID_ANNOTATION, RETAINED_FROM_ANNOTATION, RETAINED_HASH_ANNOTATION, RETAINED_SEAL_ANNOTATION,
+};
 
 /// A retention registrar recorded (its seal verified).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -38,8 +38,7 @@ use zeroize::Zeroizing;
 use super::ClientSecret;
 use crate::api::MANAGED_BY_LABEL;
 
-/// The annotation carrying a credentials Secret's seal.
-pub const SEAL_ANNOTATION: &str = "registrar.dev/seal";
+pub use crate::api::keys::SEAL_ANNOTATION;
 /// The default name of the Secret holding the seal key.
 pub const DEFAULT_KEY_SECRET: &str = "registrar-seal-key";
 /// The data key of the seal key in its Secret.

@@ -37,12 +37,7 @@ use crate::{
 
 use super::owner::{self, Ownership};
 
-/// Annotation whose new value asks for one rotation.
-pub const ROTATE_ANNOTATION: &str = "registrar.dev/rotate";
-/// Annotation set at admission to the user who created the app.
-pub const REGISTERED_BY_ANNOTATION: &str = "registrar.dev/registered-by";
-/// Annotation set at admission to that user's groups, comma-separated.
-pub const REGISTERED_BY_GROUPS_ANNOTATION: &str = "registrar.dev/registered-by-groups";
+pub use crate::api::keys::{REGISTERED_BY_ANNOTATION, REGISTERED_BY_GROUPS_ANNOTATION, ROTATE_ANNOTATION};
 /// How long to wait before looking again at an app whose Secret name is taken
 /// (foreign Secrets are not watched).
 const CONFLICT_RETRY: Duration = Duration::from_secs(30);
@@ -2005,8 +2000,8 @@ mod tests {
         assert!(!MintReason::SecretUntrusted.is_rotation());
     }
 
-    /// DESIGN.md: "No path leaves a Secret whose secret does not verify against
-    /// status". A crash between the Secret and the status writes (e.g. the
+    /// The invariant: no path leaves a Secret whose secret does not verify
+    /// against status. A crash between the Secret and the status writes (e.g. the
     /// operator pod replaced by an upgrade whose validation is stricter) followed
     /// by a spec that now fails validation leaves the Secret ahead of status for
     /// as long as the spec stays invalid: workloads mounting it fail to authenticate.

@@ -57,10 +57,7 @@ use crate::{
     watches::Caches,
 };
 
-/// The field manager of every write registrar makes.
-pub const FIELD_MANAGER: &str = "registrar";
-/// The finalizer that revokes credentials on deletion.
-pub const FINALIZER: &str = "registrar.dev/revoke";
+pub use crate::api::keys::{FIELD_MANAGER, FINALIZER};
 
 /// Shared state of the controller.
 pub struct Context {

@@ -19,6 +19,8 @@ use kube::{Api, Client, api::PostParams};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 
+use tracing::warn;
+
 use crate::metrics::{CacheLabels, Metrics};
 
 const TTL: Duration = Duration::from_secs(30);
@@ -152,7 +154,14 @@ impl Callers {
         let started = Instant::now();
         let answer = Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &review).await;
         self.metrics.registry_tokenreview_seconds.observe(started.elapsed().as_secs_f64());
-        let status = answer.map_err(|_| Refusal::Unavailable)?.status.unwrap_or_default();
+        // The error names the request, never the token it carried.
+        let status = answer
+            .map_err(|e| {
+                warn!(error = %e, "TokenReview failed: the registry's caller could not be authenticated");
+                Refusal::Unavailable
+            })?
+            .status
+            .unwrap_or_default();
         // The apiserver answers for the audiences it was asked about; a token
         // that holds none of them is not ours.
         let for_us = status.audiences.as_ref().is_some_and(|a| a.contains(&self.audience));
@@ -180,7 +189,10 @@ impl Callers {
         let answer = Api::<SubjectAccessReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|_| Refusal::Unavailable)?;
+            .map_err(|e| {
+                warn!(namespace, error = %e, "SubjectAccessReview failed: the registry's caller could not be authorized");
+                Refusal::Unavailable
+            })?;
         Ok(answer.status.is_some_and(|s| s.allowed))
     }
 }
