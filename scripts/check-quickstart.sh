@@ -26,6 +26,15 @@ until grep -q "Ctrl-C stops everything" "$log"; do
   sleep 0.5
 done
 sed -n '/^NAMESPACE/,/^$/p' "$log"
+# The walkthrough is readable: no colour codes, no operator log lines in it.
+if grep -q $'\x1b\[' "$log"; then echo "colour codes in the walkthrough:" >&2; cat -v "$log" >&2; exit 1; fi
+if grep -q '"minted credentials"\|minted credentials' "$log"; then
+  echo "the operator's log is mixed into the walkthrough:" >&2; cat "$log" >&2; exit 1
+fi
+grep -q "The operator's log: tail -f $work/cluster/logs/registrar.log" "$log" ||
+  { echo "the walkthrough does not say where the operator's log is" >&2; exit 1; }
+grep -q "minted credentials" "$work/cluster/logs/registrar.log" ||
+  { echo "the operator's log file holds no mint" >&2; exit 1; }
 ready=$(sed -n '/^NAMESPACE  *NAME  *SCOPE/,/^$/p' "$log" | grep -c ' True ' || true)
 [ "$ready" -ge 5 ] || { echo "expected 5 Ready apps, saw $ready" >&2; cat "$log" >&2; exit 1; }
 grep -Eq "billing-portal-credentials +Opaque +[0-9]" "$log" || { echo "the credentials Secret was not shown" >&2; exit 1; }

@@ -102,12 +102,15 @@ HYDRA
 fi
 
 metrics_addr=${REGISTRAR_METRICS_ADDR:-127.0.0.1:8080}
-"$operator" --metrics-addr "$metrics_addr" "${auth_args[@]}" "$@" &
+# The operator's log goes to a file, not into this walkthrough.
+mkdir -p "$state/logs"
+operator_log="$state/logs/registrar.log"
+"$operator" --metrics-addr "$metrics_addr" "${auth_args[@]}" "$@" >"$operator_log" 2>&1 &
 op_pid=$!
 
 echo "==> waiting for the operator to be ready"
 until curl -fsS "http://$metrics_addr/readyz" >/dev/null 2>&1; do
-  kill -0 "$op_pid" 2>/dev/null || { echo "the operator exited" >&2; exit 1; }
+  kill -0 "$op_pid" 2>/dev/null || { echo "the operator exited; its log:" >&2; cat "$operator_log" >&2; exit 1; }
   sleep 0.2
 done
 
@@ -132,6 +135,7 @@ cat <<MSG
     kubectl annotate appreg billing-portal registrar.dev/rotate=\$(date +%s) --overwrite
     kubectl get secret billing-portal-credentials -o yaml
 
+  The operator's log: tail -f $operator_log
   Metrics: http://$metrics_addr/metrics. Component logs: $state/logs.
 MSG
 if [ -n "$hydra_pid" ]; then

@@ -25,6 +25,12 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// An app's Ready condition: True, False or Unknown (not reconciled yet).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub ready: String,
+}
+
 /// Which controller: appregistration, appconsent or organizationpolicy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -46,6 +52,8 @@ pub struct ReasonLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Every family registered: its exported name and type.
+    families: Arc<Vec<(String, &'static str)>>,
     pub reconciliations: Family<ControllerLabels, Counter>,
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -54,6 +62,7 @@ pub struct Metrics {
     pub kube_requests: Family<VerbLabels, Counter>,
     pub kube_reviews: Counter,
     pub cached_secrets: Gauge,
+    pub apps: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
     pub authserver_requests: Family<AuthServerLabels, Counter>,
     pub authserver_repairs: Family<ReasonLabels, Counter>,
@@ -99,128 +108,188 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("registrar");
+        let mut families: Vec<(String, &'static str)> = Vec::new();
         let reconciliations = Family::<ControllerLabels, Counter>::default();
-        registry.register("reconciliations", "Reconciliations run, by controller", reconciliations.clone());
+        register(
+            &mut registry,
+            &mut families,
+            "reconciliations",
+            "Reconciliations run, by controller",
+            reconciliations.clone(),
+        );
         let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
         });
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "reconcile_duration_seconds",
             "How long reconciliations take, by controller",
             reconcile_duration.clone(),
         );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "reconcile_errors",
             "Failed reconciliations by controller and error kind",
             reconcile_errors.clone(),
         );
         let mints = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "secret_mints",
             "Client secrets minted, by reason (Initial, RotateRequested, Scheduled, SecretMissing, SecretAltered, SecretUntrusted)",
             mints.clone(),
         );
         let hash_seconds = Histogram::new([0.0002, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "secret_hash_seconds",
             "argon2id hashing latency, including waiting for the pool",
             hash_seconds.clone(),
         );
         let kube_requests = Family::<VerbLabels, Counter>::default();
-        registry.register("kube_requests", "Requests to the Kubernetes API by HTTP method", kube_requests.clone());
+        register(
+            &mut registry,
+            &mut families,
+            "kube_requests",
+            "Requests to the Kubernetes API by HTTP method",
+            kube_requests.clone(),
+        );
         let kube_reviews = Counter::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "kube_reviews",
             "Of the POST requests, SubjectAccessReviews and TokenReviews: questions that change nothing",
             kube_reviews.clone(),
         );
+        let apps = Family::<ReadyLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "apps",
+            "AppRegistrations in the cache, by their Ready condition",
+            apps.clone(),
+        );
         let cached_secrets = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "cached_secrets",
             "Secrets in the operator's cache (only those labelled registrar.dev/app)",
             cached_secrets.clone(),
         );
         let leader = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "leader",
             "1 while this replica reconciles (holds the leader lease, or runs without election)",
             leader.clone(),
         );
         let authserver_requests = Family::<AuthServerLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "authserver_calls",
             "Calls to the authorization server's admin API, by call and outcome",
             authserver_requests.clone(),
         );
         let authserver_repairs = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "authserver_repairs",
             "What the periodic comparison with the authorization server found, by kind (Missing, Altered, Orphan)",
             authserver_repairs.clone(),
         );
         let authserver_reachable = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "authserver_reachable",
             "1 when the last comparison with the authorization server succeeded",
             authserver_reachable.clone(),
         );
         let registry_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_requests",
             "Registry API requests by route pattern and HTTP status",
             registry_requests.clone(),
         );
         let registry_verifications = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_verifications",
             "Client secret presentations by outcome (verified, refused, shed, throttled; cached ones too)",
             registry_verifications.clone(),
         );
         let registry_cache_hits = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_cache_hits",
             "Registry answers served from a cache, by cache (verified, failed, token, decision)",
             registry_cache_hits.clone(),
         );
         let registry_tokenreview_seconds = Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]);
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_tokenreview_seconds",
             "Latency of the TokenReviews that authenticate registry callers",
             registry_tokenreview_seconds.clone(),
         );
         let registry_hashes_running = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_hashes_running",
             "argon2id verifications the registry runs now",
             registry_hashes_running.clone(),
         );
         let registry_hashes_running_peak = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_hashes_running_peak",
             "The most argon2id verifications the registry ever ran at once",
             registry_hashes_running_peak.clone(),
         );
         let registry_connections = Gauge::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_connections",
             "Connections the registry API holds open",
             registry_connections.clone(),
         );
         let registry_connections_refused = Counter::default();
         let registry_token_refusals = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_token_refusals",
             "Tokens refused through the authorization server's token hook, by reason",
             registry_token_refusals.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
+            &mut families,
             "registry_connections_refused",
             "Connections the registry API closed at once: it held as many as it allows",
             registry_connections_refused.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
+            families: Arc::new(families),
             reconciliations,
             reconcile_duration,
             reconcile_errors,
@@ -229,6 +298,7 @@ impl Metrics {
             kube_requests,
             kube_reviews,
             cached_secrets,
+            apps,
             leader,
             authserver_requests,
             authserver_repairs,
@@ -252,6 +322,28 @@ impl Metrics {
             Err(e) => e.reason(),
         };
         self.authserver_requests.get_or_create(&AuthServerLabels { call: call.into(), outcome: outcome.into() }).inc();
+    }
+
+    /// Every metric family the operator exports, `(name, type)`, with or
+    /// without samples yet (an empty family is not rendered).
+    pub fn families(&self) -> &[(String, &'static str)] {
+        &self.families
+    }
+
+    /// The series names a family's samples carry (`_total` for a counter,
+    /// `_bucket`, `_sum` and `_count` for a histogram).
+    pub fn series_names(&self) -> Vec<String> {
+        self.families
+            .iter()
+            .flat_map(|(name, kind)| {
+                let suffixes: &[&str] = match *kind {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_sum", "_count"],
+                    _ => &[""],
+                };
+                suffixes.iter().map(move |s| format!("{name}{s}"))
+            })
+            .collect()
     }
 
     /// The metrics in the Prometheus text exposition format.
@@ -278,6 +370,26 @@ impl Metrics {
             self.kube_reviews.inc();
         }
     }
+}
+
+/// Registers `metric` as `registrar_<name>`, and records its name and type.
+fn register(
+    registry: &mut Registry,
+    families: &mut Vec<(String, &'static str)>,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    use prometheus_client::metrics::MetricType;
+    let kind = match metric.metric_type() {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::Info => "info",
+        _ => "unknown",
+    };
+    families.push((format!("registrar_{name}"), kind));
+    registry.register(name, help, metric);
 }
 
 /// Builds a client that counts its requests in `metrics`.

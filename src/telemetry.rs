@@ -17,7 +17,12 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).init(),
+        LogFormat::Text => {
+            // Colours only on a terminal, and never when NO_COLOR is set.
+            use std::io::IsTerminal;
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            registry.with(fmt::layer().with_target(false).with_ansi(colour)).init()
+        }
         LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).init(),
     }
 }

@@ -253,6 +253,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         info!("caches are synced");
         caches_synced.open();
     });
+    tokio::spawn(registration::count_apps(caches.clone(), metrics.clone(), std::time::Duration::from_secs(15)));
 
     // Every replica serves the registry from its caches, leader or not.
     let registry_settings = registry::Settings {

@@ -86,3 +86,28 @@ pub async fn run(
         .await;
     info!("AppRegistration controller stopped");
 }
+
+/// Counts the cached apps by their Ready condition into `registrar_apps` every
+/// `every`, for dashboards and the "apps not Ready" alert. A scan of the cache
+/// (no request); every replica reports what its cache holds.
+pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let mut counts = std::collections::BTreeMap::from([("True", 0i64), ("False", 0), ("Unknown", 0)]);
+        for app in caches.apps.state() {
+            if app.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let ready = app
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::conditions::READY))
+                .map_or("Unknown", |c| if c.status == "True" { "True" } else { "False" });
+            *counts.entry(ready).or_default() += 1;
+        }
+        for (ready, n) in counts {
+            metrics.apps.get_or_create(&crate::metrics::ReadyLabels { ready: ready.into() }).set(n);
+        }
+    }
+}

@@ -292,3 +292,101 @@ async fn aggregated_roles_extend_admin_edit_and_view_but_view_reads_no_secrets()
     assert!(!can("", "secrets").await, "view never reads Secrets");
     ns.delete().await;
 }
+
+/// Every metric a PromQL expression reads.
+fn metric_names(expr: &promql_parser::parser::Expr, names: &mut Vec<String>) {
+    use promql_parser::parser::Expr;
+    match expr {
+        Expr::Aggregate(a) => {
+            metric_names(&a.expr, names);
+            if let Some(p) = &a.param {
+                metric_names(p, names);
+            }
+        }
+        Expr::Unary(u) => metric_names(&u.expr, names),
+        Expr::Binary(b) => {
+            metric_names(&b.lhs, names);
+            metric_names(&b.rhs, names);
+        }
+        Expr::Paren(p) => metric_names(&p.expr, names),
+        Expr::Subquery(s) => metric_names(&s.expr, names),
+        Expr::VectorSelector(v) => names.extend(v.name.clone()),
+        Expr::MatrixSelector(m) => names.extend(m.vs.name.clone()),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| metric_names(a, names)),
+        _ => {}
+    }
+}
+
+/// The monitoring the chart ships — ServiceMonitor, PrometheusRule alerts and
+/// the Grafana dashboard — renders, every alert and panel query parses as
+/// PromQL, and every metric they read is one the operator exports.
+#[tokio::test]
+async fn the_charts_alerts_and_dashboard_read_metrics_that_exist() {
+    let rendered = run(helm().args([
+        "template",
+        "mon",
+        &chart(),
+        "--namespace",
+        "observed",
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "monitoring.serviceMonitor.enabled=true",
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+        "--set",
+        "monitoring.grafanaDashboard.enabled=true",
+    ]));
+    let docs: Vec<Option<serde_json::Value>> = serde_saphyr::from_multiple(&rendered).expect("YAML");
+    let docs: Vec<serde_json::Value> = docs.into_iter().flatten().collect();
+    let of_kind = |kind: &str| docs.iter().find(|d| d["kind"] == kind).cloned().unwrap_or_else(|| panic!("no {kind}"));
+    let monitor = of_kind("ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let rules = of_kind("PrometheusRule");
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for group in rules["spec"]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let expr = rule["expr"].as_str().expect("expr");
+            assert!(expr.contains("namespace=\"observed\""), "alerts are about this release: {expr}");
+            queries.push((rule["alert"].as_str().expect("alert").to_owned(), expr.to_owned()));
+        }
+    }
+    assert_eq!(queries.len(), 4, "reconcile errors, apps not Ready, leader missing, registry shedding");
+    let dashboard = of_kind("ConfigMap");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["registrar.json"].as_str().expect("dashboard JSON")).expect("JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push((
+                panel["title"].as_str().unwrap_or_default().to_owned(),
+                target["expr"].as_str().expect("expr").to_owned(),
+            ));
+        }
+    }
+
+    // What the operator exports: every family it registers (an empty family
+    // renders nothing yet), checked against what a running operator renders.
+    let series = registrar::metrics::Metrics::new().series_names();
+    let ns = TestNamespace::new("observed").await;
+    install_registrar(&ns.client).await;
+    let (operator, _) = crate::support::registry::registry_operator(&["--watch-namespace", &ns.name]).await;
+    let exported = operator.metrics().await;
+    let rendered: Vec<&str> = exported.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    assert!(!rendered.is_empty(), "{exported}");
+    for family in &rendered {
+        assert!(series.iter().any(|s| s.starts_with(family)), "{family} is rendered but not listed");
+    }
+    let exists = |name: &str| series.iter().any(|s| s == name);
+    for (what, expr) in &queries {
+        let parsed =
+            promql_parser::parser::parse(expr).unwrap_or_else(|e| panic!("{what}: {expr:?} does not parse: {e}"));
+        let mut names = Vec::new();
+        metric_names(&parsed, &mut names);
+        assert!(!names.is_empty(), "{what} reads no metric");
+        for name in names {
+            assert!(exists(&name), "{what} reads {name}, which the operator does not export:\n{exported}");
+        }
+    }
+    drop(operator);
+    ns.delete().await;
+}
