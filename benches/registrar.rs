@@ -545,7 +545,7 @@ async fn main() {
     // === consent fan-out: Unrestricted, then under a Restricted policy ===
     let mut consumers = Vec::new();
     for restricted in [false, true] {
-        consumers.push(consent_fanout(&mut report, &apps, &ns.name, consents_n, restricted).await);
+        consumers.extend(consent_fanout(&mut report, consents_n, restricted).await);
     }
 
     hydra_scenario(&mut report, env_usize("BENCH_HYDRA_APPS", 1_000.min(apps_n)), cpu_per_write, cpu_per_hash).await;
@@ -571,27 +571,24 @@ async fn main() {
 /// (auto-approval off, so every consent goes through the allowlist), with the
 /// allowlist entry removed (all NotAllowlisted) and restored (all Granted)
 /// first.
-async fn consent_fanout(
-    report: &mut Report,
-    apps: &Api<AppRegistration>,
-    app_ns: &str,
-    n: usize,
-    restricted: bool,
-) -> TestNamespace {
+async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [TestNamespace; 2] {
     let name = if restricted { "fanout-restricted" } else { "fanout" };
     let label = ("bench.registrar.dev/fanout".to_string(), "yes".to_string());
     let labels = BTreeMap::from([label.clone()]);
+    // The app lives where the bulk operator does not look: one operator per app
+    // (two would take turns rewriting its status).
+    let home = TestNamespace::new("bench-fanout-app").await;
+    let (apps, app_ns) = (&home.api::<AppRegistration>(), home.name.as_str());
     let consumers = TestNamespace::new("bench-consumers").await;
-    apply_app(apps, &app(name)).await;
+    let consent_operator = Operator::start_with(&["--selector", "bench.registrar.dev/fanout=yes"]).await;
+    let mut fanned = app(name);
+    fanned.metadata.labels = Some(labels.clone());
+    apply_app(apps, &fanned).await;
     wait_until(&format!("{name} Ready"), Duration::from_secs(60), FAST, || {
         let apps = apps.clone();
         async move { apps.get(name).await.ok().is_some_and(|a| is_ready(&a)) }
     })
     .await;
-    let consent_operator = Operator::start_with(&["--selector", "bench.registrar.dev/fanout=yes"]).await;
-    apps.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "metadata": { "labels": labels } })))
-        .await
-        .expect("label");
     let policies: Api<OrganizationPolicy> = Api::all(consumers.client.clone());
     let entry = json!([{ "app": { "namespace": app_ns, "name": name }, "scopes": ["read"] }]);
     let policy = |allowlist: serde_json::Value| {
@@ -652,6 +649,42 @@ async fn consent_fanout(
         format!("{:.2} s", started.elapsed().as_secs_f64()),
         "",
     );
+    if !restricted {
+        // A rotation changes nothing consents read: none of them is reconciled
+        // and the operator writes only the app's Secret, status and Event.
+        let consent_metric = "registrar_reconciliations_total{controller=\"appconsent\"}";
+        // First let the grants' own bookkeeping (consent and app status) settle.
+        let mut last = (f64::NAN, f64::NAN);
+        let settle = Instant::now();
+        loop {
+            let now = (consent_operator.metric(consent_metric).await, consent_operator.writes().await);
+            if now == last || settle.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            last = now;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let (consents_before, writes_before) = last;
+        let rotate = json!({ "metadata": { "annotations": { "registrar.dev/rotate": "bench" } } });
+        apps.patch(name, &PatchParams::default(), &Patch::Merge(rotate)).await.expect("rotate");
+        wait_until("the rotation", Duration::from_secs(60), FAST, || {
+            let apps = apps.clone();
+            async move {
+                apps.get(name).await.ok().and_then(|a| a.status).and_then(|s| s.last_handled_rotate).as_deref()
+                    == Some("bench")
+            }
+        })
+        .await;
+        // A settle window for anything the rotation might still fan out.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let consents = consent_operator.metric(consent_metric).await - consents_before;
+        let writes = consent_operator.writes().await - writes_before;
+        report.row(
+            format!("rotate an app with {n} consents → consent reconciliations / operator writes"),
+            format!("{consents:.0} / {writes:.0}"),
+            if consents == 0.0 && writes <= 3.0 { "0 / ≤ 3: met" } else { "0 / ≤ 3: MISSED" },
+        );
+    }
     if restricted {
         let started = Instant::now();
         apply_policy(json!([])).await;
@@ -682,7 +715,7 @@ async fn consent_fanout(
         let _ = policies.delete("default", &DeleteParams::default()).await;
     }
     drop(consent_operator);
-    consumers
+    [consumers, home]
 }
 
 /// N apps registered at a real Ory Hydra: Hydra's own ceiling (clients created

@@ -45,12 +45,15 @@ struct Inner {
     /// answers "revoked" for them rather than "unknown".
     revoked: VecDeque<String>,
     revoked_set: HashSet<String>,
-    /// Every namespace seen, and those with an organization label (its value).
-    namespaces: BTreeSet<String>,
+    /// The namespaces without an organization label (the default
+    /// organization's), and those with one (its value).
+    unlabelled: BTreeSet<String>,
     namespace_org: HashMap<String, String>,
     namespaces_by_org: HashMap<String, BTreeSet<String>>,
     /// A digest of what consents read of each organization's policy.
     policy_views: HashMap<String, u64>,
+    /// A digest of what consents read of each app that has consents.
+    app_views: HashMap<Key, u64>,
     /// Imported Client IDs an app is about to claim (decided, status not yet
     /// written): no other app may claim them meanwhile.
     reserved: HashMap<String, (Key, String)>,
@@ -387,7 +390,14 @@ impl Index {
     /// Records a namespace's organization label (`None`: no label). Returns
     /// whether its organization changed.
     pub fn namespace_applied(&self, namespace: &str, label: Option<&str>) -> bool {
-        self.write().namespaces.insert(namespace.to_owned());
+        {
+            let mut inner = self.write();
+            if label.is_some_and(|l| !l.is_empty()) {
+                inner.unlabelled.remove(namespace);
+            } else {
+                inner.unlabelled.insert(namespace.to_owned());
+            }
+        }
         self.organization_changed(namespace, label)
     }
 
@@ -416,7 +426,7 @@ impl Index {
     }
 
     pub fn namespace_deleted(&self, namespace: &str) -> bool {
-        self.write().namespaces.remove(namespace);
+        self.write().unlabelled.remove(namespace);
         self.organization_changed(namespace, None)
     }
 
@@ -427,9 +437,23 @@ impl Index {
         let mut namespaces: Vec<String> =
             inner.namespaces_by_org.get(org).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         if org == self.default_organization {
-            namespaces.extend(inner.namespaces.iter().filter(|ns| !inner.namespace_org.contains_key(*ns)).cloned());
+            namespaces.extend(inner.unlabelled.iter().cloned());
         }
         namespaces
+    }
+
+    /// Records what consents read of `app` (`None`: the app is gone); returns
+    /// whether its consents must look again. An app event that changes none of
+    /// it — registrar's own status bookkeeping, a rotation — re-evaluates no
+    /// consent. Only apps with consents are remembered.
+    pub fn app_seen(&self, app: &Key, view: Option<u64>) -> bool {
+        let mut inner = self.write();
+        let has_consents = inner.consents_by_app.get(app).is_some_and(|c| !c.is_empty());
+        let old = match view {
+            Some(view) if has_consents => inner.app_views.insert(app.clone(), view),
+            _ => inner.app_views.remove(app),
+        };
+        has_consents && old != view
     }
 
     /// Records what consents read of `org`'s policy (`None`: no policy);
@@ -463,6 +487,33 @@ mod tests {
 
     fn key(ns: &str, name: &str) -> Key {
         (ns.to_owned(), name.to_owned())
+    }
+
+    #[test]
+    fn an_app_event_reaches_its_consents_only_when_what_they_read_changed() {
+        let index = Index::new("default");
+        let app = key("team-a", "billing");
+        assert!(!index.app_seen(&app, Some(1)), "no consents: nothing to tell");
+        index.consent_applied(key("team-b", "c1"), app.clone());
+        assert!(index.app_seen(&app, Some(1)), "first sight with consents");
+        assert!(!index.app_seen(&app, Some(1)), "its own status bookkeeping: no fan-out");
+        assert!(index.app_seen(&app, Some(2)), "scopes, Client ID, name or deletion changed");
+        assert!(index.app_seen(&app, None), "gone");
+    }
+
+    #[test]
+    fn the_default_organization_holds_the_unlabelled_namespaces() {
+        let index = Index::new("default");
+        index.namespace_applied("a", None);
+        index.namespace_applied("b", Some("acme"));
+        index.namespace_applied("c", Some(""));
+        assert_eq!(index.namespaces_of("default"), ["a", "c"]);
+        index.namespace_applied("a", Some("acme"));
+        index.namespace_applied("b", None);
+        assert_eq!(index.namespaces_of("default"), ["b", "c"]);
+        assert_eq!(index.namespaces_of("acme"), ["a"]);
+        index.namespace_deleted("c");
+        assert_eq!(index.namespaces_of("default"), ["b"]);
     }
 
     #[test]

@@ -305,11 +305,15 @@ async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
             let key = key(&app);
             to.index.app_applied(&key, claim(&app, &to.seal_key));
             to.app(key.clone()).await;
-            to.consents_of_app(&key).await;
+            // Its consents look again only when something they read changed.
+            if to.index.app_seen(&key, Some(app_view(&app))) {
+                to.consents_of_app(&key).await;
+            }
         }
         Event::Delete(app) => {
             let key = key(&app);
             to.index.app_deleted(&key, app.spec.deletion_policy == Some(DeletionPolicy::Retain));
+            to.index.app_seen(&key, None);
             to.consents_of_app(&key).await;
         }
         Event::InitDone => to.index.apps_listed(),
@@ -371,6 +375,23 @@ async fn on_policy(event: Event<OrganizationPolicy>, mut to: Senders) {
     if to.index.policy_seen(&org, view) {
         to.organization(&org).await;
     }
+}
+
+/// A digest of what consents read of an app: which object it is, its scope,
+/// display name, scopes, Client ID (and its seal) and whether it is being
+/// deleted. Not its secret versions, conditions or consent summary.
+fn app_view(app: &AppRegistration) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let status = app.status.as_ref();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    app.meta().uid.hash(&mut hasher);
+    app.spec.scope.as_str().hash(&mut hasher);
+    app.spec.display_name.hash(&mut hasher);
+    app.spec.oauth_scopes.hash(&mut hasher);
+    status.and_then(|s| s.client_id.as_deref()).hash(&mut hasher);
+    status.and_then(|s| s.client_id_seal.as_deref()).hash(&mut hasher);
+    app.meta().deletion_timestamp.is_some().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A digest of what consents read of a policy: the policy in force, the
