@@ -32,6 +32,10 @@ pub const CLIENT_ID_ANNOTATION: &str = "registrar.dev/client-id";
 pub const VERSION_ANNOTATION: &str = "registrar.dev/secret-version";
 /// The `registrar.dev/rotate` value this secret version answers, if any.
 pub const ROTATE_REQUEST_ANNOTATION: &str = "registrar.dev/rotate-request";
+/// The keys of `spec.secret.labels` and `annotations` registrar last wrote
+/// (`labels=a,b;annotations=c`), so a key removed from the spec is removed
+/// from the Secret while labels others put there stay.
+pub const EXTRA_KEYS_ANNOTATION: &str = "registrar.dev/extra-keys";
 /// The annotation carrying a credentials Secret's seal.
 pub const SEAL_ANNOTATION: &str = "registrar.dev/seal";
 /// The Client ID a retained Secret holds.

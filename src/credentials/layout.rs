@@ -28,7 +28,7 @@ use super::{
 use crate::api::AppRegistration;
 
 pub use crate::api::keys::{
-    APP_LABEL, CLIENT_ID_ANNOTATION, MANAGED_BY, ROTATE_REQUEST_ANNOTATION, VERSION_ANNOTATION,
+    APP_LABEL, CLIENT_ID_ANNOTATION, EXTRA_KEYS_ANNOTATION, MANAGED_BY, ROTATE_REQUEST_ANNOTATION, VERSION_ANNOTATION,
 };
 pub use crate::api::{
     DEFAULT_CLIENT_ID_KEY, DEFAULT_CLIENT_SECRET_KEY, DEFAULT_ISSUER_KEY, DEFAULT_TOKEN_URL_KEY, MANAGED_BY_LABEL,
@@ -115,8 +115,46 @@ impl SecretLayout {
         }
     }
 
+    /// The record of the extra keys this layout writes; `None` when there are none.
+    pub fn extra_keys_record(&self) -> Option<String> {
+        if self.extra_labels.is_empty() && self.extra_annotations.is_empty() {
+            return None;
+        }
+        let join = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<Vec<_>>().join(",");
+        Some(format!("labels={};annotations={}", join(&self.extra_labels), join(&self.extra_annotations)))
+    }
+
+    /// The extra labels and annotations a Secret (of `meta`) still carries that
+    /// registrar wrote (its record says so) and this layout no longer wants.
+    pub fn stale_extras(&self, meta: &ObjectMeta) -> (Vec<String>, Vec<String>) {
+        let record = meta.annotations.as_ref().and_then(|a| a.get(EXTRA_KEYS_ANNOTATION)).cloned().unwrap_or_default();
+        let listed = |kind: &str| -> Vec<String> {
+            record
+                .split(';')
+                .find_map(|part| part.strip_prefix(kind)?.strip_prefix('='))
+                .map(|keys| keys.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let present = |map: &Option<BTreeMap<String, String>>, k: &str| map.as_ref().is_some_and(|m| m.contains_key(k));
+        let labels = listed("labels")
+            .into_iter()
+            .filter(|k| !self.extra_labels.contains_key(k) && present(&meta.labels, k))
+            .collect();
+        let mut annotations: Vec<String> = listed("annotations")
+            .into_iter()
+            .filter(|k| !self.extra_annotations.contains_key(k) && present(&meta.annotations, k))
+            .collect();
+        if self.extra_keys_record().is_none() && present(&meta.annotations, EXTRA_KEYS_ANNOTATION) {
+            annotations.push(EXTRA_KEYS_ANNOTATION.to_owned());
+        }
+        (labels, annotations)
+    }
+
     fn annotations(&self, app: &AppRegistration, issued: &Issued, key: &SealKey) -> BTreeMap<String, String> {
         let mut annotations = self.extra_annotations.clone();
+        if let Some(record) = self.extra_keys_record() {
+            annotations.insert(EXTRA_KEYS_ANNOTATION.into(), record);
+        }
         annotations.insert(CLIENT_ID_ANNOTATION.into(), issued.client_id.clone());
         if let Some(version) = issued.version {
             annotations.insert(VERSION_ANNOTATION.into(), version.to_string());
@@ -203,10 +241,15 @@ impl SecretLayout {
             && annotations.get(CLIENT_ID_ANNOTATION) == Some(&issued.client_id);
         let extras_current =
             self.extras().into_iter().all(|(key, value)| contents.extras.get(key).map(String::as_str) == Some(value));
+        // Keys dropped from spec.secret are removed; the record follows the spec.
+        let (stale_labels, stale_annotations) = self.stale_extras(meta);
+        let record_current = annotations.get(EXTRA_KEYS_ANNOTATION) == self.extra_keys_record().as_ref()
+            && stale_labels.is_empty()
+            && stale_annotations.is_empty();
         OwnedSecret {
             issued,
             sealed,
-            metadata_current: labels_current && annotations_current && extras_current,
+            metadata_current: labels_current && annotations_current && extras_current && record_current,
             resource_version: meta.resource_version.clone(),
         }
     }
@@ -306,6 +349,36 @@ mod tests {
         assert_eq!(layout.name, "billing-credentials");
         assert_eq!(layout.client_id_key, "client_id");
         assert_eq!(layout.client_secret_key, "client_secret");
+    }
+
+    #[test]
+    fn dropped_extras_are_stale_and_others_labels_are_not() {
+        let mut app = app();
+        let template = app.spec.secret.get_or_insert_with(Default::default);
+        template.labels.insert("team".into(), "a".into());
+        template.labels.insert("tier".into(), "gold".into());
+        template.annotations.insert("note".into(), "x".into());
+        let before = SecretLayout::for_app(&app);
+        assert_eq!(before.extra_keys_record().as_deref(), Some("labels=team,tier;annotations=note"));
+        let pairs = |items: &[(&str, &str)]| -> BTreeMap<String, String> {
+            items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let meta = ObjectMeta {
+            labels: Some(pairs(&[("team", "a"), ("tier", "gold"), ("backup", "daily")])),
+            annotations: Some(pairs(&[("note", "x"), (EXTRA_KEYS_ANNOTATION, "labels=team,tier;annotations=note")])),
+            ..Default::default()
+        };
+        assert_eq!(before.stale_extras(&meta), (vec![], vec![]));
+        let template = app.spec.secret.as_mut().unwrap();
+        template.labels.remove("tier");
+        template.annotations.clear();
+        let after = SecretLayout::for_app(&app);
+        assert_eq!(after.stale_extras(&meta), (vec!["tier".to_string()], vec!["note".to_string()]));
+        app.spec.secret = None;
+        let none = SecretLayout::for_app(&app);
+        let (labels, annotations) = none.stale_extras(&meta);
+        assert_eq!(labels, ["team", "tier"]);
+        assert_eq!(annotations, ["note", EXTRA_KEYS_ANNOTATION]);
     }
 
     #[test]

@@ -391,7 +391,7 @@ async fn carry_out(
             }
         }
         Some(SecretWrite::Replace { secret, resource_version }) => {
-            match apply_secret(&ns, secret, resource_version.clone(), ctx).await? {
+            match apply_secret(&ns, secret, resource_version.clone(), layout, ctx).await? {
                 Some(applied) => Some(applied),
                 None => return Ok(Action::requeue(Duration::from_secs(1))),
             }
@@ -819,14 +819,20 @@ async fn create_secret(ns: &str, secret: &Secret, ctx: &Context) -> Result<Optio
 }
 
 /// Server-side applies our Secret, on condition that it is still the version
-/// observed (`resource_version`). `None` on a conflict (retry later).
+/// observed (`resource_version`). `None` on a conflict (retry later). Extra
+/// labels and annotations registrar wrote and the spec dropped are removed
+/// (server-side apply keeps those the Secret's first create wrote).
 async fn apply_secret(
     ns: &str,
     secret: &Secret,
     resource_version: Option<String>,
+    layout: &SecretLayout,
     ctx: &Context,
 ) -> Result<Option<Secret>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let cached = ctx.caches.secrets.get(&ObjectRef::new(&secret.name_any()).within(ns));
+    let (stale_labels, stale_annotations) =
+        cached.as_deref().map(|m| layout.stale_extras(&m.metadata)).unwrap_or_default();
     let mut body = secret.clone();
     body.metadata.resource_version = resource_version;
     body.metadata.managed_fields = None;
@@ -837,10 +843,40 @@ async fn apply_secret(
         "type": body.type_,
         "data": body.data,
     }));
-    match api.patch(&secret.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
-        Ok(applied) => Ok(Some(applied)),
-        Err(kube::Error::Api(status)) if status.is_conflict() || status.is_not_found() => Ok(None),
-        Err(e) => Err(Error::kube(Step::WriteSecret, format!("{ns}/{}", secret.name_any()), e)),
+    let applied = match api.patch(&secret.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
+        Ok(applied) => applied,
+        Err(kube::Error::Api(status)) if status.is_conflict() || status.is_not_found() => return Ok(None),
+        Err(e) => return Err(Error::kube(Step::WriteSecret, format!("{ns}/{}", secret.name_any()), e)),
+    };
+    let has = |map: &Option<std::collections::BTreeMap<String, String>>, k: &String| {
+        map.as_ref().is_some_and(|m| m.contains_key(k))
+    };
+    let labels: serde_json::Map<String, serde_json::Value> = stale_labels
+        .iter()
+        .filter(|k| has(&applied.metadata.labels, k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    let annotations: serde_json::Map<String, serde_json::Value> = stale_annotations
+        .iter()
+        .filter(|k| has(&applied.metadata.annotations, k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    if labels.is_empty() && annotations.is_empty() {
+        return Ok(Some(applied));
+    }
+    let removal = Patch::Merge(json!({ "metadata": {
+        "resourceVersion": applied.metadata.resource_version,
+        "labels": labels,
+        "annotations": annotations,
+    } }));
+    match api.patch(&secret.name_any(), &PatchParams::default(), &removal).await {
+        Ok(cleaned) => Ok(Some(cleaned)),
+        // What was applied stands (status follows it); the next pass finds the
+        // keys still there and tries again.
+        Err(e) => {
+            warn!(namespace = ns, secret = secret.name_any(), error = %e, "could not remove dropped labels or annotations");
+            Ok(Some(applied))
+        }
     }
 }
 

@@ -434,6 +434,45 @@ async fn drift_is_repaired_with_warning_events() {
     ns.delete().await;
 }
 
+/// Labels and annotations of `spec.secret` follow the spec both ways: added
+/// ones appear, dropped ones are removed from the Secret (also those its first
+/// create wrote), while labels others put on the Secret stay; no new secret.
+#[tokio::test]
+async fn secret_labels_and_annotations_follow_the_spec_and_leave_others_alone() {
+    let (ns, _operator) = setup("reg-extras").await;
+    let secrets = ns.api::<Secret>();
+    let with = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| {
+        let mut app = confidential("extras");
+        let template = app.spec.secret.get_or_insert_with(Default::default);
+        template.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        template.annotations = annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        app
+    };
+    apply(&ns, &with(&[("team", "a"), ("tier", "gold")], &[("note", "x")])).await;
+    wait_issued(&ns, "extras").await;
+    let patch = Patch::Merge(json!({ "metadata": { "labels": { "backup": "daily" } } }));
+    secrets.patch("extras-credentials", &PatchParams::default(), &patch).await.expect("someone else's label");
+
+    apply(&ns, &with(&[("team", "b")], &[])).await;
+    let secret = eventually("the dropped keys to go", TIMEOUT, || async {
+        let s = credentials(&ns, "extras-credentials").await?;
+        let gone = !s.labels().contains_key("tier") && !s.annotations().contains_key("note");
+        (gone && s.labels().get("team").map(String::as_str) == Some("b")).then_some(s)
+    })
+    .await;
+    assert_eq!(secret.labels().get("backup").map(String::as_str), Some("daily"), "others' labels stay");
+    apply(&ns, &with(&[], &[])).await;
+    let secret = eventually("every extra to go", TIMEOUT, || async {
+        let s = credentials(&ns, "extras-credentials").await?;
+        (!s.labels().contains_key("team") && !s.annotations().contains_key("registrar.dev/extra-keys")).then_some(s)
+    })
+    .await;
+    assert_eq!(secret.labels().get("backup").map(String::as_str), Some("daily"));
+    let app = ns.api::<AppRegistration>().get("extras").await.expect("get");
+    assert_eq!(status(&app).secret_version, Some(1), "metadata changes never re-mint");
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn a_foreign_secret_is_never_overwritten() {
     let (ns, _operator) = setup("reg-conflict").await;
