@@ -580,7 +580,10 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
     let home = TestNamespace::new("bench-fanout-app").await;
     let (apps, app_ns) = (&home.api::<AppRegistration>(), home.name.as_str());
     let consumers = TestNamespace::new("bench-consumers").await;
-    let consent_operator = Operator::start_with(&["--selector", "bench.registrar.dev/fanout=yes"]).await;
+    let consent_args = std::env::var("BENCH_FANOUT_ARGS").unwrap_or_default();
+    let mut args = vec!["--selector", "bench.registrar.dev/fanout=yes"];
+    args.extend(consent_args.split_whitespace());
+    let consent_operator = Operator::start_with(&args).await;
     let mut fanned = app(name);
     fanned.metadata.labels = Some(labels.clone());
     apply_app(apps, &fanned).await;
