@@ -1021,6 +1021,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
             let mut memory = ctx.memory();
             memory.written.remove(&uid(app));
             memory.contents.remove(&uid(app));
+            memory.owner_checked.remove(&uid(app));
         }
         info!(namespace = ns, name = app.name_any(), client_id = id, secret = secret_name, "retained");
         publish(app, &event, None, ctx).await;
@@ -1070,6 +1071,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         let mut memory = ctx.memory();
         memory.written.remove(&uid(app));
         memory.contents.remove(&uid(app));
+        memory.owner_checked.remove(&uid(app));
     }
     info!(namespace = ns, name = app.name_any(), client_id = held, "revoked");
     publish(app, &event, None, ctx).await;
