@@ -161,7 +161,18 @@ pub async fn register(target: &Target, args: RegisterArgs) -> Result<(), CliErro
     }
     let app = wait_settled(target, &ns, &args.name, "registrar to issue the app").await?;
     let layout = SecretLayout::for_app(&app);
-    let secret = read_secret(target, &ns, &layout.name).await?;
+    // The app is registered whatever happens now: say so before any error.
+    let secret = match read_secret(target, &ns, &layout.name).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            let id = status_of(&app).client_id.unwrap_or_default();
+            render::out(&format!("Registered {} in {ns} (Client ID {id}).", args.name));
+            return Err(CliError::Refused(format!(
+                "its credentials are in Secret {ns}/{}, but reading them failed: {e}",
+                layout.name
+            )));
+        }
+    };
     let value = |key: &str| secret_value(&secret, key);
     let client_id = status_of(&app).client_id.clone().or_else(|| value(&layout.client_id_key)).unwrap_or_default();
     let client_secret = if is_public(&app) { None } else { value(&layout.client_secret_key) };
@@ -485,7 +496,14 @@ pub async fn rotate(target: &Target, args: RotateArgs) -> Result<(), CliError> {
         ));
         return Ok(());
     }
-    let secret = read_secret(target, &ns, &layout.name).await?;
+    // The rotation is done whatever happens now: say so before any error.
+    let secret = match read_secret(target, &ns, &layout.name).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            render::out(&format!("Rotated {name} to secret version {version}. {grace}"));
+            return Err(CliError::Refused(format!("the new secret is in Secret {where_}, but reading it failed: {e}")));
+        }
+    };
     let value = secret_value(&secret, &layout.client_secret_key);
     let client_id = status.client_id.clone().unwrap_or_default();
     render::out(&format!(

@@ -422,6 +422,41 @@ async fn errors_say_what_is_missing_or_forbidden() {
             .await
             .failed();
     assert!(global.stderr.contains("the apiserver refused") && !global.stderr.contains("RBAC"), "{}", global.stderr);
+    // Someone who may register apps but not read Secrets: the app is
+    // registered, and the error says where its credentials are.
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "registers-apps" },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["appregistrations"], "verbs": ["create", "get", "list", "watch"] }]
+    }))
+    .expect("role");
+    ns.api::<Role>().create(&Default::default(), &role).await.expect("role");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "registers-apps" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "registers-apps" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "registrant" }]
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>().create(&Default::default(), &binding).await.expect("binding");
+    let _operator = Operator::start(&ns.name).await;
+    let partial = plugin(&[
+        "--as",
+        "registrant",
+        "register",
+        "half",
+        "-n",
+        &ns.name,
+        "--redirect-uri",
+        "https://h.example.com/cb",
+    ])
+    .await
+    .failed();
+    assert!(partial.stdout.contains("Registered half"), "{}", partial.stdout);
+    assert!(
+        partial.stderr.contains("half-credentials") && partial.stderr.contains("you may not get secrets"),
+        "{}",
+        partial.stderr
+    );
     let missing = plugin(&["show", "nope", "-n", &ns.name]).await.failed();
     assert!(missing.stderr.contains(&format!("AppRegistration \"nope\" not found in namespace \"{}\"", ns.name)));
     let usage = plugin(&["show"]).await;
