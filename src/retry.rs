@@ -20,6 +20,11 @@ pub fn worth_an_event(failures: u32) -> bool {
     failures.is_power_of_two()
 }
 
+/// The note of a `ReconcileFailed` Event: what failed, and when it is tried again.
+pub fn failure_note(error: &impl std::fmt::Display, delay: Duration, failures: u32) -> String {
+    event_note(&format!("{error}; retrying in {}s (failure {failures} in a row)", delay.as_secs().max(1)))
+}
+
 /// The longest Event note the apiserver takes.
 const MAX_NOTE_BYTES: usize = 1024;
 

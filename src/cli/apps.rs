@@ -187,7 +187,12 @@ pub async fn register(target: &Target, args: RegisterArgs) -> Result<(), CliErro
 
 /// Waits until the app is issued (Ready) or refused for a reason that waiting
 /// does not fix; the latter is an error naming the reason and message.
-async fn wait_settled(target: &Target, ns: &str, name: &str, what: &str) -> Result<AppRegistration, CliError> {
+pub(super) async fn wait_settled(
+    target: &Target,
+    ns: &str,
+    name: &str,
+    what: &str,
+) -> Result<AppRegistration, CliError> {
     let settled = |app: Option<&AppRegistration>| app.and_then(ready).is_some_and(|r| r.status == "True" || r.final_);
     let app = target
         .wait_for(target.apps(ns), name, what, settled)

@@ -1,6 +1,6 @@
 //! The connection to the cluster, and the errors people see.
 
-use std::{fmt::Debug, future::Future, time::Duration};
+use std::{fmt::Debug, time::Duration};
 
 use kube::{
     Api, Client, Resource,
@@ -139,7 +139,7 @@ impl Target {
         C: Condition<K>,
     {
         let spinner = render::spinner(what);
-        let waited = with_timeout(self.timeout, await_condition(api, name, condition)).await;
+        let waited = tokio::time::timeout(self.timeout, await_condition(api, name, condition)).await.ok();
         spinner.finish_and_clear();
         match waited {
             Some(Ok(found)) => Ok(found),
@@ -147,10 +147,6 @@ impl Target {
             None => Err(CliError::Timeout { what: what.to_owned(), timeout: self.timeout }),
         }
     }
-}
-
-async fn with_timeout<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
-    tokio::time::timeout(timeout, future).await.ok()
 }
 
 fn registrar_resource(resource: &str) -> bool {

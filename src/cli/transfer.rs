@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     AppName, CliError, Format,
-    apps::{FIELD_MANAGER, get_app},
+    apps::{FIELD_MANAGER, get_app, wait_settled},
     cluster::Target,
     render::{self, BOLD, paint},
 };
@@ -210,7 +210,7 @@ pub async fn import(target: &Target, args: ImportArgs) -> Result<(), CliError> {
         }
     }
     for (ns, name) in &created {
-        let issued = wait_issued(target, ns, name).await?;
+        let issued = wait_settled(target, ns, name, &format!("{name} to be issued")).await?;
         let layout = SecretLayout::for_app(&issued);
         render::out(&format!(
             "{ns}/{name}: new credentials issued (Client ID {}) into Secret {ns}/{}; `kubectl registrar show {name} \
@@ -220,18 +220,6 @@ pub async fn import(target: &Target, args: ImportArgs) -> Result<(), CliError> {
         ));
     }
     Ok(())
-}
-
-async fn wait_issued(target: &Target, ns: &str, name: &str) -> Result<AppRegistration, CliError> {
-    let issued = |a: Option<&AppRegistration>| {
-        a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == crate::api::conditions::READY && c.status == "True")
-        })
-    };
-    target
-        .wait_for(target.apps(ns), name, &format!("{name} to be issued"), issued)
-        .await?
-        .ok_or_else(|| CliError::Refused(format!("{ns}/{name} was deleted while waiting")))
 }
 
 #[cfg(test)]

@@ -229,10 +229,7 @@ fn error_policy(consent: Arc<AppConsent>, error: &Error, ctx: Arc<Context>) -> A
         let event = Event {
             type_: EventType::Warning,
             reason: "ReconcileFailed".into(),
-            note: Some(retry::event_note(&format!(
-                "{error}; retrying in {}s (failure {failures} in a row)",
-                delay.as_secs().max(1)
-            ))),
+            note: Some(retry::failure_note(error, delay, failures)),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -71,6 +71,8 @@ pub struct Context {
     recorder: Recorder,
     caches: Caches,
     memory: Mutex<Memory>,
+    /// Consecutive failures per app, for the backoff.
+    failures: retry::Failures,
     /// Recent answers to "may this owner manage apps in this namespace?".
     owner_answers: moka::sync::Cache<(Owner, Vec<String>, String), bool>,
 }
@@ -81,8 +83,6 @@ struct Memory {
     /// The secret version this process last wrote to status: a cached app
     /// showing less is a lagging cache, not a reason to act.
     written: HashMap<String, i64>,
-    /// Consecutive failures, for exponential backoff.
-    failures: HashMap<String, u32>,
     /// What each app's Secret holds, as registrar last wrote or read it (only
     /// Secrets it sealed), so a reconcile needs no read while the Secret's
     /// resourceVersion is unchanged. The data of other Secrets is never kept.
@@ -122,6 +122,7 @@ impl Context {
             recorder,
             caches,
             memory: Mutex::default(),
+            failures: retry::Failures::default(),
             owner_answers,
         }
     }
@@ -152,7 +153,7 @@ pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<A
     // Counted once finished, so a reader of the metric knows its writes are done.
     ctx.metrics.reconciled("appregistration", started.elapsed().as_secs_f64());
     let action = result?;
-    ctx.memory().failures.remove(&object_key);
+    ctx.failures.succeeded(&object_key);
     Ok(action)
 }
 
@@ -217,22 +218,14 @@ pub fn error_policy(app: Arc<AppRegistration>, error: &Error, ctx: Arc<Context>)
         .reconcile_errors
         .get_or_create(&ErrorLabels { controller: "appregistration".into(), error: error.metric_label().into() })
         .inc();
-    let failures = {
-        let mut memory = ctx.memory();
-        let n = memory.failures.entry(key(&app)).or_default();
-        *n = n.saturating_add(1);
-        *n
-    };
+    let failures = ctx.failures.failed(&key(&app));
     let delay = retry::backoff(failures);
     warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     if retry::worth_an_event(failures) {
         let planned = PlannedEvent {
             warning: true,
             reason: "ReconcileFailed",
-            note: retry::event_note(&format!(
-                "{error}; retrying in {}s (failure {failures} in a row)",
-                delay.as_secs().max(1)
-            )),
+            note: retry::failure_note(error, delay, failures),
             about_secret: false,
             may_repeat: true,
         };
