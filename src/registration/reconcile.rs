@@ -20,7 +20,6 @@ use k8s_openapi::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, GetParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions},
-    core::PartialObjectMeta,
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
@@ -247,8 +246,8 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
 
     let server = ctx.settings.auth_server.as_ref();
     let layout = SecretLayout::for_app(app).with_server(server.map(|(s, _)| s.urls()));
-    let cached = ctx.caches.secrets.get(&ObjectRef::new(&layout.name).within(&ns));
-    let Some(observed) = observe(app, &layout, cached.as_deref(), ctx).await? else {
+    let cached = ctx.caches.secrets.get(&ns, &layout.name);
+    let Some(observed) = observe(app, &layout, cached.as_ref(), ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let app_key = (ns.clone(), app.name_any());
@@ -319,7 +318,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         reason: MintReason::SecretMissing | MintReason::SecretAltered | MintReason::SecretUntrusted,
         ..
     } = &decision
-        && cache_lags(&layout, &ns, cached.as_deref(), ctx).await?
+        && cache_lags(&layout, &ns, cached.as_ref(), ctx).await?
     {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -479,14 +478,14 @@ async fn register(server: &AuthServer, registration: &Registration, ctx: &Contex
 async fn observe(
     app: &AppRegistration,
     layout: &SecretLayout,
-    cached: Option<&PartialObjectMeta<Secret>>,
+    cached: Option<&ObjectMeta>,
     ctx: &Context,
 ) -> Result<Option<Observed>, Error> {
     let Some(cached) = cached else { return Ok(Some(Observed::Missing)) };
-    if !controlled_by(app, &cached.metadata) {
+    if !controlled_by(app, cached) {
         return Ok(Some(Observed::Foreign));
     }
-    let rv = cached.metadata.resource_version.clone().unwrap_or_default();
+    let rv = cached.resource_version.clone().unwrap_or_default();
     let known = ctx
         .memory()
         .contents
@@ -496,7 +495,7 @@ async fn observe(
     if let Some(contents) = known {
         return Ok(Some(Observed::Owned(layout.observe_owned(
             app,
-            &cached.metadata,
+            cached,
             &contents,
             &ctx.settings.seal_key,
         ))));
@@ -787,7 +786,7 @@ async fn hash_issued(
 async fn cache_lags(
     layout: &SecretLayout,
     ns: &str,
-    cached: Option<&PartialObjectMeta<Secret>>,
+    cached: Option<&ObjectMeta>,
     ctx: &Context,
 ) -> Result<bool, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -796,7 +795,7 @@ async fn cache_lags(
         .await
         .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", layout.name), e))?;
     let rv = |m: Option<&ObjectMeta>| m.and_then(|m| m.resource_version.clone());
-    Ok(rv(live.as_ref().map(|l| &l.metadata)) != rv(cached.map(|c| &c.metadata)))
+    Ok(rv(live.as_ref().map(|l| &l.metadata)) != rv(cached))
 }
 
 /// Creates the Secret; never overwrites an existing one. `None` when a Secret
@@ -823,9 +822,8 @@ async fn apply_secret(
     ctx: &Context,
 ) -> Result<Option<Secret>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let cached = ctx.caches.secrets.get(&ObjectRef::new(&secret.name_any()).within(ns));
-    let (stale_labels, stale_annotations) =
-        cached.as_deref().map(|m| layout.stale_extras(&m.metadata)).unwrap_or_default();
+    let cached = ctx.caches.secrets.get(ns, &secret.name_any());
+    let (stale_labels, stale_annotations) = cached.map(|m| layout.stale_extras(&m)).unwrap_or_default();
     let mut body = secret.clone();
     body.metadata.resource_version = resource_version;
     body.metadata.managed_fields = None;

@@ -170,10 +170,11 @@ impl Registry {
             return None;
         }
         let (ns, secret_name) = self.caches.index.retained(client_id)?;
-        let secret = self.caches.secrets.get(&ObjectRef::new(&secret_name).within(&ns))?;
-        let retention = Retention::read(&ns, &secret_name, secret.annotations(), &self.seal_key)
-            .filter(|r| r.client_id == client_id)?;
-        let from = secret.annotations().get(RETAINED_FROM_ANNOTATION).cloned().unwrap_or_default();
+        let meta = self.caches.secrets.get(&ns, &secret_name)?;
+        let annotations = meta.annotations.unwrap_or_default();
+        let retention =
+            Retention::read(&ns, &secret_name, &annotations, &self.seal_key).filter(|r| r.client_id == client_id)?;
+        let from = annotations.get(RETAINED_FROM_ANNOTATION).cloned().unwrap_or_default();
         Some((Identity { namespace: ns, name: from, scope: Scope::Group, state: "retained" }, retention.secret_hash))
     }
 
