@@ -534,6 +534,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::field_reassign_with_default)] // PartialObjectMeta has a private field
     fn secret(name: &str, rv: &str) -> PartialObjectMeta<Secret> {
         let owner = |name: &str, controller: bool| OwnerReference {
             api_version: "registrar.dev/v1alpha1".into(),

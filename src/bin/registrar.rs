@@ -161,10 +161,15 @@ struct Args {
     owner_check_interval: kube::core::Duration,
 }
 
-// The system allocator: argon2id's 19 MiB working memory is reused from hash to
-// hash (`credentials::Hasher`), so nothing large churns through malloc. Measured
-// with 3,000 apps (docs/benchmarks.md): glibc 51 MiB after a restart and 94 MiB
-// while rotating every secret; mimalloc 106 MiB and 128 MiB.
+// jemalloc, with one arena and freed pages handed back after a second
+// (.cargo/config.toml): the caches grow by many small allocations from several
+// threads, which glibc's per-thread arenas held apart. Measured with 3,000 apps
+// (docs/benchmarks.md, "Memory"): peak RSS 54.4 MiB with glibc, 44.4 MiB with
+// jemalloc's defaults, 40.7 MiB so configured; after a restart 49.9, 53.7 and
+// 43.7 MiB. (mimalloc, tried when argon2id's 19 MiB buffers churned, did worse
+// than glibc.)
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -493,12 +493,7 @@ async fn observe(
         .filter(|k| k.secret_name == layout.name && k.resource_version == rv)
         .map(|k| k.contents.clone());
     if let Some(contents) = known {
-        return Ok(Some(Observed::Owned(layout.observe_owned(
-            app,
-            cached,
-            &contents,
-            &ctx.settings.seal_key,
-        ))));
+        return Ok(Some(Observed::Owned(layout.observe_owned(app, cached, &contents, &ctx.settings.seal_key))));
     }
     let ns = app.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
