@@ -58,6 +58,12 @@ pub struct Selection {
     pub namespace: Option<String>,
     /// Manage only AppRegistrations and AppConsents matching this label selector.
     pub selector: Option<String>,
+    /// Read each watch's first list page by page (a list request) rather than
+    /// as a stream of watch events (Kubernetes' WatchList, on by default since
+    /// 1.34): for apiservers with WatchList turned off. A stream never holds
+    /// the whole list in memory at once; a page of 500 objects does, and an
+    /// apiserver serving the list from its cache may answer in one page.
+    pub paginated_lists: bool,
 }
 
 /// The caches, shared by the controllers.
@@ -183,7 +189,14 @@ pub fn start(
     seal_key: &SealKey,
 ) -> (Caches, Triggers, impl Future<Output = ()> + Send + 'static) {
     let ns = selection.namespace.as_deref();
-    let mut selected = watcher::Config::default();
+    let config = || {
+        if selection.paginated_lists {
+            watcher::Config::default()
+        } else {
+            watcher::Config::default().streaming_lists()
+        }
+    };
+    let mut selected = config();
     if let Some(selector) = &selection.selector {
         selected = selected.labels(selector);
     }
@@ -207,9 +220,8 @@ pub fn start(
         reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(slim)).default_backoff();
     let secrets = SecretMetas::default();
     let secret_events =
-        watcher(api::<PartialObjectMeta<Secret>>(client, ns), watcher::Config::default().labels(APP_LABEL))
-            .default_backoff();
-    let mut namespace_config = watcher::Config::default();
+        watcher(api::<PartialObjectMeta<Secret>>(client, ns), config().labels(APP_LABEL)).default_backoff();
+    let mut namespace_config = config();
     if let Some(ns) = ns {
         namespace_config = namespace_config.fields(&format!("metadata.name={ns}"));
     }
@@ -221,11 +233,9 @@ pub fn start(
     .default_backoff();
 
     let (policies, policy_writer) = reflector::store();
-    let policy_events = reflector(
-        policy_writer,
-        watcher(Api::<OrganizationPolicy>::all(client.clone()), watcher::Config::default()).modify(slim),
-    )
-    .default_backoff();
+    let policy_events =
+        reflector(policy_writer, watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(slim))
+            .default_backoff();
 
     let listed = Arc::new(Listed::new(5));
     let secret_metas = secrets.clone();

@@ -45,6 +45,10 @@ struct Args {
     /// selector (for sharding; default: all).
     #[arg(long, env = "REGISTRAR_SELECTOR")]
     selector: Option<String>,
+    /// Read the watches' first lists page by page instead of streaming them
+    /// (for apiservers with the WatchList feature turned off).
+    #[arg(long, env = "REGISTRAR_PAGINATED_LISTS")]
+    paginated_lists: bool,
     /// Organization of namespaces without the registrar.dev/organization label.
     #[arg(long, env = "REGISTRAR_DEFAULT_ORGANIZATION", default_value = "default")]
     default_organization: String,
@@ -248,7 +252,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
-    let selection = Selection { namespace: args.watch_namespace, selector: args.selector };
+    let selection =
+        Selection { namespace: args.watch_namespace, selector: args.selector, paginated_lists: args.paginated_lists };
     info!(?selection, default_organization = args.default_organization, ?params, "starting");
     let (caches, triggers, drive) = watches::start(&client, &selection, &args.default_organization, &seal_key);
     let watching = tokio::spawn(drive);
