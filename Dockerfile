@@ -3,6 +3,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The allocator's build-time settings (one jemalloc arena; docs/benchmarks.md).
+COPY .cargo ./.cargo
 COPY src ./src
 RUN cargo build --locked --release --bin registrar
 

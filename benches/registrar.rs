@@ -142,52 +142,72 @@ fn is_ready(app: &AppRegistration) -> bool {
     app.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Counts, from a watch, the objects for which `matches` holds, and resolves once
-/// there are `target` of them. A watch costs the apiserver one event per change;
-/// polling lists of thousands of objects would load the apiserver being measured.
+/// Counts, from one watch, the objects in each class (`classify`), and resolves
+/// once a class has `target` of them. A watch costs the apiserver one event per
+/// change, and one watch serves every class; polling lists of thousands of
+/// objects would load the apiserver being measured.
 struct Counter {
-    count: tokio::sync::watch::Receiver<usize>,
+    counts: tokio::sync::watch::Receiver<BTreeMap<&'static str, usize>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Counter {
+    /// Counts the objects for which `matches` holds.
     fn start<K>(api: Api<K>, matches: impl Fn(&K) -> bool + Send + 'static) -> Self
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
         K::DynamicType: Default,
     {
-        let (tx, count) = tokio::sync::watch::channel(0);
+        Self::classify(api, move |obj| matches(obj).then_some(MATCHING))
+    }
+
+    /// Counts the objects of each class `classify` puts them in (`None`: none).
+    fn classify<K>(api: Api<K>, classify: impl Fn(&K) -> Option<&'static str> + Send + 'static) -> Self
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
+        let (tx, counts) = tokio::sync::watch::channel(BTreeMap::new());
         let task = tokio::spawn(async move {
-            let mut matching = std::collections::HashSet::new();
+            let mut class_of = std::collections::HashMap::new();
             let mut events = std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                        if matches(&obj) {
-                            matching.insert(obj.name_any());
-                        } else {
-                            matching.remove(&obj.name_any());
-                        }
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => match classify(&obj) {
+                        Some(class) => class_of.insert(obj.name_any(), class),
+                        None => class_of.remove(&obj.name_any()),
+                    },
+                    Ok(watcher::Event::Delete(obj)) => class_of.remove(&obj.name_any()),
+                    Ok(watcher::Event::Init) => {
+                        class_of.clear();
+                        None
                     }
-                    Ok(watcher::Event::Delete(obj)) => {
-                        matching.remove(&obj.name_any());
-                    }
-                    Ok(watcher::Event::Init) => matching.clear(),
-                    Ok(watcher::Event::InitDone) | Err(_) => {}
+                    Ok(watcher::Event::InitDone) | Err(_) => None,
+                };
+                let mut counts = BTreeMap::new();
+                for class in class_of.values() {
+                    *counts.entry(*class).or_insert(0) += 1;
                 }
-                tx.send_replace(matching.len());
+                tx.send_replace(counts);
             }
         });
-        Counter { count, task }
+        Counter { counts, task }
     }
 
     async fn reached(&mut self, what: &str, target: usize, timeout: Duration) {
-        tokio::time::timeout(timeout, self.count.wait_for(|n| *n >= target))
+        self.reached_in(MATCHING, what, target, timeout).await;
+    }
+
+    async fn reached_in(&mut self, class: &str, what: &str, target: usize, timeout: Duration) {
+        tokio::time::timeout(timeout, self.counts.wait_for(|counts| counts.get(class).copied().unwrap_or(0) >= target))
             .await
             .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
             .expect("the watch ended");
     }
 }
+
+/// The class of [`Counter::start`]'s matching objects.
+const MATCHING: &str = "matching";
 
 impl Drop for Counter {
     fn drop(&mut self) {
@@ -681,12 +701,11 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
         .await;
     }
     let consent_api = consumers.api::<AppConsent>();
-    let has_reason = |reason: &'static str| {
-        move |c: &AppConsent| c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == reason))
-    };
-    let mut granted = Counter::start(consent_api.clone(), has_reason("Granted"));
-    let mut refused = Counter::start(consent_api.clone(), has_reason("NotAllowlisted"));
-    let mut revoked = Counter::start(consent_api.clone(), has_reason("AppRevoked"));
+    // One watch counts the consents by the reason of their Granted condition.
+    let mut consents = Counter::classify(consent_api.clone(), |c: &AppConsent| {
+        let reason = c.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Granted")?.reason.as_str();
+        ["Granted", "NotAllowlisted", "AppRevoked"].into_iter().find(|r| *r == reason)
+    });
     let started = Instant::now();
     stream::iter(0..n)
         .for_each_concurrent(CONCURRENCY, |i| {
@@ -704,7 +723,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
             }
         })
         .await;
-    granted.reached("every consent Granted", n, Duration::from_secs(600)).await;
+    consents.reached_in("Granted", "every consent Granted", n, Duration::from_secs(600)).await;
     let policy_words = if restricted { ", Restricted policy" } else { "" };
     report.row(
         format!("{n} consents created (64 in flight) → all Granted{policy_words}"),
@@ -750,7 +769,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
     if restricted {
         let started = Instant::now();
         apply_policy(json!([])).await;
-        refused.reached("every consent NotAllowlisted", n, Duration::from_secs(600)).await;
+        consents.reached_in("NotAllowlisted", "every consent NotAllowlisted", n, Duration::from_secs(600)).await;
         report.row(
             format!("Restricted: allowlist entry removed → all {n} NotAllowlisted"),
             format!("{:.2} s", started.elapsed().as_secs_f64()),
@@ -758,7 +777,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
         );
         let started = Instant::now();
         apply_policy(entry).await;
-        granted.reached("every consent Granted again", n, Duration::from_secs(600)).await;
+        consents.reached_in("Granted", "every consent Granted again", n, Duration::from_secs(600)).await;
         report.row(
             format!("Restricted: allowlist entry restored → all {n} Granted"),
             format!("{:.2} s", started.elapsed().as_secs_f64()),
@@ -770,7 +789,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
     let control_plane_cpu_before = control_plane_cpu();
     let started = Instant::now();
     apps.delete(name, &DeleteParams::default()).await.expect("delete the app");
-    revoked.reached("every consent AppRevoked", n, Duration::from_secs(600)).await;
+    consents.reached_in("AppRevoked", "every consent AppRevoked", n, Duration::from_secs(600)).await;
     let revocation = started.elapsed().as_secs_f64();
     let target = if restricted {
         ""
