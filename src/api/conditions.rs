@@ -43,6 +43,9 @@ pub mod consent_reason {
     pub const APP_REVOKED: &str = "AppRevoked";
     /// The namespace's organization is Restricted and does not allow the app.
     pub const NOT_ALLOWLISTED: &str = "NotAllowlisted";
+    /// The namespace's organization is switching to Restricted: nothing new is
+    /// granted until the policy is in force.
+    pub const POLICY_PENDING: &str = "PolicyPending";
 }
 
 /// Reasons of the `Ready` condition.

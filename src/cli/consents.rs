@@ -140,6 +140,7 @@ pub fn in_words(reason: &str) -> &'static str {
         r::SCOPE_MISMATCH => "it asks for scopes the app does not have",
         r::APP_REVOKED => "the app was revoked",
         r::NOT_ALLOWLISTED => "the organization's policy does not allow this app",
+        r::POLICY_PENDING => "the organization's policy is switching to Restricted; asked again once it is in force",
         _ => "see the message",
     }
 }
@@ -181,9 +182,15 @@ mod tests {
     #[test]
     fn every_consent_reason_has_words() {
         use conditions::consent_reason as r;
-        for reason in
-            [r::GRANTED, r::APP_NOT_FOUND, r::NOT_VISIBLE, r::SCOPE_MISMATCH, r::APP_REVOKED, r::NOT_ALLOWLISTED]
-        {
+        for reason in [
+            r::GRANTED,
+            r::APP_NOT_FOUND,
+            r::NOT_VISIBLE,
+            r::SCOPE_MISMATCH,
+            r::APP_REVOKED,
+            r::NOT_ALLOWLISTED,
+            r::POLICY_PENDING,
+        ] {
             assert_ne!(in_words(reason), "see the message", "{reason}");
         }
     }

@@ -24,6 +24,10 @@ pub enum Allowance {
     Pinned(BTreeSet<String>),
     /// Nothing: the organization is Restricted and the app is neither.
     Refused,
+    /// The organization asks to be Restricted, and registrar has not yet
+    /// recorded the grants of the moment (the policy is not in force): what
+    /// was granted stays granted (it will be recorded), nothing new is.
+    Switching,
 }
 
 /// The organization's policy in force, as a consent (or the registry) sees it.
@@ -49,6 +53,12 @@ impl PolicyFacts<'_> {
     /// of the moment of the switch (status), so none is lost in between.
     pub fn restricted(&self) -> bool {
         self.policy.and_then(|p| p.status.as_ref()).and_then(|s| s.policy) == Some(PolicyKind::Restricted)
+    }
+
+    /// Restricted is asked for (spec) but not yet in force (status): a consent
+    /// granted now would be recorded as granted before the switch.
+    pub fn switching(&self) -> bool {
+        self.policy.is_some_and(|p| p.spec.policy == Some(PolicyKind::Restricted)) && !self.restricted()
     }
 
     fn auto_approve_internal(&self) -> bool {
@@ -80,11 +90,11 @@ impl PolicyFacts<'_> {
     /// What the policy allows `app` for `consent` (`namespace/name`; `None`:
     /// a namespace that has no consent, as the registry asks).
     pub fn allowance(&self, consent: Option<&str>, app: &PolicyApp<'_>) -> Allowance {
-        if !self.restricted() {
-            return Allowance::Unpinned;
-        }
         if app.organization == self.organization && self.auto_approve_internal() {
             return Allowance::Unpinned;
+        }
+        if !self.restricted() {
+            return if self.switching() { Allowance::Switching } else { Allowance::Unpinned };
         }
         let listed = self.allowlisted(app).map(|e| e.scopes.iter().cloned());
         let kept = consent.and_then(|c| self.grandfathered(c, app)).map(|g| g.scopes.iter().cloned());
@@ -197,9 +207,17 @@ mod tests {
         let mut p = policy(PolicyKind::Restricted, None, vec![], vec![]);
         let facts = PolicyFacts { organization: ORG, policy: Some(&p), seal_key: &key };
         assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Refused);
-        // The switch is not in force until its grants are recorded.
+        // The switch is not in force until its grants are recorded; meanwhile
+        // nothing new is granted (what was granted then stays).
         p.status.as_mut().unwrap().policy = Some(PolicyKind::Unrestricted);
         let facts = PolicyFacts { organization: ORG, policy: Some(&p), seal_key: &key };
+        assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Switching);
+        assert_eq!(facts.allowance(Some("team-b/c"), &internal()), Allowance::Unpinned, "auto-approved internal");
+        p.status = None;
+        let facts = PolicyFacts { organization: ORG, policy: Some(&p), seal_key: &key };
+        assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Switching);
+        let unrestricted = policy(PolicyKind::Unrestricted, None, vec![], vec![]);
+        let facts = PolicyFacts { organization: ORG, policy: Some(&unrestricted), seal_key: &key };
         assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Unpinned);
         let none = PolicyFacts { organization: ORG, policy: None, seal_key: &key };
         assert_eq!(none.allowance(Some("team-b/c"), &external()), Allowance::Unpinned);

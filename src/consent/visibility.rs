@@ -156,6 +156,21 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
             let message = consent.refusal.clone().unwrap_or_else(|| "the organization does not allow this app".into());
             return Evaluation::denied(status, reason::NOT_ALLOWLISTED, message);
         }
+        Allowance::Switching if bound.is_none() => {
+            return Evaluation::denied(
+                status,
+                reason::POLICY_PENDING,
+                format!(
+                    "organization {} is switching to Restricted; registrar grants nothing new until the policy is in \
+                     force (its status says Restricted), then evaluates this consent again",
+                    consent.organization
+                ),
+            );
+        }
+        // What was granted stays granted until the switch records it.
+        Allowance::Switching => {
+            offered.iter().copied().filter(|s| status.granted_scopes.iter().any(|g| g == s)).collect()
+        }
         Allowance::Unpinned => offered.clone(),
         Allowance::Pinned(pinned) => offered.iter().copied().filter(|s| pinned.contains(*s)).collect(),
     };
@@ -885,6 +900,19 @@ mod tests {
         assert_denied(&e, reason::NOT_ALLOWLISTED);
         assert_eq!(e.condition.message, "ask your organization admin");
         assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn during_a_switch_to_restricted_nothing_new_is_granted_and_grants_stay() {
+        let offered = scopes(&["read", "write"]);
+        let status = unbound();
+        let e = evaluate(&under(consent(None, &status), Allowance::Switching), Some(&app(&offered)));
+        assert_denied(&e, reason::POLICY_PENDING);
+        assert!(e.condition.message.contains("switching to Restricted"), "{}", e.condition.message);
+        let status = bound(CLIENT, &["read"]);
+        let e = evaluate(&under(consent(None, &status), Allowance::Switching), Some(&app(&offered)));
+        assert_granted(&e);
+        assert_eq!((e.granted_scopes, e.pending_scopes), (scopes(&["read"]), scopes(&[])));
     }
 
     #[test]
