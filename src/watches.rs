@@ -495,13 +495,15 @@ fn app_view(app: &AppRegistration) -> u64 {
     hasher.finish()
 }
 
-/// A digest of what consents read of a policy: the policy asked for and the
-/// one in force, the grants kept, auto-approval and the allowlist.
+/// A digest of what consents read of a policy: the policy asked for, whether
+/// the switch was refused, the one in force, the grants kept, auto-approval and
+/// the allowlist.
 fn consent_view(policy: &OrganizationPolicy) -> u64 {
     use std::hash::{Hash, Hasher};
     let status = policy.status.as_ref();
     let read = serde_json::json!([
         policy.spec.policy,
+        crate::consent::policy::switch_refused(policy),
         status.and_then(|s| s.policy),
         status.map(|s| &s.grandfathered),
         policy.spec.auto_approve_internal,

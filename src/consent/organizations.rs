@@ -151,7 +151,12 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
         _ => format!("Unrestricted for {namespaces} namespace(s) of organization {organization}"),
     };
     let ready = match refused {
-        Some(message) => DesiredCondition { type_: conditions::READY, status: false, reason: "TooManyGrants", message },
+        Some(message) => DesiredCondition {
+            type_: conditions::READY,
+            status: false,
+            reason: super::policy::TOO_MANY_GRANTS,
+            message,
+        },
         None => DesiredCondition { type_: conditions::READY, status: true, reason: "InForce", message },
     };
     next.conditions = conditions::settle(&current.conditions, &[ready], policy.metadata.generation, &to_time(now));

@@ -48,6 +48,17 @@ pub struct PolicyApp<'a> {
     pub client_id: &'a str,
 }
 
+/// The reason of a policy's `Ready=False` when registrar refused a switch to
+/// Restricted: more grants to keep than a policy holds.
+pub const TOO_MANY_GRANTS: &str = "TooManyGrants";
+
+/// Whether registrar refused `policy`'s switch to Restricted ([`TOO_MANY_GRANTS`]).
+pub fn switch_refused(policy: &OrganizationPolicy) -> bool {
+    policy.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| c.type_ == crate::api::conditions::READY && c.reason == TOO_MANY_GRANTS)
+    })
+}
+
 impl PolicyFacts<'_> {
     /// The policy in force: Restricted only once registrar recorded the grants
     /// of the moment of the switch (status), so none is lost in between.
@@ -55,10 +66,13 @@ impl PolicyFacts<'_> {
         self.policy.and_then(|p| p.status.as_ref()).and_then(|s| s.policy) == Some(PolicyKind::Restricted)
     }
 
-    /// Restricted is asked for (spec) but not yet in force (status): a consent
-    /// granted now would be recorded as granted before the switch.
+    /// Restricted is asked for (spec) but not yet in force (status), and the
+    /// switch was not refused (too many grants to keep: the organization then
+    /// stays as it was): a consent granted now would be recorded as granted
+    /// before the switch.
     pub fn switching(&self) -> bool {
-        self.policy.is_some_and(|p| p.spec.policy == Some(PolicyKind::Restricted)) && !self.restricted()
+        self.policy.is_some_and(|p| p.spec.policy == Some(PolicyKind::Restricted) && !switch_refused(p))
+            && !self.restricted()
     }
 
     fn auto_approve_internal(&self) -> bool {
@@ -216,6 +230,22 @@ mod tests {
         p.status = None;
         let facts = PolicyFacts { organization: ORG, policy: Some(&p), seal_key: &key };
         assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Switching);
+        // A refused switch (too many grants to keep) leaves the organization as it was.
+        let mut refused = policy(PolicyKind::Restricted, None, vec![], vec![]);
+        let status = refused.status.as_mut().unwrap();
+        status.policy = Some(PolicyKind::Unrestricted);
+        status.conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: crate::api::conditions::READY.into(),
+            status: "False".into(),
+            reason: TOO_MANY_GRANTS.into(),
+            message: "too many".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: None,
+        }];
+        let facts = PolicyFacts { organization: ORG, policy: Some(&refused), seal_key: &key };
+        assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Unpinned);
         let unrestricted = policy(PolicyKind::Unrestricted, None, vec![], vec![]);
         let facts = PolicyFacts { organization: ORG, policy: Some(&unrestricted), seal_key: &key };
         assert_eq!(facts.allowance(Some("team-b/c"), &external()), Allowance::Unpinned);
