@@ -83,7 +83,7 @@ pub struct AppConsentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Granted`, with reason Granted, AppNotFound, NotVisible, ScopeMismatch,
-    /// NotAllowlisted or AppRevoked.
+    /// NotAllowlisted, PolicyPending or AppRevoked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
