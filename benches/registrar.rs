@@ -57,22 +57,12 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Peak resident memory of a process in MiB, from /proc.
 fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    support::proc_memory_kib(pid, "VmHWM").map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 /// Resident memory of a process now, in MiB, from /proc.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    support::proc_memory_kib(pid, "VmRSS").map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 /// The PIDs of the control plane's apiserver and etcd.

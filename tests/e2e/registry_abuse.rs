@@ -24,12 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Peak resident memory of a process in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    crate::support::proc_memory_kib(pid, "VmHWM").map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
 /// 200 authentications with fresh wrong secrets, each abandoned right after

@@ -88,12 +88,7 @@ async fn the_policy_refuses_a_forged_credentials_secret_at_admission() {
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    crate::support::proc_memory_kib(pid, "VmRSS").expect("VmRSS")
 }
 
 /// 200 Secrets of 1 MiB each, labelled registrar.dev/app and claiming an app

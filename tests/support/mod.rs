@@ -401,3 +401,13 @@ pub async fn ensure_namespace(client: &Client, name: &str) {
         Err(e) => panic!("creating namespace {name}: {e}"),
     }
 }
+
+/// A memory line of a process's /proc status (`VmRSS`, `VmHWM`, …), in KiB;
+/// `None` when the process or the line is gone.
+pub fn proc_memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
