@@ -17,6 +17,7 @@ phase() {
 summary() {
   echo "==> phase times"
   printf '    %s\n' "${PHASES[@]}"
+  echo "==> disk: target/ $(du -sh target 2>/dev/null | cut -f1)"
 }
 
 require_toolchain() {
