@@ -77,7 +77,12 @@ pub async fn run(
             "watching one namespace: OrganizationPolicies are obeyed, and put in force by an instance that watches \
              all namespaces"
         );
-        triggers.for_each(|_| async {}).await;
+        // Nothing to put in force here: requests are drained until the stop
+        // (not until the watches end: they are stopped after the controllers).
+        tokio::select! {
+            () = triggers.for_each(|_| async {}) => {}
+            () = shutdown => {}
+        }
         return;
     }
     let mut config = watcher::Config::default();

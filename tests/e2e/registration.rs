@@ -750,6 +750,47 @@ async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
     ns.delete().await;
 }
 
+/// A stop as Kubernetes does it (SIGTERM) ends a leader watching one namespace
+/// promptly and cleanly: it gives the lease back, and the standby takes over.
+/// (A namespaced operator once waited forever for the OrganizationPolicy
+/// requests to end, which end only after it stops: it was killed at the end of
+/// the grace period, and the lease ran out instead of being released.)
+#[tokio::test]
+async fn a_stopped_leader_exits_at_once_and_gives_the_lease_back() {
+    let ns = TestNamespace::new("reg-stop").await;
+    install_registrar(&ns.client).await;
+    let args = [
+        "--watch-namespace",
+        &ns.name,
+        "--leader-election",
+        "--leader-election-namespace",
+        &ns.name,
+        "--leader-election-duration",
+        "15",
+    ];
+    let mut replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
+    let leader = eventually("exactly one leader", TIMEOUT, || async {
+        match (replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await) {
+            (1.0, 0.0) => Some(0),
+            (0.0, 1.0) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    apply(&ns, &confidential("stop")).await;
+    wait_issued(&ns, "stop").await;
+
+    let exit = replicas[leader].terminate(Duration::from_secs(10)).await;
+    assert!(exit.success(), "the leader exited with {exit}");
+    assert!(replicas[leader].log().contains("released the leader lease"), "the lease was not given back");
+    let standby = &replicas[1 - leader];
+    eventually("the standby to take over", TIMEOUT, || async {
+        (standby.metric("registrar_leader").await == 1.0).then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
+
 /// An upgrade: the CRDs re-applied and the operator restarted. Nothing rotates
 /// and nothing is written.
 #[tokio::test]

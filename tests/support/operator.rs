@@ -84,6 +84,16 @@ impl Operator {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod: the exit status, once it exited
+    /// (panics if it has not within `within`).
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the operator is running");
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        eventually("the operator to exit after SIGTERM", within, || std::future::ready(child.try_wait().ok().flatten()))
+            .await
+    }
+
     /// Starts the process again after [`Operator::kill`].
     pub async fn restart(&mut self) {
         self.kill();
