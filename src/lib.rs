@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod index;
 pub mod leadership;
 pub mod metrics;
+pub mod packed;
 pub mod registration;
 pub mod registry;
 pub mod retry;

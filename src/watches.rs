@@ -15,8 +15,8 @@
 //! a namespace can label them, and their data (up to a megabyte each) must not
 //! be downloaded, let alone held, because of a label. The controller reads a
 //! Secret's data when a decision needs it, and keeps only what registrar wrote.
-//! Their metadata is held compactly ([`SecretMetas`]): one string per Secret
-//! instead of a tree of maps, a third of the memory.
+//! Their metadata is held compactly ([`SecretMetas`]), and so are the apps
+//! ([`Apps`]): packed, decoded when read ([`crate::packed`]).
 
 use std::{
     collections::HashMap,
@@ -45,6 +45,7 @@ use crate::{
     consent::visibility::ORGANIZATION_LABEL,
     credentials::{layout::APP_LABEL, retention::Retention, seal::SealKey},
     index::{Claim, Index, Key},
+    packed::{self, PackedApp},
 };
 
 /// Bound of each reconcile-request queue; the controllers' schedulers drain and
@@ -69,7 +70,7 @@ pub struct Selection {
 /// The caches, shared by the controllers.
 #[derive(Clone)]
 pub struct Caches {
-    pub apps: Store<AppRegistration>,
+    pub apps: Apps,
     pub consents: Store<AppConsent>,
     /// The metadata of the Secrets labelled `registrar.dev/app`.
     pub secrets: SecretMetas,
@@ -91,6 +92,34 @@ impl Caches {
     /// Resolves once every cache has seen its first full list.
     pub async fn synced(&self) {
         self.listed.synced().await;
+    }
+}
+
+/// The app cache: every AppRegistration selected, packed
+/// ([`crate::packed`]) and decoded when read.
+#[derive(Clone)]
+pub struct Apps(Store<PackedApp>);
+
+impl Apps {
+    /// The app `namespace/name`, decoded.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<AppRegistration>> {
+        self.0.get(&ObjectRef::new(name).within(namespace)).map(|packed| Arc::new(packed.unpack()))
+    }
+
+    /// Every app, decoded (a scan: a decode per app).
+    pub fn state(&self) -> Vec<Arc<AppRegistration>> {
+        self.0.state().iter().map(|packed| Arc::new(packed.unpack())).collect()
+    }
+
+    /// Every app as packed, for scans that need only what [`PackedApp`]
+    /// keeps unpacked.
+    pub fn packed(&self) -> Vec<Arc<PackedApp>> {
+        self.0.state()
+    }
+
+    /// The store itself, for the controller.
+    pub fn store(&self) -> Store<PackedApp> {
+        self.0.clone()
     }
 }
 
@@ -126,14 +155,14 @@ impl Listed {
 
 /// Reconcile requests for the controllers.
 pub struct Triggers {
-    pub apps: mpsc::Receiver<ObjectRef<AppRegistration>>,
+    pub apps: mpsc::Receiver<ObjectRef<PackedApp>>,
     pub consents: mpsc::Receiver<ObjectRef<AppConsent>>,
     pub policies: mpsc::Receiver<ObjectRef<OrganizationPolicy>>,
 }
 
 #[derive(Clone)]
 struct Senders {
-    apps: mpsc::Sender<ObjectRef<AppRegistration>>,
+    apps: mpsc::Sender<ObjectRef<PackedApp>>,
     consents: mpsc::Sender<ObjectRef<AppConsent>>,
     policies: mpsc::Sender<ObjectRef<OrganizationPolicy>>,
     index: Arc<Index>,
@@ -212,9 +241,9 @@ pub fn start(
         seal_key: seal_key.clone(),
     };
 
+    // Packed as decoded (`PackedApp`'s Deserialize slims first).
     let (apps, app_writer) = reflector::store();
-    let app_events = reflector(app_writer, watcher(api::<AppRegistration>(client, ns), selected.clone()).modify(slim))
-        .default_backoff();
+    let app_events = reflector(app_writer, watcher(api::<PackedApp>(client, ns), selected.clone())).default_backoff();
     let (consents, consent_writer) = reflector::store();
     let consent_events =
         reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(slim)).default_backoff();
@@ -259,14 +288,15 @@ pub fn start(
             );
         }
     };
-    let caches = Caches { apps, consents, secrets, namespaces, policies, index, seal_key: seal_key.clone(), listed };
+    let caches =
+        Caches { apps: Apps(apps), consents, secrets, namespaces, policies, index, seal_key: seal_key.clone(), listed };
     (caches, Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx }, drive)
 }
 
 /// Drops what registrar never reads before an object enters a cache:
 /// managedFields and kubectl's last-applied copy are often larger than the
 /// rest of the object, and would be held for every app and Secret.
-fn slim<K: Resource>(obj: &mut K) {
+pub(crate) fn slim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = &mut meta.annotations {
@@ -278,19 +308,19 @@ fn slim<K: Resource>(obj: &mut K) {
 }
 
 /// The metadata of registrar's Secrets (those labelled `registrar.dev/app`),
-/// each kept as one compact JSON string of what registrar reads — resource
-/// version, labels, annotations, controller reference — and decoded when
-/// asked for (once per reconcile). A `BTreeMap` holds even one entry in a node
-/// of eleven slots, so the decoded form costs about three times as much.
+/// each kept as what registrar reads of it — resource version, labels,
+/// annotations, controller reference — packed ([`crate::packed`]), and decoded
+/// when asked for (once per reconcile). Decoded, a `BTreeMap` holds even one
+/// entry in a node of eleven slots: several times the memory.
 #[derive(Clone, Default)]
 pub struct SecretMetas(Arc<RwLock<MetaState>>);
 
 #[derive(Default)]
 struct MetaState {
-    live: HashMap<Key, Box<str>>,
+    live: HashMap<Key, Box<[u8]>>,
     /// Filled by a (re-)list, swapped in when it is complete, so readers see
     /// the previous state meanwhile rather than a partial one.
-    listing: Option<HashMap<Key, Box<str>>>,
+    listing: Option<HashMap<Key, Box<[u8]>>>,
 }
 
 impl SecretMetas {
@@ -298,7 +328,7 @@ impl SecretMetas {
     pub fn get(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
         let state = self.0.read().unwrap_or_else(PoisonError::into_inner);
         let encoded = state.live.get(&(namespace.to_owned(), name.to_owned()))?;
-        let mut meta: ObjectMeta = serde_json::from_str(encoded).ok()?;
+        let mut meta: ObjectMeta = packed::unpack(packed::Kind::SecretMeta, encoded);
         meta.namespace = Some(namespace.to_owned());
         meta.name = Some(name.to_owned());
         Some(meta)
@@ -336,10 +366,10 @@ impl SecretMetas {
     }
 }
 
-/// What registrar reads of a Secret's metadata, as JSON (name and namespace
+/// What registrar reads of a Secret's metadata, packed (name and namespace
 /// are the key; managed fields, kubectl's last-applied copy, owners other than
 /// the controller and the timestamps are dropped).
-fn compact(meta: &ObjectMeta) -> Box<str> {
+fn compact(meta: &ObjectMeta) -> Box<[u8]> {
     let mut annotations = meta.annotations.clone();
     if let Some(map) = &mut annotations {
         map.remove(LAST_APPLIED);
@@ -355,7 +385,7 @@ fn compact(meta: &ObjectMeta) -> Box<str> {
             .filter(|refs| !refs.is_empty()),
         ..Default::default()
     };
-    serde_json::to_string(&kept).unwrap_or_default().into_boxed_str()
+    packed::pack(packed::Kind::SecretMeta, &kept)
 }
 
 /// The annotation `kubectl apply` (client-side) keeps a full copy of the object in.
@@ -400,10 +430,11 @@ fn claim<'a>(app: &'a AppRegistration, key: &SealKey) -> Option<Claim<'a>> {
     })
 }
 
-async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
+async fn on_app(event: Event<PackedApp>, mut to: Senders) {
     match event {
         Event::Apply(app) | Event::InitApply(app) => {
             let key = key(&app);
+            let app = app.unpack();
             to.index.app_applied(&key, claim(&app, &to.seal_key));
             to.app(key.clone()).await;
             // Its consents look again only when something they read changed.
@@ -413,6 +444,7 @@ async fn on_app(event: Event<AppRegistration>, mut to: Senders) {
         }
         Event::Delete(app) => {
             let key = key(&app);
+            let app = app.unpack();
             to.index.app_deleted(&key, app.spec.deletion_policy == Some(DeletionPolicy::Retain));
             to.index.app_seen(&key, None);
             to.consents_of_app(&key).await;

@@ -29,6 +29,7 @@ use crate::{
     credentials::retention::Retention,
     index::Key,
     metrics::{Metrics, ReasonLabels},
+    packed::PackedApp,
     watches::Caches,
 };
 
@@ -90,7 +91,7 @@ pub async fn run(
     kube: kube::Client,
     caches: Caches,
     state: Arc<SyncState>,
-    mut triggers: mpsc::Sender<ObjectRef<AppRegistration>>,
+    mut triggers: mpsc::Sender<ObjectRef<PackedApp>>,
     metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -128,7 +129,7 @@ pub async fn compare(
     kube: &kube::Client,
     caches: &Caches,
     state: &SyncState,
-    triggers: &mut mpsc::Sender<ObjectRef<AppRegistration>>,
+    triggers: &mut mpsc::Sender<ObjectRef<PackedApp>>,
     metrics: &Metrics,
 ) -> Result<Comparison, String> {
     let listed = server.list_owned().await;
@@ -273,15 +274,15 @@ fn is_orphan(client: &super::RemoteClient, caches: &Caches) -> bool {
         return false;
     }
     let Some((namespace, name)) = client.registration.app.split_once('/') else { return true };
-    match caches.apps.get(&ObjectRef::new(name).within(namespace)) {
+    match caches.apps.get(namespace, name) {
         None => true,
         Some(app) if app.meta().deletion_timestamp.is_some() => false,
         Some(app) => app.status.as_ref().and_then(|s| s.client_id.as_deref()).is_some_and(|held| held != id),
     }
 }
 
-async fn trigger_all(apps: &[Arc<AppRegistration>], triggers: &mut mpsc::Sender<ObjectRef<AppRegistration>>) {
+async fn trigger_all(apps: &[Arc<AppRegistration>], triggers: &mut mpsc::Sender<ObjectRef<PackedApp>>) {
     for app in apps {
-        let _ = triggers.send(ObjectRef::from_obj(app.as_ref())).await;
+        let _ = triggers.send(ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default())).await;
     }
 }

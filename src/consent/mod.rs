@@ -98,7 +98,7 @@ fn object_key(consent: &AppConsent) -> String {
 async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Action, Error> {
     let namespace = consent.namespace().unwrap_or_default();
     let app_ref = &consent.spec.app_ref;
-    let app = ctx.caches.apps.get(&ObjectRef::new(&app_ref.name).within(&app_ref.namespace));
+    let app = ctx.caches.apps.get(&app_ref.namespace, &app_ref.name);
     let index = &ctx.caches.index;
     let consent_org = index.organization_of(&namespace);
     let app_org = index.organization_of(&app_ref.namespace);

@@ -25,10 +25,10 @@ pub use error::Error;
 pub use reconcile::{Context, FIELD_MANAGER, FINALIZER, status_patch};
 
 use crate::{
-    api::AppRegistration,
     authserver::{AuthServer, sync::SyncState},
     credentials::{Hasher, seal::SealKey},
     metrics::Metrics,
+    packed::PackedApp,
     watches::Caches,
 };
 
@@ -62,11 +62,11 @@ pub async fn run(
     hasher: Hasher,
     metrics: Metrics,
     caches: Caches,
-    triggers: impl futures::Stream<Item = ObjectRef<AppRegistration>> + Send + 'static,
+    triggers: impl futures::Stream<Item = ObjectRef<PackedApp>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter { controller: "registrar".into(), instance: settings.instance.clone() };
-    let reader = caches.apps.clone();
+    let reader = caches.apps.store();
     let concurrency = settings.concurrency;
     let ctx = Arc::new(Context::new(client, settings, hasher, metrics, reporter, caches));
 
@@ -95,15 +95,15 @@ pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Dura
     loop {
         ticks.tick().await;
         let mut counts = std::collections::BTreeMap::from([("True", 0i64), ("False", 0), ("Unknown", 0)]);
-        for app in caches.apps.state() {
-            if app.metadata.deletion_timestamp.is_some() {
+        for app in caches.apps.packed() {
+            if app.deleting() {
                 continue;
             }
-            let ready = app
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::conditions::READY))
-                .map_or("Unknown", |c| if c.status == "True" { "True" } else { "False" });
+            let ready = match app.ready() {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            };
             *counts.entry(ready).or_default() += 1;
         }
         for (ready, n) in counts {

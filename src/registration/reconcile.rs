@@ -52,6 +52,7 @@ use crate::{
     },
     index::Import,
     metrics::{ErrorLabels, Metrics, ReasonLabels},
+    packed::PackedApp,
     retry,
     watches::Caches,
 };
@@ -141,10 +142,11 @@ fn uid(app: &AppRegistration) -> String {
     app.uid().unwrap_or_default()
 }
 
-/// Entry point called by the kube-runtime Controller.
-pub async fn reconcile(app: Arc<AppRegistration>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Entry point called by the kube-runtime Controller, with the app as cached.
+pub async fn reconcile(packed: Arc<PackedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     // Deciding on a partial view could take a not-yet-listed Secret for a deleted one.
     ctx.caches.synced().await;
+    let app = packed.unpack();
     ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
     let object_key = key(&app);
     let started = Instant::now();
@@ -212,7 +214,8 @@ fn json_patch(patch: serde_json::Value) -> Patch<()> {
 /// Retries a failed app with per-object exponential backoff and jitter (about
 /// 1 s doubling to 5 min), and tells its owners with a rate-limited Warning
 /// Event naming the step and the reason.
-pub fn error_policy(app: Arc<AppRegistration>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(packed: Arc<PackedApp>, error: &Error, ctx: Arc<Context>) -> Action {
+    let app = packed.unpack();
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ErrorLabels { controller: "appregistration".into(), error: error.metric_label().into() })

@@ -2,7 +2,7 @@
 //! and the Global apps of the platform namespace, each with whether this
 //! namespace consented.
 
-use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ pub(super) fn catalog(registry: &Registry, namespace: &str) -> Value {
         let mut entries: Vec<CatalogEntry> = namespaces
             .iter()
             .flat_map(|ns| index.apps_in_namespace(ns))
-            .filter_map(|(ns, name)| registry.caches.apps.get(&ObjectRef::new(&name).within(&ns)))
+            .filter_map(|(ns, name)| registry.caches.apps.get(&ns, &name))
             .filter(|app| app.spec.scope == scope && app.meta().deletion_timestamp.is_none())
             .filter_map(|app| {
                 let (client_id, _) = registry.held_client_id(&app)?;

@@ -181,7 +181,7 @@ impl Registry {
     /// The issued app holding `client_id`, and whether it is being deleted.
     fn client(&self, client_id: &str) -> Option<(Arc<AppRegistration>, bool)> {
         let (ns, name) = self.caches.index.app_of_client(client_id)?;
-        let app = self.caches.apps.get(&ObjectRef::new(&name).within(&ns))?;
+        let app = self.caches.apps.get(&ns, &name)?;
         let issued = app.status.as_ref()?.client_id.as_deref() == Some(client_id);
         let deleting = app.meta().deletion_timestamp.is_some();
         issued.then_some((app, deleting))
