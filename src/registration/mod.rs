@@ -12,7 +12,7 @@ pub mod owner;
 pub mod plan;
 mod reconcile;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use kube::{
@@ -68,11 +68,14 @@ pub async fn run(
     let reporter = Reporter { controller: "registrar".into(), instance: settings.instance.clone() };
     let reader = caches.apps.store();
     let concurrency = settings.concurrency;
+    let sweep_every = (settings.owner_check / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let ctx = Arc::new(Context::new(client, settings, hasher, metrics, reporter, caches));
+    let (sweep_tx, sweep_rx) = futures::channel::mpsc::channel(1024);
+    let sweeping = tokio::spawn(sweep_owner_checks(ctx.clone(), sweep_tx, sweep_every));
 
     info!("AppRegistration controller started");
     Controller::for_shared_stream(futures::stream::pending(), reader)
-        .reconcile_on(triggers)
+        .reconcile_on(futures::stream::select(triggers, sweep_rx))
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -84,7 +87,29 @@ pub async fn run(
             }
         })
         .await;
+    sweeping.abort();
     info!("AppRegistration controller stopped");
+}
+
+/// Every `every`, asks for a reconcile of each app whose owner is due for its
+/// periodic check (a period since the last; spread after a restart). One
+/// sweep for all apps rather than a timer each.
+async fn sweep_owner_checks(
+    ctx: Arc<Context>,
+    mut to: futures::channel::mpsc::Sender<ObjectRef<PackedApp>>,
+    every: Duration,
+) {
+    use futures::SinkExt;
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for (namespace, name) in ctx.owner_checks_due() {
+            if to.send(ObjectRef::new(&name).within(&namespace)).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Counts the cached apps by their Ready condition into `registrar_apps` every

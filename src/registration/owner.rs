@@ -32,8 +32,6 @@ pub struct Ownership {
     pub organization_owner: Owner,
     /// The organization rotates on a transfer instead of recommending it.
     pub rotate_on_transfer: bool,
-    /// When the named owner is asked again without any change.
-    pub check_every: std::time::Duration,
 }
 
 /// What ownership comes to this pass.
@@ -179,7 +177,6 @@ mod tests {
             can_manage,
             organization_owner: Owner::group("acme-admins"),
             rotate_on_transfer: false,
-            check_every: std::time::Duration::from_secs(600),
         }
     }
 

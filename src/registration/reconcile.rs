@@ -77,18 +77,67 @@ pub struct Context {
     owner_answers: moka::sync::Cache<(Owner, Vec<String>, String), bool>,
 }
 
-/// What this process remembers between reconciles, keyed by app UID.
+/// What this process remembers between reconciles, one entry per app (held
+/// for every app, so kept small), for the incarnation of its name with the
+/// UID recorded.
 #[derive(Default)]
-struct Memory {
+struct Memory(HashMap<(String, String), Remembered>);
+
+#[derive(Default)]
+struct Remembered {
+    uid: String,
     /// The secret version this process last wrote to status: a cached app
     /// showing less is a lagging cache, not a reason to act.
-    written: HashMap<String, i64>,
-    /// What each app's Secret holds, as registrar last wrote or read it (only
+    written: Option<i64>,
+    /// What the app's Secret holds, as registrar last wrote or read it (only
     /// Secrets it sealed), so a reconcile needs no read while the Secret's
     /// resourceVersion is unchanged. The data of other Secrets is never kept.
-    contents: HashMap<String, KnownContents>,
-    /// When each app's owner was last checked.
-    owner_checked: HashMap<String, Instant>,
+    contents: Option<KnownContents>,
+    /// When the app's owner was last checked.
+    owner_checked: Option<Instant>,
+    /// When the periodic sweep last asked for a reconcile to check the owner.
+    owner_swept: Option<Instant>,
+}
+
+impl Memory {
+    fn get(&self, app: &AppRegistration) -> Option<&Remembered> {
+        self.0.get(&app_key(app)).filter(|r| r.uid == uid(app))
+    }
+
+    /// The app's entry; a new one for a new incarnation of its name.
+    fn of(&mut self, app: &AppRegistration) -> &mut Remembered {
+        let uid = uid(app);
+        let entry = self.0.entry(app_key(app)).or_default();
+        if entry.uid != uid {
+            *entry = Remembered { uid, ..Default::default() };
+        }
+        entry
+    }
+
+    fn forget(&mut self, app: &AppRegistration) {
+        if self.get(app).is_some() {
+            self.0.remove(&app_key(app));
+        }
+    }
+
+    /// The apps whose owner was checked `every` ago or longer, and not swept
+    /// for it within `every`; each is marked swept.
+    fn owner_checks_due(&mut self, every: Duration) -> Vec<(String, String)> {
+        let mut due = Vec::new();
+        for (key, remembered) in &mut self.0 {
+            let checked_long_ago = remembered.owner_checked.is_some_and(|at| at.elapsed() >= every);
+            let swept_lately = remembered.owner_swept.is_some_and(|at| at.elapsed() < every);
+            if checked_long_ago && !swept_lately {
+                remembered.owner_swept = Some(Instant::now());
+                due.push(key.clone());
+            }
+        }
+        due
+    }
+}
+
+fn app_key(app: &AppRegistration) -> (String, String) {
+    (app.namespace().unwrap_or_default(), app.name_any())
 }
 
 /// What an app's Secret holds at a resourceVersion.
@@ -140,6 +189,14 @@ fn key(app: &AppRegistration) -> String {
 
 fn uid(app: &AppRegistration) -> String {
     app.uid().unwrap_or_default()
+}
+
+impl Context {
+    /// The apps whose owner is due for its periodic check (each once per
+    /// period), for the sweep that asks for their reconcile.
+    pub fn owner_checks_due(&self) -> Vec<(String, String)> {
+        self.memory().owner_checks_due(self.settings.owner_check)
+    }
 }
 
 /// Entry point called by the kube-runtime Controller, with the app as cached.
@@ -242,7 +299,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let status_version = status.secret_version.unwrap_or(0);
 
     // Our own status write may not have reached the cache yet.
-    if ctx.memory().written.get(&uid(app)).is_some_and(|written| status_version < *written) {
+    if ctx.memory().get(app).and_then(|r| r.written).is_some_and(|written| status_version < written) {
         debug!(namespace = ns, name = app.name_any(), "cache lags the last status write; waiting");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -491,8 +548,8 @@ async fn observe(
     let rv = cached.resource_version.clone().unwrap_or_default();
     let known = ctx
         .memory()
-        .contents
-        .get(&uid(app))
+        .get(app)
+        .and_then(|r| r.contents.as_ref())
         .filter(|k| k.secret_name == layout.name && k.resource_version == rv)
         .map(|k| k.contents.clone());
     if let Some(contents) = known {
@@ -613,41 +670,41 @@ async fn ownership(app: &AppRegistration, status: &AppRegistrationStatus, ctx: &
         policy.as_ref().and_then(|p| p.spec.owner.clone()).unwrap_or_else(|| ctx.settings.default_owner.clone());
     let rotate_on_transfer = policy.as_ref().is_some_and(|p| p.spec.rotate_on_owner_transfer == Some(true));
     let every = ctx.settings.owner_check;
-    let id = uid(app);
     // An owner already in status, for the spec it was decided on, was checked
     // by an earlier process: its next check is spread over one period rather
     // than all at once after a restart.
     let settled = status.owner.is_some() && app.metadata.generation == status.observed_generation;
     let last_checked = {
         let mut memory = ctx.memory();
-        match memory.owner_checked.get(&id) {
-            Some(at) => Some(*at),
-            None if settled => {
+        match memory.get(app).and_then(|r| r.owner_checked) {
+            Some(at) => Some(at),
+            None if settled && named.is_some() => {
                 let spread = every.mul_f64(rand::random::<f64>());
                 let at = Instant::now().checked_sub(spread).unwrap_or_else(Instant::now);
-                memory.owner_checked.insert(id.clone(), at);
+                memory.of(app).owner_checked = Some(at);
                 Some(at)
             }
             None => None,
         }
     };
     let due = !settled || last_checked.is_none_or(|at| at.elapsed() >= every);
+    // The check is asked again a period after this one, answered or not, by
+    // the sweep (`owner_checks_due`) rather than a timer per app.
     let can_manage = match (&named, due) {
         (Some((owner, _)), true) => {
             let answer = may_manage(owner, &groups, &ns, ctx).await;
-            if answer.is_some() {
-                ctx.memory().owner_checked.insert(id, Instant::now());
-            }
+            ctx.memory().of(app).owner_checked = Some(Instant::now());
             answer
         }
-        _ => None,
+        (Some(_), false) => None,
+        (None, _) => {
+            if let Some(remembered) = ctx.memory().0.get_mut(&app_key(app)) {
+                remembered.owner_checked = None;
+            }
+            None
+        }
     };
-    // Asked again when the period since the last check ends.
-    let check_every = match (due, last_checked) {
-        (false, Some(at)) => every.saturating_sub(at.elapsed()).max(Duration::from_secs(1)),
-        _ => every,
-    };
-    Some(Ownership { named, can_manage, organization_owner, rotate_on_transfer, check_every })
+    Some(Ownership { named, can_manage, organization_owner, rotate_on_transfer })
 }
 
 /// Whether `owner` (a user with `groups`, or a group) may update
@@ -745,7 +802,7 @@ fn remember(app: &AppRegistration, layout: &SecretLayout, secret: &Secret, conte
         resource_version: secret.resource_version().unwrap_or_default(),
         contents,
     };
-    ctx.memory().contents.insert(uid(app), known);
+    ctx.memory().of(app).contents = Some(known);
 }
 
 /// Reads the Secret of the app's name from the apiserver (foreign Secrets are
@@ -905,7 +962,7 @@ async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ct
         Err(e) => return Err(Error::kube(Step::WriteStatus, key(app), e)),
     }
     if let Some(version) = desired.secret_version {
-        ctx.memory().written.insert(uid(app), version);
+        ctx.memory().of(app).written = Some(version);
     }
     Ok(true)
 }
@@ -1006,12 +1063,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
             Err(Error::Kube { source, .. }) if matches!(source.as_ref(), kube::Error::Api(s) if s.is_not_found()) => {}
             Err(e) => return Err(e),
         }
-        {
-            let mut memory = ctx.memory();
-            memory.written.remove(&uid(app));
-            memory.contents.remove(&uid(app));
-            memory.owner_checked.remove(&uid(app));
-        }
+        ctx.memory().forget(app);
         info!(namespace = ns, name = app.name_any(), client_id = id, secret = secret_name, "retained");
         publish(app, &event, None, ctx).await;
         return Ok(Action::await_change());
@@ -1056,12 +1108,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
             Err(e) => return Err(Error::kube(Step::DeleteSecret, key(app), e)),
         }
     }
-    {
-        let mut memory = ctx.memory();
-        memory.written.remove(&uid(app));
-        memory.contents.remove(&uid(app));
-        memory.owner_checked.remove(&uid(app));
-    }
+    ctx.memory().forget(app);
     info!(namespace = ns, name = app.name_any(), client_id = held, "revoked");
     publish(app, &event, None, ctx).await;
     Ok(Action::await_change())
@@ -1140,6 +1187,40 @@ async fn publish(
 mod tests {
     use super::*;
     use crate::api::{AppConsent, AppConsentSpec, AppConsentStatus, AppRegistrationSpec};
+
+    fn app(name: &str, uid: &str) -> AppRegistration {
+        let mut app = AppRegistration::new(name, AppRegistrationSpec::default());
+        app.metadata.namespace = Some("team".into());
+        app.metadata.uid = Some(uid.into());
+        app
+    }
+
+    #[test]
+    fn the_owner_sweep_asks_once_per_period_for_apps_checked_a_period_ago() {
+        let every = Duration::from_secs(60);
+        let mut memory = Memory::default();
+        let (due, fresh, unchecked) = (app("due", "u1"), app("fresh", "u2"), app("unchecked", "u3"));
+        memory.of(&due).owner_checked = Instant::now().checked_sub(Duration::from_secs(61));
+        memory.of(&fresh).owner_checked = Some(Instant::now());
+        memory.of(&unchecked).written = Some(1);
+        assert_eq!(memory.owner_checks_due(every), vec![("team".to_owned(), "due".to_owned())]);
+        assert!(memory.owner_checks_due(every).is_empty(), "asked once per period, not at every sweep");
+    }
+
+    #[test]
+    fn what_is_remembered_belongs_to_one_incarnation_of_a_name() {
+        let mut memory = Memory::default();
+        let first = app("billing", "u1");
+        memory.of(&first).written = Some(3);
+        let second = app("billing", "u2");
+        assert!(memory.get(&second).is_none(), "a recreated app starts afresh");
+        memory.of(&second).written = Some(1);
+        assert!(memory.get(&first).is_none());
+        memory.forget(&first);
+        assert_eq!(memory.get(&second).and_then(|r| r.written), Some(1), "forgetting the old one keeps the new");
+        memory.forget(&second);
+        assert!(memory.get(&second).is_none());
+    }
 
     #[test]
     fn status_patches_are_conditional_on_the_resource_version_read() {
