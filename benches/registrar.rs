@@ -65,6 +65,13 @@ fn rss_mib(pid: u32) -> f64 {
     support::proc_memory_kib(pid, "VmRSS").map_or(0.0, |kib| kib as f64 / 1024.0)
 }
 
+/// What a process's resident memory is made of now: its own (heap, stacks)
+/// and its binary's pages (file-backed: shared, and given back under pressure).
+fn rss_split(pid: u32) -> String {
+    let mib = |field| support::proc_memory_kib(pid, field).map_or(0.0, |kib| kib as f64 / 1024.0);
+    format!("{:.1} MiB own + {:.1} MiB of the binary", mib("RssAnon"), mib("RssFile"))
+}
+
 /// The PIDs of the control plane's apiserver and etcd.
 fn control_plane_pids() -> Vec<u32> {
     let dir = control_plane().kubeconfig().parent().expect("state dir").display().to_string();
@@ -423,6 +430,7 @@ async fn main() {
             format!("{per_app_kib:.1} KiB ({rss_without_apps:.1} → {rss_now:.1} MiB)"),
             "profile",
         );
+        report.row("operator RSS now", operator.pid().map_or_else(String::new, rss_split), "profile");
         operator.restart().await;
         wait_until("every app reconciled again", Duration::from_secs(3600), SLOW, || {
             let operator = &operator;
@@ -516,6 +524,7 @@ async fn main() {
         format!("{per_app_kib:.1} KiB ({rss_without_apps:.1} → {rss_now:.1} MiB)"),
         "profile",
     );
+    report.row("operator RSS now", operator.pid().map_or_else(String::new, rss_split), "profile");
     report.row(
         "Secrets in the operator's cache",
         format!("{}", operator.metric("registrar_cached_secrets").await),
