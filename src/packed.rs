@@ -163,7 +163,8 @@ impl PackedApp {
     }
 
     /// Bytes held for it beyond the struct itself.
-    pub fn packed_len(&self) -> usize {
+    #[cfg(test)]
+    fn packed_len(&self) -> usize {
         self.packed.len()
     }
 }

@@ -114,6 +114,13 @@ impl Memory {
         entry
     }
 
+    /// Nobody to check for this app: the sweep leaves it alone.
+    fn no_owner(&mut self, app: &AppRegistration) {
+        if let Some(remembered) = self.0.get_mut(&app_key(app)).filter(|r| r.uid == uid(app)) {
+            remembered.owner_checked = None;
+        }
+    }
+
     fn forget(&mut self, app: &AppRegistration) {
         if self.get(app).is_some() {
             self.0.remove(&app_key(app));
@@ -698,9 +705,7 @@ async fn ownership(app: &AppRegistration, status: &AppRegistrationStatus, ctx: &
         }
         (Some(_), false) => None,
         (None, _) => {
-            if let Some(remembered) = ctx.memory().0.get_mut(&app_key(app)) {
-                remembered.owner_checked = None;
-            }
+            ctx.memory().no_owner(app);
             None
         }
     };

@@ -690,15 +690,10 @@ async fn examples_become_ready() {
     ns.delete().await;
 }
 
-/// Two replicas with leader election: only the leader reconciles; killing it
-/// hands over within the lease duration, and a rotation requested during the
-/// failover happens exactly once.
-#[tokio::test]
-async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
-    const LEASE_SECONDS: u64 = 4;
-    let ns = TestNamespace::new("reg-leader").await;
-    install_registrar(&ns.client).await;
-    let duration = LEASE_SECONDS.to_string();
+/// Two replicas of registrar for `ns` with leader election on a lease of
+/// `lease_seconds`, and which of them leads once one does.
+async fn two_replicas(ns: &TestNamespace, lease_seconds: u64) -> ([Operator; 2], usize) {
+    let duration = lease_seconds.to_string();
     let args = [
         "--watch-namespace",
         &ns.name,
@@ -708,17 +703,27 @@ async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
         "--leader-election-duration",
         &duration,
     ];
-    let mut replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
+    let replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
     let leader = eventually("exactly one leader", TIMEOUT, || async {
-        let a = replicas[0].metric("registrar_leader").await;
-        let b = replicas[1].metric("registrar_leader").await;
-        match (a, b) {
+        match (replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await) {
             (1.0, 0.0) => Some(0),
             (0.0, 1.0) => Some(1),
             _ => None,
         }
     })
     .await;
+    (replicas, leader)
+}
+
+/// Two replicas with leader election: only the leader reconciles; killing it
+/// hands over within the lease duration, and a rotation requested during the
+/// failover happens exactly once.
+#[tokio::test]
+async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
+    const LEASE_SECONDS: u64 = 4;
+    let ns = TestNamespace::new("reg-leader").await;
+    install_registrar(&ns.client).await;
+    let (mut replicas, leader) = two_replicas(&ns, LEASE_SECONDS).await;
     apply(&ns, &confidential("ha")).await;
     wait_issued(&ns, "ha").await;
     assert_eq!(
@@ -759,24 +764,7 @@ async fn killing_the_leader_hands_over_and_rotates_exactly_once() {
 async fn a_stopped_leader_exits_at_once_and_gives_the_lease_back() {
     let ns = TestNamespace::new("reg-stop").await;
     install_registrar(&ns.client).await;
-    let args = [
-        "--watch-namespace",
-        &ns.name,
-        "--leader-election",
-        "--leader-election-namespace",
-        &ns.name,
-        "--leader-election-duration",
-        "15",
-    ];
-    let mut replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
-    let leader = eventually("exactly one leader", TIMEOUT, || async {
-        match (replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await) {
-            (1.0, 0.0) => Some(0),
-            (0.0, 1.0) => Some(1),
-            _ => None,
-        }
-    })
-    .await;
+    let (mut replicas, leader) = two_replicas(&ns, 15).await;
     apply(&ns, &confidential("stop")).await;
     wait_issued(&ns, "stop").await;
 
