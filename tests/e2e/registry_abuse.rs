@@ -151,7 +151,7 @@ async fn caller_tokens_must_be_for_the_registrys_audience() {
     apply(&ns, &confidential("api")).await;
     let (app, _) = wait_issued(&ns, "api").await;
     let client_id = status(&app).client_id.expect("id");
-    assert_eq!(allowed.lookup(&client_id).await.0, StatusCode::OK);
+    assert_eq!(allowed.lookup_issued(&client_id).await.0, StatusCode::OK);
 
     // The same identity, with a token for the apiserver's own audience.
     let sa = format!("system:serviceaccount:{}:authz", ns.name);

@@ -122,6 +122,17 @@ impl Caller {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The lookup of a client the test saw issued, once the operator's cache
+    /// has it too (the status the test read may be ahead of the operator's
+    /// watch): the first answer other than 404.
+    pub async fn lookup_issued(&self, client_id: &str) -> (StatusCode, Value) {
+        eventually("the registry to know the client", TIMEOUT, || async {
+            let answer = self.lookup(client_id).await;
+            (answer.0 != StatusCode::NOT_FOUND).then_some(answer)
+        })
+        .await
+    }
+
     pub async fn authorize(&self, client_id: &str, body: Value) -> Value {
         let response = self
             .http
