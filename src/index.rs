@@ -14,7 +14,7 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::consent::visibility::organization_of;
+use crate::{consent::visibility::organization_of, packed::Uid};
 
 /// How many revoked Client IDs are remembered.
 pub const MAX_REVOKED: usize = 100_000;
@@ -56,7 +56,7 @@ struct Inner {
     app_views: HashMap<Key, u64>,
     /// Imported Client IDs an app is about to claim (decided, status not yet
     /// written): no other app may claim them meanwhile.
-    reserved: HashMap<String, (Key, String)>,
+    reserved: HashMap<String, (Key, Uid)>,
     /// Client IDs kept by a sealed retention, and where: `(namespace, Secret)`.
     retained: HashMap<String, Key>,
     retained_by_secret: HashMap<Key, String>,
@@ -92,7 +92,7 @@ pub struct Claim<'a> {
 #[derive(Debug)]
 struct Holder {
     app: Key,
-    uid: String,
+    uid: Uid,
     created: Option<Timestamp>,
     proven: bool,
 }
@@ -100,13 +100,13 @@ struct Holder {
 impl Holder {
     /// Older first; an app without a creation time (never from a real
     /// apiserver) counts as newest.
-    fn age(&self) -> (bool, Option<Timestamp>, &str) {
-        (self.created.is_none(), self.created, &self.uid)
+    fn age(&self) -> (bool, Option<Timestamp>, Uid) {
+        (self.created.is_none(), self.created, self.uid)
     }
 }
 
 impl Inner {
-    fn is_holder(&self, client_id: &str, app: &Key, uid: &str) -> bool {
+    fn is_holder(&self, client_id: &str, app: &Key, uid: Uid) -> bool {
         self.app_by_client_id.get(client_id).is_some_and(|h| h.app == *app && h.uid == uid)
     }
 
@@ -212,13 +212,13 @@ impl Index {
         // The app (this incarnation of its name) let go of what it held before:
         // a Client ID never moves, so the old one is retired.
         if let Some(held) = inner.client_id_of_app.get(app).cloned()
-            && claim.as_ref().is_none_or(|c| c.client_id != held || !inner.is_holder(&held, app, c.uid))
+            && claim.as_ref().is_none_or(|c| c.client_id != held || !inner.is_holder(&held, app, Uid::of(c.uid)))
         {
             inner.release(app, &held);
         }
         let Some(claim) = claim else { return false };
         let contender =
-            Holder { app: app.clone(), uid: claim.uid.to_owned(), created: claim.created, proven: claim.proven };
+            Holder { app: app.clone(), uid: Uid::of(claim.uid), created: claim.created, proven: claim.proven };
         let holds = match inner.app_by_client_id.get(claim.client_id) {
             Some(holder) if holder.app == contender.app && holder.uid == contender.uid => true,
             Some(holder) if holder.proven != contender.proven => contender.proven,
@@ -275,17 +275,18 @@ impl Index {
     }
 
     /// Whether the app `app` (of UID `uid`) holds `client_id`.
-    pub fn holds(&self, app: &Key, uid: &str, client_id: &str) -> bool {
-        self.read().is_holder(client_id, app, uid)
+    pub fn holds(&self, app: &Key, uid: impl Into<Uid>, client_id: &str) -> bool {
+        self.read().is_holder(client_id, app, uid.into())
     }
 
     /// Whether `client_id` is held by an app other than `app` (of UID `uid`),
     /// reserved for one, kept by a retention in another namespace, or was
     /// revoked: then `app` may never use it. A Client ID the index has not
     /// seen yet (a status write not yet through the watch) is not taken.
-    pub fn taken_by_other(&self, app: &Key, uid: &str, client_id: &str) -> bool {
+    pub fn taken_by_other(&self, app: &Key, uid: impl Into<Uid>, client_id: &str) -> bool {
+        let uid = uid.into();
         let inner = self.read();
-        if inner.reserved.get(client_id).is_some_and(|(k, u)| k != app || u != uid) {
+        if inner.reserved.get(client_id).is_some_and(|(k, u)| k != app || *u != uid) {
             return true;
         }
         match inner.app_by_client_id.get(client_id) {
@@ -299,7 +300,8 @@ impl Index {
 
     /// Whether `app` (of UID `uid`) may import `client_id`; reserves it for
     /// the app when it may (until the app is deleted or its status claims it).
-    pub fn import(&self, app: &Key, uid: &str, client_id: &str) -> Import {
+    pub fn import(&self, app: &Key, uid: impl Into<Uid>, client_id: &str) -> Import {
+        let uid = uid.into();
         let mut inner = self.write();
         if let Some(holder) = inner.app_by_client_id.get(client_id) {
             if holder.app == *app && holder.uid == uid {
@@ -308,7 +310,7 @@ impl Index {
             return Import::Held(holder.app.clone());
         }
         if let Some((holder, holder_uid)) = inner.reserved.get(client_id)
-            && (holder != app || holder_uid != uid)
+            && (holder != app || *holder_uid != uid)
         {
             return Import::Held(holder.clone());
         }
@@ -321,7 +323,7 @@ impl Index {
         if retained.is_none() && inner.revoked_set.contains(client_id) {
             return Import::Revoked;
         }
-        inner.reserved.insert(client_id.to_owned(), (app.clone(), uid.to_owned()));
+        inner.reserved.insert(client_id.to_owned(), (app.clone(), uid));
         match retained {
             Some((_, secret)) => Import::Retained(secret),
             None => Import::Free,

@@ -217,7 +217,7 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
     let recorded = status.authorization_server.as_ref()?.registered.as_deref()?;
     let key = (app.namespace().unwrap_or_default(), app.name_any());
     let uid = app.uid().unwrap_or_default();
-    (!caches.index.taken_by_other(&key, &uid, client_id)).then_some((key, client_id, recorded))
+    (!caches.index.taken_by_other(&key, uid.as_str(), client_id)).then_some((key, client_id, recorded))
 }
 
 /// Asks the apiserver whether the client's app is really gone: an app outside

@@ -52,7 +52,7 @@ use crate::{
     },
     index::Import,
     metrics::{ErrorLabels, Metrics, ReasonLabels},
-    packed::PackedApp,
+    packed::{PackedApp, Uid},
     retry,
     watches::Caches,
 };
@@ -85,14 +85,15 @@ struct Memory(HashMap<(String, String), Remembered>);
 
 #[derive(Default)]
 struct Remembered {
-    uid: String,
+    uid: Uid,
     /// The secret version this process last wrote to status: a cached app
     /// showing less is a lagging cache, not a reason to act.
     written: Option<i64>,
     /// What the app's Secret holds, as registrar last wrote or read it (only
     /// Secrets it sealed), so a reconcile needs no read while the Secret's
     /// resourceVersion is unchanged. The data of other Secrets is never kept.
-    contents: Option<KnownContents>,
+    /// Boxed: most of an entry, and absent until the first read or write.
+    contents: Option<Box<KnownContents>>,
     /// When the app's owner was last checked.
     owner_checked: Option<Instant>,
     /// When the periodic sweep last asked for a reconcile to check the owner.
@@ -194,8 +195,8 @@ fn key(app: &AppRegistration) -> String {
     format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
 }
 
-fn uid(app: &AppRegistration) -> String {
-    app.uid().unwrap_or_default()
+fn uid(app: &AppRegistration) -> Uid {
+    Uid::of(app.meta().uid.as_deref().unwrap_or_default())
 }
 
 impl Context {
@@ -318,7 +319,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let app_key = (ns.clone(), app.name_any());
-    let taken = |id: Option<&str>| id.is_some_and(|id| ctx.caches.index.taken_by_other(&app_key, &uid(app), id));
+    let taken = |id: Option<&str>| id.is_some_and(|id| ctx.caches.index.taken_by_other(&app_key, uid(app), id));
     let secret_client_id = match &observed {
         Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
         _ => None,
@@ -329,7 +330,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let mut chosen_secret = None;
     let import = match (&app.spec.client_id, &status.client_id) {
         (Some(id), None) => {
-            let state = ctx.caches.index.import(&app_key, &uid(app), id);
+            let state = ctx.caches.index.import(&app_key, uid(app), id);
             if let Import::Retained(secret_name) = &state {
                 let Some((found, secret)) = read_retained(app, &layout, secret_name, id, ctx).await? else {
                     return Ok(Action::requeue(Duration::from_secs(1)));
@@ -768,7 +769,7 @@ async fn forget_taken_over(
     let Some((retained_ns, name)) = ctx.caches.index.retained(client_id) else { return Ok(()) };
     if retained_ns != ns
         || name == layout.name
-        || !ctx.caches.index.holds(&(ns.clone(), app.name_any()), &uid(app), client_id)
+        || !ctx.caches.index.holds(&(ns.clone(), app.name_any()), uid(app), client_id)
     {
         return Ok(());
     }
@@ -807,7 +808,7 @@ fn remember(app: &AppRegistration, layout: &SecretLayout, secret: &Secret, conte
         resource_version: secret.resource_version().unwrap_or_default(),
         contents,
     };
-    ctx.memory().of(app).contents = Some(known);
+    ctx.memory().of(app).contents = Some(Box::new(known));
 }
 
 /// Reads the Secret of the app's name from the apiserver (foreign Secrets are
@@ -1057,7 +1058,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         .status
         .as_ref()
         .and_then(|s| s.client_id.clone())
-        .filter(|id| !ctx.caches.index.taken_by_other(&app_key, &uid(app), id));
+        .filter(|id| !ctx.caches.index.taken_by_other(&app_key, uid(app), id));
     if app.spec.deletion_policy == Some(DeletionPolicy::Retain)
         && let Some(id) = &held
         && let Some(secret_name) = retain_secret(app, id, ctx).await?
