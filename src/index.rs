@@ -387,6 +387,16 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// The namespaces with apps registered.
+    pub fn namespaces_with_apps(&self) -> Vec<String> {
+        self.read().apps_by_namespace.keys().cloned().collect()
+    }
+
+    /// The names of the apps registered in a namespace.
+    pub fn app_names_in(&self, namespace: &str) -> Vec<String> {
+        self.read().apps_by_namespace.get(namespace).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
     // === namespaces ===
 
     /// Records a namespace's organization label (`None`: no label). Returns

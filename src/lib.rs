@@ -9,6 +9,7 @@
 pub mod admin_server;
 pub mod api;
 pub mod authserver;
+pub mod catch_up;
 pub mod cli;
 pub mod consent;
 pub mod credentials;

@@ -158,6 +158,28 @@ pub struct Triggers {
     pub apps: mpsc::Receiver<ObjectRef<PackedApp>>,
     pub consents: mpsc::Receiver<ObjectRef<AppConsent>>,
     pub policies: mpsc::Receiver<ObjectRef<OrganizationPolicy>>,
+    /// Closed until the controllers run: open it when they start.
+    pub gate: Gate,
+}
+
+/// Whether the watches send reconcile requests to the controllers. Closed
+/// until the controllers run (on the leader, once the caches are synced):
+/// until then nobody reads the requests, and a full queue would stop the
+/// watches, freezing a standby's caches and the registry it serves. Each
+/// controller starts with a pass over everything cached
+/// ([`crate::catch_up`]), which covers every request not sent.
+#[derive(Clone, Debug, Default)]
+pub struct Gate(Arc<std::sync::atomic::AtomicBool>);
+
+impl Gate {
+    /// Requests flow from now on.
+    pub fn open(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 #[derive(Clone)]
@@ -167,19 +189,33 @@ struct Senders {
     policies: mpsc::Sender<ObjectRef<OrganizationPolicy>>,
     index: Arc<Index>,
     seal_key: SealKey,
+    gate: Gate,
 }
 
 impl Senders {
     async fn app(&mut self, (namespace, name): Key) {
-        let _ = self.apps.send(ObjectRef::new(&name).within(&namespace)).await;
+        if self.gate.is_open() {
+            let _ = self.apps.send(ObjectRef::new(&name).within(&namespace)).await;
+        }
     }
 
     async fn consent(&mut self, (namespace, name): Key) {
-        let _ = self.consents.send(ObjectRef::new(&name).within(&namespace)).await;
+        if self.gate.is_open() {
+            let _ = self.consents.send(ObjectRef::new(&name).within(&namespace)).await;
+        }
+    }
+
+    async fn policy(&mut self, name: &str) {
+        if self.gate.is_open() {
+            let _ = self.policies.send(ObjectRef::new(name)).await;
+        }
     }
 
     /// Every consent in a namespace of `org`.
     async fn organization(&mut self, org: &str) {
+        if !self.gate.is_open() {
+            return;
+        }
         for namespace in self.index.namespaces_of(org) {
             for consent in self.index.consents_in_namespace(&namespace) {
                 self.consent(consent).await;
@@ -188,6 +224,9 @@ impl Senders {
     }
 
     async fn consents_of_app(&mut self, app: &Key) {
+        if !self.gate.is_open() {
+            return;
+        }
         for consent in self.index.consents_of_app(app) {
             self.consent(consent).await;
         }
@@ -239,7 +278,9 @@ pub fn start(
         policies: policy_tx,
         index: index.clone(),
         seal_key: seal_key.clone(),
+        gate: Gate::default(),
     };
+    let gate = senders.gate.clone();
 
     // Packed as decoded (`PackedApp`'s Deserialize slims first).
     let (apps, app_writer) = reflector::store();
@@ -290,7 +331,7 @@ pub fn start(
     };
     let caches =
         Caches { apps: Apps(apps), consents, secrets, namespaces, policies, index, seal_key: seal_key.clone(), listed };
-    (caches, Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx }, drive)
+    (caches, Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, gate }, drive)
 }
 
 /// Drops what registrar never reads before an object enters a cache:
@@ -504,7 +545,7 @@ async fn on_policy(event: Event<OrganizationPolicy>, mut to: Senders) {
         Event::Init | Event::InitDone => return,
     };
     let org = policy.name_any();
-    let _ = to.policies.send(ObjectRef::new(&org)).await;
+    to.policy(&org).await;
     if to.index.policy_seen(&org, view) {
         to.organization(&org).await;
     }

@@ -349,6 +349,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             stopped(),
         ))
     });
+    // Reconcile requests flow from the watches once the controllers can take
+    // them; each controller starts with a pass over everything cached.
+    tokio::select! {
+        () = caches.synced() => triggers.gate.open(),
+        () = stopped() => {}
+    }
     let app_triggers = futures::stream::select(triggers.apps, sync_rx);
     tokio::join!(
         registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), app_triggers, stopped()),

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::{
     api::{AppConsent, AppConsentStatus, conditions},
+    catch_up::CatchUp,
     credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
     registration::{FIELD_MANAGER, plan::to_time, status_patch},
@@ -52,6 +53,8 @@ struct Context {
     seal_key: SealKey,
     recorder: Recorder,
     failures: retry::Failures,
+    /// The first pass over every cached consent (see [`crate::catch_up`]).
+    catch_up: CatchUp,
 }
 
 /// Runs the AppConsent controller until `shutdown` resolves.
@@ -66,19 +69,41 @@ pub async fn run(
 ) {
     let reader = caches.consents.clone();
     let recorder = Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: None });
-    let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder, failures: Default::default() });
+    let catch_up = CatchUp::new(4 * usize::from(concurrency));
+    let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder, failures: Default::default(), catch_up });
+    let (pass_tx, pass_rx) = mpsc::channel(usize::from(concurrency));
+    let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));
     info!("AppConsent controller started");
+    let found_gone = ctx.clone();
     Controller::for_shared_stream(futures::stream::pending(), reader)
-        .reconcile_on(triggers)
+        .reconcile_on(futures::stream::select(triggers, pass_rx))
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(gone)) = result {
+                // Deleted since it was queued.
+                found_gone.catch_up.started(&(gone.namespace.unwrap_or_default(), gone.name));
+            }
+            futures::future::ready(())
+        })
         .await;
+    passing.abort();
     info!("AppConsent controller stopped");
 }
 
+/// One reconcile of every cached consent when the controller starts (see
+/// [`crate::catch_up`]).
+async fn first_pass(ctx: Arc<Context>, mut to: mpsc::Sender<ObjectRef<AppConsent>>) {
+    ctx.caches.synced().await;
+    let keys: Vec<_> =
+        ctx.caches.consents.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
+    let asked = ctx.catch_up.ask(keys, &mut to).await;
+    info!(consents = asked, "asked for a reconcile of every consent");
+}
+
 async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.catch_up.started(&(consent.namespace().unwrap_or_default(), consent.name_any()));
     // Deciding on a partial view could flap a consent to NotVisible.
     ctx.caches.synced().await;
     let started = std::time::Instant::now();

@@ -72,23 +72,44 @@ pub async fn run(
     let ctx = Arc::new(Context::new(client, settings, hasher, metrics, reporter, caches));
     let (sweep_tx, sweep_rx) = futures::channel::mpsc::channel(1024);
     let sweeping = tokio::spawn(sweep_owner_checks(ctx.clone(), sweep_tx, sweep_every));
+    let (pass_tx, pass_rx) = futures::channel::mpsc::channel(usize::from(concurrency));
+    let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));
 
     info!("AppRegistration controller started");
+    let found_gone = ctx.clone();
     Controller::for_shared_stream(futures::stream::pending(), reader)
-        .reconcile_on(futures::stream::select(triggers, sweep_rx))
+        .reconcile_on(futures::stream::select(futures::stream::select(triggers, sweep_rx), pass_rx))
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
+        .for_each(|result| {
             match result {
                 Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
-                Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}            // deleted since it was queued
+                Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
+                    // Deleted since it was queued.
+                    found_gone.catch_up.started(&(gone.namespace.unwrap_or_default(), gone.name));
+                }
                 Err(other) => warn!(error = %other, "controller event"),
             }
+            futures::future::ready(())
         })
         .await;
     sweeping.abort();
+    passing.abort();
     info!("AppRegistration controller stopped");
+}
+
+/// One reconcile of every cached app when the controller starts (see
+/// [`crate::catch_up`]), namespace by namespace.
+async fn first_pass(ctx: Arc<Context>, mut to: futures::channel::mpsc::Sender<ObjectRef<PackedApp>>) {
+    ctx.caches.synced().await;
+    let started = std::time::Instant::now();
+    let mut asked = 0;
+    for namespace in ctx.caches.index.namespaces_with_apps() {
+        let names = ctx.caches.index.app_names_in(&namespace);
+        asked += ctx.catch_up.ask(names.into_iter().map(|name| (namespace.clone(), name)), &mut to).await;
+    }
+    info!(apps = asked, seconds = started.elapsed().as_secs_f64(), "asked for a reconcile of every app");
 }
 
 /// Every `every`, asks for a reconcile of each app whose owner is due for its

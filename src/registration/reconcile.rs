@@ -44,6 +44,7 @@ use crate::{
         WorkloadKind, conditions, validation::validate_spec,
     },
     authserver::{AsError, AuthServer},
+    catch_up::CatchUp,
     credentials::{
         ClientSecret, Hasher, SecretOrigin,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
@@ -69,12 +70,14 @@ pub struct Context {
     /// Publishes Events that may repeat (warnings), folding repeats into a
     /// series; it keeps each Event it published for six minutes to do so.
     recorder: Recorder,
-    caches: Caches,
+    pub(super) caches: Caches,
     memory: Mutex<Memory>,
     /// Consecutive failures per app, for the backoff.
     failures: retry::Failures,
     /// Recent answers to "may this owner manage apps in this namespace?".
     owner_answers: moka::sync::Cache<(Owner, Vec<String>, String), bool>,
+    /// The first pass over every cached app (see [`crate::catch_up`]).
+    pub(super) catch_up: CatchUp,
 }
 
 /// What this process remembers between reconciles, one entry per app (held
@@ -170,6 +173,7 @@ impl Context {
             .max_capacity(10_000)
             .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
             .build();
+        let settings_concurrency = settings.concurrency;
         Context {
             client,
             settings,
@@ -181,6 +185,8 @@ impl Context {
             memory: Mutex::default(),
             failures: retry::Failures::default(),
             owner_answers,
+            // A few more than run at once, so the controller never waits for the pass.
+            catch_up: CatchUp::new(4 * usize::from(settings_concurrency)),
         }
     }
 
@@ -212,6 +218,7 @@ pub async fn reconcile(packed: Arc<PackedApp>, ctx: Arc<Context>) -> Result<Acti
     // Deciding on a partial view could take a not-yet-listed Secret for a deleted one.
     ctx.caches.synced().await;
     let app = packed.unpack();
+    ctx.catch_up.started(&app_key(&app));
     ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
     let object_key = key(&app);
     let started = Instant::now();

@@ -779,6 +779,60 @@ async fn a_stopped_leader_exits_at_once_and_gives_the_lease_back() {
     ns.delete().await;
 }
 
+/// A standby keeps its caches (and the registry it serves) current however
+/// many changes it sees: with 4,200 Secrets pointing at an app — each a
+/// reconcile request for that app — before the replicas start, both become
+/// ready, and the standby still sees an app issued afterwards. (A standby once
+/// queued a request for every change to a controller it does not run; past
+/// 4,096 the queue was full and its watches stopped: it never became ready, or
+/// froze its caches at the 4,096th change.)
+#[tokio::test]
+async fn a_standby_keeps_its_caches_current_however_many_changes_it_sees() {
+    use futures::StreamExt;
+    const CHANGES: usize = 4_200;
+    let ns = TestNamespace::new("reg-standby").await;
+    install_registrar(&ns.client).await;
+    let owner = apply(&ns, &confidential("owner")).await;
+    let owner_uid = owner.uid().expect("a UID");
+    let secrets = ns.api::<Secret>();
+    futures::stream::iter(0..CHANGES)
+        .map(|i| {
+            let secrets = secrets.clone();
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {
+                    "name": format!("change-{i}"),
+                    "labels": { "registrar.dev/app": "owner" },
+                    "ownerReferences": [{
+                        "apiVersion": "registrar.dev/v1alpha1", "kind": "AppRegistration", "name": "owner",
+                        "uid": owner_uid, "controller": true
+                    }]
+                }
+            }))
+            .expect("a Secret");
+            async move { secrets.create(&PostParams::default(), &secret).await.expect("create a Secret") }
+        })
+        .buffer_unordered(64)
+        .for_each(|_| async {})
+        .await;
+
+    // Both replicas become ready (Operator::start_with waits for it).
+    let (replicas, leader) = two_replicas(&ns, 15).await;
+    wait_issued(&ns, "owner").await;
+    apply(&ns, &confidential("late")).await;
+    wait_issued(&ns, "late").await;
+    let standby = &replicas[1 - leader];
+    eventually("the standby to see both apps Ready", TIMEOUT, || async {
+        (standby.metric("registrar_apps{ready=\"True\"}").await == 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        standby.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await,
+        0.0,
+        "the standby does not reconcile"
+    );
+    ns.delete().await;
+}
+
 /// An upgrade: the CRDs re-applied and the operator restarted. Nothing rotates
 /// and nothing is written.
 #[tokio::test]

@@ -1,0 +1,146 @@
+//! A controller's first pass over everything cached, when it starts (or its
+//! replica takes over the lease): every object gets one reconcile, a window at
+//! a time.
+//!
+//! Until the controllers run, the watches send them no reconcile requests
+//! ([`crate::watches::Gate`]): nobody would read them. This pass covers what
+//! was not sent. It asks for a few reconciles more than the controller runs at
+//! once and asks for more as they start, rather than queueing every object at
+//! once: kube's scheduler keeps about 0.3 KB per queued object, and keeps the
+//! room after the queue drains (10,000 apps: about 3 MB for the life of the
+//! process).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use futures::{SinkExt, channel::mpsc};
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use crate::index::Key;
+
+/// How long a request waits for room before it is sent anyway: a reconcile
+/// that never starts (its controller stopping) cannot hold the pass up.
+const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
+
+/// The objects asked for and not yet started, at most a window of them.
+pub struct CatchUp {
+    room: Arc<Semaphore>,
+    waiting: Mutex<HashMap<Key, OwnedSemaphorePermit>>,
+}
+
+impl CatchUp {
+    /// Keeps at most `window` objects asked for and not yet started.
+    pub fn new(window: usize) -> Self {
+        CatchUp { room: Arc::new(Semaphore::new(window.max(1))), waiting: Mutex::default() }
+    }
+
+    /// Asks for a reconcile of each of `keys` through `to`, waiting for room
+    /// in the window. Returns how many were asked for; stops early when the
+    /// controller no longer reads `to`.
+    pub async fn ask<K>(&self, keys: impl IntoIterator<Item = Key>, to: &mut mpsc::Sender<ObjectRef<K>>) -> usize
+    where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        let mut asked = 0;
+        for key in keys {
+            match tokio::time::timeout(WAIT_FOR_ROOM, self.room.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => {
+                    self.waiting().insert(key.clone(), permit);
+                }
+                Ok(Err(_closed)) => {}
+                Err(_elapsed) => debug!("no reconcile started for a while; asking without waiting"),
+            }
+            let (namespace, name) = key;
+            let request =
+                if namespace.is_empty() { ObjectRef::new(&name) } else { ObjectRef::new(&name).within(&namespace) };
+            if to.send(request).await.is_err() {
+                break;
+            }
+            asked += 1;
+        }
+        asked
+    }
+
+    /// A reconcile of `key` started, or the controller found it gone: its
+    /// place in the window is free.
+    pub fn started(&self, key: &Key) {
+        if let Some(permit) = self.waiting().remove(key) {
+            drop(permit);
+        }
+    }
+
+    /// Whether nothing asked for is waiting.
+    pub fn is_idle(&self) -> bool {
+        self.waiting().is_empty()
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Key, OwnedSemaphorePermit>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+
+    fn key(i: usize) -> Key {
+        ("ns".into(), format!("app-{i}"))
+    }
+
+    /// Never more than the window asked for and not started; every object
+    /// asked for exactly once.
+    #[tokio::test(start_paused = true)]
+    async fn the_pass_asks_a_window_at_a_time_and_for_everything() {
+        let catch_up = Arc::new(CatchUp::new(3));
+        let (mut tx, mut rx) = mpsc::channel::<ObjectRef<ConfigMap>>(100);
+        let pass = {
+            let catch_up = catch_up.clone();
+            tokio::spawn(async move { catch_up.ask((0..10).map(key), &mut tx).await })
+        };
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(rx.next().await.expect("a request").name);
+        }
+        let fourth = tokio::time::timeout(Duration::from_secs(1), rx.next()).await;
+        assert!(fourth.is_err(), "a fourth waits until one of the window starts");
+        catch_up.started(&key(0));
+        while let Some(request) = rx.next().await {
+            seen.push(request.name);
+            catch_up.started(&key(seen.len() - 3));
+        }
+        assert_eq!(pass.await.unwrap(), 10);
+        assert_eq!(seen, (0..10).map(|i| format!("app-{i}")).collect::<Vec<_>>());
+        for i in 0..10 {
+            catch_up.started(&key(i));
+        }
+        assert!(catch_up.is_idle());
+    }
+
+    /// An object that never starts holds its place only for a while.
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_that_never_starts_does_not_hold_the_pass_up() {
+        let catch_up = CatchUp::new(1);
+        let (mut tx, rx) = mpsc::channel::<ObjectRef<ConfigMap>>(100);
+        assert_eq!(catch_up.ask((0..3).map(key), &mut tx).await, 3);
+        drop(tx);
+        assert_eq!(rx.collect::<Vec<_>>().await.len(), 3);
+    }
+
+    /// The controller stopped reading: the pass ends.
+    #[tokio::test]
+    async fn the_pass_ends_when_the_controller_stops() {
+        let catch_up = CatchUp::new(100);
+        let (mut tx, rx) = mpsc::channel::<ObjectRef<ConfigMap>>(100);
+        drop(rx);
+        assert_eq!(catch_up.ask((0..3).map(key), &mut tx).await, 0);
+    }
+}
