@@ -11,6 +11,9 @@
 //! - an organization's policy changed: the policy, and every consent in a
 //!   namespace of that organization.
 //!
+//! Requests flow only once the controllers run ([`Gate`]); they start with a
+//! pass over everything cached ([`crate::catch_up`]).
+//!
 //! Secrets are watched for their metadata only: anyone who can write Secrets in
 //! a namespace can label them, and their data (up to a megabyte each) must not
 //! be downloaded, let alone held, because of a label. The controller reads a
