@@ -120,6 +120,16 @@ impl Apps {
         self.0.state()
     }
 
+    /// How many apps are cached.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no app is cached.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The store itself, for the controller.
     pub fn store(&self) -> Store<PackedApp> {
         self.0.clone()

@@ -105,6 +105,7 @@ async fn first_pass(ctx: Arc<Context>, mut to: futures::channel::mpsc::Sender<Ob
     ctx.caches.synced().await;
     let started = std::time::Instant::now();
     let mut asked = 0;
+    ctx.expect_apps(ctx.caches.apps.len());
     for namespace in ctx.caches.index.namespaces_with_apps() {
         let names = ctx.caches.index.app_names_in(&namespace);
         asked += ctx.catch_up.ask(names.into_iter().map(|name| (namespace.clone(), name)), &mut to).await;

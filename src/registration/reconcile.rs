@@ -131,6 +131,13 @@ impl Memory {
         }
     }
 
+    /// Room for `apps` entries in all, made at once: a table that grows
+    /// doubles, holding the old table and the new one for a moment (10,000
+    /// apps: about 1 MB more at that moment).
+    fn reserve(&mut self, apps: usize) {
+        self.0.reserve(apps.saturating_sub(self.0.len()));
+    }
+
     /// The apps whose owner was checked `every` ago or longer, and not swept
     /// for it within `every`; each is marked swept.
     fn owner_checks_due(&mut self, every: Duration) -> Vec<(String, String)> {
@@ -206,6 +213,12 @@ fn uid(app: &AppRegistration) -> Uid {
 }
 
 impl Context {
+    /// Makes room in the controller's memory for `apps` apps, before a pass
+    /// that reconciles each of them.
+    pub fn expect_apps(&self, apps: usize) {
+        self.memory().reserve(apps);
+    }
+
     /// The apps whose owner is due for its periodic check (each once per
     /// period), for the sweep that asks for their reconcile.
     pub fn owner_checks_due(&self) -> Vec<(String, String)> {
