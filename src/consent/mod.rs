@@ -69,7 +69,7 @@ pub async fn run(
 ) {
     let reader = caches.consents.clone();
     let recorder = Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: None });
-    let catch_up = CatchUp::new(4 * usize::from(concurrency));
+    let catch_up = CatchUp::for_concurrency(concurrency);
     let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder, failures: Default::default(), catch_up });
     let (pass_tx, pass_rx) = mpsc::channel(usize::from(concurrency));
     let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));

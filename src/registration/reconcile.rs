@@ -180,7 +180,7 @@ impl Context {
             .max_capacity(10_000)
             .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
             .build();
-        let settings_concurrency = settings.concurrency;
+        let catch_up = CatchUp::for_concurrency(settings.concurrency);
         Context {
             client,
             settings,
@@ -192,8 +192,7 @@ impl Context {
             memory: Mutex::default(),
             failures: retry::Failures::default(),
             owner_answers,
-            // A few more than run at once, so the controller never waits for the pass.
-            catch_up: CatchUp::new(4 * usize::from(settings_concurrency)),
+            catch_up,
         }
     }
 
