@@ -150,6 +150,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
     let policy_object = ctx.caches.policies.get(&ObjectRef::new(&consent_org));
     let policy = PolicyFacts { organization: &consent_org, policy: policy_object.as_deref(), seal_key: &ctx.seal_key };
     let consent_key = format!("{namespace}/{}", consent.name_any());
+    let app_key = format!("{}/{}", app_ref.namespace, app_ref.name);
     let (allowance, refusal) = match &facts {
         Some(app) if app.client_id.is_some() => {
             let policy_app = PolicyApp {
@@ -176,6 +177,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
     let evaluation = evaluate(
         &ConsentFacts {
             namespace: &namespace,
+            app: &app_key,
             organization: &consent_org,
             requested_scopes: consent.spec.oauth_scopes.as_deref(),
             status: &current,
@@ -190,7 +192,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
 
     let generation = consent.metadata.generation;
     let desired = AppConsentStatus {
-        app: Some(format!("{}/{}", app_ref.namespace, app_ref.name)),
+        app: Some(app_key),
         client_id: evaluation.client_id,
         display_name: evaluation.display_name,
         granted_scopes: evaluation.granted_scopes,

@@ -49,6 +49,8 @@ pub struct AppFacts<'a> {
 #[derive(Clone, Debug)]
 pub struct ConsentFacts<'a> {
     pub namespace: &'a str,
+    /// The app it names, `namespace/name` (`spec.appRef`).
+    pub app: &'a str,
     pub organization: &'a str,
     /// `spec.oauthScopes`; `None` accepts every scope offered at the first grant.
     pub requested_scopes: Option<&'a [String]>,
@@ -87,6 +89,20 @@ impl Evaluation {
     }
 }
 
+/// The app was revoked: said in the same words while it is being deleted and
+/// once it is gone, so its deletion changes each consent once (one status
+/// write, one Event), not twice.
+fn revoked(status: &AppConsentStatus, app_key: &str, client_id: &str) -> Evaluation {
+    Evaluation::denied(
+        status,
+        reason::APP_REVOKED,
+        format!(
+            "AppRegistration {app_key} (Client ID {client_id}) was revoked; delete this AppConsent (and create a new \
+             one if the app is registered again)"
+        ),
+    )
+}
+
 fn list(scopes: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     scopes.into_iter().map(|s| s.as_ref().to_owned()).collect::<Vec<_>>().join(", ")
 }
@@ -97,13 +113,7 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
     let bound = status.client_id.as_deref();
     let Some(app) = app else {
         return match bound {
-            Some(id) => Evaluation::denied(
-                status,
-                reason::APP_REVOKED,
-                format!(
-                    "the app with Client ID {id} was revoked; delete this AppConsent (and create a new one for a new app)"
-                ),
-            ),
+            Some(id) => revoked(status, consent.app, id),
             None => Evaluation::denied(status, reason::APP_NOT_FOUND, "no such AppRegistration".to_owned()),
         };
     };
@@ -122,12 +132,7 @@ pub fn evaluate(consent: &ConsentFacts<'_>, app: Option<&AppFacts<'_>>) -> Evalu
         );
     }
     if app.deleting {
-        let id = bound.or(app.client_id).unwrap_or("none");
-        return Evaluation::denied(
-            status,
-            reason::APP_REVOKED,
-            format!("AppRegistration {app_key} (Client ID {id}) was revoked; delete this AppConsent"),
-        );
+        return revoked(status, &app_key, bound.or(app.client_id).unwrap_or("none"));
     }
     let Some(client_id) = app.client_id else {
         return Evaluation::denied(
@@ -290,6 +295,7 @@ mod tests {
     fn consent<'a>(requested: Option<&'a [String]>, status: &'a AppConsentStatus) -> ConsentFacts<'a> {
         ConsentFacts {
             namespace: CONSENT_NS,
+            app: APP_KEY,
             organization: ORG,
             requested_scopes: requested,
             status,
@@ -432,6 +438,19 @@ mod tests {
         assert!(e.condition.message.contains(APP_KEY), "{}", e.condition.message);
         assert!(e.condition.message.contains(CLIENT), "{}", e.condition.message);
         assert_keeps(&e, &status);
+    }
+
+    #[test]
+    fn a_deleted_app_reads_as_revoked_in_the_words_used_while_it_was_being_deleted() {
+        let offered = scopes(&["read"]);
+        let deleting = AppFacts { deleting: true, ..app(&offered) };
+        let status = bound(CLIENT, &["read"]);
+        let while_deleting = evaluate(&consent(None, &status), Some(&deleting));
+        let once_gone = evaluate(&consent(None, &status_after(&while_deleting)), None);
+        assert_denied(&once_gone, reason::APP_REVOKED);
+        // Nothing to write (nor announce) when the app finally goes.
+        assert_eq!(once_gone, while_deleting);
+        assert!(once_gone.condition.message.contains(APP_KEY), "{}", once_gone.condition.message);
     }
 
     #[test]
