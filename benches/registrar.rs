@@ -621,9 +621,15 @@ async fn main() {
     );
 
     // === consent fan-out: Unrestricted, then under a Restricted policy ===
+    let ceiling = consent_status_ceiling(consents_n).await;
+    report.row(
+        format!("apiserver+etcd: {consents_n} AppConsent status writes (SSA, 16 in flight) sent by the harness"),
+        format!("{:.2} s ({:.2} ms CPU each)", ceiling.seconds, ceiling.cpu_per_write * 1000.0),
+        "ceiling",
+    );
     let mut consumers = Vec::new();
     for restricted in [false, true] {
-        consumers.extend(consent_fanout(&mut report, consents_n, restricted).await);
+        consumers.extend(consent_fanout(&mut report, consents_n, restricted, ceiling.seconds).await);
     }
 
     hydra_scenario(&mut report, env_usize("BENCH_HYDRA_APPS", 1_000.min(apps_n)), cpu_per_write, cpu_per_hash).await;
@@ -649,7 +655,7 @@ async fn main() {
 /// (auto-approval off, so every consent goes through the allowlist), with the
 /// allowlist entry removed (all NotAllowlisted) and restored (all Granted)
 /// first.
-async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [TestNamespace; 2] {
+async fn consent_fanout(report: &mut Report, n: usize, restricted: bool, ceiling: f64) -> [TestNamespace; 2] {
     let name = if restricted { "fanout-restricted" } else { "fanout" };
     let label = ("bench.registrar.dev/fanout".to_string(), "yes".to_string());
     let labels = BTreeMap::from([label.clone()]);
@@ -732,19 +738,8 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
     if !restricted {
         // A rotation changes nothing consents read: none of them is reconciled
         // and the operator writes only the app's Secret, status and Event.
-        let consent_metric = "registrar_reconciliations_total{controller=\"appconsent\"}";
-        // First let the grants' own bookkeeping (consent and app status) settle.
-        let mut last = (f64::NAN, f64::NAN);
-        let settle = Instant::now();
-        loop {
-            let now = (consent_operator.metric(consent_metric).await, consent_operator.writes().await);
-            if now == last || settle.elapsed() > Duration::from_secs(60) {
-                break;
-            }
-            last = now;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        let (consents_before, writes_before) = last;
+        // First let the grants' own bookkeeping (consent and app status, Events) settle.
+        let (consents_before, writes_before) = quiet(&consent_operator).await;
         let rotate = json!({ "metadata": { "annotations": { "registrar.dev/rotate": "bench" } } });
         apps.patch(name, &PatchParams::default(), &Patch::Merge(rotate)).await.expect("rotate");
         wait_until("the rotation", Duration::from_secs(60), FAST, || {
@@ -757,7 +752,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
         .await;
         // A settle window for anything the rotation might still fan out.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let consents = consent_operator.metric(consent_metric).await - consents_before;
+        let consents = consent_operator.metric(CONSENT_RECONCILES).await - consents_before;
         let writes = consent_operator.writes().await - writes_before;
         report.row(
             format!("rotate an app with {n} consents → consent reconciliations / operator writes"),
@@ -766,6 +761,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
         );
     }
     if restricted {
+        quiet(&consent_operator).await;
         let started = Instant::now();
         apply_policy(json!([])).await;
         consents.reached_in("NotAllowlisted", "every consent NotAllowlisted", n, Duration::from_secs(600)).await;
@@ -774,6 +770,7 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
             format!("{:.2} s", started.elapsed().as_secs_f64()),
             "",
         );
+        quiet(&consent_operator).await;
         let started = Instant::now();
         apply_policy(entry).await;
         consents.reached_in("Granted", "every consent Granted again", n, Duration::from_secs(600)).await;
@@ -783,9 +780,13 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
             "",
         );
     }
-    let writes_before = consent_operator.writes().await;
+    // The Events of the step before are out before the clock starts.
+    let writes_before = quiet(&consent_operator).await.1;
     let operator_cpu_before = consent_operator.pid().map_or(0.0, cpu_seconds);
     let control_plane_cpu_before = control_plane_cpu();
+    let mut revoked_events = Counter::start(consumers.api::<k8s_openapi::api::events::v1::Event>(), |e| {
+        e.reason.as_deref() == Some("AppRevoked")
+    });
     let started = Instant::now();
     apps.delete(name, &DeleteParams::default()).await.expect("delete the app");
     consents.reached_in("AppRevoked", "every consent AppRevoked", n, Duration::from_secs(600)).await;
@@ -801,6 +802,18 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
         format!("delete an app with {n} consents → all AppRevoked{policy_words}"),
         format!("{revocation:.2} s"),
         target,
+    );
+    report.row(
+        format!("  …revocation / {n} status writes sent by the harness{policy_words}"),
+        format!("{:.2}", revocation / ceiling),
+        "profile",
+    );
+    // Each consent's Event follows once the statuses have settled.
+    revoked_events.reached("every AppRevoked Event", n, Duration::from_secs(600)).await;
+    report.row(
+        format!("  …and all {n} AppRevoked Events published{policy_words}"),
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "",
     );
     let per_consent = |total: f64| total * 1000.0 / n.max(1) as f64;
     report.row(
@@ -818,6 +831,24 @@ async fn consent_fanout(report: &mut Report, n: usize, restricted: bool) -> [Tes
     }
     drop(consent_operator);
     [consumers, home]
+}
+
+const CONSENT_RECONCILES: &str = "registrar_reconciliations_total{controller=\"appconsent\"}";
+
+/// Waits until the operator is quiet, its consent reconciliations and writes
+/// (the Events that follow the statuses among them) unchanged for two seconds
+/// (a minute at most); returns them.
+async fn quiet(operator: &Operator) -> (f64, f64) {
+    let mut last = (f64::NAN, f64::NAN);
+    let started = Instant::now();
+    loop {
+        let now = (operator.metric(CONSENT_RECONCILES).await, operator.writes().await);
+        if now == last || started.elapsed() > Duration::from_secs(60) {
+            return now;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// N apps registered at a real Ory Hydra: Hydra's own ceiling (clients created
@@ -1023,6 +1054,87 @@ async fn replay(n: usize, sample: &AppRegistration, secret: &Secret) -> f64 {
     release_and_delete(&apps, n, "replay").await;
     scratch.delete().await;
     per_app
+}
+
+/// What `n` AppConsent status writes cost the apiserver and etcd when the
+/// harness sends them as the consent controller would (server-side apply with
+/// the resourceVersion read, 16 in flight: its default concurrency), with two
+/// watches open as during a revocation (the operator's and the harness's), on
+/// consents no operator watches: the floor of a revocation's time.
+struct ConsentCeiling {
+    seconds: f64,
+    cpu_per_write: f64,
+}
+
+async fn consent_status_ceiling(n: usize) -> ConsentCeiling {
+    const OPERATOR_CONCURRENCY: usize = 16;
+    let scratch = TestNamespace::new("bench-consent-ceiling").await;
+    let api = scratch.api::<AppConsent>();
+    let _watches = [Counter::start(api.clone(), |_: &AppConsent| true), Counter::start(api.clone(), |_| true)];
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let api = api.clone();
+            async move {
+                let consent = AppConsent::new(
+                    &format!("c-{i}"),
+                    AppConsentSpec {
+                        app_ref: AppRef { namespace: "elsewhere".into(), name: "app".into() },
+                        oauth_scopes: None,
+                    },
+                );
+                api.create(&PostParams::default(), &consent).await.expect("consent");
+            }
+        })
+        .await;
+    // The status of a grant, then of a revocation: the second round is timed.
+    // The operator reads from its cache: one list here, before each round.
+    let write_all = |reason: &'static str| {
+        let api = api.clone();
+        async move {
+            let read: BTreeMap<String, Option<String>> = api
+                .list(&Default::default())
+                .await
+                .expect("list the consents")
+                .items
+                .into_iter()
+                .map(|c| (c.name_any(), c.metadata.resource_version))
+                .collect();
+            let (read, started, cpu_before) = (&read, Instant::now(), control_plane_cpu());
+            stream::iter(0..n)
+                .for_each_concurrent(OPERATOR_CONCURRENCY, |i| {
+                    let api = api.clone();
+                    async move {
+                        let name = format!("c-{i}");
+                        let status = json!({
+                            "app": "elsewhere/app", "clientId": "0pHLX-mChJuzd0Jiaqh5sA", "displayName": "Bench app",
+                            "grantedScopes": ["read"], "observedGeneration": 1,
+                            "conditions": [{
+                                "type": "Granted", "status": if reason == "Granted" { "True" } else { "False" },
+                                "reason": reason, "observedGeneration": 1,
+                                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+                                "message": format!("{reason}: AppRegistration elsewhere/app (Client ID 0pHLX-mChJuzd0Jiaqh5sA)"),
+                            }]
+                        });
+                        let body = json!({
+                            "apiVersion": "registrar.dev/v1alpha1", "kind": "AppConsent",
+                            "metadata": { "resourceVersion": read.get(&name) }, "status": status,
+                        });
+                        api.patch_status(&name, &PatchParams::apply("registrar").force(), &Patch::Apply(body))
+                            .await
+                            .expect("status");
+                    }
+                })
+                .await;
+            ConsentCeiling {
+                seconds: started.elapsed().as_secs_f64(),
+                cpu_per_write: (control_plane_cpu() - cpu_before) / n.max(1) as f64,
+            }
+        }
+    };
+    write_all("Granted").await;
+    let ceiling = write_all("AppRevoked").await;
+    scratch.delete().await;
+    ceiling
 }
 
 /// Prices the AppRegistration writes an app costs, with `n` of each (64 in

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin_server;
+pub mod announce;
 pub mod api;
 pub mod authserver;
 pub mod catch_up;

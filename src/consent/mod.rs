@@ -1,7 +1,8 @@
 //! The AppConsent controller: grants (or says exactly why not) a namespace's
 //! consent to a shared app, and keeps that answer current as the app, its
 //! scopes, the namespaces' organizations, the organization's policy and the
-//! app's deletion change. Every change of the answer is an Event on the consent.
+//! app's deletion change. Every change of the answer is an Event on the
+//! consent, published once the statuses have settled ([`crate::announce`]).
 
 pub mod organizations;
 pub mod policy;
@@ -10,7 +11,7 @@ pub mod visibility;
 use std::sync::Arc;
 
 use futures::{StreamExt, channel::mpsc};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::PatchParams,
@@ -24,6 +25,7 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
+    announce::Announcer,
     api::{AppConsent, AppConsentStatus, conditions},
     catch_up::CatchUp,
     credentials::seal::SealKey,
@@ -46,12 +48,17 @@ pub enum Error {
     },
 }
 
+/// How long a stopping controller publishes the Events still queued.
+const ANNOUNCE_ON_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Context {
     client: Client,
     caches: Caches,
     metrics: Metrics,
     seal_key: SealKey,
     recorder: Recorder,
+    /// Each change's Event, published once the statuses have settled.
+    announcer: Announcer<ObjectReference>,
     failures: retry::Failures,
     /// The first pass over every cached consent (see [`crate::catch_up`]).
     catch_up: CatchUp,
@@ -70,11 +77,31 @@ pub async fn run(
     let reader = caches.consents.clone();
     let recorder = Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: None });
     let catch_up = CatchUp::for_concurrency(concurrency);
-    let ctx = Arc::new(Context { client, caches, metrics, seal_key, recorder, failures: Default::default(), catch_up });
+    let publisher = recorder.clone();
+    let (announcer, announcing) = Announcer::start(move |event: Event, consent: ObjectReference| {
+        let publisher = publisher.clone();
+        async move {
+            if let Err(e) = publisher.publish(&event, &consent).await {
+                let (namespace, name) = (consent.namespace.unwrap_or_default(), consent.name.unwrap_or_default());
+                warn!(namespace, name, error = %e, "could not publish an Event");
+            }
+        }
+    });
+    let ctx = Arc::new(Context {
+        client,
+        caches,
+        metrics,
+        seal_key,
+        recorder,
+        announcer,
+        failures: Default::default(),
+        catch_up,
+    });
     let (pass_tx, pass_rx) = mpsc::channel(usize::from(concurrency));
     let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));
     info!("AppConsent controller started");
     let found_gone = ctx.clone();
+    let announcer = ctx.clone();
     Controller::for_shared_stream(futures::stream::pending(), reader)
         .reconcile_on(futures::stream::select(triggers, pass_rx))
         .with_config(ControllerConfig::default().concurrency(concurrency))
@@ -89,6 +116,11 @@ pub async fn run(
         })
         .await;
     passing.abort();
+    // The Events still queued go out now, for a moment at most.
+    announcer.announcer.stop();
+    if tokio::time::timeout(ANNOUNCE_ON_STOP, announcing).await.is_err() {
+        warn!("some consent Events were not published before the controller stopped");
+    }
     info!("AppConsent controller stopped");
 }
 
@@ -103,6 +135,7 @@ async fn first_pass(ctx: Arc<Context>, mut to: mpsc::Sender<ObjectRef<AppConsent
 }
 
 async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _in_flight = ctx.announcer.busy();
     ctx.catch_up.started(&(consent.namespace().unwrap_or_default(), consent.name_any()));
     // Deciding on a partial view could flap a consent to NotVisible.
     ctx.caches.synced().await;
@@ -230,7 +263,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
 }
 
 /// An Event on the consent for each change of its answer: Normal when it is
-/// granted, Warning with the reason when not.
+/// granted, Warning with the reason when not (queued: [`crate::announce`]).
 async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCondition, ctx: &Context) {
     let event = Event {
         type_: if condition.status { EventType::Normal } else { EventType::Warning },
@@ -239,9 +272,7 @@ async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCo
         action: "Evaluate".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &consent.object_ref(&())).await {
-        warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %e, "could not publish an Event");
-    }
+    ctx.announcer.announce(event, consent.object_ref(&())).await;
 }
 
 /// Retries a failed consent with the app controller's per-object exponential

@@ -229,9 +229,14 @@ async fn a_restricted_organization_grants_internal_apps_and_allowlisted_ones() {
     let allowed = wait_consent(&w.b, "external", "Granted").await;
     eprintln!("allowlist command → consent granted: {:?}", asked.elapsed());
     assert_eq!(scopes(&allowed).0, ["read"]);
-    let events = w.b.api::<Event>().list(&ListParams::default()).await.expect("events").items;
-    let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
-    assert!(reasons.contains(&"NotAllowlisted".to_string()) && reasons.contains(&"Granted".to_string()), "{reasons:?}");
+    // Each change's Event follows its status (published once the controller is idle).
+    let events = w.b.api::<Event>();
+    eventually("a NotAllowlisted and a Granted Event on the consent", TIMEOUT, || async {
+        let reasons: Vec<_> =
+            events.list(&ListParams::default()).await.ok()?.items.into_iter().filter_map(|e| e.reason).collect();
+        (reasons.iter().any(|r| r == "NotAllowlisted") && reasons.iter().any(|r| r == "Granted")).then_some(())
+    })
+    .await;
     w.delete().await;
 }
 
