@@ -56,6 +56,7 @@ struct Context {
     caches: Caches,
     metrics: Metrics,
     seal_key: SealKey,
+    /// Publishes the failures' Events, folding repeats into a series.
     recorder: Recorder,
     /// Each change's Event, published once the statuses have settled.
     announcer: Announcer<ObjectReference>,
@@ -75,11 +76,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reader = caches.consents.clone();
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "registrar".into(), instance: None });
+    let reporter = Reporter { controller: "registrar".into(), instance: None };
+    let recorder = Recorder::new(client.clone(), reporter.clone());
     let catch_up = CatchUp::for_concurrency(concurrency);
-    let publisher = recorder.clone();
+    let publisher = client.clone();
     let (announcer, announcing) = Announcer::start(move |event: Event, consent: ObjectReference| {
-        let publisher = publisher.clone();
+        // A change of answer names the change: nothing to fold into a series,
+        // so not the shared recorder, which keeps every Event it publishes for
+        // six minutes and scans them all on each publish (a revocation of
+        // 10,000 consents would hold 10,000 Events).
+        let publisher = Recorder::new(publisher.clone(), reporter.clone());
         async move {
             if let Err(e) = publisher.publish(&event, &consent).await {
                 let (namespace, name) = (consent.namespace.unwrap_or_default(), consent.name.unwrap_or_default());
