@@ -107,7 +107,7 @@ pub async fn run(
     let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));
     info!("AppConsent controller started");
     let found_gone = ctx.clone();
-    let announcer = ctx.clone();
+    let on_stop = ctx.clone();
     Controller::for_shared_stream(futures::stream::pending(), reader)
         .reconcile_on(futures::stream::select(triggers, pass_rx))
         .with_config(ControllerConfig::default().concurrency(concurrency))
@@ -123,7 +123,7 @@ pub async fn run(
         .await;
     passing.abort();
     // The Events still queued go out now, for a moment at most.
-    announcer.announcer.stop();
+    on_stop.announcer.stop();
     if tokio::time::timeout(ANNOUNCE_ON_STOP, announcing).await.is_err() {
         warn!("some consent Events were not published before the controller stopped");
     }
