@@ -1056,16 +1056,17 @@ async fn replay(n: usize, sample: &AppRegistration, secret: &Secret) -> f64 {
     per_app
 }
 
-/// What `n` AppConsent status writes cost the apiserver and etcd when the
-/// harness sends them as the consent controller would (server-side apply with
-/// the resourceVersion read, 16 in flight: its default concurrency), with two
-/// watches open as during a revocation (the operator's and the harness's), on
-/// consents no operator watches: the floor of a revocation's time.
+/// The time and the apiserver+etcd CPU per write of N AppConsent status writes.
 struct ConsentCeiling {
     seconds: f64,
     cpu_per_write: f64,
 }
 
+/// What `n` AppConsent status writes cost the apiserver and etcd when the
+/// harness sends them as the consent controller would (server-side apply with
+/// the resourceVersion read, 16 in flight: its default concurrency), with two
+/// watches open as during a revocation (the operator's and the harness's), on
+/// consents no operator watches: the floor of a revocation's time.
 async fn consent_status_ceiling(n: usize) -> ConsentCeiling {
     const OPERATOR_CONCURRENCY: usize = 16;
     let scratch = TestNamespace::new("bench-consent-ceiling").await;
