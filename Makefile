@@ -20,7 +20,7 @@ bench:
 # A small run of the same harness (what CI runs so it cannot rot; no targets judged).
 bench-smoke:
 	@REGISTRAR_CONTROLPLANE=$$(bash tests/controlplane/build.sh) REGISTRAR_HYDRA=$$(bash scripts/install-hydra.sh) BENCH_APPS=$${BENCH_APPS:-200} BENCH_CONSENTS=100 \
-		BENCH_STEADY=20 BENCH_REGISTRY_SECONDS=2 BENCH_HYDRA_APPS=$${BENCH_HYDRA_APPS:-50} cargo bench --locked --profile dev --bench registrar
+		BENCH_STEADY=20 BENCH_REGISTRY_SECONDS=2 BENCH_HYDRA_APPS=$${BENCH_HYDRA_APPS:-50} BENCH_LEDGER_ENTRIES=$${BENCH_LEDGER_ENTRIES:-1000} cargo bench --locked --profile dev --bench registrar
 
 # Regenerate crds/ from the Rust API types.
 crds:

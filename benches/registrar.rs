@@ -7,8 +7,10 @@
 //! kube-controller-manager) and a release build of the operator:
 //! the ceilings (apiserver+etcd write rate and CPU per write, argon2id hash rate
 //! and CPU per hash), bulk registration, steady-state latencies, a restart, the
-//! operator's peak memory, consent fan-out on revocation, and the registry's
-//! authenticate throughput from a load generator in a separate process.
+//! operator's peak memory, consent fan-out on revocation, the registry's
+//! authenticate throughput from a load generator in a separate process, and
+//! the Client ID ledger at BENCH_LEDGER_ENTRIES entries (its size in etcd, and a
+//! restart's time, memory and writes).
 //! It prints a table; there are no timed assertions.
 
 #[path = "../tests/support/mod.rs"]
@@ -32,7 +34,8 @@ use kube::{
 };
 use registrar::{
     api::{
-        AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, OrganizationPolicy, PolicyKind, Scope,
+        AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, ClientIdEntry, Holder, LedgerState,
+        OrganizationPolicy, PolicyKind, Scope,
     },
     credentials::{ClientSecret, HashParams, Hasher, SecretOrigin},
 };
@@ -240,6 +243,7 @@ async fn main() {
     let secrets_n = env_usize("BENCH_SECRETS", apps_n);
     let steady_n = env_usize("BENCH_STEADY", 200.min(apps_n));
     let consents_n = env_usize("BENCH_CONSENTS", 1_000.min(apps_n));
+    // BENCH_LEDGER_ENTRIES (default 100,000): the ledger's size at that many entries.
     let registry_seconds = env_usize("BENCH_REGISTRY_SECONDS", 5);
     // Other knobs: BENCH_OPERATOR_ARGS (extra operator flags), BENCH_BULK_ONLY=1
     // (stop after the bulk phase, its memory and a restart's: tuning runs), BENCH_REPORT (write the table there).
@@ -319,6 +323,7 @@ async fn main() {
     report.row("apiserver+etcd CPU per AppRegistration create (SSA)", ms_f(costs.create), "profile");
     report.row("apiserver+etcd CPU per AppRegistration metadata patch", ms_f(costs.patch), "profile");
     report.row("apiserver+etcd CPU per AppRegistration status apply (SSA)", ms_f(costs.status), "profile");
+    report.row("apiserver+etcd CPU per Client ID ledger claim (create)", ms_f(costs.claim), "profile");
 
     // === bulk ===
     let ns = TestNamespace::new("bench-apps").await;
@@ -353,7 +358,7 @@ async fn main() {
     let combined = apps_n as f64 * (writes_per_app * cpu_per_write + cpu_per_hash) / cores as f64;
     let limit = combined.max(apps_n as f64 * writes_per_app / write_rate).max(apps_n as f64 / hash_rate);
     report.row(
-        "operator writes per app (Secret, status, Event; finalizer if no policy)",
+        "operator writes per app (ledger claim, Secret, status, Event; finalizer if no policy)",
         format!("{writes_per_app:.2}"),
         "input",
     );
@@ -379,12 +384,18 @@ async fn main() {
         "profile",
     );
     // The same formula with every request an app costs priced as measured above:
-    // the create, the status apply, and the Secret and Event writes at the plain
-    // write price (the finalizer patch too, when the operator had to make it).
-    let finalizer_patches = (writes_per_app - 3.0).max(0.0);
-    let priced = costs.create + costs.status + finalizer_patches * costs.patch + 2.0 * cpu_per_write + cpu_per_hash;
+    // the create, the ledger claim, the status apply, and the Secret and Event
+    // writes at the plain write price (the finalizer patch too, when the
+    // operator had to make it).
+    let finalizer_patches = (writes_per_app - 4.0).max(0.0);
+    let priced = costs.create
+        + costs.claim
+        + costs.status
+        + finalizer_patches * costs.patch
+        + 2.0 * cpu_per_write
+        + cpu_per_hash;
     report.row(
-        "limit with measured write prices = N*(create + status + Secret + Event + hash)/cores",
+        "limit with measured write prices = N*(create + claim + status + Secret + Event + hash)/cores",
         format!("{:.1} s", apps_n as f64 * priced / cores as f64),
         "profile",
     );
@@ -619,6 +630,9 @@ async fn main() {
         format!("{writes}"),
         if writes == 0.0 { "0: met" } else { "0: MISSED" },
     );
+
+    // === the Client ID ledger at scale: its size, and a restart with it ===
+    ledger_at_scale(&mut report, &mut operator, env_usize("BENCH_LEDGER_ENTRIES", 100_000), total).await;
 
     // === consent fan-out: Unrestricted, then under a Restricted policy ===
     let ceiling = consent_status_ceiling(consents_n).await;
@@ -892,6 +906,7 @@ async fn hydra_scenario(report: &mut Report, n: usize, cpu_per_write: f64, cpu_p
     args.extend(hydra.operator_args("5s"));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let operator = Operator::start_with(&args).await;
+    let owner = Hydra::cluster_owner(&ns.client).await;
     let apps = ns.api::<AppRegistration>();
     let mut ready = Counter::start(apps.clone(), is_ready);
     let (operator_cpu, cp_cpu, hydra_cpu) =
@@ -940,8 +955,8 @@ async fn hydra_scenario(report: &mut Report, n: usize, cpu_per_write: f64, cpu_p
     hydra.restart().await;
     let started = Instant::now();
     wait_until("every client back at Hydra", Duration::from_secs(3600), SLOW, || {
-        let hydra = &hydra;
-        async move { hydra.clients_of("registrar").await.len() >= n }
+        let (hydra, owner) = (&hydra, &owner);
+        async move { hydra.clients_of(owner).await.len() >= n }
     })
     .await;
     report.row(
@@ -953,8 +968,8 @@ async fn hydra_scenario(report: &mut Report, n: usize, cpu_per_write: f64, cpu_p
     let name = ns.name.clone();
     ns.delete().await;
     wait_until("no client left at Hydra", Duration::from_secs(3600), SLOW, || {
-        let hydra = &hydra;
-        async move { hydra.clients_of("registrar").await.is_empty() }
+        let (hydra, owner) = (&hydra, &owner);
+        async move { hydra.clients_of(owner).await.is_empty() }
     })
     .await;
     report.row(
@@ -970,14 +985,17 @@ struct WriteCosts {
     create: f64,
     patch: f64,
     status: f64,
+    /// A Client ID's claim: the create of its ledger entry.
+    claim: f64,
 }
 
 /// The requests the operator made for each app of the bulk, replayed by the
 /// harness for `n` apps (64 apps in flight, each app's requests in order, in a
 /// namespace no operator watches): the app applied, a SubjectAccessReview (the
-/// owner check), its status applied and its Secret created as the operator
-/// wrote them for `sample`, and an Event. Returns the seconds per app: what
-/// the apiserver alone needs, with no operator logic between the requests.
+/// owner check), the Client ID's ledger entry created, its Secret created and
+/// its status applied as the operator wrote them for `sample`, and an Event.
+/// Returns the seconds per app: what the apiserver alone needs, with no
+/// operator logic between the requests.
 async fn replay(n: usize, sample: &AppRegistration, secret: &Secret) -> f64 {
     use k8s_openapi::api::{
         authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
@@ -985,13 +1003,16 @@ async fn replay(n: usize, sample: &AppRegistration, secret: &Secret) -> f64 {
     };
     let scratch = TestNamespace::new("bench-replay").await;
     let (apps, secrets, events) = (scratch.api::<AppRegistration>(), scratch.api::<Secret>(), scratch.api::<Event>());
-    let reviews: Api<SubjectAccessReview> = Api::all(control_plane().client().await);
+    let admin = control_plane().client().await;
+    let reviews: Api<SubjectAccessReview> = Api::all(admin.clone());
+    let ledger: Api<ClientIdEntry> = Api::all(admin);
     let status = serde_json::to_value(&sample.status).expect("status");
+    let run = format!("{:08x}", rand::random::<u32>());
     let started = Instant::now();
     stream::iter(0..n)
         .for_each_concurrent(CONCURRENCY, |i| {
-            let (apps, secrets, events, reviews, status) =
-                (apps.clone(), secrets.clone(), events.clone(), reviews.clone(), status.clone());
+            let (apps, secrets, events, reviews, ledger, status, run) =
+                (apps.clone(), secrets.clone(), events.clone(), reviews.clone(), ledger.clone(), status.clone(), &run);
             async move {
                 let name = format!("replay-{i}");
                 let applied = support::gitops_apply(&apps, &app(&name)).await.expect("apply");
@@ -1010,8 +1031,13 @@ async fn replay(n: usize, sample: &AppRegistration, secret: &Secret) -> f64 {
                     ..Default::default()
                 };
                 reviews.create(&PostParams::default(), &review).await.expect("review");
+                let client_id = format!("replay-{run}-{i}");
+                ledger
+                    .create(&PostParams::default(), &claim(&client_id, &applied, LedgerState::Active))
+                    .await
+                    .expect("claim");
                 let mut status = status;
-                status["clientId"] = json!(format!("replay-client-{i}"));
+                status["clientId"] = json!(client_id);
                 let patch = json!({
                     "apiVersion": "registrar.dev/v1alpha1", "kind": "AppRegistration",
                     "metadata": { "resourceVersion": applied.resource_version() },
@@ -1052,8 +1078,32 @@ async fn replay(n: usize, sample: &AppRegistration, secret: &Secret) -> f64 {
         .await;
     let per_app = started.elapsed().as_secs_f64() / n.max(1) as f64;
     release_and_delete(&apps, n, "replay").await;
+    delete_entries(&ledger, BENCH_LABEL).await;
     scratch.delete().await;
     per_app
+}
+
+/// The label on the ledger entries the harness writes itself, so it can take them away.
+const BENCH_LABEL: &str = "bench.registrar.dev/ledger";
+
+/// A ledger entry of `client_id` in `state`, held by `app`, as registrar
+/// writes it (plus the harness's label).
+fn claim(client_id: &str, app: &AppRegistration, state: LedgerState) -> ClientIdEntry {
+    let holder = Holder {
+        namespace: app.namespace().unwrap_or_default(),
+        name: app.name_any(),
+        uid: app.uid().unwrap_or_default(),
+    };
+    let mut entry = ClientIdEntry::active(client_id, holder);
+    entry.spec.state = state;
+    entry.labels_mut().insert(BENCH_LABEL.into(), "yes".into());
+    entry
+}
+
+/// Deletes every ledger entry carrying `label`.
+async fn delete_entries(ledger: &Api<ClientIdEntry>, label: &str) {
+    let params = kube::api::ListParams::default().labels(label);
+    ledger.delete_collection(&DeleteParams::default(), &params).await.expect("delete ledger entries");
 }
 
 /// The time and the apiserver+etcd CPU per write of N AppConsent status writes.
@@ -1175,11 +1225,26 @@ async fn write_costs(n: usize) -> WriteCosts {
             (control_plane_cpu() - before) / n as f64
         }
     };
-    let costs =
-        WriteCosts { create: price("create").await, patch: price("patch").await, status: price("status").await };
+    let (create, patch, status) = (price("create").await, price("patch").await, price("status").await);
+    // A claim per app: the create of a ledger entry.
+    let ledger: Api<ClientIdEntry> = Api::all(control_plane().client().await);
+    let sample = apps.get("cost-0").await.expect("cost-0");
+    let run = format!("{:08x}", rand::random::<u32>());
+    let before = control_plane_cpu();
+    stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (ledger, sample, run) = (ledger.clone(), &sample, &run);
+            async move {
+                let entry = claim(&format!("cost-{run}-{i}"), sample, LedgerState::Active);
+                ledger.create(&PostParams::default(), &entry).await.expect("claim");
+            }
+        })
+        .await;
+    let claim = (control_plane_cpu() - before) / n as f64;
+    delete_entries(&ledger, BENCH_LABEL).await;
     release_and_delete(&apps, n, "cost").await;
     scratch.delete().await;
-    costs
+    WriteCosts { create, patch, status, claim }
 }
 
 /// Deletes the apps `{prefix}-0..n`, then releases the revoke finalizer the
@@ -1338,4 +1403,122 @@ async fn load_generator(args: &[String]) {
         }
         _ => eprintln!("unknown load generator mode {mode}"),
     }
+}
+
+/// The Client ID ledger at `target` entries: the bulk's Active ones, and
+/// Revoked tombstones written by the harness as registrar leaves them (held by
+/// an app long gone) up to `target`. Measures what the entries take as stored
+/// (each object's JSON, managed fields included: what etcd keeps of it), the
+/// growth of etcd's database, and a restart of the operator with them: the
+/// time to sync, its peak memory, and its writes (none). The tombstones are
+/// deleted afterwards.
+async fn ledger_at_scale(report: &mut Report, operator: &mut Operator, target: usize, apps: usize) {
+    let admin = control_plane().client().await;
+    let ledger: Api<ClientIdEntry> = Api::all(admin.clone());
+    let existing = list_entries(&ledger).await.len();
+    let to_create = target.saturating_sub(existing);
+    let etcd_before = etcd_bytes(&admin).await;
+    let gone = {
+        let mut app = app("long-gone");
+        app.metadata.namespace = Some("bench-gone".into());
+        app.metadata.uid = Some("00000000-0000-4000-8000-000000000000".into());
+        app
+    };
+    let run = format!("{:08x}", rand::random::<u32>());
+    let started = Instant::now();
+    stream::iter(0..to_create)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let (ledger, gone, run) = (ledger.clone(), &gone, &run);
+            async move {
+                let client_id = registrar::credentials::mint_client_id();
+                let mut tombstone = claim(&client_id, gone, LedgerState::Revoked);
+                tombstone.spec.holder.name = format!("gone-{run}-{i}");
+                ledger.create(&PostParams::default(), &tombstone).await.expect("tombstone");
+            }
+        })
+        .await;
+    let created_in = started.elapsed().as_secs_f64();
+    let entries = list_entries(&ledger).await;
+    let etcd_after = etcd_bytes(&admin).await;
+    let mut sizes: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
+    for entry in &entries {
+        let size = serde_json::to_vec(entry).map_or(0, |json| json.len());
+        let slot = sizes.entry(entry.spec.state.as_str()).or_default();
+        slot.0 += 1;
+        slot.1 += size;
+    }
+    let total: usize = sizes.values().map(|(_, bytes)| bytes).sum();
+    let breakdown: Vec<String> =
+        sizes.iter().map(|(state, (n, bytes))| format!("{n} {state}, {} B each", bytes / (*n).max(1))).collect();
+    report.row(
+        format!("ledger: {} entries as stored (JSON with managed fields)", entries.len()),
+        format!("{:.1} MiB ({})", total as f64 / (1024.0 * 1024.0), breakdown.join("; ")),
+        "profile",
+    );
+    if let (Some(before), Some(after)) = (etcd_before, etcd_after) {
+        report.row(
+            format!("ledger: etcd database growth for {to_create} tombstones"),
+            format!(
+                "{:.1} MiB ({:.0} B each)",
+                (after - before) / (1024.0 * 1024.0),
+                (after - before) / to_create.max(1) as f64
+            ),
+            "profile",
+        );
+    }
+    report.row(
+        format!("ledger: {to_create} tombstones written by the harness (64 in flight)"),
+        format!("{created_in:.1} s"),
+        "profile",
+    );
+
+    // A restart with every entry in the ledger.
+    let started = Instant::now();
+    operator.restart().await;
+    let synced = started.elapsed();
+    wait_until("every app reconciled again", Duration::from_secs(3600), SLOW, || async {
+        operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await >= apps as f64
+    })
+    .await;
+    let rss = operator.pid().map_or(0.0, peak_rss_mib);
+    let writes = operator.writes().await;
+    report.row(
+        format!("restart with {} ledger entries: caches synced", entries.len()),
+        format!("{:.1} s", synced.as_secs_f64()),
+        "",
+    );
+    report.row(format!("restart with {} ledger entries: peak RSS", entries.len()), format!("{rss:.1} MiB"), "profile");
+    report.row(
+        format!("restart with {} ledger entries: write requests", entries.len()),
+        format!("{writes}"),
+        if writes == 0.0 { "0: met" } else { "0: MISSED" },
+    );
+    delete_entries(&ledger, BENCH_LABEL).await;
+}
+
+/// Every ledger entry, page by page.
+async fn list_entries(ledger: &Api<ClientIdEntry>) -> Vec<ClientIdEntry> {
+    let mut entries = Vec::new();
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = ledger.list(&params).await.expect("list the ledger");
+        entries.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return entries,
+        }
+    }
+}
+
+/// The size of etcd's database as the apiserver reports it
+/// (`apiserver_storage_size_bytes`), if it does.
+async fn etcd_bytes(client: &kube::Client) -> Option<f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).ok()?;
+    let text = client.request_text(request).await.ok()?;
+    let sizes: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_storage_size_bytes"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!sizes.is_empty()).then(|| sizes.iter().sum())
 }

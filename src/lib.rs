@@ -16,6 +16,7 @@ pub mod consent;
 pub mod credentials;
 pub mod index;
 pub mod leadership;
+pub mod ledger;
 pub mod metrics;
 pub mod packed;
 pub mod registration;

@@ -1,7 +1,8 @@
 //! The watches registrar runs — AppRegistrations, AppConsents, the metadata of
-//! the Secrets labelled `registrar.dev/app`, and the metadata of Namespaces — each feeding a
-//! reflector store and the [`Index`], and turning every change into reconcile
-//! requests for exactly the objects it affects:
+//! the Secrets labelled `registrar.dev/app`, the metadata of Namespaces, and the
+//! Client ID ledger — each feeding a reflector store, the [`Index`] or the
+//! [`Ledger`], and turning every change into reconcile requests for exactly the
+//! objects it affects:
 //!
 //! - an app changed: the app, and every consent pointing at it;
 //! - a consent changed or deleted: the consent, and its app (status.consents);
@@ -9,7 +10,9 @@
 //! - a namespace's organization changed: the consents in it, and the consents
 //!   of the apps registered in it;
 //! - an organization's policy changed: the policy, and every consent in a
-//!   namespace of that organization.
+//!   namespace of that organization;
+//! - a retained Secret deleted (or one retained before the ledger existed):
+//!   the ledger's keeper ([`crate::registration::retention`]).
 //!
 //! Requests flow only once the controllers run ([`Gate`]); they start with a
 //! pass over everything cached ([`crate::catch_up`]).
@@ -44,10 +47,11 @@ use kube::{
 use tracing::warn;
 
 use crate::{
-    api::{AppConsent, AppRegistration, DeletionPolicy, OrganizationPolicy},
+    api::{AppConsent, AppRegistration, ClientIdEntry, OrganizationPolicy},
     consent::visibility::ORGANIZATION_LABEL,
-    credentials::{layout::APP_LABEL, retention::Retention, seal::SealKey},
-    index::{Claim, Index, Key},
+    credentials::{layout::APP_LABEL, retention::RETAINED_SEAL_ANNOTATION, seal::SealKey},
+    index::{Index, Key},
+    ledger::Ledger,
     packed::{self, PackedApp},
 };
 
@@ -81,6 +85,8 @@ pub struct Caches {
     /// Every OrganizationPolicy (cluster-scoped, named after its organization).
     pub policies: Store<OrganizationPolicy>,
     pub index: Arc<Index>,
+    /// The Client ID ledger, as read by this instance.
+    pub ledger: Arc<Ledger>,
     /// The operator's seal key (what the caches' seals are checked against).
     pub seal_key: SealKey,
     listed: Arc<Listed>,
@@ -171,6 +177,9 @@ pub struct Triggers {
     pub apps: mpsc::Receiver<ObjectRef<PackedApp>>,
     pub consents: mpsc::Receiver<ObjectRef<AppConsent>>,
     pub policies: mpsc::Receiver<ObjectRef<OrganizationPolicy>>,
+    /// Secrets the ledger's keeper looks at: a retained one deleted, or one
+    /// retained before the ledger existed.
+    pub retentions: mpsc::Receiver<Key>,
     /// Closed until the controllers run: open it when they start.
     pub gate: Gate,
 }
@@ -200,8 +209,9 @@ struct Senders {
     apps: mpsc::Sender<ObjectRef<PackedApp>>,
     consents: mpsc::Sender<ObjectRef<AppConsent>>,
     policies: mpsc::Sender<ObjectRef<OrganizationPolicy>>,
+    retentions: mpsc::Sender<Key>,
     index: Arc<Index>,
-    seal_key: SealKey,
+    ledger: Arc<Ledger>,
     gate: Gate,
 }
 
@@ -221,6 +231,12 @@ impl Senders {
     async fn policy(&mut self, name: &str) {
         if self.gate.is_open() {
             let _ = self.policies.send(ObjectRef::new(name)).await;
+        }
+    }
+
+    async fn retention(&mut self, secret: Key) {
+        if self.gate.is_open() {
+            let _ = self.retentions.send(secret).await;
         }
     }
 
@@ -282,15 +298,18 @@ pub fn start(
         selected = selected.labels(selector);
     }
     let index = Arc::new(Index::new(default_organization));
+    let ledger = Arc::new(Ledger::new());
     let (app_tx, app_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (consent_tx, consent_rx) = mpsc::channel(TRIGGER_QUEUE);
     let (policy_tx, policy_rx) = mpsc::channel(TRIGGER_QUEUE);
+    let (retention_tx, retention_rx) = mpsc::channel(TRIGGER_QUEUE);
     let senders = Senders {
         apps: app_tx,
         consents: consent_tx,
         policies: policy_tx,
+        retentions: retention_tx,
         index: index.clone(),
-        seal_key: seal_key.clone(),
+        ledger: ledger.clone(),
         gate: Gate::default(),
     };
     let gate = senders.gate.clone();
@@ -320,13 +339,19 @@ pub fn start(
         reflector(policy_writer, watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(slim))
             .default_backoff();
 
-    let listed = Arc::new(Listed::new(5));
+    // The ledger is read whatever this instance selects: a Client ID is one
+    // cluster-wide. Kept only as the read model holds it (no store).
+    let ledger_events = watcher(Api::<ClientIdEntry>::all(client.clone()), config()).default_backoff();
+
+    let listed = Arc::new(Listed::new(6));
     let secret_metas = secrets.clone();
+    let ledger_view = ledger.clone();
     let drive = {
         let app_senders = senders.clone();
         let consent_senders = senders.clone();
         let secret_senders = senders.clone();
         let policy_senders = senders.clone();
+        let ledger_senders = senders.clone();
         let namespace_senders = senders;
         let listed = listed.clone();
         async move {
@@ -339,12 +364,26 @@ pub fn start(
                 }),
                 drain("Namespace", namespace_events, namespace_senders, &listed, on_namespace),
                 drain("OrganizationPolicy", policy_events, policy_senders, &listed, on_policy),
+                drain("ClientIdEntry", ledger_events, ledger_senders, &listed, |event, _| {
+                    ledger_view.watched(&event);
+                    std::future::ready(())
+                }),
             );
         }
     };
-    let caches =
-        Caches { apps: Apps(apps), consents, secrets, namespaces, policies, index, seal_key: seal_key.clone(), listed };
-    (caches, Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, gate }, drive)
+    let caches = Caches {
+        apps: Apps(apps),
+        consents,
+        secrets,
+        namespaces,
+        policies,
+        index,
+        ledger,
+        seal_key: seal_key.clone(),
+        listed,
+    };
+    let triggers = Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, retentions: retention_rx, gate };
+    (caches, triggers, drive)
 }
 
 /// Drops what registrar never reads before an object enters a cache:
@@ -386,6 +425,11 @@ impl SecretMetas {
         meta.namespace = Some(namespace.to_owned());
         meta.name = Some(name.to_owned());
         Some(meta)
+    }
+
+    /// Every cached Secret, by namespace and name.
+    pub fn keys(&self) -> Vec<Key> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).live.keys().cloned().collect()
     }
 
     /// How many Secrets are cached.
@@ -468,28 +512,12 @@ where
     }
 }
 
-/// The Client ID an app's status names, as a claim for the index: proven
-/// when status carries registrar's seal of it for this app.
-fn claim<'a>(app: &'a AppRegistration, key: &SealKey) -> Option<Claim<'a>> {
-    let status = app.status.as_ref()?;
-    let client_id = status.client_id.as_deref()?;
-    let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
-    let proven =
-        status.client_id_seal.as_deref().is_some_and(|seal| key.verifies_client_id(&namespace, &name, client_id, seal));
-    Some(Claim {
-        client_id,
-        uid: app.meta().uid.as_deref().unwrap_or_default(),
-        created: app.meta().creation_timestamp.as_ref().map(|t| t.0),
-        proven,
-    })
-}
-
 async fn on_app(event: Event<PackedApp>, mut to: Senders) {
     match event {
         Event::Apply(app) | Event::InitApply(app) => {
             let key = key(&app);
             let app = app.unpack();
-            to.index.app_applied(&key, claim(&app, &to.seal_key));
+            to.index.app_applied(&key);
             to.app(key.clone()).await;
             // Its consents look again only when something they read changed.
             if to.index.app_seen(&key, Some(app_view(&app))) {
@@ -498,13 +526,11 @@ async fn on_app(event: Event<PackedApp>, mut to: Senders) {
         }
         Event::Delete(app) => {
             let key = key(&app);
-            let app = app.unpack();
-            to.index.app_deleted(&key, app.spec.deletion_policy == Some(DeletionPolicy::Retain));
+            to.index.app_deleted(&key);
             to.index.app_seen(&key, None);
             to.consents_of_app(&key).await;
         }
-        Event::InitDone => to.index.apps_listed(),
-        Event::Init => {}
+        Event::Init | Event::InitDone => {}
     }
 }
 
@@ -532,11 +558,13 @@ async fn on_secret(event: Event<PartialObjectMeta<Secret>>, mut to: Senders) {
         Event::Delete(s) => (s, true),
         Event::Init | Event::InitDone => return,
     };
-    // A retention registrar sealed for exactly this Secret keeps its Client ID.
+    // A retained Secret gone gives its Client ID up; one retained before the
+    // ledger existed enters it. The keeper checks either against the apiserver.
     let at = key(&secret);
-    match Retention::read(&at.0, &at.1, secret.annotations(), &to.seal_key).filter(|_| !deleted) {
-        Some(retention) => to.index.secret_retained(&at, &retention.client_id),
-        None => to.index.secret_unretained(&at),
+    let retained_here = to.ledger.retention_at(&at).is_some();
+    let recorded_before = !deleted && secret.annotations().contains_key(RETAINED_SEAL_ANNOTATION);
+    if (deleted && retained_here) || (recorded_before && !retained_here) {
+        to.retention(at).await;
     }
     let owner = secret.owner_references().iter().find(|o| {
         o.controller == Some(true)
@@ -565,7 +593,7 @@ async fn on_policy(event: Event<OrganizationPolicy>, mut to: Senders) {
 }
 
 /// A digest of what consents read of an app: which object it is, its scope,
-/// display name, scopes, Client ID (and its seal) and whether it is being
+/// display name, scopes, Client ID and whether it is being
 /// deleted. Not its secret versions, conditions or consent summary.
 fn app_view(app: &AppRegistration) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -576,7 +604,6 @@ fn app_view(app: &AppRegistration) -> u64 {
     app.spec.display_name.hash(&mut hasher);
     app.spec.oauth_scopes.hash(&mut hasher);
     status.and_then(|s| s.client_id.as_deref()).hash(&mut hasher);
-    status.and_then(|s| s.client_id_seal.as_deref()).hash(&mut hasher);
     app.meta().deletion_timestamp.is_some().hash(&mut hasher);
     hasher.finish()
 }

@@ -474,9 +474,9 @@ pub struct AppRegistrationStatus {
     /// The Client ID: 128 random bits, URL-safe, minted once, never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// registrar's seal of the Client ID for this AppRegistration (an HMAC
-    /// under the operator's key): a status written by anyone else, or copied
-    /// onto another app, has none that verifies, and cannot take a Client ID.
+    /// No longer written or read: the Client ID ledger (ClientIdEntry)
+    /// records which app holds a Client ID. Kept as found on apps issued
+    /// before the ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_seal: Option<String>,
     /// argon2id PHC string of the current client secret (confidential clients).
@@ -530,4 +530,20 @@ pub struct AppRegistrationStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+impl AppRegistrationStatus {
+    /// Whether the authorization server holds registrar's client for this
+    /// app: registrar registered it, and the server has not since answered
+    /// that a client of that ID is someone else's.
+    pub fn registered_at_server(&self) -> bool {
+        self.authorization_server.as_ref().is_some_and(|a| a.registered.is_some()) && !self.client_exists_at_server()
+    }
+
+    /// Whether the authorization server holds a client of this Client ID
+    /// that is not registrar's (`Registered=False, reason=ClientExists`).
+    pub fn client_exists_at_server(&self) -> bool {
+        super::conditions::find(&self.conditions, super::conditions::REGISTERED)
+            .is_some_and(|c| c.status == "False" && c.reason == super::conditions::reason::CLIENT_EXISTS)
+    }
 }

@@ -3,6 +3,7 @@
 
 mod app_consent;
 mod app_registration;
+mod client_id_entry;
 pub mod conditions;
 pub mod keys;
 mod organization_policy;
@@ -17,6 +18,7 @@ pub use app_registration::{
 pub use app_registration::{
     ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, OwnerKind, OwnerStatus, SecretSourceRef,
 };
+pub use client_id_entry::{ClientIdEntry, ClientIdEntrySpec, Holder, LedgerState, Retained, entry_name};
 pub use organization_policy::{
     AllowlistEntry, Grant, OrganizationPolicy, OrganizationPolicySpec, OrganizationPolicyStatus, PolicyKind,
 };
@@ -29,7 +31,7 @@ pub const GROUP: &str = "registrar.dev";
 
 /// Every CustomResourceDefinition registrar owns, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![AppRegistration::crd(), AppConsent::crd(), OrganizationPolicy::crd()]
+    vec![AppRegistration::crd(), AppConsent::crd(), OrganizationPolicy::crd(), ClientIdEntry::crd()]
 }
 
 /// A generated CRD manifest: the file name under `crds/` and its YAML text.
@@ -71,7 +73,12 @@ mod tests {
         let names: Vec<_> = crds().into_iter().filter_map(|c| c.metadata.name).collect();
         assert_eq!(
             names,
-            ["appregistrations.registrar.dev", "appconsents.registrar.dev", "organizationpolicies.registrar.dev"]
+            [
+                "appregistrations.registrar.dev",
+                "appconsents.registrar.dev",
+                "organizationpolicies.registrar.dev",
+                "clientidentries.registrar.dev"
+            ]
         );
     }
 
@@ -79,13 +86,19 @@ mod tests {
     fn crds_serve_v1alpha1_with_status_subresource() {
         for crd in crds() {
             assert_eq!(crd.spec.group, GROUP);
-            let cluster_scoped = crd.spec.names.kind == "OrganizationPolicy";
+            let kind = crd.spec.names.kind.as_str();
+            let cluster_scoped = kind == "OrganizationPolicy" || kind == "ClientIdEntry";
             assert_eq!(crd.spec.scope, if cluster_scoped { "Cluster" } else { "Namespaced" });
             let [version] = crd.spec.versions.as_slice() else {
                 panic!("{} should serve exactly one version", crd.spec.names.kind);
             };
             assert_eq!(version.name, "v1alpha1");
             assert!(version.served && version.storage);
+            // A ledger entry is written whole, by registrar alone: no status.
+            if kind == "ClientIdEntry" {
+                assert!(version.subresources.is_none());
+                continue;
+            }
             let subresources = version.subresources.as_ref().expect("subresources");
             assert!(subresources.status.is_some(), "{} has no status subresource", crd.spec.names.kind);
         }
@@ -94,7 +107,10 @@ mod tests {
     #[test]
     fn short_names_cover_singular_and_plural_forms() {
         let short: Vec<_> = crds().into_iter().map(|c| c.spec.names.short_names.unwrap_or_default()).collect();
-        assert_eq!(short, [vec!["appreg", "appregs"], vec!["appconsent"], vec!["orgpolicy", "orgpolicies"]]);
+        assert_eq!(
+            short,
+            [vec!["appreg", "appregs"], vec!["appconsent"], vec!["orgpolicy", "orgpolicies"], vec!["ledger"]]
+        );
     }
 
     /// `crds/` (and the chart's copy) is checked in; this fails when it differs

@@ -7,8 +7,9 @@
 //! `GET /admin/clients?owner=…` is paged (`page_size` up to 1,000, `page_token`
 //! from the `Link` header; its `X-Total-Count` ignores the filter, so paging
 //! stops at a short page). Hydra keeps one secret per client: no grace period
-//! there. Every request registrar makes first reads the client and touches it
-//! only when its owner is registrar's.
+//! there. Every change registrar makes to an existing client first reads it and
+//! goes ahead only when the client is in the app's lane ([`super::Lane`]): its
+//! metadata names this cluster and the app (namespace, name, UID).
 
 use std::{path::Path, time::Duration};
 
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use super::{AsError, Capabilities, ClientRegistration, RemoteClient, Settings, SettingsError};
+use super::{AsError, Capabilities, ClientRegistration, Lane, Mark, RemoteClient, Settings, SettingsError};
 use crate::credentials::ClientSecret;
 
 pub const CAPABILITIES: Capabilities = Capabilities {
@@ -31,8 +32,12 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     default_scopes: &["offline", "offline_access", "openid"],
 };
 const SERVER: &str = "Hydra";
-/// The metadata key naming the app a client belongs to.
+/// The metadata key naming the app a client belongs to (`namespace/name`).
 const APP_METADATA: &str = crate::api::keys::APP_LABEL;
+/// The metadata key naming the app's UID.
+const UID_METADATA: &str = "registrar.dev/uid";
+/// The metadata key naming the cluster the client belongs to.
+const CLUSTER_METADATA: &str = "registrar.dev/cluster";
 /// Clients per page when listing (Hydra clamps to 1..1000).
 const PAGE_SIZE: usize = 500;
 /// Longest an admin request may take.
@@ -47,6 +52,8 @@ pub struct Hydra {
     issuer: String,
     token_url: String,
     owner: String,
+    cluster: String,
+    adopt_owners: Vec<String>,
     sync_interval: Duration,
 }
 
@@ -90,7 +97,21 @@ impl Client {
             grant_types: sorted(&self.grant_types),
             scopes,
             public: self.token_endpoint_auth_method == "none",
-            app: self.metadata.get(APP_METADATA).and_then(Value::as_str).unwrap_or_default().to_owned(),
+            app: self.metadata_str(APP_METADATA).unwrap_or_default().to_owned(),
+            uid: self.metadata_str(UID_METADATA).unwrap_or_default().to_owned(),
+        }
+    }
+
+    fn metadata_str(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// Whose cluster's mark the client carries.
+    fn mark(&self, cluster: &str) -> Mark {
+        match self.metadata_str(CLUSTER_METADATA) {
+            Some(c) if c == cluster => Mark::Ours,
+            Some(_) => Mark::Elsewhere,
+            None => Mark::Unmarked,
         }
     }
 }
@@ -162,6 +183,8 @@ impl Hydra {
             issuer,
             token_url,
             owner: settings.owner.clone(),
+            cluster: settings.cluster.clone(),
+            adopt_owners: settings.adopt_owners.clone(),
             sync_interval: settings.sync_interval,
         })
     }
@@ -218,7 +241,11 @@ impl Hydra {
             "scope": registration.scopes.join(" "),
             "token_endpoint_auth_method": if registration.public { "none" } else { "client_secret_basic" },
             "owner": self.owner,
-            "metadata": { APP_METADATA: registration.app },
+            "metadata": {
+                APP_METADATA: registration.app,
+                UID_METADATA: registration.uid,
+                CLUSTER_METADATA: self.cluster,
+            },
         });
         if let Some(secret) = secret {
             body["client_secret"] = Value::String(secret.expose().to_owned());
@@ -239,12 +266,33 @@ impl Hydra {
         }
     }
 
-    /// The client of that ID if it is registrar's; NotOurs if it is someone else's.
-    async fn get_ours(&self, client_id: &str) -> Result<Option<Client>, AsError> {
-        match self.get(client_id).await? {
-            Some(client) if client.owner != self.owner => Err(AsError::NotOurs { server: SERVER, owner: client.owner }),
-            other => Ok(other),
+    /// The client of that ID if it is in `lane`; NotOurs if it is anyone
+    /// else's: another cluster's, another app's, or not registrar's at all.
+    async fn get_ours(&self, client_id: &str, lane: &Lane) -> Result<Option<Client>, AsError> {
+        let Some(client) = self.get(client_id).await? else { return Ok(None) };
+        let app = client.metadata_str(APP_METADATA).unwrap_or_default();
+        let ours = match client.mark(&self.cluster) {
+            Mark::Ours => lane.admits(app, client.metadata_str(UID_METADATA).unwrap_or_default()),
+            // Registered before clients carried a mark: adopted only where asked.
+            Mark::Unmarked => {
+                (client.owner == self.owner || self.adopt_owners.contains(&client.owner)) && lane.names(app)
+            }
+            Mark::Elsewhere => false,
+        };
+        if ours {
+            return Ok(Some(client));
         }
+        let whose = match client.mark(&self.cluster) {
+            Mark::Ours => "this cluster's client of another app, or of an earlier app of this name".to_owned(),
+            Mark::Elsewhere => format!("owner {:?}, another cluster's", client.owner),
+            Mark::Unmarked if client.owner == self.owner || lane.names(app) => format!(
+                "owner {:?}, without a cluster mark: if a registrar of this cluster registered it before the Client \
+                 ID ledger, adopt it with --auth-server-adopt-owner {}",
+                client.owner, client.owner
+            ),
+            Mark::Unmarked => format!("owner {:?}", client.owner),
+        };
+        Err(AsError::NotOurs { server: SERVER, whose })
     }
 
     async fn put(&self, registration: &ClientRegistration, secret: Option<&ClientSecret>) -> Result<(), AsError> {
@@ -257,13 +305,14 @@ impl Hydra {
         &self,
         registration: &ClientRegistration,
         secret: Option<&ClientSecret>,
+        lane: &Lane,
     ) -> Result<(), AsError> {
         let created = self
             .send(self.request(Method::POST, self.url(&["admin", "clients"])).json(&self.body(registration, secret)))
             .await?;
         match created.status() {
             s if s.is_success() => Ok(()),
-            StatusCode::CONFLICT => match self.get_ours(&registration.client_id).await? {
+            StatusCode::CONFLICT => match self.get_ours(&registration.client_id, lane).await? {
                 Some(_) => self.put(registration, secret).await,
                 // Deleted meanwhile: the next pass creates it.
                 None => Err(AsError::Unavailable { server: SERVER, reason: "the client changed meanwhile".into() }),
@@ -272,16 +321,19 @@ impl Hydra {
         }
     }
 
-    pub async fn update(&self, registration: &ClientRegistration) -> Result<bool, AsError> {
-        if self.get_ours(&registration.client_id).await?.is_none() {
+    pub async fn update(&self, registration: &ClientRegistration, lane: &Lane) -> Result<bool, AsError> {
+        if self.get_ours(&registration.client_id, lane).await?.is_none() {
             return Ok(false);
         }
         self.put(registration, None).await.map(|()| true)
     }
 
-    pub async fn delete(&self, client_id: &str) -> Result<(), AsError> {
-        if self.get_ours(client_id).await?.is_none() {
-            return Ok(());
+    pub async fn delete(&self, client_id: &str, lane: &Lane) -> Result<(), AsError> {
+        match self.get_ours(client_id, lane).await {
+            Ok(Some(_)) => {}
+            // Gone already, or not this app's: nothing of this app's to delete.
+            Ok(None) | Err(AsError::NotOurs { .. }) => return Ok(()),
+            Err(e) => return Err(e),
         }
         // Access tokens explicitly, then the client (its refresh tokens and
         // codes go with it through the database's cascade).
@@ -321,7 +373,9 @@ impl Hydra {
             })?;
             let full = page.len() >= PAGE_SIZE;
             clients.extend(
-                page.iter().filter(|c| c.owner == self.owner).map(|c| RemoteClient { registration: c.registration() }),
+                page.iter()
+                    .filter(|c| c.owner == self.owner)
+                    .map(|c| RemoteClient { registration: c.registration(), mark: c.mark(&self.cluster) }),
             );
             match next {
                 Some(token) if full && page_token.as_ref() != Some(&token) => page_token = Some(token),
@@ -397,6 +451,8 @@ mod tests {
             issuer: Url::parse("http://127.0.0.1:4444/").unwrap(),
             token_url: None,
             owner: "registrar".into(),
+            cluster: "cluster-1".into(),
+            adopt_owners: vec![],
             sync_interval: Duration::from_secs(60),
         })
         .unwrap()
@@ -421,10 +477,13 @@ mod tests {
             scopes: vec!["read".into(), "write".into()],
             public: false,
             app: "team-a/billing".into(),
+            uid: "11111111-1111-1111-1111-111111111111".into(),
         };
         let body = hydra.body(&registration, None);
         assert_eq!(body["owner"], "registrar");
         assert_eq!(body["metadata"]["registrar.dev/app"], "team-a/billing");
+        assert_eq!(body["metadata"]["registrar.dev/uid"], "11111111-1111-1111-1111-111111111111");
+        assert_eq!(body["metadata"]["registrar.dev/cluster"], "cluster-1");
         assert_eq!(body["scope"], "read write");
         assert_eq!(body["response_types"], json!(["code"]));
         assert_eq!(body["token_endpoint_auth_method"], "client_secret_basic");
@@ -440,9 +499,14 @@ mod tests {
         let client: Client = serde_json::from_value(json!({
             "client_id": "cid", "client_name": "Billing", "redirect_uris": null,
             "grant_types": ["client_credentials"], "scope": "", "token_endpoint_auth_method": "none",
-            "owner": "registrar", "metadata": { "registrar.dev/app": "team-a/billing" }
+            "owner": "registrar", "metadata": {
+                "registrar.dev/app": "team-a/billing", "registrar.dev/uid": "11111111-1111-1111-1111-111111111111",
+                "registrar.dev/cluster": "cluster-1"
+            }
         }))
         .unwrap();
         assert_eq!(client.registration(), ClientRegistration { redirect_uris: vec![], scopes: vec![], ..public });
+        assert_eq!(client.mark("cluster-1"), Mark::Ours);
+        assert_eq!(client.mark("cluster-2"), Mark::Elsewhere);
     }
 }

@@ -13,6 +13,13 @@
 //! and takes the secret registrar minted; a server that mints secrets itself
 //! (Keycloak) would return its secret from [`AuthServer::register`] for
 //! registrar to issue instead.
+//!
+//! Several clusters, and several instances of one cluster, may share a server.
+//! Each stays in its lane ([`Lane`]): a client carries the cluster's mark (the
+//! UID of its kube-system namespace, `--cluster-id`) and the namespace, name
+//! and UID of its app, and registrar changes or deletes a client only when
+//! those name this cluster and the app the Client ID ledger gives it to — never
+//! on the owner string alone, which every cluster left at one value shares.
 
 pub mod hydra;
 pub mod sync;
@@ -22,8 +29,10 @@ use std::{path::PathBuf, time::Duration};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    api::{AppRegistration, DEFAULT_GRANT_TYPES, GrantType},
+    api::{AppRegistration, DEFAULT_GRANT_TYPES, GrantType, Holder},
     credentials::ClientSecret,
+    index::Key,
+    packed::Uid,
 };
 
 /// How to reach the authorization server, from flags and environment.
@@ -42,8 +51,15 @@ pub struct Settings {
     pub issuer: url::Url,
     /// The token endpoint workloads use (default: derived from the issuer).
     pub token_url: Option<url::Url>,
-    /// The owner that marks a client as registrar's at the server.
+    /// The owner that marks a client as registrar's at the server (what the
+    /// comparison lists).
     pub owner: String,
+    /// This cluster's mark on its clients (default: the kube-system namespace's UID).
+    pub cluster: String,
+    /// Owners of clients registered before clients carried a cluster mark,
+    /// which this cluster takes into its lane when its ledger gives their
+    /// Client ID to the app they name (`--auth-server-adopt-owner`).
+    pub adopt_owners: Vec<String>,
     /// How often the server's clients are compared with the apps.
     pub sync_interval: Duration,
 }
@@ -93,6 +109,9 @@ pub struct ClientRegistration {
     pub public: bool,
     /// `namespace/name` of the app, recorded at the server.
     pub app: String,
+    /// The app's UID, recorded at the server (not part of the digest: a
+    /// client of another UID is not in the app's lane, see [`Lane`]).
+    pub uid: String,
 }
 
 impl ClientRegistration {
@@ -125,6 +144,7 @@ impl ClientRegistration {
                 app.metadata.namespace.as_deref().unwrap_or_default(),
                 app.metadata.name.as_deref().unwrap_or_default()
             ),
+            uid: app.metadata.uid.clone().unwrap_or_default(),
         }
     }
 
@@ -149,10 +169,57 @@ impl ClientRegistration {
     }
 }
 
-/// A client registrar owns at the server, as the server reports it.
+/// A client with registrar's owner at the server, as the server reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteClient {
     pub registration: ClientRegistration,
+    /// Whose cluster's mark it carries.
+    pub mark: Mark,
+}
+
+/// The cluster mark on a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// This cluster's.
+    Ours,
+    /// Another cluster's: never touched.
+    Elsewhere,
+    /// None: registered before clients carried a mark.
+    Unmarked,
+}
+
+/// The apps whose client registrar may change at the server: by
+/// `namespace/name` and UID, the app the ledger gives the Client ID to, and
+/// the app it was taken over from (whose client it still is until registered
+/// again). A client of this cluster naming any other app — or another
+/// cluster's, whatever it names — is not registrar's to change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lane(Vec<(String, Uid)>);
+
+impl Lane {
+    /// The lane of the app `holder`, and of the app it took its Client ID over from.
+    pub fn of(holder: &Holder, taken_over_from: Option<(Key, Uid)>) -> Lane {
+        let mut apps = vec![(format!("{}/{}", holder.namespace, holder.name), Uid::of(&holder.uid))];
+        if let Some(((namespace, name), uid)) = taken_over_from {
+            apps.push((format!("{namespace}/{name}"), uid));
+        }
+        Lane(apps)
+    }
+
+    /// The lane of a client as listed (its own app and UID).
+    pub fn listed(registration: &ClientRegistration) -> Lane {
+        Lane(vec![(registration.app.clone(), Uid::of(&registration.uid))])
+    }
+
+    /// Whether a client naming `app` (`namespace/name`) with `uid` is in this lane.
+    pub fn admits(&self, app: &str, uid: &str) -> bool {
+        !uid.is_empty() && self.0.iter().any(|(a, u)| a == app && *u == Uid::of(uid))
+    }
+
+    /// Whether a client naming `app` (no UID: registered before the ledger) may be adopted.
+    pub fn names(&self, app: &str) -> bool {
+        self.0.iter().any(|(a, _)| a == app)
+    }
 }
 
 /// Why a call to the authorization server failed. Never carries a secret.
@@ -164,11 +231,12 @@ pub enum AsError {
     /// It refused the request (4xx), with its own words.
     #[error("{server} refused the client: {message}")]
     Refused { server: &'static str, message: String },
-    /// A client of that ID exists there and is not registrar's: never touched.
+    /// A client of that ID exists there and is not this app's in this
+    /// cluster: never touched.
     #[error(
-        "{server} holds a client with this Client ID that is not registrar's (owner {owner:?}); it is never touched"
+        "{server} holds a client with this Client ID that is not this app's in this cluster ({whose}); it is never touched"
     )]
-    NotOurs { server: &'static str, owner: String },
+    NotOurs { server: &'static str, whose: String },
 }
 
 impl AsError {
@@ -180,6 +248,11 @@ impl AsError {
             AsError::NotOurs { .. } => "ClientExists",
         }
     }
+}
+
+/// The owner registrar marks its clients with by default: one per cluster.
+pub fn default_owner(cluster: &str) -> String {
+    format!("registrar:{cluster}")
 }
 
 /// Why the settings do not make a backend.
@@ -231,36 +304,37 @@ impl AuthServer {
         }
     }
 
-    /// Creates the client, or replaces registrar's client of that ID, with
+    /// Creates the client, or replaces the client of that ID in `lane`, with
     /// `secret` (`None` for a public client). Returns the secret the server
     /// minted, for a server that mints its own (Hydra does not: `None`).
     pub async fn register(
         &self,
         registration: &ClientRegistration,
         secret: Option<&ClientSecret>,
+        lane: &Lane,
     ) -> Result<Option<ClientSecret>, AsError> {
         match self {
-            AuthServer::Hydra(h) => h.register(registration, secret).await.map(|()| None),
+            AuthServer::Hydra(h) => h.register(registration, secret, lane).await.map(|()| None),
         }
     }
 
-    /// Updates registrar's client, keeping its secret. `Ok(false)` when there
-    /// is no such client (register it).
-    pub async fn update(&self, registration: &ClientRegistration) -> Result<bool, AsError> {
+    /// Updates the client in `lane`, keeping its secret. `Ok(false)` when
+    /// there is no such client (register it).
+    pub async fn update(&self, registration: &ClientRegistration, lane: &Lane) -> Result<bool, AsError> {
         match self {
-            AuthServer::Hydra(h) => h.update(registration).await,
+            AuthServer::Hydra(h) => h.update(registration, lane).await,
         }
     }
 
-    /// Revokes the client's tokens and deletes it; a client already gone is
-    /// done. A client that is not registrar's is left alone.
-    pub async fn delete(&self, client_id: &str) -> Result<(), AsError> {
+    /// Revokes the client's tokens and deletes it, when it is in `lane`; a
+    /// client already gone is done, one outside the lane is left alone.
+    pub async fn delete(&self, client_id: &str, lane: &Lane) -> Result<(), AsError> {
         match self {
-            AuthServer::Hydra(h) => h.delete(client_id).await,
+            AuthServer::Hydra(h) => h.delete(client_id, lane).await,
         }
     }
 
-    /// Every client registrar owns at the server (all pages).
+    /// Every client with registrar's owner at the server (all pages).
     pub async fn list_owned(&self) -> Result<Vec<RemoteClient>, AsError> {
         match self {
             AuthServer::Hydra(h) => h.list_owned().await,
@@ -311,12 +385,31 @@ mod tests {
     }
 
     #[test]
+    fn a_lane_admits_its_apps_by_name_and_uid_only() {
+        let uid = "11111111-1111-1111-1111-111111111111";
+        let holder = Holder { namespace: "team-a".into(), name: "billing".into(), uid: uid.into() };
+        let lane = Lane::of(&holder, None);
+        assert!(lane.admits("team-a/billing", uid));
+        assert!(!lane.admits("team-a/billing", "22222222-2222-2222-2222-222222222222"), "another incarnation");
+        assert!(!lane.admits("team-b/billing", uid));
+        assert!(!lane.admits("team-a/billing", ""), "a client without a UID is not admitted");
+        assert!(lane.names("team-a/billing") && !lane.names("team-a/other"));
+        let old = "33333333-3333-3333-3333-333333333333";
+        let taken = Lane::of(&holder, Some((("team-a".into(), "portal".into()), Uid::of(old))));
+        assert!(taken.admits("team-a/portal", old), "the app it was taken over from");
+        assert!(taken.admits("team-a/billing", uid));
+    }
+
+    #[test]
     fn the_digest_follows_every_field_and_not_the_order() {
         let base = ClientRegistration::for_app(&app(), "cid");
         let mut reordered = app();
         reordered.spec.oauth_scopes.reverse();
         reordered.spec.redirect_uris.reverse();
         assert_eq!(ClientRegistration::for_app(&reordered, "cid").digest(), base.digest());
+        let mut other_uid = base.clone();
+        other_uid.uid = "another".into();
+        assert_eq!(other_uid.digest(), base.digest(), "the UID is checked as the lane, not compared");
         let changes: [fn(&mut ClientRegistration); 7] = [
             |r| r.client_id.push('x'),
             |r| r.name.push('x'),

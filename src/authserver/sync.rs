@@ -1,18 +1,20 @@
 //! The periodic comparison of the authorization server's clients with the apps.
 //!
 //! Every `sync_interval` (about a minute by default) the leader lists every
-//! client registrar owns at the server (all pages) and compares it with what
-//! each app's status says the server holds:
-//! - a client missing or altered there marks its app stale, and the app's
-//!   reconcile registers it again (the secret comes from the credentials Secret);
-//! - a client of registrar's whose app is gone (or holds another Client ID now)
-//!   is deleted, with its tokens, once the apiserver confirms it (an app outside
-//!   this instance's namespace or selector is not gone);
+//! client with registrar's owner at the server (all pages) and compares it
+//! with what each app's status says the server holds:
+//! - a client missing there, altered, or not in the app's lane (another
+//!   app's or another cluster's mark, or none) marks its app stale, and the
+//!   app's reconcile registers it again (the secret comes from the credentials
+//!   Secret) — where the client is not the app's, that reports `ClientExists`;
+//! - a client with this cluster's mark whose Client ID the ledger has revoked
+//!   is deleted, with its tokens; so is one the ledger has no entry for, once
+//!   the apiserver confirms that the app it names is gone;
 //! - a server that cannot be reached makes every app report it
 //!   (`Registered=False`, `Ready=False`), and its return makes them recover.
 //!
-//! Clients that are not registrar's (another owner) are never listed, let
-//! alone touched.
+//! Clients of another owner are never listed; another cluster's, or clients
+//! without a cluster mark, never deleted.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -23,11 +25,11 @@ use futures::{SinkExt, channel::mpsc};
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use tracing::{info, warn};
 
-use super::AuthServer;
+use super::{AuthServer, Lane, Mark, RemoteClient};
 use crate::{
     api::AppRegistration,
-    credentials::retention::Retention,
     index::Key,
+    ledger::{self, Word},
     metrics::{Metrics, ReasonLabels},
     packed::PackedApp,
     watches::Caches,
@@ -149,43 +151,38 @@ pub async fn compare(
     metrics.authserver_reachable.set(1);
     let flipped = state.reached(None);
 
-    let by_id: HashMap<&str, &super::RemoteClient> =
-        remote.iter().map(|c| (c.registration.client_id.as_str(), c)).collect();
+    let by_id: HashMap<&str, &RemoteClient> = remote.iter().map(|c| (c.registration.client_id.as_str(), c)).collect();
     let mut comparison = Comparison { owned: remote.len(), ..Default::default() };
     let mut stale = Vec::new();
     let mut accounted: HashSet<&str> = HashSet::new();
     for app in &apps {
-        let Some((key, client_id, recorded)) = registered(app, caches) else { continue };
+        let Some((key, client_id, recorded, lane)) = registered(app, caches) else { continue };
         accounted.insert(client_id);
         match by_id.get(client_id) {
             None => {
                 comparison.missing += 1;
                 stale.push(key);
             }
-            Some(client) if client.registration.digest() != recorded => {
+            Some(client) if client.registration.digest() != recorded || !in_lane(client, &lane) => {
                 comparison.altered += 1;
                 stale.push(key);
             }
             Some(_) => {}
         }
     }
-    let mut retained_in: HashMap<String, Option<HashSet<String>>> = HashMap::new();
     for client in &remote {
         let id = client.registration.client_id.as_str();
-        if accounted.contains(id)
-            || !is_orphan(client, caches)
-            || !confirmed_orphan(client, kube, caches, &mut retained_in).await
-        {
+        if accounted.contains(id) || client.mark != Mark::Ours || !is_orphan(client, kube, caches).await {
             continue;
         }
-        let deleted = server.delete(id).await;
+        let deleted = server.delete(id, &Lane::listed(&client.registration)).await;
         metrics.count_authserver("delete", &deleted);
         match deleted {
             Ok(()) => {
                 comparison.orphans_deleted += 1;
-                info!(client_id = id, app = client.registration.app, "deleted a client whose app is gone");
+                info!(client_id = id, app = client.registration.app, "deleted a client whose Client ID is revoked");
             }
-            Err(e) => warn!(client_id = id, error = %e, "could not delete a client whose app is gone"),
+            Err(e) => warn!(client_id = id, error = %e, "could not delete a client whose Client ID is revoked"),
         }
     }
     for (kind, n) in [("Missing", comparison.missing), ("Altered", comparison.altered)] {
@@ -206,9 +203,9 @@ pub async fn compare(
     Ok(comparison)
 }
 
-/// An app the server should hold, with its key, its Client ID and the digest
-/// of the registration status says the server holds.
-fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a str, &'a str)> {
+/// An app the server should hold, with its key, its Client ID, the digest
+/// of the registration status says the server holds, and its lane there.
+fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a str, &'a str, Lane)> {
     if app.meta().deletion_timestamp.is_some() {
         return None;
     }
@@ -217,67 +214,36 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
     let recorded = status.authorization_server.as_ref()?.registered.as_deref()?;
     let key = (app.namespace().unwrap_or_default(), app.name_any());
     let uid = app.uid().unwrap_or_default();
-    (!caches.index.taken_by_other(&key, uid.as_str(), client_id)).then_some((key, client_id, recorded))
+    if !caches.ledger.holds(&key, uid.as_str(), client_id) {
+        return None;
+    }
+    let lane = Lane::of(&ledger::holder_of(app), caches.ledger.taken_over_from(client_id));
+    Some((key, client_id, recorded, lane))
 }
 
-/// Asks the apiserver whether the client's app is really gone: an app outside
-/// this instance's caches (another namespace with `--watch-namespace`, another
-/// shard with `--selector`) may still hold it. Anything but a clear "gone" or
-/// "holds another Client ID" keeps the client.
-async fn confirmed_orphan(
-    client: &super::RemoteClient,
-    kube: &kube::Client,
-    caches: &Caches,
-    retained_in: &mut HashMap<String, Option<HashSet<String>>>,
-) -> bool {
-    let Some((namespace, name)) = client.registration.app.split_once('/') else { return true };
-    // Retained (deletionPolicy: Retain) in its namespace: kept, whatever this
-    // instance watches. One list per namespace and comparison.
-    if !retained_in.contains_key(namespace) {
-        let secrets = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(kube.clone(), namespace);
-        let labelled = kube::api::ListParams::default().labels(crate::credentials::layout::APP_LABEL);
-        let found = secrets.list_metadata(&labelled).await.ok().map(|list| {
-            list.items
-                .iter()
-                .filter_map(|s| Retention::read(namespace, &s.name_any(), s.annotations(), &caches.seal_key))
-                .map(|r| r.client_id)
-                .collect()
-        });
-        retained_in.insert(namespace.to_owned(), found);
-    }
-    match retained_in.get(namespace) {
-        Some(Some(ids)) if !ids.contains(&client.registration.client_id) => {}
-        // Retained there, or the Secrets could not be listed: kept.
-        _ => return false,
-    }
-    match kube::Api::<AppRegistration>::namespaced(kube.clone(), namespace).get_opt(name).await {
-        Ok(None) => true,
-        Ok(Some(app)) => {
-            app.meta().deletion_timestamp.is_none()
-                && app
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.client_id.as_deref())
-                    .is_some_and(|held| held != client.registration.client_id)
+/// Whether a listed client is the app's in this cluster.
+fn in_lane(client: &RemoteClient, lane: &Lane) -> bool {
+    client.mark == Mark::Ours && lane.admits(&client.registration.app, &client.registration.uid)
+}
+
+/// A client with this cluster's mark that no app accounts for, whose Client
+/// ID is revoked in the ledger. One the ledger has no entry for (released, or
+/// from before the ledger) goes once the apiserver confirms that the app it
+/// names is gone. Never a Client ID the ledger gives an app, or retains: an
+/// app being issued or deleted (its finalizer deletes its client) or held by
+/// another instance is not an orphan.
+async fn is_orphan(client: &RemoteClient, kube: &kube::Client, caches: &Caches) -> bool {
+    match caches.ledger.word(&client.registration.client_id) {
+        Word::Revoked => true,
+        Word::Standing(_) => false,
+        Word::Free => {
+            let Some((namespace, name)) = client.registration.app.split_once('/') else { return false };
+            match kube::Api::<AppRegistration>::namespaced(kube.clone(), namespace).get_opt(name).await {
+                Ok(None) => true,
+                Ok(Some(app)) => app.uid().is_some_and(|uid| uid != client.registration.uid),
+                Err(_) => false,
+            }
         }
-        Err(_) => false,
-    }
-}
-
-/// A client of registrar's that no live app accounts for: its app is gone, or
-/// holds another Client ID now. Never a client whose ID an app holds, and
-/// never while its app is minting (no Client ID yet) or being deleted (the
-/// finalizer deletes it).
-fn is_orphan(client: &super::RemoteClient, caches: &Caches) -> bool {
-    let id = &client.registration.client_id;
-    if caches.index.app_of_client(id).is_some() || caches.index.retained(id).is_some() {
-        return false;
-    }
-    let Some((namespace, name)) = client.registration.app.split_once('/') else { return true };
-    match caches.apps.get(namespace, name) {
-        None => true,
-        Some(app) if app.meta().deletion_timestamp.is_some() => false,
-        Some(app) => app.status.as_ref().and_then(|s| s.client_id.as_deref()).is_some_and(|held| held != id),
     }
 }
 

@@ -140,10 +140,20 @@ struct Args {
     /// A file holding `user:password` for HTTP Basic on the admin API.
     #[arg(long, env = "REGISTRAR_AUTH_SERVER_BASIC_AUTH_FILE")]
     auth_server_basic_auth_file: Option<std::path::PathBuf>,
-    /// The owner that marks a client as registrar's at the server (one per
-    /// cluster when several share a server).
-    #[arg(long, env = "REGISTRAR_AUTH_SERVER_OWNER", default_value = "registrar")]
-    auth_server_owner: String,
+    /// The owner that marks a client as registrar's at the server (default:
+    /// `registrar:<cluster id>`, one per cluster).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_OWNER")]
+    auth_server_owner: Option<String>,
+    /// Owners of clients registered before clients carried a cluster mark
+    /// (registrar before the Client ID ledger: `registrar`, or the owner it
+    /// was given): such a client is taken into this cluster's lane when this
+    /// cluster's ledger gives its Client ID to the app it names.
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_ADOPT_OWNER", value_delimiter = ',')]
+    auth_server_adopt_owner: Vec<String>,
+    /// This cluster's mark on its clients at the authorization server
+    /// (default: the UID of the kube-system namespace).
+    #[arg(long, env = "REGISTRAR_CLUSTER_ID")]
+    cluster_id: Option<String>,
     /// How often the server's clients are compared with the apps (a Go duration).
     #[arg(long, env = "REGISTRAR_AUTH_SERVER_SYNC_INTERVAL", default_value = "60s")]
     auth_server_sync_interval: kube::core::Duration,
@@ -207,6 +217,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let seal_key = SealKey::load_or_create(&client, &args.operator_namespace, &args.seal_key_secret).await?;
     let auth_server = match (args.auth_server, args.auth_server_admin_url.clone(), args.auth_server_issuer.clone()) {
         (Some(kind), Some(admin_url), Some(issuer)) => {
+            let cluster = match args.cluster_id.clone() {
+                Some(id) => id,
+                None => cluster_id(&client).await?,
+            };
             let settings = authserver::Settings {
                 kind,
                 admin_url,
@@ -215,12 +229,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 basic_auth_file: args.auth_server_basic_auth_file.clone(),
                 issuer,
                 token_url: args.auth_server_token_url.clone(),
-                owner: args.auth_server_owner.clone(),
+                owner: args.auth_server_owner.clone().unwrap_or_else(|| authserver::default_owner(&cluster)),
+                cluster,
+                adopt_owners: args.auth_server_adopt_owner.clone(),
                 sync_interval: std::time::Duration::from(args.auth_server_sync_interval)
                     .max(std::time::Duration::from_secs(1)),
             };
             let server = AuthServer::connect(&settings)?;
-            info!(?server, admin = %settings.admin_url, "registering apps at an authorization server");
+            info!(
+                ?server,
+                admin = %settings.admin_url,
+                owner = settings.owner,
+                cluster = settings.cluster,
+                "registering apps at an authorization server"
+            );
             Some((server, Arc::new(SyncState::default())))
         }
         _ => None,
@@ -275,6 +297,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         max_connections: args.registry_max_connections,
         header_read_timeout: args.registry_header_read_timeout.into(),
         limits: registry::verifier::Limits::default(),
+        backend: auth_server.is_some(),
     };
     if registry_settings.tls.is_none() && !registry_settings.insecure_http {
         warn!("the registry API is off: give --registry-tls-cert and --registry-tls-key (or --registry-insecure-http)");
@@ -356,6 +379,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         () = stopped() => {}
     }
     let app_triggers = futures::stream::select(triggers.apps, sync_rx);
+    let keeping = tokio::spawn(registration::retention::keep(client.clone(), caches.clone(), triggers.retentions));
     tokio::join!(
         registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), app_triggers, stopped()),
         consent::run(
@@ -370,6 +394,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         consent::organizations::run(client, caches, triggers.policies, metrics.clone(), seal_key, selection, stopped()),
     );
     watching.abort();
+    keeping.abort();
     if let Some(syncing) = syncing {
         syncing.abort();
     }
@@ -386,6 +411,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// This cluster's identity at a shared authorization server: the UID of its
+/// kube-system namespace (created with the cluster, never renamed).
+async fn cluster_id(client: &kube::Client) -> Result<String, Box<dyn std::error::Error>> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    match namespaces.get_metadata("kube-system").await {
+        Ok(ns) => ns.metadata.uid.ok_or_else(|| "the kube-system namespace has no UID".into()),
+        Err(e) => Err(format!(
+            "cannot read the kube-system namespace's UID, this cluster's mark at the authorization server ({e}); \
+             grant `get` on namespaces/kube-system or give --cluster-id"
+        )
+        .into()),
+    }
 }
 
 fn default_identity() -> String {

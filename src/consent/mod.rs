@@ -29,6 +29,7 @@ use crate::{
     api::{AppConsent, AppConsentStatus, conditions},
     catch_up::CatchUp,
     credentials::seal::SealKey,
+    ledger::Word,
     metrics::{ErrorLabels, Metrics},
     registration::{FIELD_MANAGER, plan::to_time, status_patch},
     retry,
@@ -169,11 +170,17 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
     let current = consent.status.clone().unwrap_or_default();
     let facts = app.as_deref().map(|app| {
         let status = app.status.as_ref();
-        // A Client ID held by another app (the index) is not this app's.
+        // A Client ID the ledger gives another app is not this app's; one it
+        // revoked is this app's only while the app is being deleted (its own
+        // revocation).
         let app_key = (app_ref.namespace.clone(), app_ref.name.clone());
-        let uid = app.meta().uid.as_deref().unwrap_or_default();
-        let client_id =
-            status.and_then(|s| s.client_id.as_deref()).filter(|id| !index.taken_by_other(&app_key, uid, id));
+        let uid = crate::packed::Uid::of(app.meta().uid.as_deref().unwrap_or_default());
+        let deleting = app.meta().deletion_timestamp.is_some();
+        let client_id = status.and_then(|s| s.client_id.as_deref()).filter(|id| match ctx.caches.ledger.word(id) {
+            Word::Free => true,
+            Word::Revoked => deleting,
+            Word::Standing(standing) => standing.holder == app_key && standing.uid == uid,
+        });
         AppFacts {
             namespace: &app_ref.namespace,
             name: &app_ref.name,

@@ -1,13 +1,13 @@
-//! Retention: what registrar leaves on a credentials Secret it keeps when an
-//! app with `deletionPolicy: Retain` is deleted.
+//! Retention records from before the Client ID ledger.
 //!
-//! The Secret loses its owner reference (so the garbage collector leaves it)
-//! and gains annotations naming the Client ID it holds, the argon2id hash of
-//! its secret (what the registry keeps authenticating against) and a seal over
-//! both and over where the Secret is (`SealKey::seal_retention`). Anyone who
-//! can write Secrets in the namespace can copy those annotations anywhere; the
-//! seal verifies only on the Secret registrar wrote it for, so a forged or
-//! copied "retained" Secret never yields a Client ID.
+//! A retained Client ID (`deletionPolicy: Retain`) is recorded in the ledger
+//! (`crate::ledger`), with the verifier of its secret; the Secret that keeps
+//! it only loses its owner reference and gains annotations naming the Client
+//! ID and the app, for people. Before the ledger, the record was on the Secret:
+//! the Client ID, the argon2id hash of its secret and a seal over both and over
+//! where the Secret is (`SealKey::seal_retention`). Such a record enters the
+//! ledger once, when its seal verifies on the very Secret registrar wrote it
+//! for (a copied or forged one never does).
 
 use std::collections::BTreeMap;
 
@@ -26,7 +26,9 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The annotations recording this retention on `namespace/secret_name`.
+    /// The annotations recording this retention on `namespace/secret_name`,
+    /// as registrar wrote them before the ledger.
+    #[cfg(test)]
     pub fn annotations(
         &self,
         namespace: &str,

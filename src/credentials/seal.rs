@@ -12,10 +12,8 @@
 //! the status write finish from the Secret: a Secret found ahead of status is
 //! adopted only when its seal verifies. Anything else is someone else's writing.
 //!
-//! Status carries a second seal, `status.clientIdSeal`: registrar issued this
-//! Client ID to the AppRegistration of this namespace and name. A status written
-//! by anyone else (or copied onto another app) has none that verifies, so it
-//! can never take a Client ID away from the app that holds it.
+//! Which app holds a Client ID is not sealed: the Client ID ledger records it
+//! (`crate::ledger`), written only by registrar's identity.
 //!
 //! The key lives in a Secret in the operator's own namespace (tenants cannot
 //! read it), created at first start and shared by every replica. Losing it costs
@@ -133,10 +131,6 @@ impl SealKey {
         mac
     }
 
-    fn client_id_mac(&self, namespace: &str, name: &str, client_id: &str) -> Hmac<Sha256> {
-        self.fields_mac(&[b"registrar client id seal v1", namespace.as_bytes(), name.as_bytes(), client_id.as_bytes()])
-    }
-
     fn grant_mac(&self, organization: &str, grant: &crate::api::Grant) -> Hmac<Sha256> {
         let scopes = grant.scopes.join(" ");
         self.fields_mac(&[
@@ -162,22 +156,6 @@ impl SealKey {
         self.grant_mac(organization, grant).verify_slice(&tag).is_ok()
     }
 
-    /// The seal of an app's Client ID (`status.clientIdSeal`): registrar
-    /// issued `client_id` to the AppRegistration `namespace/name`. A status
-    /// written by anyone else, or copied to another app, carries no valid one.
-    pub fn seal_client_id(&self, namespace: &str, name: &str, client_id: &str) -> String {
-        let tag = self.client_id_mac(namespace, name, client_id).finalize().into_bytes();
-        format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(tag))
-    }
-
-    /// Whether `seal` is this key's seal of `client_id` for `namespace/name`.
-    pub fn verifies_client_id(&self, namespace: &str, name: &str, client_id: &str, seal: &str) -> bool {
-        let Some(tag) = seal.strip_prefix(SCHEME).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()) else {
-            return false;
-        };
-        self.client_id_mac(namespace, name, client_id).verify_slice(&tag).is_ok()
-    }
-
     fn retention_mac(&self, namespace: &str, secret_name: &str, client_id: &str, hash: &str) -> Hmac<Sha256> {
         self.fields_mac(&[
             b"registrar retention seal v1",
@@ -191,6 +169,7 @@ impl SealKey {
     /// The seal of a retention (`super::retention`): registrar kept the Secret
     /// `namespace/secret_name` holding `client_id`, whose secret hashes to
     /// `hash` (empty for a public client), when its app was deleted.
+    #[cfg(test)]
     pub fn seal_retention(&self, namespace: &str, secret_name: &str, client_id: &str, hash: &str) -> String {
         let tag = self.retention_mac(namespace, secret_name, client_id, hash).finalize().into_bytes();
         format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(tag))
@@ -350,28 +329,6 @@ mod tests {
         };
         let b = Sealed { namespace: "a", secret_name: "bc", ..a };
         assert!(!key.verifies(&b, &key.seal(&a)));
-    }
-
-    #[test]
-    fn a_client_id_seal_binds_the_client_id_to_one_app() {
-        let key = SealKey::generate();
-        let seal = key.seal_client_id("team-b", "billing", "cid");
-        assert!(key.verifies_client_id("team-b", "billing", "cid", &seal));
-        assert!(!key.verifies_client_id("team-a", "billing", "cid", &seal), "copied to another namespace");
-        assert!(!key.verifies_client_id("team-b", "evil", "cid", &seal), "copied to another app");
-        assert!(!key.verifies_client_id("team-b", "billing", "cie", &seal), "another Client ID");
-        assert!(!SealKey::generate().verifies_client_id("team-b", "billing", "cid", &seal), "another key");
-        let s = secret("s");
-        let secret_seal = key.seal(&Sealed {
-            namespace: "team-b",
-            secret_name: "billing",
-            app_uid: "",
-            client_id: "cid",
-            version: None,
-            secret: Some(&s),
-            rotate_request: None,
-        });
-        assert!(!key.verifies_client_id("team-b", "billing", "cid", &secret_seal), "a Secret's seal is not one");
     }
 
     #[test]

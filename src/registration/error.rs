@@ -71,6 +71,12 @@ pub enum Error {
         #[source]
         source: crate::authserver::AsError,
     },
+    #[error("recording the Client ID of AppRegistration {object} in the ledger failed: {source}")]
+    Ledger {
+        object: String,
+        #[source]
+        source: crate::ledger::LedgerError,
+    },
     #[error("the AppRegistration has no namespace")]
     NoNamespace,
 }
@@ -83,6 +89,7 @@ impl Error {
             Error::Credentials { .. } => "hashing",
             Error::RestartRefused { .. } => "restart_workload",
             Error::Registration { .. } => "authserver",
+            Error::Ledger { .. } => "ledger",
             Error::NoNamespace => "no_namespace",
         }
     }

@@ -11,6 +11,7 @@ mod error;
 pub mod owner;
 pub mod plan;
 mod reconcile;
+pub mod retention;
 
 use std::{sync::Arc, time::Duration};
 

@@ -10,10 +10,11 @@
 //! when to look again — which the shell only carries out. Randomness (a fresh
 //! Client ID and secret) is passed in, so both are deterministic.
 //!
-//! What registrar trusts: status (only registrar writes it), and a Secret's
-//! contents only when its seal verifies (`crate::credentials::seal`). A Secret
-//! never sets or changes an app's Client ID unless registrar sealed it for this
-//! very app; a Client ID that the index gives to another app is never used.
+//! What registrar trusts: status (only registrar writes it), the Client ID
+//! ledger (`crate::ledger`, written only by registrar), and a Secret's contents
+//! only when its seal verifies (`crate::credentials::seal`). A Secret never
+//! sets or changes an app's Client ID unless registrar sealed it for this very
+//! app; a Client ID the ledger gives to another app, or revoked, is never used.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use kube::ResourceExt;
 
 use crate::{
     api::{
-        AcceptedSpec, AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary,
+        AcceptedSpec, AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary, LedgerState,
         conditions::{self, DesiredCondition, READY, WORKLOADS_RESTARTED, reason},
         validation::{Violation, summarize},
     },
@@ -32,7 +33,8 @@ use crate::{
         layout::{Issued, Observed, SecretLayout, ServerUrls},
         seal::SealKey,
     },
-    index::Import,
+    ledger::{Standing, Word},
+    packed::Uid,
 };
 
 use super::owner::{self, Ownership};
@@ -116,6 +118,42 @@ pub enum Decision {
     Keep { repair_metadata: bool },
 }
 
+/// Whether an app may import a Client ID (`spec.clientId`), as the ledger says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Import {
+    /// Nobody has it, or this app claimed it already.
+    Free,
+    /// Retained in the app's own namespace, in this Secret: the app takes it over.
+    Retained(String),
+    /// Another app holds it.
+    Held,
+    /// It was given up (revoked): never used again.
+    Revoked,
+    /// Retained in another namespace.
+    RetainedElsewhere,
+}
+
+impl Import {
+    /// What the ledger's word on an imported Client ID means for the app
+    /// `app` (of UID `uid`).
+    pub fn from_word(word: Word, app: &(String, String), uid: Uid) -> Import {
+        match word {
+            Word::Free => Import::Free,
+            Word::Revoked => Import::Revoked,
+            // Claimed by this app already; a takeover not yet settled still
+            // names the retained Secret (for its secret).
+            Word::Standing(standing) if standing.is_held_by(app, uid) => {
+                standing.retained.map_or(Import::Free, |at| Import::Retained(at.secret_name))
+            }
+            Word::Standing(Standing { state: LedgerState::Retained, holder, retained, .. }) if holder.0 == app.0 => {
+                retained.map_or(Import::Held, |at| Import::Retained(at.secret_name))
+            }
+            Word::Standing(Standing { state: LedgerState::Retained, .. }) => Import::RetainedElsewhere,
+            Word::Standing(_) => Import::Held,
+        }
+    }
+}
+
 /// Fresh random credentials, minted by the shell for the plan to use if it
 /// decides to mint.
 #[derive(Clone, Debug)]
@@ -141,9 +179,9 @@ pub struct Inputs<'a> {
     /// Whether the owned Secret holds the secret status was written for (see
     /// [`secret_verifies`]); `None` when there is nothing to verify.
     pub secret_verifies: Option<bool>,
-    /// The Client ID in status is held by another app (the index).
+    /// The Client ID in status is held by another app, or revoked (the ledger).
     pub status_client_id_taken: bool,
-    /// The Client ID in the owned Secret is held by another app (the index).
+    /// The Client ID in the owned Secret is held by another app, or revoked (the ledger).
     pub secret_client_id_taken: bool,
     /// The namespaces holding a granted consent, for status.
     pub consents: Option<ConsentSummary>,
@@ -379,7 +417,7 @@ fn import_refusal(inputs: &Inputs<'_>) -> Option<String> {
     let id = inputs.app.spec.client_id.as_deref()?;
     let message = match inputs.import.as_ref()? {
         Import::Free | Import::Retained(_) => return None,
-        Import::Held(_) => format!(
+        Import::Held => format!(
             "spec.clientId {id} is already the Client ID of another AppRegistration; a Client ID is held by exactly \
              one app, cluster-wide, so nothing is issued to this one"
         ),
@@ -387,7 +425,7 @@ fn import_refusal(inputs: &Inputs<'_>) -> Option<String> {
             "spec.clientId {id} belonged to an AppRegistration that was deleted and revoked; a revoked Client ID is \
              never used again, so nothing is issued to this one"
         ),
-        Import::RetainedElsewhere(_) => format!(
+        Import::RetainedElsewhere => format!(
             "spec.clientId {id} is retained in another namespace (deletionPolicy: Retain); only an AppRegistration \
              in that namespace can take it over, so nothing is issued to this one"
         ),
@@ -528,6 +566,17 @@ fn observed_version(observed: &Observed) -> i64 {
 }
 
 impl Decision {
+    /// The Client ID the app holds once this decision is carried out: the
+    /// shell makes sure the ledger gives it to the app before any write.
+    pub fn client_id<'a>(&'a self, inputs: &'a Inputs<'_>) -> Option<&'a str> {
+        match self {
+            Decision::Mint { client_id, .. } => Some(client_id),
+            Decision::Adopt(issued) => Some(&issued.client_id),
+            Decision::Keep { .. } => inputs.app.status.as_ref()?.client_id.as_deref(),
+            Decision::Reject { .. } | Decision::Conflict => None,
+        }
+    }
+
     /// The credentials this decision writes (Mint) or takes over (Adopt): the
     /// shell hashes their secret before asking for the [`outcome`].
     pub fn issued(&self, inputs: &Inputs<'_>) -> Option<Issued> {
@@ -608,6 +657,17 @@ pub enum Registration {
     /// Update everything but the secret (a spec edit); should the client be
     /// missing, register it with `secret`.
     Update { registration: ClientRegistration, secret: Option<ClientSecret> },
+}
+
+impl Registration {
+    /// The Client ID registered.
+    pub fn client_id(&self) -> &str {
+        match self {
+            Registration::Register { registration, .. } | Registration::Update { registration, .. } => {
+                &registration.client_id
+            }
+        }
+    }
 }
 
 /// Everything one reconcile does. The shell carries it out in this order: the
@@ -806,12 +866,6 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
     // one leaves the last accepted in place.
     if !matches!(decision, Decision::Reject { .. }) && next.client_id.is_some() {
         next.accepted = Some(AcceptedSpec::of(&app.spec, app.metadata.generation.unwrap_or_default()));
-    }
-    // The seal that proves registrar issued this Client ID to this app; a
-    // Client ID held by another app is left as found, unsealed.
-    if !inputs.status_client_id_taken {
-        let (namespace, name) = (app.namespace().unwrap_or_default(), app.name_any());
-        next.client_id_seal = next.client_id.as_deref().map(|id| inputs.seal_key.seal_client_id(&namespace, &name, id));
     }
     let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
     // A source is read again on its own schedule: nothing tells registrar it
@@ -1112,6 +1166,27 @@ pub fn revoked(app: &AppRegistration, held: Option<&str>, now: Timestamp) -> (Ap
     (status, PlannedEvent { warning: false, reason: "Revoked", note, about_secret: false, may_repeat: false })
 }
 
+/// How a deleted app's Client ID leaves the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Revoked: a tombstone, never issued again.
+    Revoke,
+    /// Released (the entry deleted): the Client ID was never issued anywhere
+    /// — with an authorization server configured, the server holds another
+    /// client of that ID and never held registrar's — so nothing is revoked,
+    /// and its owner can still import it.
+    Release,
+}
+
+/// How the deleted `app`'s Client ID leaves the ledger (`backend`: an
+/// authorization server is configured).
+pub fn giving_up(app: &AppRegistration, backend: bool) -> GiveUp {
+    let status = status_of(app);
+    let never_registered =
+        status.authorization_server.as_ref().is_none_or(|a| a.registered.is_none()) && status.client_exists_at_server();
+    if backend && never_registered { GiveUp::Release } else { GiveUp::Revoke }
+}
+
 /// The status and Event of an app whose credentials are retained on deletion
 /// (`deletionPolicy: Retain`): `client_id` stays in Secret `secret_name`.
 pub fn retained(
@@ -1394,6 +1469,42 @@ mod tests {
     }
 
     #[test]
+    fn the_ledgers_word_decides_whether_a_client_id_may_be_imported() {
+        use crate::ledger::RetainedAt;
+        let app = ("team-a".to_owned(), "portal".to_owned());
+        let (uid, other) = (Uid::of("11111111-1111-1111-1111-111111111111"), Uid::of("2"));
+        let standing = |state, ns: &str, uid, retained: bool| {
+            Word::Standing(Standing {
+                state,
+                holder: (ns.to_owned(), "old".to_owned()),
+                uid,
+                retained: retained.then(|| Box::new(RetainedAt { secret_name: "kept".into(), verifier: None })),
+                taken_over_from: None,
+            })
+        };
+        let mine = |retained: bool| {
+            let mut word = standing(LedgerState::Active, "team-a", uid, retained);
+            if let Word::Standing(s) = &mut word {
+                s.holder = app.clone();
+            }
+            word
+        };
+        let cases = [
+            (Word::Free, Import::Free),
+            (Word::Revoked, Import::Revoked),
+            (mine(false), Import::Free),
+            (mine(true), Import::Retained("kept".into())),
+            (standing(LedgerState::Active, "team-a", other, false), Import::Held),
+            (standing(LedgerState::Active, "team-b", other, false), Import::Held),
+            (standing(LedgerState::Retained, "team-a", other, true), Import::Retained("kept".into())),
+            (standing(LedgerState::Retained, "team-b", other, true), Import::RetainedElsewhere),
+        ];
+        for (word, expected) in cases {
+            assert_eq!(Import::from_word(word.clone(), &app, uid), expected, "{word:?}");
+        }
+    }
+
+    #[test]
     fn an_imported_client_id_is_issued_with_a_fresh_secret() {
         let app = importing("legacy-portal");
         let decision = decide(&Inputs { import: Some(Import::Free), ..inputs(&app, &Observed::Missing) });
@@ -1407,9 +1518,9 @@ mod tests {
     fn an_imported_client_id_held_revoked_or_retained_elsewhere_issues_nothing_and_names_nobody() {
         let app = importing("legacy-portal");
         for (state, says) in [
-            (Import::Held(("team-secret".into(), "their-app".into())), "another AppRegistration"),
+            (Import::Held, "another AppRegistration"),
             (Import::Revoked, "deleted and revoked"),
-            (Import::RetainedElsewhere("team-secret".into()), "retained in another namespace"),
+            (Import::RetainedElsewhere, "retained in another namespace"),
         ] {
             let inputs = Inputs { import: Some(state.clone()), ..inputs(&app, &Observed::Missing) };
             let Decision::Reject { reason, message } = decide(&inputs) else { panic!("{state:?} must be refused") };
@@ -2162,8 +2273,7 @@ mod tests {
         assert_eq!(outcome.status.secret_version, Some(1));
         assert_eq!(outcome.status.secret_hash.as_deref(), Some(NEW_HASH));
         assert_eq!(outcome.status.registered_by.as_deref(), Some("alice"));
-        let seal = outcome.status.client_id_seal.as_deref().expect("the Client ID is sealed");
-        assert!(key().verifies_client_id("team-a", "billing", FRESH_ID, seal));
+        assert_eq!(outcome.status.client_id_seal, None, "the ledger records who holds it, not a seal in status");
         assert!(conditions::is_true(&outcome.status.conditions, READY));
         assert_eq!(outcome.restart, None, "nothing to restart for a first secret");
         assert_eq!(outcome.minted, Some(MintReason::Initial));

@@ -1,8 +1,9 @@
 //! The I/O shell of the AppRegistration controller: gathers what `plan` needs
-//! (the app, what its Secret holds, the index's word on Client IDs), hashes
-//! what the plan issues, and carries out the plan's outcome (Secret first, then
-//! status — the crash-safe order — then Events). An unchanged, healthy app
-//! costs no write and no read beyond the caches.
+//! (the app, what its Secret holds, the ledger's word on Client IDs), claims
+//! in the ledger the Client ID the plan issues before anything else is
+//! written, hashes what the plan issues, and carries out the plan's outcome
+//! (Secret first, then status — the crash-safe order — then Events). An
+//! unchanged, healthy app costs no write and no read beyond the caches.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -34,8 +35,8 @@ use super::{
     error::{Error, Step},
     owner::{self, Ownership},
     plan::{
-        self, AuthServerView, Decision, Fresh, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent, Registration,
-        RestartReport, RetainedSecret, SecretWrite,
+        self, AuthServerView, Decision, Fresh, Import, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent,
+        Registration, RestartReport, RetainedSecret, SecretWrite,
     },
 };
 use crate::{
@@ -43,15 +44,15 @@ use crate::{
         AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, Scope,
         WorkloadKind, conditions, validation::validate_spec,
     },
-    authserver::{AsError, AuthServer},
+    authserver::{self, AsError, AuthServer},
     catch_up::CatchUp,
     credentials::{
         ClientSecret, Hasher, SecretOrigin,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
-        retention::Retention,
+        retention::{RETAINED_CLIENT_ID_ANNOTATION, RETAINED_FROM_ANNOTATION, RETAINED_SEAL_ANNOTATION},
         seal::SEAL_ANNOTATION,
     },
-    index::Import,
+    ledger::{self, Claim, Clerk, Word},
     metrics::{ErrorLabels, Metrics, ReasonLabels},
     packed::{PackedApp, Uid},
     retry,
@@ -71,6 +72,8 @@ pub struct Context {
     /// series; it keeps each Event it published for six minutes to do so.
     recorder: Recorder,
     pub(super) caches: Caches,
+    /// Writes to the Client ID ledger.
+    clerk: Clerk,
     memory: Mutex<Memory>,
     /// Consecutive failures per app, for the backoff.
     failures: retry::Failures,
@@ -181,7 +184,9 @@ impl Context {
             .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
             .build();
         let catch_up = CatchUp::for_concurrency(settings.concurrency);
+        let clerk = Clerk::new(client.clone(), caches.ledger.clone());
         Context {
+            clerk,
             client,
             settings,
             hasher,
@@ -338,7 +343,8 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let app_key = (ns.clone(), app.name_any());
-    let taken = |id: Option<&str>| id.is_some_and(|id| ctx.caches.index.taken_by_other(&app_key, uid(app), id));
+    let ledger = &ctx.caches.ledger;
+    let taken = |id: Option<&str>| id.is_some_and(|id| ledger.taken_from(&app_key, uid(app), id));
     let secret_client_id = match &observed {
         Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
         _ => None,
@@ -349,9 +355,9 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let mut chosen_secret = None;
     let import = match (&app.spec.client_id, &status.client_id) {
         (Some(id), None) => {
-            let state = ctx.caches.index.import(&app_key, uid(app), id);
+            let state = Import::from_word(ledger.word(id), &app_key, uid(app));
             if let Import::Retained(secret_name) = &state {
-                let Some((found, secret)) = read_retained(app, &layout, secret_name, id, ctx).await? else {
+                let Some((found, secret)) = read_retained(app, secret_name, id, ctx).await? else {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 };
                 retained = Some(found);
@@ -362,7 +368,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         _ => None,
     };
     if let Some(id) = &status.client_id {
-        forget_taken_over(app, &layout, id, ctx).await?;
+        settle_takeover(app, &layout, id, ctx).await?;
     }
     let ownership = ownership(app, &status, ctx).await;
     // A secret of the user's choice: read at every pass (and every recheck).
@@ -371,7 +377,11 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         chosen_secret = Some(value.clone());
     }
     let violations = validate_spec(&app.spec);
-    let fresh = Fresh::mint();
+    // A first issuance interrupted after its claim uses the Client ID claimed.
+    let mut fresh = Fresh::mint();
+    if let Some(claimed) = ledger.held_by(&app_key, uid(app)) {
+        fresh.client_id = claimed;
+    }
     let unreachable = server.and_then(|(_, sync)| sync.unreachable());
     let auth_server = server.map(|(s, sync)| AuthServerView {
         capabilities: s.capabilities(),
@@ -395,7 +405,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         import,
         retained: retained.as_ref(),
         chosen_secret: chosen_secret.as_ref(),
-        retention_in_the_way: ctx.caches.index.retention_at(&(ns.clone(), layout.name.clone())),
+        retention_in_the_way: ledger.retention_at(&(ns.clone(), layout.name.clone())),
         source,
         ownership,
         now: Timestamp::now(),
@@ -406,6 +416,14 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         ..
     } = &decision
         && cache_lags(&layout, &ns, cached.as_ref(), ctx).await?
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // The Client ID goes to this app in the ledger before anything is written:
+    // the apiserver decides a race with any other app, of any instance.
+    if let Some(client_id) = decision.client_id(&inputs)
+        && !ledger.holds(&app_key, uid(app), client_id)
+        && !claim(app, client_id, &inputs, ctx).await?
     {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -483,7 +501,8 @@ async fn carry_out(
     // The authorization server, in the same pass as the Secret.
     let mut registration_failed = None;
     if let (Some(registration), Some((server, sync))) = (&outcome.registration, &ctx.settings.auth_server) {
-        let result = register(server, registration, ctx).await;
+        let lane = lane_of(app, registration.client_id(), ctx);
+        let result = register(server, registration, &lane, ctx).await;
         match &result {
             Ok(()) => sync.repaired(&(ns.clone(), app.name_any())),
             Err(e) => {
@@ -535,22 +554,33 @@ async fn carry_out(
     Ok(outcome.requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Carries out a registration at the authorization server.
-async fn register(server: &AuthServer, registration: &Registration, ctx: &Context) -> Result<(), AsError> {
+/// The app's lane at the authorization server for `client_id`: the app, and
+/// the app it took the Client ID over from.
+fn lane_of(app: &AppRegistration, client_id: &str, ctx: &Context) -> authserver::Lane {
+    authserver::Lane::of(&ledger::holder_of(app), ctx.caches.ledger.taken_over_from(client_id))
+}
+
+/// Carries out a registration at the authorization server, in the app's lane.
+async fn register(
+    server: &AuthServer,
+    registration: &Registration,
+    lane: &authserver::Lane,
+    ctx: &Context,
+) -> Result<(), AsError> {
     match registration {
         Registration::Register { registration, secret } => {
-            let result = server.register(registration, secret.as_ref()).await.map(drop);
+            let result = server.register(registration, secret.as_ref(), lane).await.map(drop);
             ctx.metrics.count_authserver("register", &result);
             result
         }
         Registration::Update { registration, secret } => {
-            let updated = server.update(registration).await;
+            let updated = server.update(registration, lane).await;
             ctx.metrics.count_authserver("update", &updated);
             if updated? {
                 return Ok(());
             }
             // Missing there: register it anew.
-            let result = server.register(registration, secret.as_ref()).await.map(drop);
+            let result = server.register(registration, secret.as_ref(), lane).await.map(drop);
             ctx.metrics.count_authserver("register", &result);
             result
         }
@@ -599,36 +629,62 @@ async fn observe(
     Ok(Some(observed))
 }
 
+/// Claims `client_id` for `app` in the ledger (a takeover, for a retained
+/// Client ID the app imports). `false` when it is not the app's: the next
+/// pass sees the ledger's word (a conflict).
+async fn claim(app: &AppRegistration, client_id: &str, inputs: &Inputs<'_>, ctx: &Context) -> Result<bool, Error> {
+    let holder = ledger::holder_of(app);
+    let taking_over =
+        matches!(inputs.import, Some(Import::Retained(_))) && app.spec.client_id.as_deref() == Some(client_id);
+    let claimed = match taking_over {
+        true => ctx.clerk.take_over(client_id, &holder).await,
+        false => ctx.clerk.claim(client_id, &holder).await,
+    }
+    .map_err(|source| Error::Ledger { object: key(app), source })?;
+    if let Claim::Refused(word) = &claimed {
+        debug!(
+            namespace = holder.namespace,
+            name = holder.name,
+            client_id,
+            ?word,
+            "the ledger gives the Client ID to another app"
+        );
+    }
+    Ok(claimed == Claim::Held)
+}
+
 /// Reads the retained Secret `secret_name` that `app` takes over with
-/// `client_id`: the retention must verify on the live object (the index is a
-/// hint); the secret is kept when the Secret still holds, under this app's
-/// key, the secret whose hash the retention sealed. `None`: the index ran
-/// ahead of the apiserver (look again).
+/// `client_id`. The secret is kept when the Secret still holds, under this
+/// app's key, the secret the ledger's verifier verifies. `None`: the ledger
+/// has no retention of it there (any more), or the Secret is gone (its
+/// retention is being given up): look again.
 async fn read_retained(
     app: &AppRegistration,
-    layout: &SecretLayout,
     secret_name: &str,
     client_id: &str,
     ctx: &Context,
 ) -> Result<Option<(RetainedSecret, Option<ClientSecret>)>, Error> {
     let ns = app.namespace().unwrap_or_default();
+    let verifier = match ctx.caches.ledger.word(client_id) {
+        Word::Standing(standing) => match standing.retained {
+            Some(at) if at.secret_name == secret_name => at.verifier,
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let live =
         api.get_opt(secret_name).await.map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{secret_name}"), e))?;
     let Some(live) = live else { return Ok(None) };
-    let Some(retention) = Retention::read(&ns, secret_name, live.annotations(), &ctx.settings.seal_key)
-        .filter(|r| r.client_id == client_id)
-    else {
-        return Ok(None);
-    };
     let found = RetainedSecret {
         name: secret_name.to_owned(),
         uid: live.uid().unwrap_or_default(),
         resource_version: live.resource_version().unwrap_or_default(),
         client_id: client_id.to_owned(),
     };
+    let layout = SecretLayout::for_app(app);
     let value = layout.contents(&live).secret;
-    let secret = match (value, retention.secret_hash) {
+    let secret = match (value, verifier) {
         (Some(value), Some(hash)) => {
             let intact = ctx
                 .hasher
@@ -776,48 +832,53 @@ async fn may_manage(owner: &Owner, groups: &[String], namespace: &str, ctx: &Con
 /// The longest secret accepted from a source.
 const MAX_CHOSEN_SECRET_BYTES: usize = 1024;
 
-/// Once an app holds a Client ID it took over from a retained Secret of
-/// another name, that Secret goes: one Client ID, one Secret.
-async fn forget_taken_over(
+/// Once an app is issued the Client ID it took over, the takeover is
+/// settled: a retained Secret of another name goes (one Client ID, one
+/// Secret), and the verifier of the retained secret leaves the ledger.
+async fn settle_takeover(
     app: &AppRegistration,
     layout: &SecretLayout,
     client_id: &str,
     ctx: &Context,
 ) -> Result<(), Error> {
     let ns = app.namespace().unwrap_or_default();
-    let Some((retained_ns, name)) = ctx.caches.index.retained(client_id) else { return Ok(()) };
-    if retained_ns != ns
-        || name == layout.name
-        || !ctx.caches.index.holds(&(ns.clone(), app.name_any()), uid(app), client_id)
-    {
+    let app_key = (ns.clone(), app.name_any());
+    let Word::Standing(standing) = ctx.caches.ledger.word(client_id) else { return Ok(()) };
+    if !standing.is_held_by(&app_key, uid(app)) {
         return Ok(());
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(live) =
-        api.get_metadata_opt(&name).await.map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{name}"), e))?
-    else {
-        return Ok(());
-    };
-    if Retention::read(&ns, &name, live.annotations(), &ctx.settings.seal_key).is_none_or(|r| r.client_id != client_id)
-    {
-        return Ok(());
+    let Some(at) = standing.retained else { return Ok(()) };
+    if at.secret_name != layout.name {
+        let name = at.secret_name;
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        let live =
+            api.get_metadata_opt(&name).await.map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{name}"), e))?;
+        // Only the Secret that records this retention (never one this app controls).
+        if let Some(live) = live.filter(|l| {
+            !controlled_by(app, &l.metadata)
+                && l.annotations().get(RETAINED_CLIENT_ID_ANNOTATION).map(String::as_str) == Some(client_id)
+        }) {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions { uid: live.uid(), resource_version: live.resource_version() }),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => info!(
+                    namespace = ns,
+                    name = app.name_any(),
+                    secret = name,
+                    client_id,
+                    "deleted the retained Secret taken over"
+                ),
+                Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => return Ok(()),
+                Err(e) => return Err(Error::kube(Step::DeleteSecret, format!("{ns}/{name}"), e)),
+            }
+        }
     }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: live.uid(), resource_version: live.resource_version() }),
-        ..Default::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => info!(
-            namespace = ns,
-            name = app.name_any(),
-            secret = name,
-            client_id,
-            "deleted the retained Secret taken over"
-        ),
-        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
-        Err(e) => return Err(Error::kube(Step::DeleteSecret, format!("{ns}/{name}"), e)),
-    }
-    Ok(())
+    ctx.clerk
+        .settle(client_id, &ledger::holder_of(app))
+        .await
+        .map_err(|source| Error::Ledger { object: key(app), source })
 }
 
 /// Remembers what the app's Secret holds at the resourceVersion of `secret`.
@@ -1068,16 +1129,17 @@ async fn restart_workloads(app: &AppRegistration, version: i64, ctx: &Context) -
     report
 }
 
-/// Deletion: mark the app revoked, delete its Secret (already gone is fine),
-/// forget it. The finalizer is removed by the caller once this succeeds.
+/// Deletion: mark the app revoked, delete its client at the authorization
+/// server, give its Client ID up in the ledger, delete its Secret (already
+/// gone is fine). With `deletionPolicy: Retain`, the Client ID is Retained in
+/// the ledger and the Secret kept instead. The finalizer is removed by the
+/// caller once this succeeds; a pass interrupted anywhere is finished by the
+/// next, and revokes nothing of another app's.
 async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
-    let app_key = (ns.clone(), app.name_any());
-    let held = app
-        .status
-        .as_ref()
-        .and_then(|s| s.client_id.clone())
-        .filter(|id| !ctx.caches.index.taken_by_other(&app_key, uid(app), id));
+    let held = held_at_deletion(app, ctx).await?;
+    let holder = ledger::holder_of(app);
+    let ledger_failed = |source| Error::Ledger { object: key(app), source };
     if app.spec.deletion_policy == Some(DeletionPolicy::Retain)
         && let Some(id) = &held
         && let Some(secret_name) = retain_secret(app, id, ctx).await?
@@ -1101,11 +1163,11 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return Err(e),
     }
     if let (Some(id), Some((server, _))) = (&held, &ctx.settings.auth_server) {
-        let deleted = server.delete(id).await;
+        let deleted = server.delete(id, &lane_of(app, id, ctx)).await;
         ctx.metrics.count_authserver("delete", &deleted);
         if let Err(e) = deleted {
             // Deletion never hangs on the server: the periodic comparison
-            // deletes the client (an orphan by then) once it is reachable.
+            // deletes the client (revoked in the ledger by then) once it is reachable.
             warn!(namespace = ns, name = app.name_any(), client_id = id, error = %e, "could not delete the client at the authorization server");
             let note = format!(
                 "Client ID {id} could not be deleted at {} yet ({e}); it is deleted there once the server is reachable",
@@ -1114,6 +1176,12 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
             let event =
                 PlannedEvent { warning: true, reason: "NotDeregistered", note, about_secret: false, may_repeat: true };
             publish(app, &event, None, ctx).await;
+        }
+    }
+    if let Some(id) = &held {
+        match plan::giving_up(app, ctx.settings.auth_server.is_some()) {
+            plan::GiveUp::Revoke => ctx.clerk.revoke(id, &holder.uid).await.map_err(ledger_failed)?,
+            plan::GiveUp::Release => ctx.clerk.release(id, &holder.uid).await.map_err(ledger_failed)?,
         }
     }
     let layout = SecretLayout::for_app(app);
@@ -1139,11 +1207,32 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The Client ID a deleted app gives up: the one its status names, when the
+/// ledger has it as this app's (Active, or Retained by a pass of this
+/// deletion that stopped short). An app issued before the ledger existed,
+/// and deleted before its first pass after the upgrade, claims it first, so
+/// that it is revoked (or retained) like any other.
+async fn held_at_deletion(app: &AppRegistration, ctx: &Context) -> Result<Option<String>, Error> {
+    let Some(id) = app.status.as_ref().and_then(|s| s.client_id.clone()) else { return Ok(None) };
+    let holder = ledger::holder_of(app);
+    let ours = match ctx.caches.ledger.word(&id) {
+        Word::Standing(standing) => {
+            standing.holder == (holder.namespace.clone(), holder.name.clone()) && standing.uid == uid(app)
+        }
+        Word::Revoked => false,
+        Word::Free => {
+            ctx.clerk.claim(&id, &holder).await.map_err(|source| Error::Ledger { object: key(app), source })?
+                == Claim::Held
+        }
+    };
+    Ok(ours.then_some(id))
+}
+
 /// Keeps the app's credentials Secret past the app (`deletionPolicy: Retain`):
-/// no owner reference any more, and a sealed retention record of `client_id`
-/// and the hash of the current secret. `None` when there is nothing to keep
-/// (no Secret of the app's, or it holds another Client ID): then the app is
-/// revoked as usual.
+/// its Client ID Retained in the ledger with the verifier of the current
+/// secret, and the Secret without its owner reference (so the garbage
+/// collector leaves it). `None` when there is nothing to keep (no Secret of
+/// the app's, or it holds another Client ID): then the app is revoked as usual.
 async fn retain_secret(app: &AppRegistration, client_id: &str, ctx: &Context) -> Result<Option<String>, Error> {
     let ns = app.namespace().unwrap_or_default();
     let layout = SecretLayout::for_app(app);
@@ -1154,23 +1243,33 @@ async fn retain_secret(app: &AppRegistration, client_id: &str, ctx: &Context) ->
     else {
         return Ok(None);
     };
-    if let Some(retention) = Retention::read(&ns, &layout.name, live.annotations(), &ctx.settings.seal_key)
-        && retention.client_id == client_id
+    let kept_already = !controlled_by(app, &live.metadata)
+        && live.annotations().get(RETAINED_CLIENT_ID_ANNOTATION).map(String::as_str) == Some(client_id);
+    if !kept_already
+        && (!controlled_by(app, &live.metadata) || layout.contents(&live).client_id.as_deref() != Some(client_id))
     {
-        return Ok(Some(layout.name)); // retained already (a pass that stopped before the finalizer went)
-    }
-    if !controlled_by(app, &live.metadata) || layout.contents(&live).client_id.as_deref() != Some(client_id) {
         return Ok(None);
     }
-    let retention = Retention {
-        client_id: client_id.to_owned(),
-        secret_hash: app.status.as_ref().and_then(|s| s.secret_hash.clone()),
-    };
+    let verifier = app.status.as_ref().and_then(|s| s.secret_hash.clone());
+    let retained = ctx
+        .clerk
+        .retain(client_id, &ledger::holder_of(app), &layout.name, verifier)
+        .await
+        .map_err(|source| Error::Ledger { object: key(app), source })?;
+    if !retained {
+        return Ok(None);
+    }
+    if kept_already {
+        return Ok(Some(layout.name)); // a pass that stopped before the finalizer went
+    }
     live.metadata.owner_references = None;
     live.metadata.managed_fields = None;
     let annotations = live.metadata.annotations.get_or_insert_with(Default::default);
     annotations.remove(SEAL_ANNOTATION);
-    annotations.extend(retention.annotations(&ns, &layout.name, &app.name_any(), &ctx.settings.seal_key));
+    annotations.remove(RETAINED_SEAL_ANNOTATION);
+    // For people reading the Secret; the ledger is the record registrar trusts.
+    annotations.insert(RETAINED_CLIENT_ID_ANNOTATION.to_owned(), client_id.to_owned());
+    annotations.insert(RETAINED_FROM_ANNOTATION.to_owned(), app.name_any());
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match api.replace(&layout.name, &params, &live).await {
         Ok(_) => Ok(Some(layout.name)),

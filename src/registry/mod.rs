@@ -40,12 +40,9 @@ use crate::{
     admin_server::Gate,
     api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
     consent::policy::{Allowance, PolicyApp, PolicyFacts},
-    credentials::{
-        ClientSecret, Hasher,
-        retention::{RETAINED_FROM_ANNOTATION, Retention},
-        seal::SealKey,
-    },
+    credentials::{ClientSecret, Hasher, seal::SealKey},
     metrics::{Metrics, ReasonLabels, RequestLabels},
+    packed::Uid,
     watches::Caches,
 };
 use authorize::{AuthorizeRequest, authorize, token_allowed};
@@ -75,6 +72,9 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// Failure throttles and the wait for a hashing turn.
     pub limits: Limits,
+    /// An authorization server is configured: the registry serves an app
+    /// only once it is registered there.
+    pub backend: bool,
 }
 
 struct Registry {
@@ -84,6 +84,8 @@ struct Registry {
     platform_namespace: String,
     metrics: Metrics,
     seal_key: SealKey,
+    /// An authorization server is configured: only apps registered there are served.
+    backend: bool,
 }
 
 /// Why a request failed, as an HTTP answer with an OAuth-style body.
@@ -155,36 +157,39 @@ impl Registry {
         if self.caches.is_synced() { Ok(()) } else { Err(Failure::NotReady) }
     }
 
-    /// The app's Client ID, when the app holds it (the index), and its namespace.
+    /// The app's Client ID, when the ledger gives it to the app, and its namespace.
     fn held_client_id(&self, app: &AppRegistration) -> Option<(String, String)> {
         let client_id = app.status.as_ref()?.client_id.clone()?;
         let key = (app.namespace().unwrap_or_default(), app.name_any());
-        let held = self.caches.index.app_of_client(&client_id).is_some_and(|holder| holder == key);
+        let held = self.caches.ledger.holds(&key, app.meta().uid.as_deref().unwrap_or_default(), &client_id);
         held.then_some((client_id, key.0))
     }
 
-    /// A retained Client ID (`deletionPolicy: Retain`) no app holds: who
-    /// retained it, and the hash of its secret (`None`: a public client).
+    /// A retained Client ID (`deletionPolicy: Retain`): who retained it, and
+    /// the ledger's verifier of its secret (`None`: a public client). Only
+    /// while the Secret keeping it exists.
     fn retained(&self, client_id: &str) -> Option<(Identity, Option<String>)> {
-        if self.caches.index.app_of_client(client_id).is_some() {
-            return None;
-        }
-        let (ns, secret_name) = self.caches.index.retained(client_id)?;
-        let meta = self.caches.secrets.get(&ns, &secret_name)?;
-        let annotations = meta.annotations.unwrap_or_default();
-        let retention =
-            Retention::read(&ns, &secret_name, &annotations, &self.seal_key).filter(|r| r.client_id == client_id)?;
-        let from = annotations.get(RETAINED_FROM_ANNOTATION).cloned().unwrap_or_default();
-        Some((Identity { namespace: ns, name: from, scope: Scope::Group, state: "retained" }, retention.secret_hash))
+        let ((ns, name), at) = self.caches.ledger.retained(client_id)?;
+        self.caches.secrets.get(&ns, &at.secret_name)?;
+        Some((Identity { namespace: ns, name, scope: Scope::Group, state: "retained" }, at.verifier))
     }
 
-    /// The issued app holding `client_id`, and whether it is being deleted.
+    /// The app the ledger gives `client_id` to, issued (and, with an
+    /// authorization server configured, registered there), and whether it is
+    /// being deleted. Anything else — a Client ID no app holds, an app that is
+    /// not its holder, an import the server refused because another client of
+    /// that ID exists there — is a client the registry does not know.
     fn client(&self, client_id: &str) -> Option<(Arc<AppRegistration>, bool)> {
-        let (ns, name) = self.caches.index.app_of_client(client_id)?;
+        let ((ns, name), uid) = self.caches.ledger.holder(client_id)?;
         let app = self.caches.apps.get(&ns, &name)?;
-        let issued = app.status.as_ref()?.client_id.as_deref() == Some(client_id);
+        if Uid::of(app.meta().uid.as_deref().unwrap_or_default()) != uid {
+            return None;
+        }
+        let status = app.status.as_ref()?;
+        let issued = status.client_id.as_deref() == Some(client_id);
+        let registered = !self.backend || status.registered_at_server();
         let deleting = app.meta().deletion_timestamp.is_some();
-        issued.then_some((app, deleting))
+        (issued && registered).then_some((app, deleting))
     }
 
     /// The scopes `group` may use with `app`: all of the app's in its own
@@ -416,7 +421,7 @@ async fn authorize_check(
             let allowed = registry.policy_allows(&app, &request.group);
             authorize(&served, deleting, allowed, registry.granted_scopes(&app, &request.group).as_deref(), &request)
         }
-        None if registry.caches.index.is_revoked(&client_id) => Err(authorize::Denial::Revoked),
+        None if registry.caches.ledger.is_revoked(&client_id) => Err(authorize::Denial::Revoked),
         None => return Err(Failure::NotFound),
     };
     Ok(match decision {
@@ -490,7 +495,7 @@ async fn hydra_token_hook(
             let granted = registry.granted_scopes(&app, group);
             token_allowed(&served(&app), deleting, allowed, granted.as_deref(), &hook.request.granted_scopes)
         }
-        None if registry.caches.index.is_revoked(client_id) => Err(authorize::Denial::Revoked),
+        None if registry.caches.ledger.is_revoked(client_id) => Err(authorize::Denial::Revoked),
         None => return Ok(StatusCode::NO_CONTENT.into_response()),
     };
     Ok(match decision {
@@ -627,6 +632,7 @@ pub async fn serve(
         platform_namespace: settings.platform_namespace.clone(),
         metrics: metrics.clone(),
         seal_key,
+        backend: settings.backend,
     });
     server::serve(&settings, router(registry), metrics, listening).await
 }

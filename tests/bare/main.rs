@@ -2,6 +2,7 @@
 //! of `deploy/` (as with the chart's `admissionPolicies.install=false`). Its own
 //! test binary, so its control plane has never seen those policies.
 
+mod ledger;
 mod portability;
 #[path = "../support/mod.rs"]
 mod support;
@@ -20,7 +21,7 @@ use support::{TestNamespace, eventually, gitops_apply, install_crds, operator::O
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Without the finalizer policy the operator adds the revoke finalizer itself,
-/// in the same pass as the first mint (one more write: four instead of three),
+/// in the same pass as the first mint (one more write: five instead of four),
 /// and deleting the app still revokes it.
 #[tokio::test]
 async fn without_the_admission_policies_the_operator_sets_the_finalizer_itself() {
@@ -50,7 +51,11 @@ async fn without_the_admission_policies_the_operator_sets_the_finalizer_itself()
         (has_finalizer && has_secret && issued).then_some(())
     })
     .await;
-    assert_eq!(operator.writes().await, 4.0, "the finalizer patch, the Secret, the status and the Event");
+    assert_eq!(
+        operator.writes().await,
+        5.0,
+        "the finalizer patch, the ledger's claim, the Secret, the status and the Event"
+    );
 
     apps.delete("plain", &DeleteParams::default()).await.expect("delete");
     eventually("the app and its Secret to be gone", TIMEOUT, || async {

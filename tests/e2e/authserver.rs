@@ -89,8 +89,11 @@ async fn mounted_credentials_get_tokens_at_hydra_through_rotation_edit_and_delet
     assert_eq!(introspected["active"], json!(true), "{introspected}");
     assert_eq!(introspected["client_id"], json!(creds.client_id));
     let client = hydra.client(&creds.client_id).await.expect("the client at Hydra");
-    assert_eq!(client["owner"], json!("registrar"));
+    assert_eq!(client["owner"], json!(Hydra::cluster_owner(&ns.client).await), "one owner per cluster");
     assert_eq!(client["metadata"]["registrar.dev/app"], json!(format!("{}/worker", ns.name)));
+    assert_eq!(client["metadata"]["registrar.dev/uid"], json!(app.metadata.uid), "the app's lane: its UID");
+    let cluster = client["metadata"]["registrar.dev/cluster"].as_str().expect("the cluster's mark").to_owned();
+    assert!(Hydra::cluster_owner(&ns.client).await.ends_with(&cluster), "the kube-system namespace's UID");
     assert_eq!(client["token_endpoint_auth_method"], json!("client_secret_basic"));
     // The plugin's details view names where to get tokens.
     let shown = crate::plugin::plugin_at(
@@ -737,6 +740,7 @@ async fn a_thousand_apps_come_back_after_a_hydra_restart_and_leave_nothing_when_
     args.extend(["--argon2-memory-kib", "256", "--argon2-iterations", "1"].map(String::from));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let _operator = Operator::start_with(&args).await;
+    let owner = Hydra::cluster_owner(&ns.client).await;
 
     let started = Instant::now();
     let names: Vec<String> = (0..APPS).map(|i| format!("app-{i:04}")).collect();
@@ -744,7 +748,7 @@ async fn a_thousand_apps_come_back_after_a_hydra_restart_and_leave_nothing_when_
         futures::future::join_all(chunk.iter().map(|n| async { apply(&ns, &worker(n)).await })).await;
     }
     eventually("every app to be registered at Hydra", Duration::from_secs(300), || async {
-        (hydra.clients_of("registrar").await.len() == APPS).then_some(())
+        (hydra.clients_of(&owner).await.len() == APPS).then_some(())
     })
     .await;
     eprintln!("{APPS} apps registered at Hydra {:?} after the first apply", started.elapsed());
@@ -752,7 +756,7 @@ async fn a_thousand_apps_come_back_after_a_hydra_restart_and_leave_nothing_when_
     hydra.restart().await;
     let restarted = Instant::now();
     eventually("every client back at Hydra after its restart", Duration::from_secs(120), || async {
-        (hydra.clients_of("registrar").await.len() == APPS).then_some(())
+        (hydra.clients_of(&owner).await.len() == APPS).then_some(())
     })
     .await;
     eprintln!("Hydra restarted empty: all {APPS} clients back {:?} later (comparison every 2s)", restarted.elapsed());
@@ -763,7 +767,7 @@ async fn a_thousand_apps_come_back_after_a_hydra_restart_and_leave_nothing_when_
         .await
         .expect("delete the namespace");
     eventually("no client of the namespace left at Hydra", Duration::from_secs(300), || async {
-        hydra.clients_of("registrar").await.is_empty().then_some(())
+        hydra.clients_of(&owner).await.is_empty().then_some(())
     })
     .await;
     eprintln!("namespace with {APPS} apps deleted: none of their clients left at Hydra {:?} later", deleted.elapsed());

@@ -8,6 +8,7 @@ mod authserver;
 mod chart;
 mod consent;
 mod krew;
+mod ledger;
 mod plugin;
 mod policy;
 mod portability;

@@ -549,11 +549,11 @@ async fn registered_by_is_set_at_creation_and_survives_gitops_reapply() {
 }
 
 /// The revoke finalizer comes with the object (deploy/revoke-finalizer-policy.yaml),
-/// so issuing an app costs the operator exactly three writes — the Secret, the
-/// status and the Issued Event — and a GitOps re-apply that does not mention the
-/// finalizer keeps it.
+/// so issuing an app costs the operator exactly four writes — the Client ID's
+/// claim in the ledger, the Secret, the status and the Issued Event — and a
+/// GitOps re-apply that does not mention the finalizer keeps it.
 #[tokio::test]
-async fn the_finalizer_is_set_at_creation_so_issuing_costs_three_writes() {
+async fn the_finalizer_is_set_at_creation_so_issuing_costs_four_writes() {
     let (ns, operator) = setup("reg-fin").await;
     let created = apply(&ns, &confidential("fin")).await;
     assert_eq!(created.finalizers(), ["registrar.dev/revoke"], "set by admission, before the operator acts");
@@ -561,7 +561,7 @@ async fn the_finalizer_is_set_at_creation_so_issuing_costs_three_writes() {
     wait_event(&ns, "Issued", "Issued Client ID").await;
     let requests: Vec<String> =
         operator.metrics().await.lines().filter(|l| l.starts_with("registrar_kube_re")).map(str::to_owned).collect();
-    assert_eq!(operator.writes().await, 3.0, "Secret, status and Event; no finalizer patch: {requests:?}");
+    assert_eq!(operator.writes().await, 4.0, "claim, Secret, status and Event; no finalizer patch: {requests:?}");
 
     let reapplied = apply(&ns, &confidential("fin")).await;
     assert_eq!(reapplied.finalizers(), ["registrar.dev/revoke"], "a re-apply without it keeps it");

@@ -133,6 +133,14 @@ log: {{ level: warn }}
         format!("{}/oauth2/token", self.issuer())
     }
 
+    /// The owner an operator of the cluster of `client` gives its clients by
+    /// default: `registrar:<the kube-system namespace's UID>`.
+    pub async fn cluster_owner(client: &kube::Client) -> String {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+        let uid = namespaces.get("kube-system").await.expect("the kube-system namespace").metadata.uid;
+        format!("registrar:{}", uid.expect("a UID"))
+    }
+
     /// The operator arguments that register apps at this Hydra.
     pub fn operator_args(&self, sync_interval: &str) -> Vec<String> {
         [

@@ -22,6 +22,7 @@ use std::{
 pub mod apps;
 pub mod helm;
 pub mod hydra;
+pub mod ledger_attacks;
 pub mod operator;
 pub mod proxies;
 pub mod registry;

@@ -21,6 +21,7 @@ use super::{TestNamespace, eventually, free_port, operator::Operator};
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A caller (an authorization server's ServiceAccount) and the registry's address.
+#[derive(Clone)]
 pub struct Caller {
     pub base: String,
     pub token: String,

@@ -31,7 +31,8 @@ use super::{
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The attacker: a user with the `edit` role in namespace A only.
 pub const MALLORY: &str = "mallory";
-const RUN_LABEL: &str = "e2e.registrar.dev/run";
+/// The label that selects the apps of one test's operator (`--selector`).
+pub const RUN_LABEL: &str = "e2e.registrar.dev/run";
 
 /// The victim's issued app in B, what it was issued, and the attacker in A.
 pub struct Tenants {
@@ -51,6 +52,12 @@ impl Tenants {
     /// Namespaces A and B, mallory bound to `edit` in A, an operator for both,
     /// and B's app `billing` issued.
     pub async fn new(prefix: &str) -> Self {
+        Self::with_args(prefix, &[], confidential("billing")).await
+    }
+
+    /// [`Tenants::new`], the operator started with `extra` arguments too, and
+    /// `victim` as B's app `billing`.
+    pub async fn with_args(prefix: &str, extra: &[String], victim: AppRegistration) -> Self {
         let run = format!("{:08x}", rand::random::<u32>());
         let a = TestNamespace::new(&format!("{prefix}-a")).await;
         let b = TestNamespace::new(&format!("{prefix}-b")).await;
@@ -75,7 +82,9 @@ impl Tenants {
         let mallory = control_plane().client_as(MALLORY).await;
 
         let selector = format!("{RUN_LABEL}={run}");
-        let (operator, port) = registry_operator(&["--selector", &selector]).await;
+        let mut args = vec!["--selector", &selector];
+        args.extend(extra.iter().map(String::as_str));
+        let (operator, port) = registry_operator(&args).await;
         let caller = Caller {
             base: format!("http://127.0.0.1:{port}"),
             token: caller_token(&b, "authz", true).await,
@@ -91,7 +100,7 @@ impl Tenants {
             victim_client_id: String::new(),
             victim_secret: String::new(),
         };
-        gitops_apply(&tenants.b.api(), &tenants.labelled(confidential("billing"))).await.expect("apply B's app");
+        gitops_apply(&tenants.b.api(), &tenants.labelled(victim)).await.expect("apply B's app");
         let (app, secret) = wait_issued(&tenants.b, "billing").await;
         tenants.victim_client_id = status(&app).client_id.expect("B's Client ID");
         tenants.victim_secret = super::apps::secret_value(&secret, "client_secret").expect("B's secret");
