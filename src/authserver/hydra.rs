@@ -274,9 +274,7 @@ impl Hydra {
         let ours = match client.mark(&self.cluster) {
             Mark::Ours => lane.admits(app, client.metadata_str(UID_METADATA).unwrap_or_default()),
             // Registered before clients carried a mark: adopted only where asked.
-            Mark::Unmarked => {
-                (client.owner == self.owner || self.adopt_owners.contains(&client.owner)) && lane.names(app)
-            }
+            Mark::Unmarked => self.adopt_owners.contains(&client.owner) && lane.names(app),
             Mark::Elsewhere => false,
         };
         if ours {

@@ -379,7 +379,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         () = stopped() => {}
     }
     let app_triggers = futures::stream::select(triggers.apps, sync_rx);
-    let keeping = tokio::spawn(registration::retention::keep(client.clone(), caches.clone(), triggers.retentions));
+    let keeping = tokio::spawn(registration::retention::keep(
+        client.clone(),
+        caches.clone(),
+        selection.namespace.clone(),
+        triggers.retentions,
+    ));
     tokio::join!(
         registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), app_triggers, stopped()),
         consent::run(

@@ -27,8 +27,7 @@ pub struct Retention {
 
 impl Retention {
     /// The annotations recording this retention on `namespace/secret_name`,
-    /// as registrar wrote them before the ledger.
-    #[cfg(test)]
+    /// as registrar wrote them before the ledger (what an upgrade finds).
     pub fn annotations(
         &self,
         namespace: &str,

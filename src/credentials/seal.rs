@@ -169,7 +169,6 @@ impl SealKey {
     /// The seal of a retention (`super::retention`): registrar kept the Secret
     /// `namespace/secret_name` holding `client_id`, whose secret hashes to
     /// `hash` (empty for a public client), when its app was deleted.
-    #[cfg(test)]
     pub fn seal_retention(&self, namespace: &str, secret_name: &str, client_id: &str, hash: &str) -> String {
         let tag = self.retention_mac(namespace, secret_name, client_id, hash).finalize().into_bytes();
         format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(tag))

@@ -572,8 +572,11 @@ impl Decision {
         match self {
             Decision::Mint { client_id, .. } => Some(client_id),
             Decision::Adopt(issued) => Some(&issued.client_id),
-            Decision::Keep { .. } => inputs.app.status.as_ref()?.client_id.as_deref(),
-            Decision::Reject { .. } | Decision::Conflict => None,
+            // Refused or not, an app keeps the Client ID it was issued (an
+            // InvalidSpec app is still served its accepted spec), unless the
+            // ledger gives it to another app.
+            _ if inputs.status_client_id_taken => None,
+            _ => inputs.app.status.as_ref()?.client_id.as_deref(),
         }
     }
 
@@ -1502,6 +1505,41 @@ mod tests {
         for (word, expected) in cases {
             assert_eq!(Import::from_word(word.clone(), &app, uid), expected, "{word:?}");
         }
+    }
+
+    #[test]
+    fn an_app_holds_its_issued_client_id_whatever_the_decision_unless_another_app_does() {
+        let app = with_status(app(), issued_status(1));
+        let observed = observe(&app, &issued(CLIENT_ID, 1));
+        let held = inputs(&app, &observed);
+        for decision in [
+            Decision::Keep { repair_metadata: false },
+            Decision::Conflict,
+            Decision::Reject { reason: reason::INVALID_SPEC, message: String::new() },
+        ] {
+            assert_eq!(decision.client_id(&held), Some(CLIENT_ID), "{decision:?}");
+        }
+        let taken = Inputs { status_client_id_taken: true, ..inputs(&app, &observed) };
+        let refused = Decision::Reject { reason: reason::CLIENT_ID_CONFLICT, message: String::new() };
+        assert_eq!(refused.client_id(&taken), None);
+        let importer = importing("legacy-portal");
+        let fresh = Inputs { import: Some(Import::Free), ..inputs(&importer, &Observed::Missing) };
+        assert_eq!(decide(&fresh).client_id(&fresh), Some("legacy-portal"), "a first mint holds what it issues");
+    }
+
+    #[test]
+    fn a_deleted_app_releases_only_a_client_id_the_server_never_held_as_its() {
+        let mut app = with_status(app(), issued_status(1));
+        assert_eq!(giving_up(&app, false), GiveUp::Revoke, "without a server, everything issued is revoked");
+        assert_eq!(giving_up(&app, true), GiveUp::Revoke);
+        let exists = DesiredCondition::registered(false, reason::CLIENT_EXISTS, "someone else's".to_owned());
+        let now = time(NOW);
+        let conditions = conditions::settle(&[], &[exists], app.metadata.generation, &now);
+        app.status.as_mut().unwrap().conditions = conditions;
+        assert_eq!(giving_up(&app, true), GiveUp::Release, "the server never held registrar's client");
+        app.status.as_mut().unwrap().authorization_server =
+            Some(AuthServerStatus { registered: Some("digest".into()), secret_version: Some(1) });
+        assert_eq!(giving_up(&app, true), GiveUp::Revoke, "registered once: issued, so revoked");
     }
 
     #[test]

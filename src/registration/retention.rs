@@ -25,10 +25,12 @@ use crate::{
     watches::Caches,
 };
 
-/// Looks after retentions until `triggers` ends.
-pub async fn keep(client: Client, caches: Caches, triggers: impl Stream<Item = Key>) {
+/// Looks after retentions until `triggers` ends: those in `namespace` (with
+/// `--watch-namespace`), or in every namespace.
+pub async fn keep(client: Client, caches: Caches, namespace: Option<String>, triggers: impl Stream<Item = Key>) {
     caches.synced().await;
     let clerk = Clerk::new(client.clone(), caches.ledger.clone());
+    // The ledger's retentions here, and sealed records from before the ledger.
     let mut first: Vec<Key> = caches.ledger.retained_secrets();
     first.extend(caches.secrets.keys().into_iter().filter(|key| {
         caches
@@ -36,10 +38,11 @@ pub async fn keep(client: Client, caches: Caches, triggers: impl Stream<Item = K
             .get(&key.0, &key.1)
             .is_some_and(|meta| meta.annotations.is_some_and(|a| a.contains_key(RETAINED_SEAL_ANNOTATION)))
     }));
-    let mut triggers = std::pin::pin!(triggers);
-    for secret in first {
-        look_at(&secret, &client, &caches, &clerk).await;
+    let watched = |secret: &Key| namespace.as_ref().is_none_or(|ns| *ns == secret.0);
+    for secret in first.iter().filter(|s| watched(s)) {
+        look_at(secret, &client, &caches, &clerk).await;
     }
+    let mut triggers = std::pin::pin!(triggers);
     while let Some(secret) = triggers.next().await {
         look_at(&secret, &client, &caches, &clerk).await;
     }

@@ -88,3 +88,106 @@ async fn the_policy_refuses_a_ledger_write_by_anyone_but_registrar() {
     let _ = Api::<ClusterRole>::all(ns.client.clone()).delete(&user, &Default::default()).await;
     ns.delete().await;
 }
+
+/// An upgrade from a registrar without the ledger: every issued app enters it
+/// on the first start — a Ready app and one whose spec turned invalid alike
+/// (it is still served its accepted spec, so it keeps its Client ID) — as
+/// does a retention sealed on its Secret, one create each; the retained
+/// Client ID authenticates; a restart afterwards writes nothing.
+#[tokio::test]
+async fn apps_and_retentions_from_before_the_ledger_enter_it_once() {
+    use k8s_openapi::{ByteString, api::core::v1::Secret};
+    use kube::api::{DeleteParams, ObjectMeta};
+    use registrar::{
+        api::{LedgerState, entry_name},
+        credentials::{
+            ClientSecret,
+            retention::Retention,
+            seal::{DEFAULT_KEY_SECRET, SealKey},
+        },
+    };
+
+    use crate::support::{
+        OPERATOR_NAMESPACE,
+        apps::{apply, confidential, ready_reason, status, wait_app, wait_issued},
+        registry::{Caller, registry_operator},
+    };
+
+    let ns = TestNamespace::new("upgrade").await;
+    install_registrar(&ns.client).await;
+    let (mut operator, port) = registry_operator(&["--watch-namespace", &ns.name]).await;
+    apply(&ns, &confidential("ready")).await;
+    apply(&ns, &confidential("broken")).await;
+    let (ready, _) = wait_issued(&ns, "ready").await;
+    let (broken, _) = wait_issued(&ns, "broken").await;
+    let mut invalid = confidential("broken");
+    invalid.spec.redirect_uris = vec!["https://app.example.com/cb/../admin".into()];
+    apply(&ns, &invalid).await;
+    wait_app(&ns, "broken", "InvalidSpec", |a| ready_reason(a).is_some_and(|(_, r, _)| r == "InvalidSpec")).await;
+    operator.kill();
+
+    // What a registrar before the ledger leaves: no entries, and a retention
+    // sealed on its Secret.
+    let ledger: Api<ClientIdEntry> = Api::all(ns.client.clone());
+    let ids: Vec<String> = [&ready, &broken].iter().map(|a| status(a).client_id.expect("issued")).collect();
+    for id in &ids {
+        ledger.delete(&entry_name(id), &DeleteParams::default()).await.expect("forget the entry");
+    }
+    let key = SealKey::load_or_create(&ns.client, OPERATOR_NAMESPACE, DEFAULT_KEY_SECRET).await.expect("the seal key");
+    let legacy_id = format!("legacy-{:08x}", rand::random::<u32>());
+    let legacy_secret = ClientSecret::mint();
+    let hash = registrar::credentials::hash_now(&legacy_secret).expect("hash");
+    let retention = Retention { client_id: legacy_id.clone(), secret_hash: Some(hash) };
+    let retained = Secret {
+        metadata: ObjectMeta {
+            name: Some("legacy-credentials".into()),
+            labels: Some([("registrar.dev/app".to_string(), "legacy".to_string())].into()),
+            annotations: Some(retention.annotations(&ns.name, "legacy-credentials", "legacy", &key)),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                ("client_id".to_string(), ByteString(legacy_id.clone().into_bytes())),
+                ("client_secret".to_string(), ByteString(legacy_secret.expose().as_bytes().to_vec())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    ns.api::<Secret>().create(&PostParams::default(), &retained).await.expect("the retained Secret");
+
+    operator.restart().await;
+    eventually("every app and the retention to enter the ledger", Duration::from_secs(60), || async {
+        let mut states = Vec::new();
+        for id in ids.iter().chain([&legacy_id]) {
+            states.push(ledger.get_opt(&entry_name(id)).await.ok()??.spec.state);
+        }
+        (states == [LedgerState::Active, LedgerState::Active, LedgerState::Retained]).then_some(())
+    })
+    .await;
+    let caller = Caller::new(&ns, port).await;
+    let (code, answer) = eventually("the retained Client ID to authenticate", Duration::from_secs(60), || async {
+        let answer = caller.authenticate(&legacy_id, legacy_secret.expose()).await;
+        answer.0.is_success().then_some(answer)
+    })
+    .await;
+    assert!(code.is_success() && answer["state"] == json!("retained"), "{answer}");
+    eventually("both apps looked at", Duration::from_secs(60), || async {
+        let reconciled = operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await;
+        (reconciled >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(operator.writes().await, 3.0, "one create per Client ID, nothing else");
+    let broken = ns.api::<registrar::api::AppRegistration>().get("broken").await.expect("broken");
+    assert_eq!(ready_reason(&broken).map(|r| r.1).as_deref(), Some("InvalidSpec"), "still only InvalidSpec");
+
+    operator.restart().await;
+    eventually("both apps looked at again", Duration::from_secs(60), || async {
+        let reconciled = operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}").await;
+        (reconciled >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(operator.writes().await, 0.0, "a restart afterwards writes nothing");
+    let _ = ledger.delete(&entry_name(&legacy_id), &DeleteParams::default()).await;
+    ns.delete().await;
+}
