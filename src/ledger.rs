@@ -34,7 +34,7 @@ use kube::{
     api::{DeleteParams, PostParams, Preconditions},
     runtime::watcher::Event,
 };
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::{
     api::keys::FIELD_MANAGER,
@@ -397,7 +397,12 @@ impl Clerk {
         match self.api.create(&params, &ClientIdEntry::active(client_id, holder.clone())).await {
             Ok(created) => {
                 self.ledger.applied(&created);
-                info!(client_id, namespace = holder.namespace, name = holder.name, "claimed a Client ID in the ledger");
+                debug!(
+                    client_id,
+                    namespace = holder.namespace,
+                    name = holder.name,
+                    "claimed a Client ID in the ledger"
+                );
                 Ok(Claim::Held)
             }
             Err(kube::Error::Api(s)) if s.is_already_exists() => {

@@ -1209,12 +1209,15 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
 
 /// The Client ID a deleted app gives up: the one its status names, when the
 /// ledger has it as this app's (Active, or Retained by a pass of this
-/// deletion that stopped short). An app issued before the ledger existed,
-/// and deleted before its first pass after the upgrade, claims it first, so
-/// that it is revoked (or retained) like any other.
+/// deletion that stopped short), or one it claimed for a first issuance that
+/// never completed. An app issued before the ledger existed, and deleted
+/// before its first pass after the upgrade, claims it first, so that it is
+/// revoked (or retained) like any other.
 async fn held_at_deletion(app: &AppRegistration, ctx: &Context) -> Result<Option<String>, Error> {
-    let Some(id) = app.status.as_ref().and_then(|s| s.client_id.clone()) else { return Ok(None) };
     let holder = ledger::holder_of(app);
+    let Some(id) = app.status.as_ref().and_then(|s| s.client_id.clone()) else {
+        return Ok(ctx.caches.ledger.held_by(&(holder.namespace.clone(), holder.name.clone()), uid(app)));
+    };
     let ours = match ctx.caches.ledger.word(&id) {
         Word::Standing(standing) => {
             standing.holder == (holder.namespace.clone(), holder.name.clone()) && standing.uid == uid(app)

@@ -28,15 +28,16 @@ use crate::{admin_server::Gate, metrics::Metrics};
 /// How often the certificate files are checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);
 
-/// Serves `app` until the process ends.
-/// Serves `app` until the process ends; opens `listening` once the socket is bound.
+/// Serves `app` until the process ends; opens `listening` once the socket is
+/// bound, and says where (the port chosen, for an address with port 0).
 pub async fn serve(settings: &Settings, app: Router, metrics: Metrics, listening: Gate) -> Result<(), ServeError> {
     let limited = Limited { permits: Arc::new(Semaphore::new(settings.max_connections.max(1))), metrics };
     let service = app.into_make_service();
     let handle = axum_server::Handle::new();
     let bound = handle.clone();
     tokio::spawn(async move {
-        if bound.listening().await.is_some() {
+        if let Some(addr) = bound.listening().await {
+            info!(%addr, "the registry API listens");
             listening.open();
         }
     });

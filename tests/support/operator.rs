@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -12,9 +12,15 @@ use std::{
 use super::{control_plane, eventually};
 
 /// A running operator process. Killed when dropped.
+///
+/// It binds its own ports (`127.0.0.1:0`) and the harness reads from its log
+/// which it got: a port chosen free by the harness and bound later by the
+/// operator can be taken by another process meanwhile.
 pub struct Operator {
     kubeconfig: PathBuf,
     metrics_addr: String,
+    /// The registry's port, once bound (kept across restarts).
+    registry_port: Option<u16>,
     log: PathBuf,
     extra_args: Vec<String>,
     child: Option<Child>,
@@ -38,6 +44,7 @@ impl Operator {
         let mut operator = Operator {
             kubeconfig,
             metrics_addr: String::new(),
+            registry_port: None,
             log,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -47,12 +54,18 @@ impl Operator {
     }
 
     async fn spawn(&mut self) {
-        // A free loopback port for /metrics; released just before the operator binds it.
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        self.metrics_addr = format!("127.0.0.1:{port}");
+        // A restarted operator serves the registry where it did before.
+        if let Some(port) = self.registry_port {
+            for arg in &mut self.extra_args {
+                if arg == "127.0.0.1:0" {
+                    *arg = format!("127.0.0.1:{port}");
+                }
+            }
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open operator log");
+        let from = log.metadata().map_or(0, |m| m.len() as usize);
         let child = Command::new(env!("CARGO_BIN_EXE_registrar"))
-            .args(["--metrics-addr", &self.metrics_addr])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(&self.extra_args)
             .env("KUBECONFIG", &self.kubeconfig)
@@ -63,12 +76,38 @@ impl Operator {
             .spawn()
             .expect("start the registrar binary");
         self.child = Some(child);
-        let addr = self.metrics_addr.clone();
-        eventually("the operator to become ready", Duration::from_secs(60), || {
-            let addr = addr.clone();
-            async move { (http_get(&addr, "/readyz").await?.0 == 200).then_some(()) }
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let said = self.log().get(from..).unwrap_or_default().to_owned();
+            if let Some(addr) = logged_addr(&said, "serving /metrics, /healthz and /readyz") {
+                self.metrics_addr = addr;
+                // Ready means the registry listens, when it is on: it said where first.
+                if http_get(&self.metrics_addr, "/readyz").await.is_some_and(|(status, _)| status == 200) {
+                    let said = self.log().get(from..).unwrap_or_default().to_owned();
+                    let registry = logged_addr(&said, "the registry API listens");
+                    if let Some(port) = registry.and_then(|a| a.rsplit(':').next()?.parse().ok()) {
+                        self.registry_port = Some(port);
+                    }
+                    return;
+                }
+            }
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || tokio::time::Instant::now() >= deadline {
+                // What it said is what a reader of a failed run needs.
+                let tail: Vec<&str> = said.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "the operator did not become ready within 60s (exit: {exited:?}); its last lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The port the registry API listens on, when the operator serves it.
+    pub fn registry_port(&self) -> Option<u16> {
+        self.registry_port
     }
 
     /// The operator's process ID.
@@ -136,6 +175,14 @@ impl Drop for Operator {
         self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// The address in the first JSON log line whose message is `message`.
+fn logged_addr(log: &str, message: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).ok()?;
+        (line.get("message")?.as_str()? == message).then(|| line.get("addr")?.as_str().map(str::to_owned))?
+    })
 }
 
 /// A minimal HTTP/1.0 GET on loopback: (status, body).

@@ -16,7 +16,7 @@ use kube::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{TestNamespace, eventually, free_port, operator::Operator};
+use super::{TestNamespace, eventually, operator::Operator};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -156,10 +156,12 @@ pub fn secret_of(secret: &Secret) -> String {
     String::from_utf8(secret.data.as_ref().expect("data")["client_secret"].0.clone()).expect("utf-8")
 }
 
+/// An operator serving the registry over plain HTTP on a loopback port it
+/// binds itself, and that port.
 pub async fn registry_operator(args: &[&str]) -> (Operator, u16) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut all = vec!["--registry-addr", &addr, "--registry-insecure-http"];
+    let mut all = vec!["--registry-addr", "127.0.0.1:0", "--registry-insecure-http"];
     all.extend_from_slice(args);
-    (Operator::start_with(&all).await, port)
+    let operator = Operator::start_with(&all).await;
+    let port = operator.registry_port().expect("the registry's port");
+    (operator, port)
 }
