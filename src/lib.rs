@@ -15,6 +15,7 @@ pub mod cli;
 pub mod consent;
 pub mod credentials;
 pub mod index;
+pub mod kept;
 pub mod leadership;
 pub mod ledger;
 pub mod metrics;

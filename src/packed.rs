@@ -189,7 +189,7 @@ impl PackedApp {
 impl<'de> Deserialize<'de> for PackedApp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut app = AppRegistration::deserialize(deserializer)?;
-        crate::watches::slim(&mut app);
+        crate::kept::app(&mut app);
         Ok(PackedApp::new(&app))
     }
 }

@@ -51,6 +51,7 @@ use crate::{
     consent::visibility::ORGANIZATION_LABEL,
     credentials::{layout::APP_LABEL, retention::RETAINED_SEAL_ANNOTATION, seal::SealKey},
     index::{Index, Key},
+    kept,
     ledger::Ledger,
     packed::{self, PackedApp},
 };
@@ -319,7 +320,8 @@ pub fn start(
     let app_events = reflector(app_writer, watcher(api::<PackedApp>(client, ns), selected.clone())).default_backoff();
     let (consents, consent_writer) = reflector::store();
     let consent_events =
-        reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(slim)).default_backoff();
+        reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(kept::consent))
+            .default_backoff();
     let secrets = SecretMetas::default();
     let secret_events =
         watcher(api::<PartialObjectMeta<Secret>>(client, ns), config().labels(APP_LABEL)).default_backoff();
@@ -330,14 +332,16 @@ pub fn start(
     let (namespaces, namespace_writer) = reflector::store();
     let namespace_events = reflector(
         namespace_writer,
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(slim),
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(kept::namespace),
     )
     .default_backoff();
 
     let (policies, policy_writer) = reflector::store();
-    let policy_events =
-        reflector(policy_writer, watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(slim))
-            .default_backoff();
+    let policy_events = reflector(
+        policy_writer,
+        watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(kept::policy),
+    )
+    .default_backoff();
 
     // The ledger is read whatever this instance selects: a Client ID is one
     // cluster-wide. Kept only as the read model holds it (no store).
@@ -384,20 +388,6 @@ pub fn start(
     };
     let triggers = Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, retentions: retention_rx, gate };
     (caches, triggers, drive)
-}
-
-/// Drops what registrar never reads before an object enters a cache:
-/// managedFields and kubectl's last-applied copy are often larger than the
-/// rest of the object, and would be held for every app and Secret.
-pub(crate) fn slim<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = &mut meta.annotations {
-        annotations.remove(LAST_APPLIED);
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
 }
 
 /// The metadata of registrar's Secrets (those labelled `registrar.dev/app`),
@@ -464,30 +454,11 @@ impl SecretMetas {
     }
 }
 
-/// What registrar reads of a Secret's metadata, packed (name and namespace
-/// are the key; managed fields, kubectl's last-applied copy, owners other than
-/// the controller and the timestamps are dropped).
+/// What registrar reads of a Secret's metadata ([`kept::secret_meta`]),
+/// packed (name and namespace are the key).
 fn compact(meta: &ObjectMeta) -> Box<[u8]> {
-    let mut annotations = meta.annotations.clone();
-    if let Some(map) = &mut annotations {
-        map.remove(LAST_APPLIED);
-    }
-    let kept = ObjectMeta {
-        resource_version: meta.resource_version.clone(),
-        labels: meta.labels.clone().filter(|m| !m.is_empty()),
-        annotations: annotations.filter(|m| !m.is_empty()),
-        owner_references: meta
-            .owner_references
-            .as_ref()
-            .map(|refs| refs.iter().filter(|o| o.controller == Some(true)).cloned().collect::<Vec<_>>())
-            .filter(|refs| !refs.is_empty()),
-        ..Default::default()
-    };
-    packed::pack(packed::Kind::SecretMeta, &kept)
+    packed::pack(packed::Kind::SecretMeta, &kept::secret_meta(meta))
 }
-
-/// The annotation `kubectl apply` (client-side) keeps a full copy of the object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Consumes one watch, handing each event to `handle`, and reports its first
 /// full list to `listed`.
@@ -679,7 +650,7 @@ mod tests {
             labels: Some(BTreeMap::from([(APP_LABEL.into(), "billing".into())])),
             annotations: Some(BTreeMap::from([
                 ("registrar.dev/seal".into(), "sealed".into()),
-                (LAST_APPLIED.into(), "{\"a huge\": \"copy\"}".into()),
+                ("kubectl.kubernetes.io/last-applied-configuration".into(), "{\"a huge\": \"copy\"}".into()),
             ])),
             owner_references: Some(vec![owner("billing", true), owner("someone-else", false)]),
             managed_fields: Some(vec![ManagedFieldsEntry::default()]),
@@ -699,7 +670,7 @@ mod tests {
         assert_eq!(meta.labels.unwrap()[APP_LABEL], "billing");
         let annotations = meta.annotations.unwrap();
         assert_eq!(annotations["registrar.dev/seal"], "sealed");
-        assert!(!annotations.contains_key(LAST_APPLIED));
+        assert!(!annotations.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
         let owners = meta.owner_references.unwrap();
         assert_eq!(owners.len(), 1, "only the controller reference");
         assert_eq!(owners[0].uid, "uid-billing");

@@ -127,20 +127,13 @@ impl SecretLayout {
     /// The extra labels and annotations a Secret (of `meta`) still carries that
     /// registrar wrote (its record says so) and this layout no longer wants.
     pub fn stale_extras(&self, meta: &ObjectMeta) -> (Vec<String>, Vec<String>) {
-        let record = meta.annotations.as_ref().and_then(|a| a.get(EXTRA_KEYS_ANNOTATION)).cloned().unwrap_or_default();
-        let listed = |kind: &str| -> Vec<String> {
-            record
-                .split(';')
-                .find_map(|part| part.strip_prefix(kind)?.strip_prefix('='))
-                .map(|keys| keys.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
+        let (recorded_labels, recorded_annotations) = recorded_extras(meta);
         let present = |map: &Option<BTreeMap<String, String>>, k: &str| map.as_ref().is_some_and(|m| m.contains_key(k));
-        let labels = listed("labels")
+        let labels = recorded_labels
             .into_iter()
             .filter(|k| !self.extra_labels.contains_key(k) && present(&meta.labels, k))
             .collect();
-        let mut annotations: Vec<String> = listed("annotations")
+        let mut annotations: Vec<String> = recorded_annotations
             .into_iter()
             .filter(|k| !self.extra_annotations.contains_key(k) && present(&meta.annotations, k))
             .collect();
@@ -312,6 +305,21 @@ pub struct OwnedSecret {
     /// (issuer, token URL) registrar sets are all present and current.
     pub metadata_current: bool,
     pub resource_version: Option<String>,
+}
+
+/// The extra label and annotation keys a Secret's record says registrar
+/// wrote there (`registrar.dev/extra-keys`: `labels=a,b;annotations=c`).
+pub fn recorded_extras(meta: &ObjectMeta) -> (Vec<String>, Vec<String>) {
+    let record = meta.annotations.as_ref().and_then(|a| a.get(EXTRA_KEYS_ANNOTATION)).map(String::as_str);
+    let listed = |kind: &str| -> Vec<String> {
+        record
+            .unwrap_or_default()
+            .split(';')
+            .find_map(|part| part.strip_prefix(kind)?.strip_prefix('='))
+            .map(|keys| keys.split(',').filter(|k| !k.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    (listed("labels"), listed("annotations"))
 }
 
 #[cfg(test)]

@@ -286,11 +286,13 @@ async fn reconcile_with_finalizer(app: &AppRegistration, ctx: &Context) -> Resul
             ])
         };
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        let patched = api
+        let mut patched = api
             .patch(&app.name_any(), &params, &json_patch(patch))
             .await
             .map_err(|e| Error::kube(Step::AddFinalizer, key(app), e))?;
-        // Applied from the object as patched: its resourceVersion is the status write's precondition.
+        // Applied from the object as patched (its resourceVersion is the status
+        // write's precondition), read as the cache keeps it.
+        crate::kept::app(&mut patched);
         return apply(&patched, ctx).await;
     }
     apply(app, ctx).await

@@ -256,3 +256,13 @@ async fn a_refused_workload_restart_never_leaves_a_rotation_half_done() {
         .expect("delete the policy");
     ns.delete().await;
 }
+
+/// mallory's apps and consents with 240 KB of annotations each cost the
+/// operator less than 2 MiB (with the policies she cannot label a Secret as
+/// registrar's; the bare binary tries that too).
+#[tokio::test]
+async fn annotations_of_a_tenant_do_not_grow_the_operators_memory() {
+    let t = crate::support::tenants::Tenants::new("stuffed").await;
+    crate::support::memory_attacks::annotations_of_a_tenant_do_not_grow_the_operator(&t, false).await;
+    t.delete().await;
+}

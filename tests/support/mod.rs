@@ -23,6 +23,7 @@ pub mod apps;
 pub mod helm;
 pub mod hydra;
 pub mod ledger_attacks;
+pub mod memory_attacks;
 pub mod operator;
 pub mod proxies;
 pub mod registry;
