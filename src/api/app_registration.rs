@@ -164,8 +164,12 @@ pub struct AppRegistrationSpec {
     /// Who owns the app: a user or a group that must be able to manage it
     /// (update AppRegistrations in this namespace). Default: the user who
     /// registered it. An owner who can no longer manage it is replaced by the
-    /// organization's owner (status.owner says who is in effect).
+    /// organization's owner (status.owner says who is in effect). Never a
+    /// `system:` user or group (the apiserver's own identities, which may
+    /// always manage everything: ownership would never pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.name.startsWith('system:')").message("spec.owner may not name a system: user or group (the cluster's own identities, which never lose access, so ownership would never pass); name a person or a team's group"))]
+    #[x_kube(validation = Rule::new("!self.name.matches('[\\\\x00-\\\\x1f\\\\x7f]')").message("spec.owner.name must not contain control characters"))]
     pub owner: Option<Owner>,
 }
 

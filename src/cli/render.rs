@@ -30,16 +30,52 @@ pub fn paint(style: Style, text: &str) -> String {
     format!("{style}{text}{style:#}")
 }
 
-/// Prints to stdout, colours stripped when it is not a terminal.
+/// Prints to stdout, colours stripped when it is not a terminal, control
+/// characters made visible ([`visible`]).
 pub fn out(text: &str) {
     let mut stdout = anstream::stdout();
-    let _ = writeln!(stdout, "{text}");
+    let _ = writeln!(stdout, "{}", visible(text));
 }
 
-/// Prints to stderr, colours stripped when it is not a terminal.
+/// Prints to stderr, like [`out`].
 pub fn note(text: &str) {
     let mut stderr = anstream::stderr();
-    let _ = writeln!(stderr, "{text}");
+    let _ = writeln!(stderr, "{}", visible(text));
+}
+
+/// The SGR parameters the plugin's own styles use (bold, dim, red, green,
+/// yellow, and their resets): the only escape sequences printed as such.
+const OWN_SGR: &[&str] = &["0", "1", "2", "22", "31", "32", "33", "39"];
+
+/// `text` with every control character but the line breaks the plugin lays
+/// out made visible (`\u{1b}`), so that nothing read from the cluster — a
+/// name, a display name, an owner, a message — can move the cursor, clear
+/// the screen, retitle the terminal or hide text. The plugin's own colours
+/// (select graphic rendition with the parameters it uses) pass.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\u{1b}'
+            && let Some(params) = rest.strip_prefix("\u{1b}[").and_then(|r| r.split_once('m')).map(|(p, _)| p)
+            && params.split(';').all(|p| OWN_SGR.contains(&p))
+        {
+            let sequence = 2 + params.len() + 1;
+            shown.push_str(&rest[..sequence]);
+            rest = &rest[sequence..];
+            continue;
+        }
+        if c.is_control() && c != '\n' {
+            shown.push_str(&c.escape_unicode().to_string());
+        } else {
+            shown.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    std::borrow::Cow::Owned(shown)
 }
 
 /// A spinner on stderr while the plugin waits; invisible off a terminal.
@@ -134,6 +170,20 @@ mod tests {
         let rows = vec![vec!["billing-portal".to_owned(), paint(GOOD, "yes")], vec!["crm".to_owned(), "no".to_owned()]];
         let text = anstream::adapter::strip_str(&table(&["NAME", "CONSENTED"], &rows)).to_string();
         assert_eq!(text, "NAME             CONSENTED\nbilling-portal   yes\ncrm              no");
+    }
+
+    #[test]
+    fn control_characters_from_the_cluster_are_shown_not_obeyed() {
+        let owner = "mallory\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[8mhidden\r";
+        let line = format!("Owner: {}", paint(BOLD, owner));
+        let shown = visible(&line);
+        assert!(shown.starts_with("Owner: \u{1b}[1m"), "the plugin's own bold passes: {shown:?}");
+        assert!(shown.ends_with("\u{1b}[0m"), "{shown:?}");
+        let inner = &shown["Owner: \u{1b}[1m".len()..shown.len() - "\u{1b}[0m".len()];
+        assert!(!inner.chars().any(char::is_control), "{inner:?}");
+        assert!(inner.contains("\\u{1b}]0;pwned\\u{7}") && inner.contains("\\u{1b}[8m"), "{inner:?}");
+        assert_eq!(visible("two\nlines"), "two\nlines", "line breaks are the plugin's own");
+        assert_eq!(visible("tab\there"), "tab\\u{9}here");
     }
 
     #[test]

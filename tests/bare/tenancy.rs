@@ -204,3 +204,12 @@ async fn annotations_of_a_tenant_do_not_grow_the_operators_memory() {
     crate::support::memory_attacks::annotations_of_a_tenant_do_not_grow_the_operator(&t, true).await;
     t.delete().await;
 }
+
+/// Without the policies the CRD still refuses `system:` owners and owner
+/// names with control characters.
+#[tokio::test]
+async fn unreal_owners_are_refused_by_the_crd() {
+    let t = Tenants::new("owners").await;
+    crate::support::tenants::unreal_owners_are_refused(&t).await;
+    t.delete().await;
+}

@@ -266,3 +266,61 @@ async fn annotations_of_a_tenant_do_not_grow_the_operators_memory() {
     crate::support::memory_attacks::annotations_of_a_tenant_do_not_grow_the_operator(&t, false).await;
     t.delete().await;
 }
+
+/// Owners are real and clean. The CRD refuses `system:` owners and control
+/// characters; with the policies, mallory may name only herself or a group
+/// she is in — when she sets an owner and when she changes it — while a
+/// cluster admin (or a GitOps tool holding admin rights) names anyone.
+#[tokio::test]
+async fn owners_are_real_and_clean() {
+    use registrar::api::Owner;
+
+    use crate::support::{
+        control_plane,
+        tenants::{MALLORY, unreal_owners_are_refused},
+    };
+
+    let setup = TestNamespace::new("owner-setup").await;
+    install_registrar(&setup.client).await;
+    let t = Tenants::new("owners").await;
+    unreal_owners_are_refused(&t).await;
+
+    let apps: Api<AppRegistration> = Api::namespaced(t.mallory.clone(), &t.a.name);
+    let owned = |name: &str, owner: Owner| {
+        let mut app = t.labelled(confidential(name));
+        app.spec.owner = Some(owner);
+        app
+    };
+    // The policy takes effect asynchronously: the first refusal is awaited.
+    let message = eventually("the owner policy to refuse naming someone else", TIMEOUT, || async {
+        match gitops_apply(&apps, &owned("owned", Owner::user("alice"))).await {
+            Err(kube::Error::Api(status)) => Some(status.message),
+            Ok(_) => {
+                let _ = apps.delete("owned", &DeleteParams::default()).await;
+                None
+            }
+            Err(_) => None,
+        }
+    })
+    .await;
+    assert!(message.contains("you may name only yourself (mallory)"), "{message}");
+
+    gitops_apply(&apps, &owned("owned", Owner::user(MALLORY))).await.expect("mallory names herself");
+    let app =
+        wait_app(&t.a, "owned", "mallory to own her app", |a| status(a).owner.is_some_and(|o| o.name == MALLORY)).await;
+    assert!(ready_reason(&app).is_some_and(|r| r.0 == "True"));
+    let handed = gitops_apply(&apps, &owned("owned", Owner::user("alice"))).await;
+    assert!(handed.is_err(), "nor may she hand her app to someone else: {handed:?}");
+
+    let in_group = control_plane().client_as_in(MALLORY, &["team-a-admins"]).await;
+    let grouped: Api<AppRegistration> = Api::namespaced(in_group, &t.a.name);
+    gitops_apply(&grouped, &owned("team-owned", Owner::group("team-a-admins"))).await.expect("a group she is in");
+    let refused = gitops_apply(&grouped, &owned("other-owned", Owner::group("platform-admins"))).await;
+    let Err(kube::Error::Api(status)) = refused else { panic!("a group she is not in was accepted: {refused:?}") };
+    assert!(status.message.contains("the group platform-admins"), "{}", status.message);
+
+    // A cluster admin hands the app to alice.
+    gitops_apply(&t.a.api(), &owned("owned", Owner::user("alice"))).await.expect("an admin names anyone");
+    t.delete().await;
+    setup.delete().await;
+}

@@ -130,7 +130,19 @@ impl ControlPlane {
 
     /// A client that impersonates `user`.
     pub async fn client_as(&self, user: &str) -> Client {
-        let kubeconfig = Kubeconfig::read_from(self.impersonating_kubeconfig(user)).expect("read kubeconfig");
+        self.client_as_in(user, &[]).await
+    }
+
+    /// A client that impersonates `user` in `groups` (`--as-group`).
+    pub async fn client_as_in(&self, user: &str, groups: &[&str]) -> Client {
+        let mut kubeconfig = Kubeconfig::read_from(self.impersonating_kubeconfig(user)).expect("read kubeconfig");
+        if !groups.is_empty() {
+            for named in &mut kubeconfig.auth_infos {
+                if let Some(auth) = named.auth_info.as_mut() {
+                    auth.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+                }
+            }
+        }
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("config");
         Client::try_from(config).expect("client")
     }

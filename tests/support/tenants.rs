@@ -202,3 +202,22 @@ pub async fn replace_secret(client: &Client, namespace: &str, forged: &Secret) -
         api.create(&PostParams::default(), &body).await
     }
 }
+
+/// mallory's attempts at naming owners that are not real (a `system:` group,
+/// a name with terminal escape sequences): the CRD refuses both, with or
+/// without the admission policies. Returns nothing; panics on a refusal missing.
+pub async fn unreal_owners_are_refused(t: &Tenants) {
+    let apps: Api<AppRegistration> = Api::namespaced(t.mallory.clone(), &t.a.name);
+    for (owner, says) in [
+        (registrar::api::Owner::group("system:masters"), "may not name a system: user or group"),
+        (registrar::api::Owner::user("system:admin"), "may not name a system: user or group"),
+        (registrar::api::Owner::user("alice\u{1b}]0;pwned\u{7}\u{1b}[2J"), "must not contain control characters"),
+    ] {
+        let mut app = t.labelled(confidential("owned"));
+        app.spec.owner = Some(owner.clone());
+        let refused = gitops_apply(&apps, &app).await;
+        let Err(kube::Error::Api(status)) = &refused else { panic!("{owner:?} was accepted: {refused:?}") };
+        assert!(status.message.contains(says), "{owner:?}: {}", status.message);
+    }
+    assert!(apps.get_opt("owned").await.expect("get").is_none(), "nothing was stored");
+}
