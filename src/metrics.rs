@@ -76,6 +76,7 @@ pub struct Metrics {
     pub registry_connections: Gauge,
     pub registry_connections_refused: Counter,
     pub registry_token_refusals: Family<ReasonLabels, Counter>,
+    pub registry_token_throttled: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -287,6 +288,14 @@ impl Metrics {
             "Connections the registry API closed at once: it held as many as it allows",
             registry_connections_refused.clone(),
         );
+        let registry_token_throttled = Counter::default();
+        register(
+            &mut registry,
+            &mut families,
+            "registry_callers_throttled",
+            "Registry callers turned away without a TokenReview: their source presented too many refused tokens",
+            registry_token_throttled.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             families: Arc::new(families),
@@ -312,6 +321,7 @@ impl Metrics {
             registry_connections,
             registry_connections_refused,
             registry_token_refusals,
+            registry_token_throttled,
         }
     }
 

@@ -7,9 +7,16 @@
 //! authorization checks): a RoleBinding in namespace A reaches A's clients
 //! only, a ClusterRoleBinding every namespace. Answers are cached briefly
 //! (a grant or an authentication 30 s, a refusal 2 s), keyed by a SHA-256 of
-//! the token, never the token itself.
+//! the token, never the token itself. Tokens the apiserver refuses cost each
+//! source address a budget (a burst of 10, then 2 a second): past it, a new
+//! token from there is turned away (429) without a TokenReview, so random
+//! tokens cannot make the registry flood the apiserver.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::{
     authentication::v1::{TokenReview, TokenReviewSpec, UserInfo},
@@ -25,6 +32,11 @@ use crate::metrics::{CacheLabels, Metrics};
 
 const TTL: Duration = Duration::from_secs(30);
 const REFUSAL_TTL: Duration = Duration::from_secs(2);
+/// Refused tokens a source may present at once, and then per second.
+const REFUSED_BURST: f64 = 10.0;
+const REFUSED_PER_SECOND: f64 = 2.0;
+/// The namespace of a SubjectAccessReview about every namespace.
+pub const EVERY_NAMESPACE: &str = "";
 /// Bound of each cache.
 const MAX_ENTRIES: u64 = 10_000;
 
@@ -55,6 +67,34 @@ pub enum Refusal {
     Forbidden,
     /// The apiserver could not be asked: 503.
     Unavailable,
+    /// Too many refused tokens from this source: 429, retry after this long.
+    Throttled(Duration),
+}
+
+/// What a source may still spend on refused tokens: a burst, refilled at a
+/// steady rate.
+#[derive(Debug)]
+struct Budget {
+    left: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(now: Instant) -> Self {
+        Budget { left: REFUSED_BURST, at: now }
+    }
+
+    /// Whether a new token may be reviewed now; if not, how long until one may.
+    fn allows(&mut self, now: Instant) -> Result<(), Duration> {
+        let refilled = now.saturating_duration_since(self.at).as_secs_f64() * REFUSED_PER_SECOND;
+        self.left = (self.left + refilled).min(REFUSED_BURST);
+        self.at = now;
+        if self.left >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - self.left) / REFUSED_PER_SECOND)) }
+    }
+
+    fn spend(&mut self) {
+        self.left -= 1.0;
+    }
 }
 
 /// An authenticated caller.
@@ -71,6 +111,8 @@ pub struct Callers {
     metrics: Metrics,
     users: Cache<[u8; 32], UserInfo>,
     unknown_tokens: Cache<[u8; 32], ()>,
+    /// What each source address may still spend on refused tokens.
+    budgets: Cache<IpAddr, Arc<Mutex<Budget>>>,
     /// (token, verb, namespace) → allowed.
     grants: Cache<([u8; 32], &'static str, String), bool>,
     refusals: Cache<([u8; 32], &'static str, String), bool>,
@@ -92,6 +134,11 @@ impl Callers {
             metrics,
             users: cache(TTL),
             unknown_tokens: cache(REFUSAL_TTL),
+            // Idle for a burst's refill time, a source's budget is whole again.
+            budgets: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .time_to_idle(Duration::from_secs_f64(REFUSED_BURST / REFUSED_PER_SECOND))
+                .build(),
             grants: cache(TTL),
             refusals: cache(REFUSAL_TTL),
         }
@@ -101,8 +148,8 @@ impl Callers {
         self.metrics.registry_cache_hits.get_or_create(&CacheLabels { cache: cache.into() }).inc();
     }
 
-    /// Authenticates the bearer token of a request.
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, Refusal> {
+    /// Authenticates the bearer token of a request from `source`.
+    pub async fn authenticate(&self, token: Option<&str>, source: IpAddr) -> Result<Caller, Refusal> {
         let token = token.ok_or(Refusal::Unauthenticated)?;
         let token_key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(user) = self.users.get(&token_key) {
@@ -113,6 +160,12 @@ impl Callers {
             self.hit("token");
             return Err(Refusal::Unauthenticated);
         }
+        let budget = self.budgets.get_with(source, || Arc::new(Mutex::new(Budget::new(Instant::now()))));
+        let spend = |budget: &Mutex<Budget>| budget.lock().unwrap_or_else(|p| p.into_inner()).spend();
+        budget.lock().unwrap_or_else(|p| p.into_inner()).allows(Instant::now()).map_err(|after| {
+            self.metrics.registry_token_throttled.inc();
+            Refusal::Throttled(after)
+        })?;
         match self.review(token).await? {
             Some(user) => {
                 self.users.insert(token_key, user.clone());
@@ -120,6 +173,7 @@ impl Callers {
             }
             None => {
                 self.unknown_tokens.insert(token_key, ());
+                spend(&budget);
                 Err(Refusal::Unauthenticated)
             }
         }
@@ -194,5 +248,27 @@ impl Callers {
                 Refusal::Unavailable
             })?;
         Ok(answer.status.is_some_and(|s| s.allowed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_spends_a_burst_of_refused_tokens_then_two_a_second() {
+        let start = Instant::now();
+        let mut budget = Budget::new(start);
+        for _ in 0..10 {
+            assert!(budget.allows(start).is_ok());
+            budget.spend();
+        }
+        let wait = budget.allows(start).expect_err("the burst is spent");
+        assert!(wait <= Duration::from_millis(500) && wait > Duration::ZERO, "{wait:?}");
+        assert!(budget.allows(start + Duration::from_millis(500)).is_ok(), "one more after half a second");
+        budget.spend();
+        assert!(budget.allows(start + Duration::from_millis(600)).is_err());
+        assert!(budget.allows(start + Duration::from_secs(60)).is_ok());
+        assert!(budget.left <= REFUSED_BURST, "never more than a burst");
     }
 }

@@ -21,11 +21,16 @@ pub mod client_auth;
 mod server;
 pub mod verifier;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -119,6 +124,7 @@ impl IntoResponse for Failure {
             Failure::Caller(Refusal::Unavailable) | Failure::NotReady => {
                 (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the registry is not ready")
             }
+            Failure::Caller(Refusal::Throttled(after)) => return Failure::Busy(after).into_response(),
             Failure::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such client"),
             Failure::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed"),
             Failure::Busy(after) => {
@@ -146,10 +152,18 @@ fn served(app: &AppRegistration) -> AcceptedSpec {
 }
 
 impl Registry {
-    /// Authenticates the caller's bearer token.
-    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Failure> {
+    /// Authenticates the caller's bearer token; `source` is where it called from.
+    async fn caller(&self, headers: &HeaderMap, source: IpAddr) -> Result<Caller, Failure> {
         let token = caller_authorization(headers).and_then(|v| v.to_str().ok()).and_then(bearer);
-        Ok(self.callers.authenticate(token).await?)
+        Ok(self.callers.authenticate(token, source).await?)
+    }
+
+    /// A Client ID the registry places in no namespace (unknown, revoked,
+    /// released): only a caller allowed in every namespace learns which; any
+    /// other gets the answer it gets for another namespace's client (403),
+    /// whatever the Client ID.
+    async fn unplaced(&self, caller: &Caller, access: Access) -> Result<(), Failure> {
+        Ok(self.callers.authorize(caller, access, callers::EVERY_NAMESPACE).await?)
     }
 
     fn ready(&self) -> Result<(), Failure> {
@@ -270,7 +284,10 @@ impl Registry {
                 (identity, accepted)
             }
             None => {
-                let (identity, hash) = self.retained(client_id).ok_or(Failure::InvalidClient)?;
+                let Some((identity, hash)) = self.retained(client_id) else {
+                    self.unplaced(caller, Access::Check).await?;
+                    return Err(Failure::InvalidClient);
+                };
                 self.callers.authorize(caller, Access::Check, &identity.namespace).await?;
                 (identity, hash.into_iter().collect())
             }
@@ -323,14 +340,18 @@ struct ClientView {
 
 async fn lookup(
     State(registry): State<Arc<Registry>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    let caller = registry.caller(&headers).await?;
+    let caller = registry.caller(&headers, source.ip()).await?;
     registry.ready()?;
     let Some((app, deleting)) = registry.client(&client_id) else {
         // Retained: it still authenticates; there is no app to describe.
-        let (identity, hash) = registry.retained(&client_id).ok_or(Failure::NotFound)?;
+        let Some((identity, hash)) = registry.retained(&client_id) else {
+            registry.unplaced(&caller, Access::Read).await?;
+            return Err(Failure::NotFound);
+        };
         registry.callers.authorize(&caller, Access::Read, &identity.namespace).await?;
         let body = json!({
             "clientId": client_id,
@@ -387,10 +408,11 @@ struct Authenticated {
 
 async fn authenticate(
     State(registry): State<Arc<Registry>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Authenticated>, Failure> {
-    let caller = registry.caller(&headers).await?;
+    let caller = registry.caller(&headers, source.ip()).await?;
     registry.ready()?;
     let (client_id, secret) = credentials(&headers, &body).ok_or(Failure::InvalidClient)?;
     let identity = registry.authenticate(&caller, &client_id, &secret).await?;
@@ -405,11 +427,12 @@ async fn authenticate(
 
 async fn authorize_check(
     State(registry): State<Arc<Registry>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Path(client_id): Path<String>,
     headers: HeaderMap,
     Json(request): Json<AuthorizeRequest>,
 ) -> Result<Response, Failure> {
-    let caller = registry.caller(&headers).await?;
+    let caller = registry.caller(&headers, source.ip()).await?;
     registry.ready()?;
     if request.group.is_empty() {
         return Err(Failure::BadRequest("group (the namespace the user acts in) is required"));
@@ -421,8 +444,13 @@ async fn authorize_check(
             let allowed = registry.policy_allows(&app, &request.group);
             authorize(&served, deleting, allowed, registry.granted_scopes(&app, &request.group).as_deref(), &request)
         }
-        None if registry.caches.ledger.is_revoked(&client_id) => Err(authorize::Denial::Revoked),
-        None => return Err(Failure::NotFound),
+        None => {
+            registry.unplaced(&caller, Access::Check).await?;
+            if !registry.caches.ledger.is_revoked(&client_id) {
+                return Err(Failure::NotFound);
+            }
+            Err(authorize::Denial::Revoked)
+        }
     };
     Ok(match decision {
         Ok(()) => Json(json!({ "allowed": true })).into_response(),
@@ -476,11 +504,12 @@ struct TokenHookRequest {
 /// that are not registrar's pass.
 async fn hydra_token_hook(
     State(registry): State<Arc<Registry>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Query(query): Query<TokenHookQuery>,
     headers: HeaderMap,
     Json(hook): Json<TokenHook>,
 ) -> Result<Response, Failure> {
-    let caller = registry.caller(&headers).await?;
+    let caller = registry.caller(&headers, source.ip()).await?;
     registry.ready()?;
     let extra = hook.session.extra.unwrap_or_default();
     let Some(group) = extra.get(&query.group_claim).and_then(serde_json::Value::as_str).filter(|g| !g.is_empty())
@@ -495,8 +524,13 @@ async fn hydra_token_hook(
             let granted = registry.granted_scopes(&app, group);
             token_allowed(&served(&app), deleting, allowed, granted.as_deref(), &hook.request.granted_scopes)
         }
-        None if registry.caches.ledger.is_revoked(client_id) => Err(authorize::Denial::Revoked),
-        None => return Ok(StatusCode::NO_CONTENT.into_response()),
+        None => {
+            registry.unplaced(&caller, Access::Check).await?;
+            if !registry.caches.ledger.is_revoked(client_id) {
+                return Ok(StatusCode::NO_CONTENT.into_response());
+            }
+            Err(authorize::Denial::Revoked)
+        }
     };
     Ok(match decision {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -517,17 +551,22 @@ struct CatalogQuery {
 
 async fn catalog(
     State(registry): State<Arc<Registry>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
     Query(query): Query<CatalogQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, Failure> {
-    let caller = registry.caller(&headers).await?;
+    let caller = registry.caller(&headers, source.ip()).await?;
     registry.ready()?;
     registry.callers.authorize(&caller, Access::Read, &query.namespace).await?;
     Ok(Json(catalog::catalog(&registry, &query.namespace)))
 }
 
-async fn forward_auth(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Result<Response, Failure> {
-    let caller = registry.caller(&headers).await?;
+async fn forward_auth(
+    State(registry): State<Arc<Registry>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    let caller = registry.caller(&headers, source.ip()).await?;
     registry.ready()?;
     let refused = || {
         let mut response = StatusCode::UNAUTHORIZED.into_response();

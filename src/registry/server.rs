@@ -32,7 +32,7 @@ const RELOAD_CHECK: Duration = Duration::from_secs(5);
 /// bound, and says where (the port chosen, for an address with port 0).
 pub async fn serve(settings: &Settings, app: Router, metrics: Metrics, listening: Gate) -> Result<(), ServeError> {
     let limited = Limited { permits: Arc::new(Semaphore::new(settings.max_connections.max(1))), metrics };
-    let service = app.into_make_service();
+    let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let handle = axum_server::Handle::new();
     let bound = handle.clone();
     tokio::spawn(async move {

@@ -68,7 +68,7 @@ async fn a_forged_or_copied_retention_is_never_taken_over() {
     crate::support::gitops_apply(&apps, &grab).await.expect("apply");
     let refused = wait_app(&t.a, "kept", "the import to be refused", |a| not_ready(a, "ClientIdConflict")).await;
     let (_, _, message) = ready_reason(&refused).expect("condition");
-    assert!(message.contains("retained in another namespace"), "{message}");
+    assert!(message.contains("not available"), "{message}");
     assert!(!message.contains(&t.b.name), "{message}");
     eventually("B's retained client to keep its secret", TIMEOUT, || async {
         t.authenticates(&id, &value).await.then_some(())

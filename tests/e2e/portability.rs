@@ -75,7 +75,7 @@ async fn imported_client_ids_are_issued_unique_and_fixed_at_creation() {
         crate::support::gitops_apply(&apps, &grab).await.expect("mallory may create apps in A");
         let refused = wait_app(&t.a, name, "the import to be refused", |a| not_ready(a, "ClientIdConflict")).await;
         let (_, _, message) = ready_reason(&refused).expect("condition");
-        assert!(message.contains(&id) && message.contains("another AppRegistration"), "{message}");
+        assert!(message.contains(&id) && message.contains("not available"), "{message}");
         assert!(!message.contains(&t.b.name), "the holder's namespace is not told: {message}");
         assert_eq!(status(&refused).client_id, None, "nothing issued");
         assert!(credentials(&t.a, &format!("{name}-credentials")).await.is_none(), "no Secret");

@@ -453,3 +453,147 @@ impl TestCa {
         reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(5)).build().expect("client")
     }
 }
+
+/// No oracle: a caller allowed in namespace A only, and a caller allowed
+/// nowhere, get the same answers — status and body — for a Client ID held in
+/// namespace B, a revoked one and one that never existed, from every endpoint
+/// that takes a Client ID. A caller allowed everywhere gets the true answers.
+#[tokio::test]
+async fn callers_learn_nothing_of_client_ids_outside_their_namespaces() {
+    let a = TestNamespace::new("oracle-a").await;
+    install_registrar(&a.client).await;
+    let b = TestNamespace::new("oracle-b").await;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (_operator, port) = registry_operator(&["--selector", &format!("e2e.registrar.dev/run={run}")]).await;
+    let labelled = |name: &str| {
+        let mut app = confidential(name);
+        app.metadata.labels = Some([("e2e.registrar.dev/run".to_string(), run.clone())].into());
+        app
+    };
+    apply(&b, &labelled("held")).await;
+    apply(&b, &labelled("gone")).await;
+    let (held, _) = wait_issued(&b, "held").await;
+    let (gone, _) = wait_issued(&b, "gone").await;
+    let (held, revoked) = (status(&held).client_id.expect("id"), status(&gone).client_id.expect("id"));
+    b.api::<AppRegistration>().delete("gone", &Default::default()).await.expect("delete");
+    let everywhere = Caller::new(&b, port).await;
+    eventually("the revocation to reach the registry", TIMEOUT, || async {
+        (everywhere.lookup(&revoked).await.0 == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let unknown = format!("never-issued-{run}");
+
+    // Scoped to A (the registry's ClusterRole bound there), and allowed nowhere.
+    let role = format!("registry-{}", a.name);
+    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": role },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
+    }))
+    .expect("role");
+    kube::Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(a.client.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await
+        .expect("ClusterRole");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "as-a" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "name": "as-a", "namespace": a.name }]
+    }))
+    .expect("binding");
+    a.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
+    let user = format!("system:serviceaccount:{}:as-a", a.name);
+    let scoped_token = service_account_token_for(&a, "as-a", Some(AUDIENCE)).await;
+    eventually("the RoleBinding to take effect", TIMEOUT, || async {
+        allowed_in(&a.client, Some(&a.name), &user, "registrar.dev", "registry", "create").await.then_some(())
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let scoped = Caller { base: base.clone(), token: scoped_token, http: http() };
+    let nowhere = Caller { base, token: service_account_token_for(&a, "nobody", Some(AUDIENCE)).await, http: http() };
+
+    // Every endpoint that takes a Client ID, as (status, body).
+    let answers = |caller: &Caller, id: &str| {
+        let (caller, id) = (caller.clone(), id.to_owned());
+        async move {
+            let body = |r: reqwest::Response| async move { (r.status(), r.text().await.unwrap_or_default()) };
+            let lookup = caller.http.get(format!("{}/v1/clients/{id}", caller.base)).bearer_auth(&caller.token);
+            let authenticate = caller
+                .http
+                .post(format!("{}/v1/clients/authenticate", caller.base))
+                .header("x-registry-authorization", format!("Bearer {}", caller.token))
+                .basic_auth(&id, Some("some-secret-0123456789abcdef0123456789"));
+            let check = caller
+                .http
+                .post(format!("{}/v1/clients/{id}/authorize-check", caller.base))
+                .bearer_auth(&caller.token)
+                .json(&json!({ "redirect_uri": "https://app.example.com/callback", "group": "x" }));
+            let hook =
+                caller.http.post(format!("{}/v1/hooks/hydra/token", caller.base)).bearer_auth(&caller.token).json(
+                    &json!({ "session": { "extra": { "registrar_group": "x" } }, "request": { "client_id": id } }),
+                );
+            let forward = caller
+                .http
+                .get(format!("{}/v1/forward-auth", caller.base))
+                .header("x-registry-authorization", format!("Bearer {}", caller.token))
+                .basic_auth(&id, Some("some-secret-0123456789abcdef0123456789"));
+            let mut all = Vec::new();
+            for request in [lookup, authenticate, check, hook, forward] {
+                all.push(body(request.send().await.expect("request")).await);
+            }
+            all
+        }
+    };
+    for (who, caller) in [("a caller of namespace A", &scoped), ("a caller allowed nowhere", &nowhere)] {
+        let of_held = answers(caller, &held).await;
+        assert!(of_held.iter().all(|(s, _)| *s == StatusCode::FORBIDDEN), "{who}: {of_held:?}");
+        assert_eq!(answers(caller, &revoked).await, of_held, "{who}: a revoked Client ID reads as a held one");
+        assert_eq!(answers(caller, &unknown).await, of_held, "{who}: an unknown Client ID reads as a held one");
+    }
+    // Allowed everywhere: the true answers.
+    let true_answers = answers(&everywhere, &unknown).await;
+    assert_eq!(true_answers[0].0, StatusCode::NOT_FOUND, "{true_answers:?}");
+    assert_eq!(true_answers[3].0, StatusCode::NO_CONTENT, "the hook passes a client that is not registrar's");
+    let revoked_answers = answers(&everywhere, &revoked).await;
+    assert!(revoked_answers[2].1.contains("revoked") && revoked_answers[3].0 == StatusCode::FORBIDDEN);
+    a.delete().await;
+    b.delete().await;
+}
+
+/// 300 requests with random bearer tokens from one address cost the apiserver
+/// a bounded number of TokenReviews (a burst of 10, then 2 a second); the rest
+/// are turned away with 429 and Retry-After.
+#[tokio::test]
+async fn random_tokens_cannot_make_the_registry_flood_the_apiserver() {
+    let ns = TestNamespace::new("registry-tokens").await;
+    install_registrar(&ns.client).await;
+    let (operator, port) = registry_operator(&["--watch-namespace", &ns.name]).await;
+    let http = http();
+    let reviews = || operator.metric("registrar_registry_tokenreview_seconds_count");
+    let before = reviews().await;
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    for batch in 0..30 {
+        let requests = (0..10).map(|i| {
+            let token = format!("random-{batch}-{i}-{:016x}", rand::random::<u64>());
+            let http = http.clone();
+            async move {
+                let response = http
+                    .get(format!("http://127.0.0.1:{port}/v1/clients/anything"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("request");
+                (response.status(), response.headers().contains_key("retry-after"))
+            }
+        });
+        answers.extend(futures::future::join_all(requests).await);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let made = reviews().await - before;
+    eprintln!("300 random tokens in {elapsed:.2} s: {made} TokenReviews");
+    assert!(made <= 10.0 + 2.0 * elapsed + 2.0, "{made} TokenReviews in {elapsed:.2} s");
+    assert!(answers.iter().all(|(s, _)| [StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS].contains(s)));
+    assert!(answers.iter().filter(|(s, retry)| *s == StatusCode::TOO_MANY_REQUESTS && *retry).count() >= 200);
+    assert!(operator.metric("registrar_registry_callers_throttled_total").await >= 200.0);
+    ns.delete().await;
+}
