@@ -142,7 +142,7 @@ async fn first_pass(ctx: Arc<Context>, mut to: mpsc::Sender<ObjectRef<AppConsent
 }
 
 async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _in_flight = ctx.announcer.busy();
+    let _in_flight = ctx.announcer.busy(&consent.namespace().unwrap_or_default());
     ctx.catch_up.started(&(consent.namespace().unwrap_or_default(), consent.name_any()));
     // Deciding on a partial view could flap a consent to NotVisible.
     ctx.caches.synced().await;
@@ -285,7 +285,7 @@ async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCo
         action: "Evaluate".into(),
         secondary: None,
     };
-    ctx.announcer.announce(event, consent.object_ref(&())).await;
+    ctx.announcer.announce(&consent.namespace().unwrap_or_default(), event, consent.object_ref(&())).await;
 }
 
 /// Retries a failed consent with the app controller's per-object exponential

@@ -324,3 +324,85 @@ async fn owners_are_real_and_clean() {
     t.delete().await;
     setup.delete().await;
 }
+
+/// Consent Events are fair between tenants: while mallory churns 40 consents
+/// in A (each flipped between granted and a scope the app does not offer, a
+/// status write and an Event each time, without rest), a consent B creates
+/// has its Event within a second of its status — A's Events wait on A.
+#[tokio::test]
+async fn one_tenants_churn_does_not_hold_another_namespaces_events() {
+    use k8s_openapi::api::events::v1::Event;
+    use registrar::api::{AppConsent, AppConsentSpec, AppRef};
+
+    use crate::support::tenants::RUN_LABEL;
+
+    const CHURNED: usize = 40;
+    let t = Tenants::new("fair").await;
+    let consent = |name: &str, scopes: &[&str]| {
+        let mut consent = AppConsent::new(
+            name,
+            AppConsentSpec {
+                app_ref: AppRef { namespace: t.b.name.clone(), name: "billing".into() },
+                oauth_scopes: Some(scopes.iter().map(|s| (*s).to_owned()).collect()),
+            },
+        );
+        consent.metadata.labels = Some(BTreeMap::from([(RUN_LABEL.to_string(), t.run.clone())]));
+        consent
+    };
+    let mallorys: Api<AppConsent> = Api::namespaced(t.mallory.clone(), &t.a.name);
+    for i in 0..CHURNED {
+        mallorys.create(&PostParams::default(), &consent(&format!("churn-{i:02}"), &["read"])).await.expect("create");
+    }
+    let churning = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let churn = {
+        let (mallorys, churning) = (mallorys.clone(), churning.clone());
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while churning.load(std::sync::atomic::Ordering::Relaxed) {
+                let scopes = if round.is_multiple_of(2) { json!(["read", "not-offered"]) } else { json!(["read"]) };
+                let flips = (0..CHURNED).map(|i| {
+                    let (mallorys, scopes) = (mallorys.clone(), scopes.clone());
+                    async move {
+                        let patch = Patch::Merge(json!({ "spec": { "oauthScopes": scopes } }));
+                        let _ = mallorys.patch(&format!("churn-{i:02}"), &PatchParams::default(), &patch).await;
+                    }
+                });
+                futures::future::join_all(flips).await;
+                round += 1;
+            }
+            round
+        })
+    };
+    // Let the churn build up: the controller is never idle from here on.
+    let events = t.a.api::<Event>();
+    eventually("mallory's churn to produce Events", TIMEOUT, || async {
+        let n = events.list(&Default::default()).await.ok()?.items.len();
+        (n >= CHURNED).then_some(())
+    })
+    .await;
+
+    let theirs: Api<AppConsent> = t.b.api();
+    theirs.create(&PostParams::default(), &consent("watched", &["read"])).await.expect("B's consent");
+    let granted_at = eventually("B's consent to be granted", TIMEOUT, || async {
+        let c = theirs.get("watched").await.ok()?;
+        let granted = c.status?.conditions.iter().any(|c| c.type_ == "Granted" && c.status == "True");
+        granted.then(tokio::time::Instant::now)
+    })
+    .await;
+    let b_events = t.b.api::<Event>();
+    let announced_at = eventually("B's Granted Event", TIMEOUT, || async {
+        let found = b_events.list(&Default::default()).await.ok()?.items.into_iter().any(|e| {
+            e.reason.as_deref() == Some("Granted")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("watched")
+        });
+        found.then(tokio::time::Instant::now)
+    })
+    .await;
+    churning.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rounds = churn.await.expect("churn");
+    let waited = announced_at.saturating_duration_since(granted_at);
+    eprintln!("B's Event {waited:?} after its status, while mallory flipped {CHURNED} consents {rounds} times");
+    assert!(rounds >= 2, "the churn ran");
+    assert!(waited < Duration::from_secs(1), "B's Event waited {waited:?} behind A's churn");
+    t.delete().await;
+}
