@@ -295,7 +295,7 @@ impl Registry {
         if accepted.is_empty() {
             return Err(Failure::InvalidClient); // a public client has no secret
         }
-        let outcome = self.verifier.check(client_id, secret, &accepted, &caller.username).await;
+        let outcome = self.verifier.check(client_id, &identity.namespace, secret, &accepted, &caller.username).await;
         let (label, cache) = match &outcome {
             Outcome::Verified { cached } => ("verified", cached.then_some("verified")),
             Outcome::Wrong { cached } => ("refused", cached.then_some("failed")),

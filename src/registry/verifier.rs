@@ -11,10 +11,12 @@
 //!   which runs as its own task: a caller that hangs up neither stops it nor
 //!   escapes its cost (the hashing turn is held until the hash ends, and a
 //!   failure is charged to the budgets below).
-//! - Failures are throttled per Client ID and per caller: past a small burst,
-//!   more unknown secrets for that client (or from that caller) are refused
-//!   (429) without hashing, so one client's flood of wrong secrets cannot
-//!   starve everyone else's first verification.
+//! - Failures are throttled per Client ID, per namespace and per caller: past
+//!   a small burst, more unknown secrets for that client (or that namespace's
+//!   clients, or from that caller) are refused (429) without hashing, so one
+//!   client's — or one tenant's many clients' — flood of wrong secrets cannot
+//!   starve everyone else's first verification, nor spend the budget of a
+//!   caller (a shared proxy) that other namespaces go through.
 //! - A verification waits a bounded time for a hashing turn, then is shed (429).
 
 use std::{
@@ -44,6 +46,10 @@ pub struct Limits {
     /// Failed verifications a Client ID may cost in a burst, and per second after.
     pub client_burst: u32,
     pub client_per_second: u32,
+    /// Failed verifications the clients of one namespace may cost in a burst,
+    /// and per second after.
+    pub namespace_burst: u32,
+    pub namespace_per_second: u32,
     /// Failed verifications a caller may cost in a burst, and per second after.
     pub caller_burst: u32,
     pub caller_per_second: u32,
@@ -56,6 +62,8 @@ impl Default for Limits {
         Limits {
             client_burst: 5,
             client_per_second: 1,
+            namespace_burst: 20,
+            namespace_per_second: 5,
             caller_burst: 100,
             caller_per_second: 20,
             wait: Duration::from_secs(2),
@@ -110,6 +118,7 @@ struct Inner {
     failed: Cache<(CredentialKey, [u8; 32]), ()>,
     in_flight: Mutex<HashMap<CredentialKey, Running>>,
     per_client: Throttle<String>,
+    per_namespace: Throttle<String>,
     per_caller: Throttle<String>,
 }
 
@@ -123,6 +132,7 @@ impl Verifier {
                 failed: Cache::builder().max_capacity(MAX_FAILED).time_to_live(FAILED_TTL).build(),
                 in_flight: Mutex::default(),
                 per_client: Throttle::new(limits.client_burst, limits.client_per_second),
+                per_namespace: Throttle::new(limits.namespace_burst, limits.namespace_per_second),
                 per_caller: Throttle::new(limits.caller_burst, limits.caller_per_second),
             }),
         }
@@ -133,8 +143,16 @@ impl Verifier {
     }
 
     /// Is `secret` one of `accepted` (the current hash, and during a grace
-    /// period the previous one) of `client_id`? `caller` is who asks.
-    pub async fn check(&self, client_id: &str, secret: &ClientSecret, accepted: &[String], caller: &str) -> Outcome {
+    /// period the previous one) of `client_id`, a client of `namespace`?
+    /// `caller` is who asks.
+    pub async fn check(
+        &self,
+        client_id: &str,
+        namespace: &str,
+        secret: &ClientSecret,
+        accepted: &[String],
+        caller: &str,
+    ) -> Outcome {
         let inner = &self.inner;
         let key = (client_id.to_owned(), secret.digest());
         if inner.verified.get(&key).is_some_and(|hash| accepted.contains(&hash)) {
@@ -145,7 +163,7 @@ impl Verifier {
             return Outcome::Wrong { cached: true };
         }
         // A spent budget refuses at once, before any task or hash.
-        if let Some(after) = inner.blocked(client_id, caller) {
+        if let Some(after) = inner.blocked(client_id, namespace, caller) {
             return Outcome::Throttled(after);
         }
         let running = {
@@ -155,6 +173,7 @@ impl Verifier {
                 .or_insert_with(|| {
                     let task = tokio::spawn(inner.clone().verify(
                         key.clone(),
+                        namespace.to_owned(),
                         secret.clone(),
                         accepted.to_vec(),
                         caller.to_owned(),
@@ -183,11 +202,12 @@ impl Inner {
     async fn verify(
         self: Arc<Self>,
         key: CredentialKey,
+        namespace: String,
         secret: ClientSecret,
         accepted: Vec<String>,
         caller: String,
     ) -> Verdict {
-        let verdict = self.run(&key.0, &secret, &accepted, &caller).await;
+        let verdict = self.run(&key.0, &namespace, &secret, &accepted, &caller).await;
         match &verdict {
             Verdict::Verified(hash) => {
                 self.verified.insert(key.clone(), hash.clone());
@@ -195,7 +215,11 @@ impl Inner {
             Verdict::Wrong => {
                 self.failed.insert((key.clone(), digest_of(&accepted)), ());
                 self.per_client.failed(key.0.clone());
-                self.per_caller.failed(caller);
+                // A namespace's clients spend its budget first: once it is
+                // spent, its failures no longer reach the caller's.
+                if !self.per_namespace.failed(namespace) {
+                    self.per_caller.failed(caller);
+                }
             }
             Verdict::Shed | Verdict::Throttled(_) => {}
         }
@@ -203,14 +227,29 @@ impl Inner {
         verdict
     }
 
-    /// How long the client's or the caller's spent failure budget blocks them.
-    fn blocked(&self, client_id: &str, caller: &str) -> Option<Duration> {
+    /// How long the client's, its namespace's or the caller's spent failure
+    /// budget blocks them.
+    fn blocked(&self, client_id: &str, namespace: &str, caller: &str) -> Option<Duration> {
         let now = Instant::now();
-        [self.per_client.blocked(client_id, now), self.per_caller.blocked(caller, now)].into_iter().flatten().max()
+        [
+            self.per_client.blocked(client_id, now),
+            self.per_namespace.blocked(namespace, now),
+            self.per_caller.blocked(caller, now),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
     }
 
-    async fn run(&self, client_id: &str, secret: &ClientSecret, accepted: &[String], caller: &str) -> Verdict {
-        if let Some(after) = self.blocked(client_id, caller) {
+    async fn run(
+        &self,
+        client_id: &str,
+        namespace: &str,
+        secret: &ClientSecret,
+        accepted: &[String],
+        caller: &str,
+    ) -> Verdict {
+        if let Some(after) = self.blocked(client_id, namespace, caller) {
             return Verdict::Throttled(after);
         }
         for hash in accepted {
@@ -259,16 +298,22 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Throttle<K> {
         self.blocked.get(key).and_then(|until| until.checked_duration_since(now)).filter(|d| !d.is_zero())
     }
 
-    /// A failure spends from `key`'s budget; spent, `key` is blocked.
-    fn failed(&self, key: K) {
-        if let Err(not_until) = self.limiter.check_key(&key) {
-            let wait = not_until.wait_time_from(self.limiter.clock().now());
-            self.blocked.insert(key, Instant::now() + wait);
-        }
+    /// A failure spends from `key`'s budget; spent, `key` is blocked (and
+    /// this returns `true`).
+    fn failed(&self, key: K) -> bool {
+        let spent = match self.limiter.check_key(&key) {
+            Ok(()) => false,
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                self.blocked.insert(key, Instant::now() + wait);
+                true
+            }
+        };
         // Keys of budgets that are full again take no memory.
         if self.limiter.len() > 10_000 {
             self.limiter.retain_recent();
         }
+        spent
     }
 }
 
@@ -298,21 +343,21 @@ mod tests {
         let v = verifier(Limits::default());
         let (old, new) = (hash("old-secret"), hash("new-secret"));
         assert_eq!(
-            v.check("c", &secret("old-secret"), std::slice::from_ref(&old), "as").await,
+            v.check("c", "ns", &secret("old-secret"), std::slice::from_ref(&old), "as").await,
             Outcome::Verified { cached: false }
         );
         assert_eq!(
-            v.check("c", &secret("old-secret"), std::slice::from_ref(&old), "as").await,
+            v.check("c", "ns", &secret("old-secret"), std::slice::from_ref(&old), "as").await,
             Outcome::Verified { cached: true }
         );
         // In a grace period both verify; after it, only the new one.
         let both = [new.clone(), old.clone()];
-        assert_eq!(v.check("c", &secret("old-secret"), &both, "as").await, Outcome::Verified { cached: true });
+        assert_eq!(v.check("c", "ns", &secret("old-secret"), &both, "as").await, Outcome::Verified { cached: true });
         assert_eq!(
-            v.check("c", &secret("old-secret"), std::slice::from_ref(&new), "as").await,
+            v.check("c", "ns", &secret("old-secret"), std::slice::from_ref(&new), "as").await,
             Outcome::Wrong { cached: false }
         );
-        assert_eq!(v.check("c", &secret("new-secret"), &[new], "as").await, Outcome::Verified { cached: false });
+        assert_eq!(v.check("c", "ns", &secret("new-secret"), &[new], "as").await, Outcome::Verified { cached: false });
     }
 
     #[tokio::test]
@@ -320,13 +365,16 @@ mod tests {
         let v = verifier(Limits::default());
         let old = hash("old-secret");
         assert_eq!(
-            v.check("c", &secret("next-secret"), std::slice::from_ref(&old), "as").await,
+            v.check("c", "ns", &secret("next-secret"), std::slice::from_ref(&old), "as").await,
             Outcome::Wrong { cached: false }
         );
-        assert_eq!(v.check("c", &secret("next-secret"), &[old], "as").await, Outcome::Wrong { cached: true });
+        assert_eq!(v.check("c", "ns", &secret("next-secret"), &[old], "as").await, Outcome::Wrong { cached: true });
         // The rotation to it reaches the registry: it verifies at once.
         let next = hash("next-secret");
-        assert_eq!(v.check("c", &secret("next-secret"), &[next], "as").await, Outcome::Verified { cached: false });
+        assert_eq!(
+            v.check("c", "ns", &secret("next-secret"), &[next], "as").await,
+            Outcome::Verified { cached: false }
+        );
     }
 
     #[tokio::test]
@@ -335,7 +383,8 @@ mod tests {
         let h = hash("right");
         let mut outcomes = Vec::new();
         for i in 0..6 {
-            outcomes.push(v.check("flooded", &secret(&format!("wrong-{i}")), std::slice::from_ref(&h), "as").await);
+            outcomes
+                .push(v.check("flooded", "ns", &secret(&format!("wrong-{i}")), std::slice::from_ref(&h), "as").await);
         }
         assert_eq!(
             &outcomes[..3],
@@ -346,7 +395,27 @@ mod tests {
             "{outcomes:?}"
         );
         // Another client's first correct verification is untouched.
-        assert_eq!(v.check("other", &secret("right"), &[h], "as").await, Outcome::Verified { cached: false });
+        assert_eq!(v.check("other", "ns", &secret("right"), &[h], "as").await, Outcome::Verified { cached: false });
+    }
+
+    #[tokio::test]
+    async fn one_namespaces_many_clients_spend_its_budget_not_the_callers() {
+        let v = verifier(Limits { namespace_burst: 3, namespace_per_second: 1, caller_burst: 5, ..Limits::default() });
+        let h = hash("right");
+        // A tenant's flood spread over many clients of its namespace, through a shared proxy.
+        let mut outcomes = Vec::new();
+        for i in 0..10 {
+            outcomes
+                .push(v.check(&format!("t{i}"), "tenant", &secret("wrong"), std::slice::from_ref(&h), "proxy").await);
+        }
+        assert!(outcomes[..3].iter().all(|o| *o == Outcome::Wrong { cached: false }), "the burst: {outcomes:?}");
+        assert!(outcomes[4..].iter().all(|o| matches!(o, Outcome::Throttled(_))), "then refused: {outcomes:?}");
+        // The same proxy still verifies other namespaces' clients, first time or not.
+        assert_eq!(
+            v.check("other", "team-b", &secret("right"), std::slice::from_ref(&h), "proxy").await,
+            Outcome::Verified { cached: false }
+        );
+        assert_eq!(v.check("other", "team-b", &secret("wrong"), &[h], "proxy").await, Outcome::Wrong { cached: false });
     }
 
     #[tokio::test]
@@ -354,13 +423,13 @@ mod tests {
         let v = verifier(Limits { client_burst: 100, caller_burst: 2, caller_per_second: 1, ..Limits::default() });
         let h = hash("right");
         for i in 0..3 {
-            v.check(&format!("c{i}"), &secret("wrong"), std::slice::from_ref(&h), "mallory").await;
+            v.check(&format!("c{i}"), "ns", &secret("wrong"), std::slice::from_ref(&h), "mallory").await;
         }
         assert!(matches!(
-            v.check("c9", &secret("wrong"), std::slice::from_ref(&h), "mallory").await,
+            v.check("c9", "ns", &secret("wrong"), std::slice::from_ref(&h), "mallory").await,
             Outcome::Throttled(_)
         ));
-        assert_eq!(v.check("c9", &secret("right"), &[h], "honest").await, Outcome::Verified { cached: false });
+        assert_eq!(v.check("c9", "ns", &secret("right"), &[h], "honest").await, Outcome::Verified { cached: false });
     }
 
     #[tokio::test]
@@ -369,7 +438,7 @@ mod tests {
         let h = hash("right");
         let all = futures::future::join_all((0..20).map(|_| {
             let (v, h) = (v.clone(), h.clone());
-            async move { v.check("c", &secret("wrong"), &[h], "as").await }
+            async move { v.check("c", "ns", &secret("wrong"), &[h], "as").await }
         }))
         .await;
         assert!(all.iter().all(|o| matches!(o, Outcome::Wrong { .. })), "one failure, not twenty: {all:?}");
