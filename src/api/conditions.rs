@@ -68,6 +68,8 @@ pub mod reason {
     pub const SECRET_SOURCE_MISSING: &str = "SecretSourceMissing";
     /// `secret.sourceRef` holds a secret too weak to issue.
     pub const WEAK_SECRET: &str = "WeakSecret";
+    /// The user who registered the app may not read the Secret `secret.sourceRef` names.
+    pub const FORBIDDEN: &str = "Forbidden";
     /// The client secret comes from `secret.sourceRef`.
     pub const SOURCED: &str = "Sourced";
     /// Ownership passed to the organization's owner: rotate.

@@ -121,6 +121,16 @@ impl SealKey {
         self.mac(what).verify_slice(&tag).is_ok()
     }
 
+    /// The short fingerprint of a secret shown in status (the Secret column):
+    /// the first 32 bits of an HMAC of it under this key, in hex. A plain hash
+    /// there would let anyone who may read status test guesses of a chosen
+    /// secret at hashing speed; this one needs the key.
+    pub fn fingerprint(&self, secret: &ClientSecret) -> String {
+        let digest = secret.digest();
+        let tag = self.fields_mac(&[b"registrar fingerprint v1", &digest]).finalize().into_bytes();
+        tag[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// An HMAC over length-prefixed `fields` (the first names what is sealed).
     fn fields_mac(&self, fields: &[&[u8]]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length");

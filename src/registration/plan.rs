@@ -223,8 +223,10 @@ pub enum SourceRead {
     Value(ClientSecret),
     /// No such Secret, or no such key: why.
     Missing(String),
-    /// A value registrar refuses: why (never the value).
-    Weak(String),
+    /// A value registrar refuses (nothing about the value is told).
+    Weak,
+    /// The registering user may not read the Secret: nothing was read. Why.
+    Forbidden(String),
 }
 
 impl Source {
@@ -240,10 +242,16 @@ impl Source {
         match &self.read {
             SourceRead::Value(_) => None,
             SourceRead::Missing(why) => Some((reason::SECRET_SOURCE_MISSING, format!("secret.sourceRef: {why}"))),
-            SourceRead::Weak(why) => Some((
+            SourceRead::Weak => Some((
                 reason::WEAK_SECRET,
-                format!("secret.sourceRef: the secret in {} is refused: {why}", self.describe),
+                format!(
+                    "secret.sourceRef: the secret in {} is refused: registrar takes a secret of at least 32 \
+                     characters of text, without control characters or a pattern a guesser tries early (a random \
+                     value passes: `openssl rand -base64 32`)",
+                    self.describe
+                ),
             )),
+            SourceRead::Forbidden(why) => Some((reason::FORBIDDEN, format!("secret.sourceRef: {why}"))),
         }
     }
 }
@@ -331,18 +339,21 @@ pub fn next_scheduled_rotation(app: &AppRegistration) -> Option<Timestamp> {
 }
 
 /// Whether the owned Secret holds the secret `status` was written for: its
-/// fingerprint (32 bits of its SHA-256) matches `status.secretFingerprint`, and
-/// the hash in status is well-formed. `None` when there is nothing to verify
-/// (no Secret, nothing issued, or the Secret at another version).
+/// fingerprint (32 bits of an HMAC under the seal key, or, for an app issued
+/// before fingerprints were keyed, of its plain SHA-256) matches
+/// `status.secretFingerprint`, and the hash in status is well-formed. `None`
+/// when there is nothing to verify (no Secret, nothing issued, or the Secret at
+/// another version). A mismatch may be a replaced seal key: the shell then
+/// asks argon2id once (and the keyed fingerprint is rewritten).
 ///
-/// Deliberately not an argon2id verification: that costs ~30 ms of CPU per app,
+/// Deliberately not an argon2id verification every time: that costs ~30 ms of CPU per app,
 /// which after a restart is minutes of CPU for 10,000 apps, and it would only
 /// catch what the fingerprint already catches (a Secret edited by hand or by a
 /// tool) except for someone who can write the Secret and searches 2^32 secrets
 /// for a colliding fingerprint: they could break the app's credentials more
 /// simply by deleting the Deployment. The registry verifies with argon2id on
 /// every authentication.
-pub fn secret_verifies(status: &AppRegistrationStatus, observed: &Observed) -> Option<bool> {
+pub fn secret_verifies(status: &AppRegistrationStatus, observed: &Observed, key: &SealKey) -> Option<bool> {
     let Observed::Owned(owned) = observed else {
         return None;
     };
@@ -356,10 +367,10 @@ pub fn secret_verifies(status: &AppRegistrationStatus, observed: &Observed) -> O
         return Some(false);
     };
     // A hash that does not parse was tampered with, and nothing can verify against it: mint anew.
-    Some(
-        status.secret_fingerprint.as_deref() == Some(secret.fingerprint().as_str())
-            && crate::credentials::is_well_formed(hash),
-    )
+    let recorded = status.secret_fingerprint.as_deref();
+    let matches =
+        recorded == Some(key.fingerprint(secret).as_str()) || recorded == Some(secret.plain_fingerprint().as_str());
+    Some(matches && crate::credentials::is_well_formed(hash))
 }
 
 /// Why the app may not be issued credentials as it stands, if it may not: the
@@ -856,6 +867,14 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
     if let Some(owner) = owner {
         next.owner = Some(owner.status);
     }
+    // A fingerprint from before fingerprints were keyed, or under a seal key
+    // since replaced, is written again under the current key.
+    if let (Decision::Keep { .. }, Observed::Owned(owned)) = (decision, inputs.observed)
+        && inputs.secret_verifies == Some(true)
+        && let Some(secret) = &owned.issued.secret
+    {
+        next.secret_fingerprint = Some(inputs.seal_key.fingerprint(secret));
+    }
     next.consents = inputs.consents.clone();
     next.pending_restart = None;
     next.authorization_server = registered_status;
@@ -1323,7 +1342,7 @@ mod tests {
             client_id: Some(CLIENT_ID.into()),
             secret_hash: Some(OLD_HASH.into()),
             secret_version: Some(version),
-            secret_fingerprint: Some("0badf00d".into()),
+            secret_fingerprint: Some(key().fingerprint(&ClientSecret::from_bytes(PLAINTEXT.as_bytes()).unwrap())),
             last_rotated_at: Some(time(T0)),
             observed_generation: Some(1),
             ..Default::default()
@@ -1619,11 +1638,12 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_weak_source_issues_nothing_and_says_why() {
+    fn a_missing_weak_or_forbidden_source_issues_nothing_and_says_why() {
         let app = app();
         for (read, expected) in [
             (SourceRead::Missing("Secret chosen does not exist (yet)".into()), reason::SECRET_SOURCE_MISSING),
-            (SourceRead::Weak("it has 8 characters".into()), reason::WEAK_SECRET),
+            (SourceRead::Weak, reason::WEAK_SECRET),
+            (SourceRead::Forbidden("alice may not get Secret chosen".into()), reason::FORBIDDEN),
         ] {
             let inputs = Inputs { source: source(read), ..inputs(&app, &Observed::Missing) };
             let decision = decide(&inputs);
@@ -1674,10 +1694,41 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_are_keyed_and_older_ones_are_rewritten_without_a_new_secret() {
+        let plaintext = ClientSecret::from_bytes(PLAINTEXT.as_bytes()).unwrap();
+        let keyed = key().fingerprint(&plaintext);
+        assert_ne!(keyed, plaintext.plain_fingerprint(), "not the plain SHA-256 anyone could test guesses against");
+        assert_eq!(keyed.len(), 8);
+        assert_ne!(keyed, SealKey::from_bytes(&[9; 32]).unwrap().fingerprint(&plaintext), "another key, another one");
+        // An app issued before fingerprints were keyed: its Secret still verifies, and the fingerprint is rewritten.
+        let real_hash = crate::credentials::hash_now_with(&plaintext, crate::credentials::HashParams::MINTED).unwrap();
+        let legacy = AppRegistrationStatus {
+            secret_fingerprint: Some(plaintext.plain_fingerprint()),
+            secret_hash: Some(real_hash.clone()),
+            ..issued_status(1)
+        };
+        let app = with_status(app(), legacy.clone());
+        let observed = observe(&app, &issued(CLIENT_ID, 1));
+        assert_eq!(secret_verifies(&legacy, &observed, &key()), Some(true));
+        let inputs = inputs(&app, &observed);
+        let (decision, outcome) = planned(&inputs);
+        assert!(matches!(decision, Decision::Keep { .. }), "{decision:?}");
+        assert_eq!(outcome.status.secret_fingerprint.as_deref(), Some(keyed.as_str()));
+        assert!(outcome.secret.is_none() && outcome.minted.is_none(), "no new secret");
+        // Under a key since replaced: the fingerprint alone does not tell (the shell asks argon2id).
+        let replaced = AppRegistrationStatus {
+            secret_fingerprint: Some(SealKey::from_bytes(&[9; 32]).unwrap().fingerprint(&plaintext)),
+            secret_hash: Some(real_hash),
+            ..issued_status(1)
+        };
+        assert_eq!(secret_verifies(&replaced, &observed, &key()), Some(false));
+    }
+
+    #[test]
     fn a_weak_new_value_keeps_what_is_issued_and_warns() {
         let app = with_status(app(), issued_status(1));
         let observed = observe(&app, &issued(CLIENT_ID, 1));
-        let weak = Inputs { source: source(SourceRead::Weak("it has 8 characters".into())), ..inputs(&app, &observed) };
+        let weak = Inputs { source: source(SourceRead::Weak), ..inputs(&app, &observed) };
         let decision = decide(&weak);
         assert!(matches!(decision, Decision::Keep { .. }), "{decision:?}");
         let outcome = outcome(&weak, &decision, None);
@@ -2270,7 +2321,7 @@ mod tests {
 
     fn hash_of(decision: &Decision, inputs: &Inputs<'_>) -> Option<IssuedHash> {
         decision.issued(inputs).map(|issued| match issued.secret {
-            Some(secret) => IssuedHash { hash: Some(NEW_HASH.into()), fingerprint: Some(secret.fingerprint()) },
+            Some(secret) => IssuedHash { hash: Some(NEW_HASH.into()), fingerprint: Some(key().fingerprint(&secret)) },
             None => public_hash(),
         })
     }

@@ -79,6 +79,9 @@ pub struct Context {
     failures: retry::Failures,
     /// Recent answers to "may this owner manage apps in this namespace?".
     owner_answers: moka::sync::Cache<(Owner, Vec<String>, String), bool>,
+    /// Recent answers to "may the user who registered an app get this Secret?"
+    /// ((user, groups, namespace, Secret) → allowed), for `secret.sourceRef`.
+    source_answers: moka::sync::Cache<(String, Vec<String>, String, String), bool>,
     /// The first pass over every cached app (see [`crate::catch_up`]).
     pub(super) catch_up: CatchUp,
 }
@@ -197,6 +200,10 @@ impl Context {
             memory: Mutex::default(),
             failures: retry::Failures::default(),
             owner_answers,
+            source_answers: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
             catch_up,
         }
     }
@@ -397,7 +404,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         scope_permitted: app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace,
         platform_namespace: &ctx.settings.platform_namespace,
         observed: &observed,
-        secret_verifies: plan::secret_verifies(&status, &observed),
+        secret_verifies: secret_verifies(app, &status, &observed, ctx).await?,
         status_client_id_taken: taken(status.client_id.as_deref()),
         secret_client_id_taken: taken(secret_client_id),
         consents: consent_summary(app, ctx),
@@ -631,6 +638,29 @@ async fn observe(
     Ok(Some(observed))
 }
 
+/// Whether the owned Secret holds the secret status was written for: its
+/// fingerprint ([`plan::secret_verifies`]), or, when that differs (a seal key
+/// since replaced), an argon2id verification against status's hash, once: the
+/// plan then writes the fingerprint under the current key.
+async fn secret_verifies(
+    app: &AppRegistration,
+    status: &AppRegistrationStatus,
+    observed: &Observed,
+    ctx: &Context,
+) -> Result<Option<bool>, Error> {
+    let verifies = plan::secret_verifies(status, observed, &ctx.settings.seal_key);
+    if verifies == Some(false)
+        && let Observed::Owned(owned) = observed
+        && let (Some(secret), Some(hash)) = (&owned.issued.secret, &status.secret_hash)
+        && crate::credentials::is_well_formed(hash)
+    {
+        let verified =
+            ctx.hasher.verify(secret, hash).await.map_err(|source| Error::Credentials { object: key(app), source })?;
+        return Ok(Some(verified));
+    }
+    Ok(verifies)
+}
+
 /// Claims `client_id` for `app` in the ledger (a takeover, for a retained
 /// Client ID the app imports). `false` when it is not the app's: the next
 /// pass sees the ledger's word (a conflict).
@@ -707,6 +737,11 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
     let ns = app.namespace().unwrap_or_default();
     let key = source.key.clone().unwrap_or_else(|| crate::api::DEFAULT_CLIENT_SECRET_KEY.to_owned());
     let describe = format!("Secret {}, key {key}", source.name);
+    let recheck = ctx.settings.source_recheck;
+    // Read for the user who registered the app, never on registrar's own authority.
+    if let Some(why) = source_refusal(app, &source.name, ctx).await? {
+        return Ok(Some(plan::Source { describe, read: plan::SourceRead::Forbidden(why), recheck }));
+    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let live = api
         .get_opt(&source.name)
@@ -718,19 +753,71 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
             source.name
         )),
         None => plan::SourceRead::Missing(format!("Secret {} has no key {key}", source.name)),
-        Some(bytes) if bytes.0.len() > MAX_CHOSEN_SECRET_BYTES => plan::SourceRead::Weak(format!(
-            "it has {} bytes; at most {MAX_CHOSEN_SECRET_BYTES} are accepted",
-            bytes.0.len()
-        )),
+        // Too long, not text, or weak: refused alike, nothing told of the value.
+        Some(bytes) if bytes.0.len() > MAX_CHOSEN_SECRET_BYTES => plan::SourceRead::Weak,
         Some(bytes) => match ClientSecret::from_bytes(&bytes.0) {
-            None => plan::SourceRead::Weak("it is not UTF-8 text".to_owned()),
-            Some(value) => match value.weakness() {
-                Some(why) => plan::SourceRead::Weak(why),
-                None => plan::SourceRead::Value(value),
-            },
+            Some(value) if !value.is_weak() => plan::SourceRead::Value(value),
+            _ => plan::SourceRead::Weak,
         },
     };
-    Ok(Some(plan::Source { describe, read, recheck: ctx.settings.source_recheck }))
+    Ok(Some(plan::Source { describe, read, recheck }))
+}
+
+/// Why registrar may not read the Secret `secret` for `app`, if it may not.
+/// `secret.sourceRef` acts for the user who registered the app (a
+/// SubjectAccessReview: may that user, with the groups recorded at admission,
+/// `get` it?): an editor of AppRegistrations who may not read a Secret cannot
+/// have registrar read it for them, nor learn whether it exists.
+async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> Result<Option<String>, Error> {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let ns = app.namespace().unwrap_or_default();
+    let Some(user) = app.annotations().get(plan::REGISTERED_BY_ANNOTATION).filter(|u| !u.is_empty()) else {
+        return Ok(Some(
+            "this app records no registering user (the annotation registrar.dev/registered-by, set at admission by \
+             deploy/registered-by-policy.yaml), and registrar reads a source only for the user who registered the \
+             app: nothing was read"
+                .to_owned(),
+        ));
+    };
+    let groups: Vec<String> = app
+        .annotations()
+        .get(plan::REGISTERED_BY_GROUPS_ANNOTATION)
+        .map(|g| g.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let key = (user.clone(), groups.clone(), ns.clone(), secret.to_owned());
+    let allowed = match ctx.source_answers.get(&key) {
+        Some(allowed) => allowed,
+        None => {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some(user.clone()),
+                    groups: (!groups.is_empty()).then_some(groups),
+                    resource_attributes: Some(ResourceAttributes {
+                        resource: Some("secrets".into()),
+                        verb: Some("get".into()),
+                        namespace: Some(ns.clone()),
+                        name: Some(secret.to_owned()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = Api::<SubjectAccessReview>::all(ctx.client.clone())
+                .create(&PostParams::default(), &review)
+                .await
+                .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{secret}"), e))?;
+            let allowed = answer.status.is_some_and(|s| s.allowed);
+            ctx.source_answers.insert(key, allowed);
+            allowed
+        }
+    };
+    Ok((!allowed).then(|| {
+        format!(
+            "{user}, who registered the app, may not get Secret {secret} in this namespace, and registrar reads a \
+             source only for the user who registered the app: nothing was read"
+        )
+    }))
 }
 
 /// Who owns the app this pass: the owner named, whether they may still
@@ -921,7 +1008,7 @@ async fn hash_issued(
     let hash =
         ctx.hasher.hash(secret, origin).await.map_err(|source| Error::Credentials { object: key(app), source })?;
     ctx.metrics.hash_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(IssuedHash { hash: Some(hash), fingerprint: Some(secret.fingerprint()) })
+    Ok(IssuedHash { hash: Some(hash), fingerprint: Some(ctx.settings.seal_key.fingerprint(secret)) })
 }
 
 /// Before re-minting because the cached Secret looks deleted or altered, asks

@@ -100,11 +100,7 @@ async fn apps_and_retentions_from_before_the_ledger_enter_it_once() {
     use kube::api::{DeleteParams, ObjectMeta};
     use registrar::{
         api::{LedgerState, entry_name},
-        credentials::{
-            ClientSecret,
-            retention::Retention,
-            seal::{DEFAULT_KEY_SECRET, SealKey},
-        },
+        credentials::{ClientSecret, retention::Retention, seal::SealKey},
     };
 
     use crate::support::{
@@ -115,7 +111,12 @@ async fn apps_and_retentions_from_before_the_ledger_enter_it_once() {
 
     let ns = TestNamespace::new("upgrade").await;
     install_registrar(&ns.client).await;
-    let (mut operator, port) = registry_operator(&["--watch-namespace", &ns.name]).await;
+    // A seal key of its own: the operators of other tests (which watch every
+    // namespace) must not be the ones to find the retention below.
+    let key_secret = format!("upgrade-key-{:08x}", rand::random::<u32>());
+    let key = SealKey::load_or_create(&ns.client, OPERATOR_NAMESPACE, &key_secret).await.expect("the seal key");
+    let (mut operator, port) =
+        registry_operator(&["--watch-namespace", &ns.name, "--seal-key-secret", &key_secret]).await;
     apply(&ns, &confidential("ready")).await;
     apply(&ns, &confidential("broken")).await;
     let (ready, _) = wait_issued(&ns, "ready").await;
@@ -133,7 +134,6 @@ async fn apps_and_retentions_from_before_the_ledger_enter_it_once() {
     for id in &ids {
         ledger.delete(&entry_name(id), &DeleteParams::default()).await.expect("forget the entry");
     }
-    let key = SealKey::load_or_create(&ns.client, OPERATOR_NAMESPACE, DEFAULT_KEY_SECRET).await.expect("the seal key");
     let legacy_id = format!("legacy-{:08x}", rand::random::<u32>());
     let legacy_secret = ClientSecret::mint();
     let hash = registrar::credentials::hash_now(&legacy_secret).expect("hash");
@@ -189,5 +189,8 @@ async fn apps_and_retentions_from_before_the_ledger_enter_it_once() {
     .await;
     assert_eq!(operator.writes().await, 0.0, "a restart afterwards writes nothing");
     let _ = ledger.delete(&entry_name(&legacy_id), &DeleteParams::default()).await;
+    let _ = kube::Api::<Secret>::namespaced(ns.client.clone(), OPERATOR_NAMESPACE)
+        .delete(&key_secret, &DeleteParams::default())
+        .await;
     ns.delete().await;
 }

@@ -305,7 +305,9 @@ async fn a_client_moves_in_with_its_client_id_and_a_secret_from_a_source() {
     .await;
     assert_eq!(ready_reason(&refused).map(|r| r.0).as_deref(), Some("True"), "the issued secret still works");
     assert_eq!(status(&refused).secret_version, Some(2));
-    wait_event(&ns, "WeakSecret", "easy to guess").await;
+    let event = wait_event(&ns, "WeakSecret", "is refused").await;
+    let note = event.message.unwrap_or_default();
+    assert!(!note.contains("32 characters;") && !note.contains("guesses"), "nothing said of the value: {note}");
     assert!(caller.authenticate(&imported, second).await.0.is_success());
     assert_eq!(caller.authenticate(&imported, weak).await.0.as_u16(), 401);
     assert_eq!(hydra.client_credentials(&imported, weak, "read").await.0, 401, "Hydra never got the weak one");
@@ -562,4 +564,96 @@ async fn the_moving_clients_walkthrough_works_as_the_readme_shows() {
     // Clean up as the README says.
     kubectl(&["delete", "-f", examples, "--ignore-not-found", "--wait=false"], None);
     let _ = ns.api::<Secret>().delete("invoicing-credentials", &DeleteParams::default()).await;
+}
+
+/// `secret.sourceRef` acts for the user who registered the app, never for
+/// registrar: eve may edit AppRegistrations in the namespace but may not get
+/// Secret `db-password`; pointing an app at it, or at a Secret that does not
+/// exist, reads nothing and tells her nothing (`SecretSource=False,
+/// reason=Forbidden`, the same words either way: not whether it exists, not
+/// its length). Once she may get it, it is issued; its fingerprint in status
+/// is keyed, not the SHA-256 anyone could test guesses against.
+#[tokio::test]
+async fn a_source_is_read_only_for_a_user_who_may_read_it() {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use kube::api::PostParams;
+
+    let ns = TestNamespace::new("deputy").await;
+    install_registrar(&ns.client).await;
+    let _operator = Operator::start(&ns.name).await;
+    let eve = format!("eve-{}", ns.name);
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "apps-only" },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["appregistrations"], "verbs": ["*"] }]
+    }))
+    .expect("role");
+    ns.api::<Role>().create(&PostParams::default(), &role).await.expect("Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "eve-apps" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apps-only" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": eve }]
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
+    eventually("eve's role to take effect", TIMEOUT, || async {
+        crate::support::allowed_in(&ns.client, Some(&ns.name), &eve, "registrar.dev", "appregistrations", "create")
+            .await
+            .then_some(())
+    })
+    .await;
+    let value = "db-pa55w0rd";
+    put_source(&ns, "db-password", value).await;
+    let as_eve: Api<AppRegistration> = Api::namespaced(crate::support::control_plane().client_as(&eve).await, &ns.name);
+    let sourced = |name: &str, secret: &str| {
+        let mut app = confidential(name);
+        app.spec.secret = Some(registrar::api::SecretTemplate {
+            source_ref: Some(registrar::api::SecretSourceRef { name: secret.into(), key: None }),
+            ..Default::default()
+        });
+        app
+    };
+    let forbidden = |a: &AppRegistration| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "SecretSource" && c.status == "False" && c.reason == "Forbidden")
+        })
+    };
+    let mut messages = Vec::new();
+    for (name, secret) in [("deputy", "db-password"), ("probe", "no-such-secret")] {
+        crate::support::gitops_apply(&as_eve, &sourced(name, secret)).await.expect("eve applies an app");
+        let app = wait_app(&ns, name, "the source refused", forbidden).await;
+        assert_eq!(status(&app).client_id, None, "nothing issued");
+        let condition = app.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "SecretSource"));
+        let message = condition.expect("SecretSource").message.clone();
+        assert!(message.contains(&format!("{eve}, who registered the app, may not get Secret {secret}")), "{message}");
+        messages.push(message.replace(secret, "SECRET"));
+    }
+    assert_eq!(messages[0], messages[1], "whether the Secret exists is not told");
+    let everything = serde_json::to_string(&(
+        ns.api::<AppRegistration>().list(&Default::default()).await.expect("apps").items,
+        crate::support::apps::events(&ns).await,
+    ))
+    .expect("json");
+    assert!(!everything.contains("11 characters") && !everything.contains(value), "nothing of the value anywhere");
+
+    // Allowed to read it, eve's app is issued from it (a strong value).
+    let strong = "Hn4kQ8wZr2Vb6Tc9Xm1Lp5Sd7Fg3Jy0Ue";
+    put_source(&ns, "db-password", strong).await;
+    let reader: Role = serde_json::from_value(json!({
+        "metadata": { "name": "read-db-password" },
+        "rules": [{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db-password"], "verbs": ["get"] }]
+    }))
+    .expect("role");
+    ns.api::<Role>().create(&PostParams::default(), &reader).await.expect("Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "eve-reads" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-db-password" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": eve }]
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
+    let (app, secret) = wait_issued(&ns, "deputy").await;
+    assert_eq!(secret_value(&secret, "client_secret").as_deref(), Some(strong));
+    let plain = registrar::credentials::ClientSecret::from_bytes(strong.as_bytes()).expect("utf-8").plain_fingerprint();
+    assert_ne!(status(&app).secret_fingerprint.as_deref(), Some(plain.as_str()), "the fingerprint is keyed");
+    ns.delete().await;
 }

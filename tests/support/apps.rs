@@ -81,7 +81,10 @@ pub fn assert_verifies(app: &AppRegistration, secret: &Secret) -> String {
         verify_now(&plain_secret, &hash).expect("valid hash"),
         "the Secret's secret verifies against status.secretHash"
     );
-    assert_eq!(st.secret_fingerprint, Some(plain_secret.fingerprint()));
+    // Keyed (an HMAC under registrar's key): 8 hex digits, not the plain SHA-256's.
+    let fingerprint = st.secret_fingerprint.expect("a fingerprint");
+    assert!(fingerprint.len() == 8 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()), "{fingerprint}");
+    assert_ne!(fingerprint, plain_secret.plain_fingerprint(), "the fingerprint is keyed");
     plain
 }
 
