@@ -38,7 +38,7 @@ use tracing::{debug, info};
 
 use crate::{
     api::keys::FIELD_MANAGER,
-    api::{ClientIdEntry, Holder, LedgerState, Retained, entry_name},
+    api::{ClientIdEntry, Holder, LedgerState, Retained, Verifiers, entry_name},
     index::Key,
     packed::Uid,
 };
@@ -83,6 +83,8 @@ pub struct Standing {
     /// The app it was taken over from (namespace and name, UID), whose name
     /// its client at the authorization server may still carry.
     pub taken_over_from: Option<Box<(Key, Uid)>>,
+    /// The verifiers of the holder's chosen secret (not in its status).
+    pub verifiers: Option<Box<Verifiers>>,
 }
 
 /// Where a retained Client ID is kept.
@@ -121,6 +123,7 @@ impl Standing {
                 .taken_over_from
                 .as_ref()
                 .map(|h| Box::new(((h.namespace.clone(), h.name.clone()), Uid::of(&h.uid)))),
+            verifiers: spec.verifiers.clone().map(Box::new),
         })
     }
 
@@ -217,6 +220,15 @@ impl Ledger {
     pub fn holds(&self, app: &Key, uid: impl Into<Uid>, client_id: &str) -> bool {
         let uid = uid.into();
         self.read().live.get(client_id).is_some_and(|s| s.is_held_by(app, uid))
+    }
+
+    /// The verifiers the ledger keeps of the chosen secret of the app `app`
+    /// (of UID `uid`) holding `client_id`.
+    pub fn verifiers(&self, app: &Key, uid: impl Into<Uid>, client_id: &str) -> Option<Verifiers> {
+        let uid = uid.into();
+        let inner = self.read();
+        let standing = inner.live.get(client_id).filter(|s| s.is_held_by(app, uid))?;
+        standing.verifiers.as_deref().cloned()
     }
 
     /// The app `client_id` was taken over from, if it was.
@@ -456,6 +468,7 @@ impl Clerk {
                     e.spec.state = LedgerState::Active;
                     e.spec.taken_over_from = Some(previous);
                     e.spec.holder = holder.clone();
+                    e.spec.verifiers = None;
                 })
                 .await?;
             if replaced {
@@ -464,6 +477,30 @@ impl Clerk {
             }
         }
         Ok(Claim::Refused(self.ledger.word(client_id)))
+    }
+
+    /// Keeps `verifiers` as those of `holder`'s chosen secret (or none).
+    pub async fn set_verifiers(
+        &self,
+        client_id: &str,
+        holder: &Holder,
+        verifiers: Option<&Verifiers>,
+    ) -> Result<bool, LedgerError> {
+        let app = (holder.namespace.clone(), holder.name.clone());
+        for _ in 0..3 {
+            let Some(entry) = self.fetch(client_id).await? else { return Ok(false) };
+            if !Standing::of(&entry).is_some_and(|s| s.is_held_by(&app, Uid::of(&holder.uid))) {
+                return Ok(false);
+            }
+            if entry.spec.verifiers.as_ref() == verifiers {
+                return Ok(true);
+            }
+            let verifiers = verifiers.cloned();
+            if self.replace(entry, |e| e.spec.verifiers = verifiers).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// A takeover is complete (the app is issued): the retained Secret's
@@ -508,6 +545,7 @@ impl Clerk {
                 .replace(entry, |e| {
                     e.spec.state = LedgerState::Retained;
                     e.spec.retained = Some(retained);
+                    e.spec.verifiers = None;
                 })
                 .await?;
             if replaced {
@@ -529,6 +567,7 @@ impl Clerk {
                 .replace(entry, |e| {
                     e.spec.state = LedgerState::Revoked;
                     e.spec.retained = None;
+                    e.spec.verifiers = None;
                 })
                 .await?
             {

@@ -53,6 +53,28 @@ pub struct ClientIdEntrySpec {
     /// authorization server may still name it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_over_from: Option<Holder>,
+    /// The verifiers of the holder's secret when it is one of someone's
+    /// choosing (`secret.sourceRef`, or a retained secret taken over): kept
+    /// here, which only registrar and cluster administrators read, rather than
+    /// in the app's status, which whoever may view the app reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifiers: Option<Verifiers>,
+}
+
+/// What verifies an app's chosen secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verifiers {
+    /// The argon2id hash of the current secret.
+    #[schemars(length(max = 512))]
+    pub current: String,
+    /// The previous secret's hash, during a grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub previous: Option<String>,
+    /// When the previous secret stops verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// The state of a Client ID in the ledger.
@@ -124,6 +146,7 @@ impl ClientIdEntry {
                 holder,
                 retained: None,
                 taken_over_from: None,
+                verifiers: None,
             },
         )
     }

@@ -18,7 +18,7 @@ pub use app_registration::{
 pub use app_registration::{
     ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, OwnerKind, OwnerStatus, SecretSourceRef,
 };
-pub use client_id_entry::{ClientIdEntry, ClientIdEntrySpec, Holder, LedgerState, Retained, entry_name};
+pub use client_id_entry::{ClientIdEntry, ClientIdEntrySpec, Holder, LedgerState, Retained, Verifiers, entry_name};
 pub use organization_policy::{
     AllowlistEntry, Grant, OrganizationPolicy, OrganizationPolicySpec, OrganizationPolicyStatus, PolicyKind,
 };

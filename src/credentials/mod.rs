@@ -373,6 +373,17 @@ fn verify_blocking(memory: &WorkingMemory, secret: &ClientSecret, hash: &str) ->
 
 /// Whether `hash` is an argon2 PHC string that a secret could verify against
 /// (algorithm, parameters, salt and output all present and valid). Cheap: no hashing.
+/// Whether `hash` is a minted secret's (argon2id at [`HashParams::MINTED`]):
+/// 256 random bits, nothing to guess. Any other — a secret someone chose, at
+/// the password cost — is a verifier registrar keeps out of status (see
+/// `crate::ledger`).
+pub fn is_minted_hash(hash: &str) -> bool {
+    // The parameters field of the PHC string: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
+    let Some(params) = hash.split('$').nth(3) else { return false };
+    let m = HashParams::MINTED;
+    hash.starts_with("$argon2id$") && params == format!("m={},t={},p={}", m.memory_kib, m.iterations, m.parallelism)
+}
+
 pub fn is_well_formed(hash: &str) -> bool {
     let Ok(parsed) = argon2::PasswordHash::new(hash) else { return false };
     Algorithm::try_from(parsed.algorithm.as_str()).is_ok()
@@ -431,6 +442,14 @@ mod tests {
         let printed = format!("{s:?} {:?}", Some(&s));
         assert!(!printed.contains(s.expose()));
         assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn minted_hashes_are_told_from_chosen_ones_by_their_cost() {
+        let secret = ClientSecret::mint();
+        assert!(is_minted_hash(&hash_now_with(&secret, HashParams::MINTED).unwrap()));
+        assert!(!is_minted_hash(&hash_now(&secret).unwrap()), "the password cost: a chosen secret's");
+        assert!(!is_minted_hash("not a hash"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use kube::ResourceExt;
 
 use crate::{
     api::{
-        AcceptedSpec, AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary, LedgerState,
+        AcceptedSpec, AppRegistration, AppRegistrationStatus, AuthServerStatus, ConsentSummary, LedgerState, Verifiers,
         conditions::{self, DesiredCondition, READY, WORKLOADS_RESTARTED, reason},
         validation::{Violation, summarize},
     },
@@ -695,6 +695,10 @@ pub struct Outcome {
     pub requeue: Option<Duration>,
     /// Why a secret is minted, for metrics and logs.
     pub minted: Option<MintReason>,
+    /// What the ledger keeps to verify the app's secret when it is one of
+    /// someone's choosing (not in status, which whoever may view the app
+    /// reads); `None` when status holds a minted secret's hash, or none.
+    pub verifiers: Option<Verifiers>,
 }
 
 /// The whole outcome of `decision`, given the hash of what it issues (Mint and
@@ -884,11 +888,28 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
         next.accepted = Some(AcceptedSpec::of(&app.spec, app.metadata.generation.unwrap_or_default()));
     }
     let requeue = requeue_after.or_else(|| next_wakeup(app, &next, inputs.now));
+    let verifiers = chosen_verifiers(&mut next);
     // A source is read again on its own schedule: nothing tells registrar it
     // changed. (A named owner is asked again by the controller's sweep, not a
     // timer per app: kube's scheduler holds about 0.6 KB per scheduled app.)
     let requeue = [requeue, inputs.source.as_ref().map(|s| s.recheck)].into_iter().flatten().min();
-    Outcome { secret, registration, restart, status: next, events, requeue, minted }
+    Outcome { secret, registration, restart, status: next, events, requeue, minted, verifiers }
+}
+
+/// Takes the verifiers of a chosen secret out of `status` (whoever may view
+/// the app reads status; a chosen secret may be guessable from its hash):
+/// the ledger keeps them. A minted secret's hash stays: 256 random bits.
+fn chosen_verifiers(status: &mut AppRegistrationStatus) -> Option<Verifiers> {
+    let chosen = |hash: &Option<String>| hash.as_deref().is_some_and(|h| !crate::credentials::is_minted_hash(h));
+    if !chosen(&status.secret_hash) && !chosen(&status.previous_secret_hash) {
+        return None;
+    }
+    let current = status.secret_hash.take()?;
+    Some(Verifiers {
+        current,
+        previous: status.previous_secret_hash.take(),
+        previous_expires_at: status.previous_secret_expires_at.take(),
+    })
 }
 
 impl AuthServerView<'_> {
@@ -1278,8 +1299,8 @@ mod tests {
     /// The Client ID and secret the shell offers for a mint.
     const FRESH_ID: &str = "ZnJlc2gtY2xpZW50LWlkIQ";
     const FRESH_SECRET: &str = "fresh-secret-offered-by-the-shell";
-    const OLD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$b2xk$b2xkLWhhc2g";
-    const NEW_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$bmV3LWhhc2g";
+    const OLD_HASH: &str = "$argon2id$v=19$m=256,t=1,p=1$b2xk$b2xkLWhhc2g";
+    const NEW_HASH: &str = "$argon2id$v=19$m=256,t=1,p=1$bmV3$bmV3LWhhc2g";
     /// When the current secret was minted.
     const T0: i64 = 1_700_000_000;
     /// When the reconcile under test runs: one minute after `T0`.
@@ -1496,6 +1517,7 @@ mod tests {
                 uid,
                 retained: retained.then(|| Box::new(RetainedAt { secret_name: "kept".into(), verifier: None })),
                 taken_over_from: None,
+                verifiers: None,
             })
         };
         let mine = |retained: bool| {
@@ -1722,6 +1744,47 @@ mod tests {
             ..issued_status(1)
         };
         assert_eq!(secret_verifies(&replaced, &observed, &key()), Some(false));
+    }
+
+    #[test]
+    fn a_chosen_secrets_verifiers_go_to_the_ledger_not_status() {
+        const CHOSEN_OLD: &str = "$argon2id$v=19$m=19456,t=2,p=1$b2xk$Y2hvc2VuLW9sZA";
+        const CHOSEN_NEW: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmV3$Y2hvc2VuLW5ldw";
+        // As the shell shows it to the plan: status with the ledger's verifier.
+        let shown = AppRegistrationStatus { secret_hash: Some(CHOSEN_OLD.into()), ..issued_status(1) };
+        let app = with_rotation(with_status(app(), shown), Some("1h"), None);
+        let observed = observe(&app, &issued(CLIENT_ID, 1));
+        let new = chosen("another-chosen-secret-of-32-chars-or-more");
+        let inputs = Inputs {
+            source: source(SourceRead::Value(new.clone())),
+            chosen_secret: Some(&new),
+            ..inputs(&app, &observed)
+        };
+        let decision = decide(&inputs);
+        assert!(matches!(decision, Decision::Mint { reason: MintReason::SourceChanged, .. }), "{decision:?}");
+        let hash = IssuedHash { hash: Some(CHOSEN_NEW.into()), fingerprint: Some(key().fingerprint(&new)) };
+        let outcome = outcome(&inputs, &decision, Some(&hash));
+        assert_eq!(outcome.status.secret_hash, None, "status, which view reads, holds no verifier of it");
+        assert_eq!(outcome.status.previous_secret_hash, None);
+        let verifiers = outcome.verifiers.expect("the ledger's");
+        assert_eq!(verifiers.current, CHOSEN_NEW);
+        assert_eq!(verifiers.previous.as_deref(), Some(CHOSEN_OLD), "the grace period's, in the ledger too");
+        assert!(verifiers.previous_expires_at.is_some());
+        assert_eq!(outcome.status.secret_fingerprint.as_deref(), Some(key().fingerprint(&new).as_str()));
+        // A minted secret's hash stays in status.
+        let minted = with_status(super::tests::app(), issued_status(1));
+        let observed = observe(&minted, &issued(CLIENT_ID, 1));
+        let kept = outcome_of(&inputs_for(&minted, &observed));
+        assert_eq!(kept.verifiers, None);
+        assert_eq!(kept.status.secret_hash.as_deref(), Some(OLD_HASH));
+    }
+
+    fn inputs_for<'a>(app: &'a AppRegistration, observed: &'a Observed) -> Inputs<'a> {
+        inputs(app, observed)
+    }
+
+    fn outcome_of(inputs: &Inputs<'_>) -> Outcome {
+        planned(inputs).1
     }
 
     #[test]

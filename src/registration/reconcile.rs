@@ -335,6 +335,31 @@ pub fn error_policy(packed: Arc<PackedApp>, error: &Error, ctx: Arc<Context>) ->
 }
 
 async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
+    // A chosen secret's verifiers are the ledger's, not status's: the plan
+    // reads them where status held them before; status is compared as it is.
+    let merged = with_ledger_verifiers(app, ctx);
+    apply_as(app, merged.as_ref().unwrap_or(app), ctx).await
+}
+
+/// `app` with the verifiers the ledger keeps of its chosen secret put where
+/// status keeps a minted secret's hash; `None` when there are none.
+fn with_ledger_verifiers(app: &AppRegistration, ctx: &Context) -> Option<AppRegistration> {
+    let status = app.status.as_ref()?;
+    if status.secret_hash.is_some() {
+        return None;
+    }
+    let verifiers = ctx.caches.ledger.verifiers(&app_key(app), uid(app), status.client_id.as_deref()?)?;
+    let mut merged = app.clone();
+    let status = merged.status.get_or_insert_default();
+    status.secret_hash = Some(verifiers.current);
+    status.previous_secret_hash = verifiers.previous;
+    status.previous_secret_expires_at = verifiers.previous_expires_at;
+    Some(merged)
+}
+
+/// Reconciles `app` (its status as the plan reads it); `real` is the app as
+/// cached, whose status a write is compared with.
+async fn apply_as(real: &AppRegistration, app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
     let status = app.status.clone().unwrap_or_default();
     let status_version = status.secret_version.unwrap_or(0);
@@ -457,7 +482,7 @@ async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         None => None,
     };
     let outcome = plan::outcome(&inputs, &decision, hash.as_ref());
-    carry_out(&inputs, &layout, outcome, ctx).await
+    carry_out(&inputs, &layout, outcome, real, ctx).await
 }
 
 /// Carries out a planned outcome: the Secret, the workload restarts, the
@@ -467,6 +492,7 @@ async fn carry_out(
     inputs: &Inputs<'_>,
     layout: &SecretLayout,
     mut outcome: Outcome,
+    real: &AppRegistration,
     ctx: &Context,
 ) -> Result<Action, Error> {
     let app = inputs.app;
@@ -480,7 +506,7 @@ async fn carry_out(
                 let observed = Observed::Foreign;
                 let inputs = inputs.observing(&observed);
                 let outcome = plan::outcome(&inputs, &Decision::Conflict, None);
-                return Box::pin(carry_out(&inputs, layout, outcome, ctx)).await;
+                return Box::pin(carry_out(&inputs, layout, outcome, real, ctx)).await;
             }
             None => return Ok(Action::requeue(Duration::from_secs(1))),
         },
@@ -506,6 +532,18 @@ async fn carry_out(
     if let (Some(write), Some(written)) = (&outcome.secret, &written) {
         remember(app, layout, written, layout.contents(write.secret()), ctx);
     }
+    // A chosen secret's verifiers go to the ledger before status names its version.
+    if let Some(client_id) = outcome.status.client_id.as_deref()
+        && ctx.caches.ledger.holds(&(ns.clone(), app.name_any()), uid(app), client_id)
+        && ctx.caches.ledger.verifiers(&(ns.clone(), app.name_any()), uid(app), client_id) != outcome.verifiers
+        && !ctx
+            .clerk
+            .set_verifiers(client_id, &ledger::holder_of(app), outcome.verifiers.as_ref())
+            .await
+            .map_err(|source| Error::Ledger { object: key(app), source })?
+    {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
 
     // The authorization server, in the same pass as the Secret.
     let mut registration_failed = None;
@@ -529,7 +567,7 @@ async fn carry_out(
         plan::after_restart(inputs, &mut outcome, &report);
     }
 
-    if !write_status(app, &outcome.status, ctx).await? {
+    if !write_status(real, &outcome.status, ctx).await? {
         // The app changed since it was read (or another instance wrote): look again.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -1342,7 +1380,12 @@ async fn retain_secret(app: &AppRegistration, client_id: &str, ctx: &Context) ->
     {
         return Ok(None);
     }
-    let verifier = app.status.as_ref().and_then(|s| s.secret_hash.clone());
+    // A minted secret's hash is in status; a chosen one's in the ledger.
+    let verifier = app
+        .status
+        .as_ref()
+        .and_then(|s| s.secret_hash.clone())
+        .or_else(|| ctx.caches.ledger.verifiers(&app_key(app), uid(app), client_id).map(|v| v.current));
     let retained = ctx
         .clerk
         .retain(client_id, &ledger::holder_of(app), &layout.name, verifier)

@@ -270,11 +270,20 @@ impl Registry {
                 }
                 let status = app.status.clone().unwrap_or_default();
                 let now = Timestamp::now();
-                let previous = status
-                    .previous_secret_hash
-                    .clone()
-                    .filter(|_| status.previous_secret_expires_at.as_ref().is_some_and(|t| t.0 > now));
-                let accepted: Vec<String> = status.secret_hash.clone().into_iter().chain(previous).collect();
+                // A minted secret's hashes are in status, a chosen one's in the ledger.
+                let key = (app.namespace().unwrap_or_default(), app.name_any());
+                let uid = app.meta().uid.as_deref().unwrap_or_default();
+                let (current, previous, until) =
+                    match (&status.secret_hash, self.caches.ledger.verifiers(&key, uid, client_id)) {
+                        (None, Some(v)) => (Some(v.current), v.previous, v.previous_expires_at),
+                        _ => (
+                            status.secret_hash.clone(),
+                            status.previous_secret_hash.clone(),
+                            status.previous_secret_expires_at.clone(),
+                        ),
+                    };
+                let previous = previous.filter(|_| until.as_ref().is_some_and(|t| t.0 > now));
+                let accepted: Vec<String> = current.into_iter().chain(previous).collect();
                 let identity = Identity {
                     namespace: app.namespace().unwrap_or_default(),
                     name: app.name_any(),

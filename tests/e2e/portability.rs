@@ -655,5 +655,11 @@ async fn a_source_is_read_only_for_a_user_who_may_read_it() {
     assert_eq!(secret_value(&secret, "client_secret").as_deref(), Some(strong));
     let plain = registrar::credentials::ClientSecret::from_bytes(strong.as_bytes()).expect("utf-8").plain_fingerprint();
     assert_ne!(status(&app).secret_fingerprint.as_deref(), Some(plain.as_str()), "the fingerprint is keyed");
+    assert_eq!(status(&app).secret_hash, None, "the verifier of a chosen secret is not in status (view reads status)");
+    let entry = kube::Api::<registrar::api::ClientIdEntry>::all(ns.client.clone())
+        .get(&registrar::api::entry_name(&status(&app).client_id.expect("id")))
+        .await
+        .expect("the ledger entry");
+    assert!(entry.spec.verifiers.is_some_and(|v| v.current.starts_with("$argon2id$")), "it is in the ledger");
     ns.delete().await;
 }
