@@ -28,6 +28,7 @@ phase "nginx and Caddy (Debian packages, unpacked)" fetch_proxies
 export REGISTRAR_PROXIES
 phase "unit tests" cargo test --locked --lib --bins
 phase "e2e tests" cargo test --locked --test e2e --test bare -- --test-threads "${E2E_THREADS:-4}"
+phase "e2e at scale (10,000 consents, alone)" cargo test --locked --test e2e -- --ignored --test-threads 1
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "benchmark smoke (200 apps)" make --no-print-directory bench-smoke
 phase "no leftover control-plane processes" check_no_leftovers

@@ -521,26 +521,31 @@ impl Clerk {
     }
 
     /// The app `holder` is deleted with `deletionPolicy: Retain`: its Client
-    /// ID is Retained in `secret_name`, with the verifier of its secret.
+    /// ID is Retained in `secret_name`, with the verifier of its secret (a
+    /// minted secret's, from its status; else the chosen secret's the entry
+    /// keeps, read from the apiserver, never from a cache that may lag).
     /// `false` when the app does not hold it.
     pub async fn retain(
         &self,
         client_id: &str,
         holder: &Holder,
         secret_name: &str,
-        verifier: Option<String>,
+        minted: Option<String>,
     ) -> Result<bool, LedgerError> {
-        let retained = Retained { secret_name: secret_name.to_owned(), verifier };
         for _ in 0..3 {
             let Some(entry) = self.fetch(client_id).await? else { return Ok(false) };
             let spec = &entry.spec;
             if spec.holder.uid != holder.uid || spec.state == LedgerState::Revoked {
                 return Ok(false);
             }
+            let verifier = minted.clone().or_else(|| match spec.state {
+                LedgerState::Retained => spec.retained.as_ref().and_then(|r| r.verifier.clone()),
+                _ => spec.verifiers.as_ref().map(|v| v.current.clone()),
+            });
+            let retained = Retained { secret_name: secret_name.to_owned(), verifier };
             if spec.state == LedgerState::Retained && spec.retained.as_ref() == Some(&retained) {
                 return Ok(true);
             }
-            let retained = retained.clone();
             let replaced = self
                 .replace(entry, |e| {
                     e.spec.state = LedgerState::Retained;

@@ -579,17 +579,18 @@ fn app_view(app: &AppRegistration) -> u64 {
     hasher.finish()
 }
 
-/// A digest of what consents read of a policy: the policy asked for, whether
-/// the switch was refused, the one in force, the grants kept, auto-approval and
-/// the allowlist.
+/// A digest of what consents read of a policy: the policy asked for, the one
+/// in force and since when, the grants kept by an earlier registrar, the apps
+/// revoked, auto-approval and the allowlist.
 fn consent_view(policy: &OrganizationPolicy) -> u64 {
     use std::hash::{Hash, Hasher};
     let status = policy.status.as_ref();
     let read = serde_json::json!([
         policy.spec.policy,
-        crate::consent::policy::switch_refused(policy),
         status.and_then(|s| s.policy),
+        status.and_then(|s| s.restricted_at.as_ref()),
         status.map(|s| &s.grandfathered),
+        policy.spec.revoked,
         policy.spec.auto_approve_internal,
         policy.spec.allowlist,
     ]);

@@ -1,7 +1,7 @@
 //! `AppConsent`: a namespace enabling a shared app for itself ("Add Consent").
 //! Deleting it is "Remove Consent": only that namespace loses access.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +79,11 @@ pub struct AppConsentStatus {
     /// Restricted policy does not allow yet (until its allowlist lists them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held_scopes: Vec<String>,
+    /// registrar's sealed record of this consent's grant, which a switch of
+    /// its organization to Restricted keeps. A record it did not seal, or
+    /// sealed for another consent, grants nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<ConsentGrant>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -87,4 +92,25 @@ pub struct AppConsentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What registrar granted a consent, and since when: the record a switch of
+/// its organization to Restricted keeps (the consent keeps these scopes while
+/// it stays granted). Sealed under registrar's key, bound to this consent (its
+/// namespace, name and UID), its app and its organization.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentGrant {
+    /// The organization of the consent's namespace when it was granted.
+    pub organization: String,
+    /// The Client ID granted.
+    pub client_id: String,
+    /// Granted without a break since then (registrar's clock).
+    pub since: MicroTime,
+    /// The scopes granted, as of the last change while the organization was
+    /// Unrestricted (they stay as they are while it is Restricted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// registrar's seal of this record.
+    pub seal: String,
 }

@@ -9,7 +9,7 @@ pub mod keys;
 mod organization_policy;
 pub mod validation;
 
-pub use app_consent::{AppConsent, AppConsentSpec, AppConsentStatus, AppRef};
+pub use app_consent::{AppConsent, AppConsentSpec, AppConsentStatus, AppRef, ConsentGrant};
 pub use app_registration::{
     AcceptedSpec, AppRegistration, AppRegistrationSpec, AppRegistrationStatus, AuthServerStatus, DEFAULT_CLIENT_ID_KEY,
     DEFAULT_CLIENT_SECRET_KEY, DEFAULT_GRANT_TYPES, DEFAULT_ISSUER_KEY, DEFAULT_TOKEN_URL_KEY, GrantType,
@@ -20,7 +20,8 @@ pub use app_registration::{
 };
 pub use client_id_entry::{ClientIdEntry, ClientIdEntrySpec, Holder, LedgerState, Retained, Verifiers, entry_name};
 pub use organization_policy::{
-    AllowlistEntry, Grant, OrganizationPolicy, OrganizationPolicySpec, OrganizationPolicyStatus, PolicyKind,
+    AllowlistEntry, GrandfatheredApp, Grant, OrganizationPolicy, OrganizationPolicySpec, OrganizationPolicyStatus,
+    PolicyKind, RevokedApp,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -2,7 +2,7 @@
 //! its groups may consent to (seed 003, MuleSoft's Unrestricted / Restricted
 //! with an allowlist). Cluster-scoped, named after the organization.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,8 @@ pub struct OrganizationPolicySpec {
     /// Unrestricted (default): consents are granted as the apps' scopes allow.
     /// Restricted: only internal apps (while autoApproveInternal) and
     /// allowlisted ones. Switching to Restricted keeps every consent granted
-    /// at that moment (recorded in status.grandfathered).
+    /// at that moment, with the scopes it had (each consent's status.grant
+    /// records it), until the app is listed in revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyKind>,
     /// Under Restricted, grant consents to apps registered in a namespace of
@@ -48,6 +49,12 @@ pub struct OrganizationPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1024))]
     pub allowlist: Vec<AllowlistEntry>,
+    /// Apps whose consents kept from before the switch to Restricted the
+    /// organization revokes (an allowlist entry for the app still grants what
+    /// it lists). A revoked consent stays revoked when the entry is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub revoked: Vec<RevokedApp>,
     /// Who takes over an app of this organization whose owner can no longer
     /// manage it. Default: registrar's cluster-wide default (--default-owner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,8 +104,23 @@ pub struct AllowlistEntry {
     pub scopes: Vec<String>,
 }
 
-/// A consent granted when the organization switched to Restricted: it keeps
-/// working, with the scopes it had, until it is removed from here.
+/// An app whose consents kept from before the switch to Restricted the
+/// organization revokes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedApp {
+    /// The app (its namespace and name).
+    pub app: AppRef,
+    /// Only while the app has this Client ID (default: whichever it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: Option<String>,
+}
+
+/// A consent granted when the organization switched to Restricted, as
+/// registrar recorded it before consents carried their own record (in the
+/// policy's status, at most 2,000): it keeps working, with the scopes it
+/// had, until it is removed from here or its app is revoked.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Grant {
@@ -113,8 +135,20 @@ pub struct Grant {
     pub seal: String,
 }
 
-/// The policy in force, and the grants kept from before Restricted. Written by
-/// registrar; an organization admin may remove grants (that revokes them).
+/// An app whose consents the switch to Restricted kept, and how many.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrandfatheredApp {
+    /// The app, `namespace/name`.
+    pub app: String,
+    pub client_id: String,
+    /// How many of the organization's consents to it were kept.
+    pub consents: i64,
+}
+
+/// The policy in force, and what the switch to Restricted kept. Written by
+/// registrar (an organization admin may remove a grant an earlier registrar
+/// recorded here: that revokes it).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationPolicyStatus {
@@ -131,12 +165,22 @@ pub struct OrganizationPolicyStatus {
     /// When the organization became Restricted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restricted_since: Option<Time>,
-    /// Consents granted at the switch to Restricted, kept in force.
+    /// The same moment to the microsecond: a consent granted without a break
+    /// since before it (its status.grant) keeps what it had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restricted_at: Option<MicroTime>,
+    /// Consents kept at a switch to Restricted by registrar before consents
+    /// carried their own record; still in force until removed from here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grandfathered: Vec<Grant>,
-    /// How many consents are grandfathered.
+    /// How many consents were granted at the switch to Restricted that the
+    /// policy would not allow by itself (kept).
     #[serde(default)]
     pub grandfathered_count: i64,
+    /// The apps of the consents kept at the switch, most consents first (at
+    /// most 100 listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grandfathered_apps: Vec<GrandfatheredApp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -14,7 +14,6 @@ use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::PatchParams,
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
@@ -31,11 +30,11 @@ use crate::{
     credentials::seal::SealKey,
     ledger::Word,
     metrics::{ErrorLabels, Metrics},
-    registration::{FIELD_MANAGER, plan::to_time, status_patch},
+    registration::{plan::to_time, status_patch},
     retry,
     watches::Caches,
 };
-use policy::{Allowance, PolicyApp, PolicyFacts};
+use policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts};
 use visibility::{AppFacts, ConsentFacts, evaluate};
 
 /// Why a consent reconcile failed.
@@ -196,16 +195,23 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
     let policy_object = ctx.caches.policies.get(&ObjectRef::new(&consent_org));
     let policy = PolicyFacts { organization: &consent_org, policy: policy_object.as_deref(), seal_key: &ctx.seal_key };
     let consent_key = format!("{namespace}/{}", consent.name_any());
+    let seen = ConsentSeen {
+        key: &consent_key,
+        uid: consent.metadata.uid.as_deref().unwrap_or_default(),
+        grant: current.grant.as_ref(),
+    };
     let app_key = format!("{}/{}", app_ref.namespace, app_ref.name);
-    let (allowance, refusal) = match &facts {
-        Some(app) if app.client_id.is_some() => {
-            let policy_app = PolicyApp {
-                namespace: app.namespace,
-                name: app.name,
-                organization: app.organization,
-                client_id: app.client_id.unwrap_or_default(),
-            };
-            let allowance = policy.allowance(Some(&consent_key), &policy_app);
+    let policy_app = facts.as_ref().and_then(|app| {
+        Some(PolicyApp {
+            namespace: app.namespace,
+            name: app.name,
+            organization: app.organization,
+            client_id: app.client_id?,
+        })
+    });
+    let (allowance, refusal) = match (&facts, &policy_app) {
+        (Some(app), Some(policy_app)) => {
+            let allowance = policy.allowance(Some(&seen), policy_app);
             let refusal = (allowance == Allowance::Refused).then(|| {
                 let needed: Vec<&str> = match consent.spec.oauth_scopes.as_deref() {
                     Some(requested) => requested.iter().map(String::as_str).collect(),
@@ -214,7 +220,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
                 // Bound to this Client ID: it was granted once (the binding
                 // outlives a denial, so the message stays the same on every pass).
                 let was_granted = current.client_id.as_deref() == app.client_id;
-                policy.refusal(&policy_app, &needed, was_granted)
+                policy.refusal(policy_app, &needed, was_granted)
             });
             (allowance, refusal)
         }
@@ -236,6 +242,12 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         .is_none_or(|c| c.reason != evaluation.condition.reason || c.message != evaluation.condition.message);
     let announce = changed.then(|| evaluation.condition.clone());
 
+    let now = Timestamp::now();
+    // registrar's record of the grant, which a switch to Restricted keeps.
+    let grant = policy_app.as_ref().and_then(|app| {
+        let granted = evaluation.condition.status.then_some(evaluation.granted_scopes.as_slice());
+        policy.record(&seen, app, granted, now)
+    });
     let generation = consent.metadata.generation;
     let desired = AppConsentStatus {
         app: Some(app_key),
@@ -244,20 +256,16 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         granted_scopes: evaluation.granted_scopes,
         pending_scopes: evaluation.pending_scopes,
         held_scopes: evaluation.held_scopes,
+        grant,
         observed_generation: generation,
-        conditions: conditions::settle(
-            &current.conditions,
-            &[evaluation.condition],
-            generation,
-            &to_time(Timestamp::now()),
-        ),
+        conditions: conditions::settle(&current.conditions, &[evaluation.condition], generation, &to_time(now)),
     };
     if consent.status.as_ref() != Some(&desired) {
         let reason = desired.conditions.first().map(|c| c.reason.clone()).unwrap_or_default();
         info!(namespace, name = consent.name_any(), app = desired.app, reason, "consent evaluated");
         let api: Api<AppConsent> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = status_patch(consent, &desired);
-        match api.patch_status(&consent.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await {
+        let (params, patch) = status_patch(consent, consent.status.as_ref(), &desired);
+        match api.patch_status(&consent.name_any(), &params, &patch).await {
             Ok(_) => {}
             // Changed since it was read: the change brings it back to this controller.
             Err(kube::Error::Api(s)) if s.is_conflict() => return Ok(Action::await_change()),

@@ -1,26 +1,33 @@
 //! The OrganizationPolicy controller: puts an organization's policy in force.
 //!
-//! A switch to Restricted first records every consent of the organization's
-//! namespaces granted at that moment (status.grandfathered, each sealed; read
-//! from the apiserver, not the cache, so a grant written a moment ago counts) and
-//! only then reports Restricted as the policy in force (status.policy), which
-//! is what consents obey: no consent granted before the switch is lost in
-//! between. A switch back to Unrestricted drops the record. An organization
-//! admin removes a grant from status to revoke it; registrar never adds one
-//! back. Registrar never writes spec.
+//! A switch to Restricted keeps every consent of the organization's namespaces
+//! granted at that moment. Each consent carries registrar's sealed record of
+//! its grant (`status.grant`, written by the consent controller with the
+//! grant), so the switch writes nothing per consent: it reads the consents
+//! from the apiserver (not the cache), waits (at most [`RECORD_WAIT`]) for any
+//! granted one still without a record — a consent granted a moment ago, or by
+//! a registrar from before records — then reports Restricted as the policy in
+//! force (status.policy, status.restrictedAt), which is what consents obey.
+//! Meanwhile nothing new is granted. A consent granted without a break since
+//! before that moment keeps its scopes until the organization lists its app
+//! in spec.revoked. Registrar never writes spec.
 //!
 //! Every instance obeys every policy (the watches read them all), but only
 //! one writes a policy's status: an instance that watches all namespaces and
-//! whose `--selector` (if any) matches the policy's labels. The grants
-//! recorded are the organization's, whichever instance manages each consent.
+//! whose `--selector` (if any) matches the policy's labels. The consents
+//! counted are the organization's, whichever instance manages each one.
 
-use std::sync::Arc;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, PatchParams},
+    api::ListParams,
     runtime::{
         Controller,
         controller::{Action, Config as ControllerConfig},
@@ -30,15 +37,15 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use super::policy::{PolicyApp, PolicyFacts, grant};
+use super::policy::{ConsentSeen, PolicyApp, PolicyFacts, to_micro_time};
 use crate::{
     api::{
-        AppConsent, Grant, OrganizationPolicy, PolicyKind,
+        AppConsent, GrandfatheredApp, OrganizationPolicy, PolicyKind,
         conditions::{self, DesiredCondition},
     },
     credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
-    registration::{FIELD_MANAGER, plan::to_time, status_patch},
+    registration::{plan::to_time, status_patch},
     retry,
     watches::{Caches, Selection},
 };
@@ -59,6 +66,19 @@ struct Context {
     metrics: Metrics,
     seal_key: SealKey,
     failures: retry::Failures,
+    /// Since when each organization's switch to Restricted has waited for
+    /// consents' records.
+    waiting: Mutex<HashMap<String, Instant>>,
+}
+
+impl Context {
+    fn waiting_since(&self, organization: &str) -> Instant {
+        *self.waiting.lock().expect("waiting").entry(organization.to_owned()).or_insert_with(Instant::now)
+    }
+
+    fn done_waiting(&self, organization: &str) {
+        self.waiting.lock().expect("waiting").remove(organization);
+    }
 }
 
 /// Runs the OrganizationPolicy controller until `shutdown` resolves.
@@ -90,7 +110,14 @@ pub async fn run(
         config = config.labels(selector);
     }
     let api: Api<OrganizationPolicy> = Api::all(client.clone());
-    let ctx = Arc::new(Context { client, caches, metrics, seal_key, failures: Default::default() });
+    let ctx = Arc::new(Context {
+        client,
+        caches,
+        metrics,
+        seal_key,
+        failures: Default::default(),
+        waiting: Default::default(),
+    });
     info!("OrganizationPolicy controller started");
     Controller::new(api, config)
         .reconcile_on(triggers)
@@ -121,137 +148,205 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
     let mut next = current.clone();
     next.auto_approve_internal = Some(policy.spec.auto_approve_internal.unwrap_or(true));
     next.allowlisted = i64::try_from(policy.spec.allowlist.len()).unwrap_or(i64::MAX);
-    let mut refused = None;
+    let mut waiting = None;
     match (wanted, current.policy) {
-        (PolicyKind::Restricted, Some(PolicyKind::Restricted)) => {}
-        (PolicyKind::Restricted, _) => match to_keep(&organization, granted_now(&organization, policy, ctx).await?) {
-            Ok(grants) => {
-                next.grandfathered = grants;
-                next.restricted_since = Some(to_time(now));
+        (PolicyKind::Restricted, Some(PolicyKind::Restricted)) => {
+            ctx.done_waiting(&organization);
+            if next.restricted_at.is_none() {
+                // Put in force by a registrar from before consents carried
+                // their record: the grants it kept are counted here.
+                next.grandfathered_count = count(next.grandfathered.len());
+            }
+        }
+        (PolicyKind::Restricted, _) => {
+            let survey = survey(&organization, policy, ctx).await?;
+            let waited = ctx.waiting_since(&organization).elapsed();
+            if survey.unrecorded > 0 && waited < RECORD_WAIT {
+                waiting = Some(survey.unrecorded);
+            } else {
+                ctx.done_waiting(&organization);
+                if survey.unrecorded > 0 {
+                    warn!(
+                        organization,
+                        consents = survey.unrecorded,
+                        waited = ?waited,
+                        "switching to Restricted without keeping consents that show a grant registrar has no record of"
+                    );
+                }
                 next.policy = Some(PolicyKind::Restricted);
-                info!(organization, grandfathered = next.grandfathered.len(), "organization switched to Restricted");
+                next.restricted_since = Some(to_time(now));
+                next.restricted_at = Some(to_micro_time(now));
+                next.grandfathered = Vec::new();
+                next.grandfathered_count = count(survey.kept);
+                next.grandfathered_apps = survey.apps();
+                info!(organization, kept = survey.kept, "organization switched to Restricted");
             }
-            Err(message) => {
-                warn!(organization, "too many consents to keep at the switch to Restricted");
-                refused = Some(message);
-            }
-        },
+        }
         (PolicyKind::Unrestricted, _) => {
-            next.grandfathered = Vec::new();
-            next.restricted_since = None;
+            ctx.done_waiting(&organization);
             next.policy = Some(PolicyKind::Unrestricted);
+            next.restricted_since = None;
+            next.restricted_at = None;
+            next.grandfathered = Vec::new();
+            next.grandfathered_count = 0;
+            next.grandfathered_apps = Vec::new();
         }
     }
-    next.grandfathered_count = i64::try_from(next.grandfathered.len()).unwrap_or(i64::MAX);
     next.observed_generation = policy.metadata.generation;
     let namespaces = ctx.caches.index.namespaces_of(&organization).len();
-    let message = match next.policy {
-        Some(PolicyKind::Restricted) => format!(
-            "Restricted for {namespaces} namespace(s) of organization {organization}: internal apps {}, {} allowlisted, \
-             {} consent(s) kept from before the switch",
-            if next.auto_approve_internal == Some(false) { "need an allowlist entry" } else { "approved" },
-            next.allowlisted,
-            next.grandfathered_count
-        ),
-        _ => format!("Unrestricted for {namespaces} namespace(s) of organization {organization}"),
-    };
-    let ready = match refused {
-        Some(message) => DesiredCondition {
+    let ready = match (waiting, next.policy) {
+        (Some(unrecorded), _) => DesiredCondition {
             type_: conditions::READY,
             status: false,
-            reason: super::policy::TOO_MANY_GRANTS,
-            message,
+            reason: SWITCHING,
+            message: format!(
+                "switching organization {organization} to Restricted: waiting for registrar to record the grant of \
+                 {unrecorded} consent(s) granted before the switch (at most {} s); nothing new is granted meanwhile",
+                RECORD_WAIT.as_secs()
+            ),
         },
-        None => DesiredCondition { type_: conditions::READY, status: true, reason: "InForce", message },
+        (None, Some(PolicyKind::Restricted)) => DesiredCondition {
+            type_: conditions::READY,
+            status: true,
+            reason: "InForce",
+            message: format!(
+                "Restricted for {namespaces} namespace(s) of organization {organization}: internal apps {}, {} \
+                 allowlisted, {} consent(s) kept from before the switch",
+                if next.auto_approve_internal == Some(false) { "need an allowlist entry" } else { "approved" },
+                next.allowlisted,
+                next.grandfathered_count
+            ),
+        },
+        (None, _) => DesiredCondition {
+            type_: conditions::READY,
+            status: true,
+            reason: "InForce",
+            message: format!("Unrestricted for {namespaces} namespace(s) of organization {organization}"),
+        },
     };
     next.conditions = conditions::settle(&current.conditions, &[ready], policy.metadata.generation, &to_time(now));
     if policy.status.as_ref() != Some(&next) {
         let api: Api<OrganizationPolicy> = Api::all(ctx.client.clone());
-        match api
-            .patch_status(
-                &organization,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &status_patch(policy.as_ref(), &next),
-            )
-            .await
-        {
+        let (params, patch) = status_patch(policy.as_ref(), policy.status.as_ref(), &next);
+        match api.patch_status(&organization, &params, &patch).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_conflict() => return Ok(Action::await_change()),
             Err(e) => return Err(Error { doing: "writing the status", object: organization, source: Box::new(e) }),
         }
     }
+    if waiting.is_some() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     Ok(Action::await_change())
 }
 
-/// The grants to keep at the switch, or why the switch cannot happen: more
-/// than [`MAX_GRANTS`] (the organization stays as it is, nothing is lost).
-fn to_keep(organization: &str, grants: Vec<Grant>) -> Result<Vec<Grant>, String> {
-    if grants.len() <= MAX_GRANTS {
-        return Ok(grants);
-    }
-    let mut apps: Vec<&str> = grants.iter().map(|g| g.app.as_str()).collect();
-    apps.sort_unstable();
-    apps.dedup();
-    Err(format!(
-        "not switched to Restricted: {} consents of organization {organization} are granted to apps the policy would \
-         not allow, more than the {MAX_GRANTS} it can keep; allowlist the apps they use ({}{}) with the scopes they \
-         were granted, and the switch keeps only the rest",
-        grants.len(),
-        apps.iter().take(10).copied().collect::<Vec<_>>().join(", "),
-        if apps.len() > 10 { format!(" and {} more", apps.len() - 10) } else { String::new() },
-    ))
+/// The reason of a policy's `Ready=False` while a switch to Restricted waits
+/// for consents' records.
+pub const SWITCHING: &str = "Switching";
+
+/// How long a switch to Restricted waits for granted consents without a record
+/// (registrar records a grant as it makes it, so only a grant made a moment
+/// ago, or by a registrar from before records, waits; a tenant who writes a
+/// grant into its consent's status delays its organization's switch by this
+/// much at most, and gains nothing kept).
+pub const RECORD_WAIT: Duration = Duration::from_secs(30);
+
+/// The most apps listed in status.grandfatheredApps.
+const LISTED_APPS: usize = 100;
+
+/// The consents of the organization's namespaces granted right now that the
+/// Restricted policy would not allow by itself (an internal app while
+/// auto-approval is on, or an allowlist entry with all of its scopes).
+#[derive(Debug, Default)]
+struct Survey {
+    /// With registrar's record of their grant: kept by the switch.
+    kept: usize,
+    /// Showing a grant registrar has no record of (yet).
+    unrecorded: usize,
+    /// Kept consents by app and Client ID.
+    by_app: BTreeMap<(String, String), usize>,
 }
 
-/// The most grants a policy's status keeps (about 220 bytes each: far below
-/// the apiserver's object size limit).
-pub const MAX_GRANTS: usize = 2000;
+impl Survey {
+    /// The apps of the kept consents, most consents first, at most [`LISTED_APPS`].
+    fn apps(&self) -> Vec<GrandfatheredApp> {
+        let mut apps: Vec<_> = self.by_app.iter().collect();
+        apps.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        apps.into_iter()
+            .take(LISTED_APPS)
+            .map(|((app, client_id), consents)| GrandfatheredApp {
+                app: app.clone(),
+                client_id: client_id.clone(),
+                consents: count(*consents),
+            })
+            .collect()
+    }
+}
 
-/// Every consent of the organization's namespaces granted right now that the
-/// Restricted policy would not allow by itself (an internal app while
-/// auto-approval is on, or an allowlist entry with all of its scopes), sealed:
-/// listed from the apiserver (one list per namespace of the organization,
-/// whichever instance manages its consents), so a consent granted a moment
-/// ago, not yet in this process' cache, counts.
-async fn granted_now(organization: &str, policy: &OrganizationPolicy, ctx: &Context) -> Result<Vec<Grant>, Error> {
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Surveys the consents of the organization's namespaces, listed from the
+/// apiserver in pages (whichever instance manages them), so a consent granted
+/// a moment ago, not yet in this process' cache, counts.
+async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) -> Result<Survey, Error> {
     let facts = PolicyFacts { organization, policy: Some(policy), seal_key: &ctx.seal_key };
-    let auto_approve_internal = policy.spec.auto_approve_internal.unwrap_or(true);
-    let params = ListParams::default();
-    let mut grants = Vec::new();
+    let mut survey = Survey::default();
     for namespace in ctx.caches.index.namespaces_of(organization) {
-        let consents =
-            Api::<AppConsent>::namespaced(ctx.client.clone(), &namespace).list(&params).await.map_err(|e| Error {
+        let api = Api::<AppConsent>::namespaced(ctx.client.clone(), &namespace);
+        let mut params = ListParams::default().limit(PAGE);
+        loop {
+            let page = api.list(&params).await.map_err(|e| Error {
                 doing: "listing the consents granted at the switch",
                 object: organization.to_owned(),
                 source: Box::new(e),
             })?;
-        grants.extend(consents.items.into_iter().filter_map(|consent| {
-            let status = consent.status.as_ref()?;
-            if !conditions::is_true(&status.conditions, conditions::GRANTED) {
-                return None;
+            for consent in &page.items {
+                survey.add(&facts, &ctx.caches.index, &namespace, consent);
             }
-            let app = &consent.spec.app_ref;
-            let client_id = status.client_id.as_deref()?;
-            let app_org = ctx.caches.index.organization_of(&app.namespace);
-            let subject = PolicyApp { namespace: &app.namespace, name: &app.name, organization: &app_org, client_id };
-            let covered = (app_org == organization && auto_approve_internal)
-                || facts
-                    .allowlisted(&subject)
-                    .is_some_and(|entry| status.granted_scopes.iter().all(|s| entry.scopes.contains(s)));
-            if covered {
-                return None;
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
             }
-            Some(grant(
-                &ctx.seal_key,
-                organization,
-                format!("{namespace}/{}", consent.name_any()),
-                format!("{}/{}", app.namespace, app.name),
-                status.client_id.clone()?,
-                status.granted_scopes.clone(),
-            ))
-        }));
+        }
     }
-    grants.sort_by(|a, b| a.consent.cmp(&b.consent));
-    Ok(grants)
+    Ok(survey)
+}
+
+/// Consents read per page by the survey.
+const PAGE: u32 = 500;
+
+impl Survey {
+    fn add(&mut self, facts: &PolicyFacts<'_>, index: &crate::index::Index, namespace: &str, consent: &AppConsent) {
+        let Some(status) = consent.status.as_ref() else { return };
+        if !conditions::is_true(&status.conditions, conditions::GRANTED) {
+            return;
+        }
+        let Some(client_id) = status.client_id.as_deref() else { return };
+        let app = &consent.spec.app_ref;
+        let app_org = index.organization_of(&app.namespace);
+        let subject = PolicyApp { namespace: &app.namespace, name: &app.name, organization: &app_org, client_id };
+        let covered = facts.covers_internally(&subject)
+            || facts
+                .allowlisted(&subject)
+                .is_some_and(|entry| status.granted_scopes.iter().all(|s| entry.scopes.contains(s)));
+        if covered {
+            return;
+        }
+        let key = format!("{namespace}/{}", consent.name_any());
+        let seen = ConsentSeen {
+            key: &key,
+            uid: consent.metadata.uid.as_deref().unwrap_or_default(),
+            grant: status.grant.as_ref(),
+        };
+        if facts.recorded(&seen, &subject).is_some() {
+            self.kept += 1;
+            *self.by_app.entry((format!("{}/{}", app.namespace, app.name), client_id.to_owned())).or_default() += 1;
+        } else {
+            self.unrecorded += 1;
+        }
+    }
 }
 
 fn error_policy(policy: Arc<OrganizationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -267,28 +362,15 @@ fn error_policy(policy: Arc<OrganizationPolicy>, error: &Error, ctx: Arc<Context
 mod tests {
     use super::*;
 
-    fn grants(n: usize, apps: usize) -> Vec<Grant> {
-        (0..n)
-            .map(|i| Grant {
-                consent: format!("ns-{i}/c"),
-                app: format!("team/app-{:02}", i % apps),
-                client_id: format!("id-{}", i % apps),
-                scopes: vec!["read".into()],
-                seal: "seal".into(),
-            })
-            .collect()
-    }
-
     #[test]
-    fn up_to_the_limit_every_grant_is_kept() {
-        assert_eq!(to_keep("acme", grants(MAX_GRANTS, 3)).map(|g| g.len()), Ok(MAX_GRANTS));
-    }
-
-    #[test]
-    fn past_the_limit_the_switch_waits_and_names_the_apps_to_allowlist() {
-        let message = to_keep("acme", grants(MAX_GRANTS + 1, 12)).expect_err("refused");
-        assert!(message.starts_with("not switched to Restricted: 2001 consents of organization acme"), "{message}");
-        assert!(message.contains("team/app-00, team/app-01") && message.contains("and 2 more"), "{message}");
-        assert!(!message.contains("seal"), "{message}");
+    fn the_kept_apps_are_listed_most_consents_first_and_at_most_a_hundred() {
+        let mut survey = Survey::default();
+        for i in 0..150usize {
+            survey.by_app.insert((format!("team/app-{i:03}"), format!("id-{i}")), i % 7 + 1);
+        }
+        let apps = survey.apps();
+        assert_eq!(apps.len(), LISTED_APPS);
+        assert!(apps.windows(2).all(|w| w[0].consents >= w[1].consents), "{apps:?}");
+        assert_eq!((apps[0].app.as_str(), apps[0].consents), ("team/app-006", 7));
     }
 }

@@ -777,6 +777,7 @@ mod tests {
             granted_scopes: scopes(granted),
             pending_scopes: scopes(&[]),
             held_scopes: scopes(&[]),
+            grant: None,
             observed_generation: Some(4242),
             conditions: vec![Condition {
                 type_: GRANTED.to_owned(),

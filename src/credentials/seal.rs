@@ -68,6 +68,16 @@ pub struct Sealed<'a> {
     pub rotate_request: Option<&'a str>,
 }
 
+/// Whose grant record a consent's seal vouches for: the consent (`namespace/name`
+/// and UID, so a record copied to another consent, or to a consent recreated
+/// under the same name, proves nothing) and its app (`namespace/name`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConsentOf<'a> {
+    pub consent: &'a str,
+    pub uid: &'a str,
+    pub app: &'a str,
+}
+
 impl SealKey {
     /// A key from raw bytes (at least 32).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealKeyError> {
@@ -197,6 +207,34 @@ impl SealKey {
             return false;
         };
         self.retention_mac(namespace, secret_name, client_id, hash).verify_slice(&tag).is_ok()
+    }
+
+    fn consent_grant_mac(&self, of: &ConsentOf<'_>, grant: &crate::api::ConsentGrant) -> Hmac<Sha256> {
+        let since = grant.since.0.as_microsecond().to_string();
+        let scopes = grant.scopes.join(" ");
+        self.fields_mac(&[
+            b"registrar consent grant seal v1",
+            of.consent.as_bytes(),
+            of.uid.as_bytes(),
+            of.app.as_bytes(),
+            grant.organization.as_bytes(),
+            grant.client_id.as_bytes(),
+            since.as_bytes(),
+            scopes.as_bytes(),
+        ])
+    }
+
+    /// The seal of a consent's grant record (`status.grant`).
+    pub fn seal_consent_grant(&self, of: &ConsentOf<'_>, grant: &crate::api::ConsentGrant) -> String {
+        format!("{SCHEME}{}", URL_SAFE_NO_PAD.encode(self.consent_grant_mac(of, grant).finalize().into_bytes()))
+    }
+
+    /// Whether `grant` carries this key's seal for the consent `of`.
+    pub fn verifies_consent_grant(&self, of: &ConsentOf<'_>, grant: &crate::api::ConsentGrant) -> bool {
+        let Some(tag) = grant.seal.strip_prefix(SCHEME).and_then(|t| URL_SAFE_NO_PAD.decode(t).ok()) else {
+            return false;
+        };
+        self.consent_grant_mac(of, grant).verify_slice(&tag).is_ok()
     }
 
     /// Reads the seal key from the Secret `namespace/name`, creating it with a

@@ -44,7 +44,7 @@ use serde_json::json;
 use crate::{
     admin_server::Gate,
     api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
-    consent::policy::{Allowance, PolicyApp, PolicyFacts},
+    consent::policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts},
     credentials::{ClientSecret, Hasher, seal::SealKey},
     metrics::{Metrics, ReasonLabels, RequestLabels},
     packed::Uid,
@@ -244,14 +244,25 @@ impl Registry {
         let app_org = index.organization_of(&app_ns);
         let name = app.name_any();
         let subject = PolicyApp { namespace: &app_ns, name: &name, organization: &app_org, client_id: &client_id };
-        // The group's own consent to it, for a grant kept from before Restricted.
-        let consent = index
+        // The group's own consents to it, for a grant kept from before Restricted.
+        let consents: Vec<_> = index
             .consents_in_namespace(group)
             .into_iter()
             .filter_map(|(ns, n)| self.caches.consents.get(&ObjectRef::new(&n).within(&ns)))
-            .find(|c| c.spec.app_ref.namespace == app_ns && c.spec.app_ref.name == name)
-            .map(|c| format!("{group}/{}", c.name_any()));
-        facts.allowance(consent.as_deref(), &subject) != Allowance::Refused
+            .filter(|c| c.spec.app_ref.namespace == app_ns && c.spec.app_ref.name == name)
+            .collect();
+        if consents.is_empty() {
+            return facts.allowance(None, &subject) != Allowance::Refused;
+        }
+        consents.iter().any(|c| {
+            let key = format!("{group}/{}", c.name_any());
+            let seen = ConsentSeen {
+                key: &key,
+                uid: c.metadata.uid.as_deref().unwrap_or_default(),
+                grant: c.status.as_ref().and_then(|s| s.grant.as_ref()),
+            };
+            facts.allowance(Some(&seen), &subject) != Allowance::Refused
+        })
     }
 
     fn consenting_namespaces(&self, app: &AppRegistration) -> Vec<String> {

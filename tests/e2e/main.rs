@@ -16,6 +16,7 @@ mod proxies;
 mod registration;
 mod registry;
 mod registry_abuse;
+mod scale;
 mod smoke;
 mod tenancy;
 mod terminal;

@@ -240,55 +240,93 @@ async fn a_restricted_organization_grants_internal_apps_and_allowlisted_ones() {
     w.delete().await;
 }
 
-/// Switching to Restricted keeps every consent granted at that moment (in the
-/// policy's status, not its spec); removing that grant, or an allowlist entry,
-/// revokes the app for the organization, and the consents say why.
+/// Switching to Restricted keeps every consent granted at that moment: each
+/// consent carries registrar's sealed record of its grant (status.grant), the
+/// policy's status counts them and lists their apps, nothing is written into
+/// spec. A record copied onto another consent grants nothing. Listing the app
+/// in spec.revoked, or removing an allowlist entry, revokes it for the
+/// organization, and the consents say why.
 #[tokio::test]
 async fn the_switch_to_restricted_keeps_what_was_granted_until_an_admin_removes_it() {
     let w = World::new("orgg").await;
     w.consent(&w.b, "external", PLATFORM, &w.global).await;
     w.consent(&w.b, "internal", &w.apps.name, "internal").await;
-    wait_consent(&w.b, "external", "Granted").await;
+    let before = wait_consent(&w.b, "external", "Granted").await;
     wait_consent(&w.b, "internal", "Granted").await;
+    let record = eventually("the grant's record", TIMEOUT, || async {
+        w.b.api::<AppConsent>().get("external").await.ok()?.status?.grant
+    })
+    .await;
+    let client_id = before.status.as_ref().and_then(|s| s.client_id.clone()).expect("bound");
+    assert_eq!((record.organization.as_str(), record.client_id.as_str()), (w.org.as_str(), client_id.as_str()));
+    assert_eq!(record.scopes, ["read"]);
     w.policy(PolicyKind::Restricted, None, vec![]).await;
     let policy = w.in_force(PolicyKind::Restricted).await;
-    // Kept: the external app's consent; the internal one needs no record
-    // (auto-approved), and stays granted.
-    let kept = &policy.status.as_ref().expect("status").grandfathered;
-    assert_eq!(kept.len(), 1, "{kept:?}");
+    // Kept: the external app's consent; the internal one is auto-approved
+    // (not counted), and stays granted.
+    let status = policy.status.as_ref().expect("status");
+    assert_eq!(status.grandfathered_count, 1, "{status:?}");
+    assert!(status.grandfathered.is_empty(), "nothing per consent in the policy");
+    let listed = &status.grandfathered_apps;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].app.clone(), listed[0].client_id.clone()),
+        (format!("{PLATFORM}/{}", w.global), client_id.clone())
+    );
+    assert_eq!(listed[0].consents, 1);
+    assert!(status.restricted_at.as_ref().is_some_and(|at| record.since.0 < at.0));
+    assert!(policy.spec.allowlist.is_empty() && policy.spec.revoked.is_empty(), "nothing is written into spec");
     wait_consent(&w.b, "internal", "Granted").await;
-    assert_eq!(kept[0].consent, format!("{}/external", w.b.name));
-    assert_eq!(kept[0].scopes, ["read"]);
-    assert!(policy.spec.allowlist.is_empty(), "nothing is written into spec");
     let described =
         control_plane().kubectl().args(["describe", "orgpolicy", &w.org]).output().expect("kubectl describe");
-    assert!(String::from_utf8_lossy(&described.stdout).contains(&format!("{}/external", w.b.name)));
-    // Still granted; a new consent from another namespace is not.
+    assert!(String::from_utf8_lossy(&described.stdout).contains(&format!("{PLATFORM}/{}", w.global)));
+    // Still granted, with its record as it was; a new consent from another
+    // namespace is not, even with the kept consent's record copied onto it.
     let still = wait_consent(&w.b, "external", "Granted").await;
     assert_eq!(scopes(&still).0, ["read"]);
+    assert_eq!(still.status.as_ref().and_then(|s| s.grant.as_ref()), Some(&record), "the record stays");
     w.consent(&w.c, "external", PLATFORM, &w.global).await;
     wait_consent(&w.c, "external", "NotAllowlisted").await;
-
-    // An organization admin removes the grant: revoked for the organization.
-    let remove = Patch::Json::<()>(
-        serde_json::from_value(json!([{ "op": "remove", "path": "/status/grandfathered/0" }])).expect("patch"),
+    let copy = Patch::Merge(
+        json!({ "status": { "grant": record, "clientId": still.status.as_ref().and_then(|s| s.client_id.clone()) } }),
     );
-    let removed = Instant::now();
-    w.policies().patch_status(&w.org, &PatchParams::default(), &remove).await.expect("remove the grant");
-    let revoked = wait_consent(&w.b, "external", "NotAllowlisted").await;
-    eprintln!("grant removed → consent refused: {:?}", removed.elapsed());
-    assert!(granted(&revoked).expect("condition").2.contains("revoked"), "{:?}", granted(&revoked));
+    w.c.api::<AppConsent>().patch_status("external", &PatchParams::default(), &copy).await.expect("copy the record");
+    eventually("the copied record to be dropped", TIMEOUT, || async {
+        let c = w.c.api::<AppConsent>().get("external").await.ok()?;
+        let s = c.status.as_ref()?;
+        (s.grant.is_none() && granted(&c)?.1 == "NotAllowlisted").then_some(())
+    })
+    .await;
+    // The registry, asked for c, refuses it by the policy.
+    let caller = Caller::new(&w.apps, w.registry).await;
+    let ask = json!({ "redirect_uri": "https://app.example.com/callback", "group": w.c.name, "scope": "read" });
+    let answer = caller.authorize(&client_id, ask).await;
+    assert_eq!(answer["reason"], json!("not_allowlisted"), "{answer}");
 
-    // Allowlisted, then the entry removed: granted, then refused again.
+    // An organization admin revokes the app: refused for the organization.
+    let revoke =
+        Patch::Merge(json!({ "spec": { "revoked": [{ "app": { "namespace": PLATFORM, "name": w.global } }] } }));
+    let removed = Instant::now();
+    w.policies().patch(&w.org, &PatchParams::default(), &revoke).await.expect("revoke the app");
+    let revoked = wait_consent(&w.b, "external", "NotAllowlisted").await;
+    eprintln!("app revoked → consent refused: {:?}", removed.elapsed());
+    assert!(granted(&revoked).expect("condition").2.contains("revoked"), "{:?}", granted(&revoked));
+    assert_eq!(revoked.status.as_ref().and_then(|s| s.grant.as_ref()), None, "no grant, no record");
+
+    // Allowlisted, then the entry removed: granted, then refused again, and
+    // the revocation no longer listed changes nothing: it stays refused.
     w.policy(PolicyKind::Restricted, None, vec![w.entry(PLATFORM, &w.global, &["read"])]).await;
     wait_consent(&w.b, "external", "Granted").await;
+    let unrevoke = Patch::Merge(json!({ "spec": { "revoked": null } }));
+    w.policies().patch(&w.org, &PatchParams::default(), &unrevoke).await.expect("unlist");
     w.policy(PolicyKind::Restricted, None, vec![]).await;
     let refused = wait_consent(&w.b, "external", "NotAllowlisted").await;
     assert!(granted(&refused).expect("condition").2.contains("revoked"));
     // Back to Unrestricted: granted, and nothing kept.
     w.policy(PolicyKind::Unrestricted, None, vec![]).await;
     let policy = w.in_force(PolicyKind::Unrestricted).await;
-    assert!(policy.status.expect("status").grandfathered.is_empty());
+    let status = policy.status.expect("status");
+    assert!(status.grandfathered_apps.is_empty() && status.grandfathered_count == 0 && status.restricted_at.is_none());
     wait_consent(&w.b, "external", "Granted").await;
     w.delete().await;
 }

@@ -328,7 +328,8 @@ async fn owners_are_real_and_clean() {
 /// Consent Events are fair between tenants: while mallory churns 40 consents
 /// in A (each flipped between granted and a scope the app does not offer, a
 /// status write and an Event each time, without rest), a consent B creates
-/// has its Event within a second of its status — A's Events wait on A.
+/// has its Event within a second of its status — A's Events wait on A. Both
+/// moments are taken from watches as they happen.
 #[tokio::test]
 async fn one_tenants_churn_does_not_hold_another_namespaces_events() {
     use k8s_openapi::api::events::v1::Event;
@@ -381,23 +382,22 @@ async fn one_tenants_churn_does_not_hold_another_namespaces_events() {
     })
     .await;
 
+    // Seen as they happen (watches, not polls): B's consent granted, and its Event.
     let theirs: Api<AppConsent> = t.b.api();
+    let granted = first_seen(theirs.clone(), |c: &AppConsent| {
+        c.metadata.name.as_deref() == Some("watched")
+            && c.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Granted" && c.status == "True"))
+    })
+    .await;
+    let announced = first_seen(t.b.api::<Event>(), |e: &Event| {
+        e.reason.as_deref() == Some("Granted")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("watched")
+    })
+    .await;
     theirs.create(&PostParams::default(), &consent("watched", &["read"])).await.expect("B's consent");
-    let granted_at = eventually("B's consent to be granted", TIMEOUT, || async {
-        let c = theirs.get("watched").await.ok()?;
-        let granted = c.status?.conditions.iter().any(|c| c.type_ == "Granted" && c.status == "True");
-        granted.then(tokio::time::Instant::now)
-    })
-    .await;
-    let b_events = t.b.api::<Event>();
-    let announced_at = eventually("B's Granted Event", TIMEOUT, || async {
-        let found = b_events.list(&Default::default()).await.ok()?.items.into_iter().any(|e| {
-            e.reason.as_deref() == Some("Granted")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("watched")
-        });
-        found.then(tokio::time::Instant::now)
-    })
-    .await;
+    let (granted_at, announced_at) = (granted.await.expect("granted"), announced.await.expect("announced"));
     churning.store(false, std::sync::atomic::Ordering::Relaxed);
     let rounds = churn.await.expect("churn");
     let waited = announced_at.saturating_duration_since(granted_at);
@@ -405,4 +405,38 @@ async fn one_tenants_churn_does_not_hold_another_namespaces_events() {
     assert!(rounds >= 2, "the churn ran");
     assert!(waited < Duration::from_secs(1), "B's Event waited {waited:?} behind A's churn");
     t.delete().await;
+}
+
+/// When a watch of `api` first sees an object for which `seen` holds: the
+/// watch runs in the background and is listening when this returns.
+async fn first_seen<K>(
+    api: Api<K>,
+    seen: impl Fn(&K) -> bool + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<tokio::time::Instant>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let (listening, ready) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        let mut listening = Some(listening);
+        let found = tokio::time::timeout(TIMEOUT, async {
+            while let Some(event) = events.next().await {
+                match event.expect("watch") {
+                    watcher::Event::InitDone => {
+                        listening.take().map(|l| l.send(()));
+                    }
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) if seen(&o) => return,
+                    _ => {}
+                }
+            }
+            panic!("the watch ended");
+        });
+        found.await.expect("in time");
+        tokio::time::Instant::now()
+    });
+    ready.await.expect("the watch to list");
+    handle
 }

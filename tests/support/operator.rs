@@ -173,7 +173,12 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_file(&self.log);
+        // A failing test leaves the log behind, and says where.
+        if std::thread::panicking() {
+            eprintln!("operator log kept at {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
