@@ -6,10 +6,11 @@
 //! costs the apiserver about half of what the status write does. So the
 //! consent controller queues each change's Event here, and the queue publishes
 //! it once no reconcile of its namespace is in flight, or at the latest
-//! [`MAX_DELAY`] after it was queued: the statuses settle first, the Events
-//! follow, in order within a namespace, one at a time. (client-go's recorder
-//! is asynchronous too.) When the namespace's consents are idle, an Event goes
-//! out at once.
+//! [`MAX_DELAY`] after it was queued, or at once when its namespace's queue is
+//! full (holding it longer would only hold the namespace's reconciles back):
+//! the statuses settle first, the Events follow, in order within a namespace,
+//! one at a time. (client-go's recorder is asynchronous too.) When the
+//! namespace's consents are idle, an Event goes out at once.
 //!
 //! Namespaces are served in turn, one Event each, and each has a queue of its
 //! own: a namespace whose consents churn without rest waits on itself, and
@@ -80,8 +81,10 @@ impl<O> State<O> {
             let namespace = &self.turns[turn];
             let Some(head) = self.queues.get(namespace).and_then(VecDeque::front) else { continue };
             let idle = self.in_flight.get(namespace).copied().unwrap_or(0) == 0;
+            // A full queue holds a reconcile back: waiting longer stalls it.
+            let full = self.queues.get(namespace).map_or(0, VecDeque::len) >= PER_NAMESPACE || self.queued >= CAPACITY;
             let due = head.at + MAX_DELAY;
-            if self.stopping || idle || now >= due {
+            if self.stopping || idle || full || now >= due {
                 let namespace = self.turns.remove(turn).unwrap_or_default();
                 let queue = self.queues.get_mut(&namespace).expect("a namespace in turn has a queue");
                 let queued = queue.pop_front().expect("checked above");
@@ -295,15 +298,21 @@ mod tests {
     async fn one_namespaces_churn_never_holds_another_namespaces_events() {
         let t0 = Instant::now();
         let (announcer, _task, published) = recording(t0);
-        // Tenant A's consents never rest, and its queue is full.
+        // Tenant A's consents never rest; its queue is one short of full.
         let _churn = announcer.busy("team-a");
-        for _ in 0..PER_NAMESPACE {
+        for _ in 1..PER_NAMESPACE {
             announcer.announce("team-a", event("Granted"), "a").await;
         }
         // B's Event goes out at once: its own namespace is idle.
         announcer.announce("team-b", event("Granted"), "b").await;
         settle().await;
         assert_eq!(*published.lock().unwrap(), [("b:Granted".to_owned(), 0)]);
+        // A full, its Events go out one by one, in turn with B's.
+        announcer.announce("team-a", event("Granted"), "a").await;
+        announcer.announce("team-b", event("Revoked"), "b").await;
+        settle().await;
+        let order: Vec<String> = published.lock().unwrap().iter().map(|(e, _)| e.clone()).collect();
+        assert_eq!(order, ["b:Granted", "a:Granted", "b:Revoked"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -324,13 +333,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_namespace_makes_its_reconcile_wait_and_loses_nothing() {
+    async fn a_full_namespace_is_published_at_once_and_beyond_it_a_reconcile_waits() {
         let t0 = Instant::now();
-        let (announcer, task, published) = recording(t0);
+        let published = Arc::new(Mutex::new(Vec::new()));
+        // The apiserver takes Events only when the gate lets them through.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (announcer, task) = Announcer::start({
+            let (published, gate) = (published.clone(), gate.clone());
+            move |e: Event, object: &'static str| {
+                let (published, gate) = (published.clone(), gate.clone());
+                async move {
+                    gate.acquire().await.unwrap().forget();
+                    published.lock().unwrap().push((format!("{object}:{}", e.reason), t0.elapsed().as_secs()));
+                }
+            }
+        });
         let busy = announcer.busy("ns");
         for _ in 0..PER_NAMESPACE {
             announcer.announce("ns", event("Granted"), "a").await;
         }
+        settle().await;
+        // Full: the first is on its way, though the namespace never rested.
+        announcer.announce("ns", event("Granted"), "a").await;
         let announcer = Arc::new(announcer);
         let waiting = tokio::spawn({
             let a = announcer.clone();
@@ -338,15 +362,16 @@ mod tests {
         });
         settle().await;
         assert!(!waiting.is_finished(), "room for {PER_NAMESPACE} Events of a namespace only");
-        // Another namespace is not held up by it.
-        announcer.announce("other", event("Granted"), "c").await;
-        drop(busy);
+        gate.add_permits(PER_NAMESPACE + 2);
         waiting.await.unwrap();
+        settle().await;
+        assert_eq!(t0.elapsed(), Duration::ZERO, "no Event waited for the namespace to rest");
+        drop(busy);
         announcer.stop();
         task.await.unwrap();
         let published = published.lock().unwrap();
         assert_eq!(published.len(), PER_NAMESPACE + 2);
-        assert_eq!(published.iter().filter(|(e, _)| e == "b:Last").count(), 1);
+        assert_eq!(published.last().map(|(e, _)| e.as_str()), Some("b:Last"), "in order, nothing lost");
     }
 
     #[tokio::test(start_paused = true)]

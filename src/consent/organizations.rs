@@ -3,25 +3,20 @@
 //! A switch to Restricted keeps every consent of the organization's namespaces
 //! granted at that moment. Each consent carries registrar's sealed record of
 //! its grant (`status.grant`, written by the consent controller with the
-//! grant), so the switch writes nothing per consent: it reads the consents
-//! from the apiserver (not the cache), waits (at most [`RECORD_WAIT`]) for any
-//! granted one still without a record — a consent granted a moment ago, or by
-//! a registrar from before records — then reports Restricted as the policy in
-//! force (status.policy, status.restrictedAt), which is what consents obey.
-//! Meanwhile nothing new is granted. A consent granted without a break since
-//! before that moment keeps its scopes until the organization lists its app
-//! in spec.revoked. Registrar never writes spec.
+//! grant), so the switch writes nothing per consent: it reports Restricted as
+//! the policy in force (status.policy, status.restrictedAt), which is what
+//! consents obey, and counts the consents kept (read from the cache, or from
+//! the apiserver when other instances manage some). Between the request
+//! (spec) and that moment nothing new is granted. A consent granted without a
+//! break since before that moment keeps its scopes until the organization
+//! lists its app in spec.revoked. Registrar never writes spec.
 //!
 //! Every instance obeys every policy (the watches read them all), but only
 //! one writes a policy's status: an instance that watches all namespaces and
 //! whose `--selector` (if any) matches the policy's labels. The consents
 //! counted are the organization's, whichever instance manages each one.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::jiff::Timestamp;
@@ -66,19 +61,10 @@ struct Context {
     metrics: Metrics,
     seal_key: SealKey,
     failures: retry::Failures,
-    /// Since when each organization's switch to Restricted has waited for
-    /// consents' records.
-    waiting: Mutex<HashMap<String, Instant>>,
-}
-
-impl Context {
-    fn waiting_since(&self, organization: &str) -> Instant {
-        *self.waiting.lock().expect("waiting").entry(organization.to_owned()).or_insert_with(Instant::now)
-    }
-
-    fn done_waiting(&self, organization: &str) {
-        self.waiting.lock().expect("waiting").remove(organization);
-    }
+    /// This instance manages every consent of the cluster (no `--selector`):
+    /// its cache holds them all, and the survey reads it instead of the
+    /// apiserver.
+    sees_all: bool,
 }
 
 /// Runs the OrganizationPolicy controller until `shutdown` resolves.
@@ -116,7 +102,7 @@ pub async fn run(
         metrics,
         seal_key,
         failures: Default::default(),
-        waiting: Default::default(),
+        sees_all: selection.selector.is_none(),
     });
     info!("OrganizationPolicy controller started");
     Controller::new(api, config)
@@ -148,10 +134,9 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
     let mut next = current.clone();
     next.auto_approve_internal = Some(policy.spec.auto_approve_internal.unwrap_or(true));
     next.allowlisted = i64::try_from(policy.spec.allowlist.len()).unwrap_or(i64::MAX);
-    let mut waiting = None;
+    let mut unrecorded = 0;
     match (wanted, current.policy) {
         (PolicyKind::Restricted, Some(PolicyKind::Restricted)) => {
-            ctx.done_waiting(&organization);
             if next.restricted_at.is_none() {
                 // Put in force by a registrar from before consents carried
                 // their record: the grants it kept are counted here.
@@ -159,31 +144,32 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
             }
         }
         (PolicyKind::Restricted, _) => {
+            let surveying = std::time::Instant::now();
             let survey = survey(&organization, policy, ctx).await?;
-            let waited = ctx.waiting_since(&organization).elapsed();
-            if survey.unrecorded > 0 && waited < RECORD_WAIT {
-                waiting = Some(survey.unrecorded);
-            } else {
-                ctx.done_waiting(&organization);
-                if survey.unrecorded > 0 {
-                    warn!(
-                        organization,
-                        consents = survey.unrecorded,
-                        waited = ?waited,
-                        "switching to Restricted without keeping consents that show a grant registrar has no record of"
-                    );
-                }
-                next.policy = Some(PolicyKind::Restricted);
-                next.restricted_since = Some(to_time(now));
-                next.restricted_at = Some(to_micro_time(now));
-                next.grandfathered = Vec::new();
-                next.grandfathered_count = count(survey.kept);
-                next.grandfathered_apps = survey.apps();
-                info!(organization, kept = survey.kept, "organization switched to Restricted");
+            info!(
+                organization,
+                kept = survey.kept,
+                unrecorded = survey.unrecorded,
+                took = ?surveying.elapsed(),
+                "organization switched to Restricted"
+            );
+            if survey.unrecorded > 0 {
+                warn!(
+                    organization,
+                    consents = survey.unrecorded,
+                    "not kept at the switch to Restricted: consents whose status shows a grant registrar has no \
+                     record of"
+                );
             }
+            unrecorded = survey.unrecorded;
+            next.policy = Some(PolicyKind::Restricted);
+            next.restricted_since = Some(to_time(now));
+            next.restricted_at = Some(to_micro_time(now));
+            next.grandfathered = Vec::new();
+            next.grandfathered_count = count(survey.kept);
+            next.grandfathered_apps = survey.apps();
         }
         (PolicyKind::Unrestricted, _) => {
-            ctx.done_waiting(&organization);
             next.policy = Some(PolicyKind::Unrestricted);
             next.restricted_since = None;
             next.restricted_at = None;
@@ -194,30 +180,26 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
     }
     next.observed_generation = policy.metadata.generation;
     let namespaces = ctx.caches.index.namespaces_of(&organization).len();
-    let ready = match (waiting, next.policy) {
-        (Some(unrecorded), _) => DesiredCondition {
-            type_: conditions::READY,
-            status: false,
-            reason: SWITCHING,
-            message: format!(
-                "switching organization {organization} to Restricted: waiting for registrar to record the grant of \
-                 {unrecorded} consent(s) granted before the switch (at most {} s); nothing new is granted meanwhile",
-                RECORD_WAIT.as_secs()
-            ),
-        },
-        (None, Some(PolicyKind::Restricted)) => DesiredCondition {
+    let ready = match next.policy {
+        Some(PolicyKind::Restricted) => DesiredCondition {
             type_: conditions::READY,
             status: true,
             reason: "InForce",
             message: format!(
                 "Restricted for {namespaces} namespace(s) of organization {organization}: internal apps {}, {} \
-                 allowlisted, {} consent(s) kept from before the switch",
+                 allowlisted, {} consent(s) kept from before the switch{}",
                 if next.auto_approve_internal == Some(false) { "need an allowlist entry" } else { "approved" },
                 next.allowlisted,
-                next.grandfathered_count
+                next.grandfathered_count,
+                match unrecorded {
+                    0 => String::new(),
+                    n => format!(
+                        " ({n} consent(s) whose status showed a grant registrar has no record of were not kept)"
+                    ),
+                }
             ),
         },
-        (None, _) => DesiredCondition {
+        _ => DesiredCondition {
             type_: conditions::READY,
             status: true,
             reason: "InForce",
@@ -234,22 +216,8 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
             Err(e) => return Err(Error { doing: "writing the status", object: organization, source: Box::new(e) }),
         }
     }
-    if waiting.is_some() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
     Ok(Action::await_change())
 }
-
-/// The reason of a policy's `Ready=False` while a switch to Restricted waits
-/// for consents' records.
-pub const SWITCHING: &str = "Switching";
-
-/// How long a switch to Restricted waits for granted consents without a record
-/// (registrar records a grant as it makes it, so only a grant made a moment
-/// ago, or by a registrar from before records, waits; a tenant who writes a
-/// grant into its consent's status delays its organization's switch by this
-/// much at most, and gains nothing kept).
-pub const RECORD_WAIT: Duration = Duration::from_secs(30);
 
 /// The most apps listed in status.grandfatheredApps.
 const LISTED_APPS: usize = 100;
@@ -287,12 +255,24 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Surveys the consents of the organization's namespaces, listed from the
-/// apiserver in pages (whichever instance manages them), so a consent granted
-/// a moment ago, not yet in this process' cache, counts.
+/// Surveys the consents of the organization's namespaces: from this
+/// instance's cache when it manages them all, else listed from the apiserver
+/// in pages (whichever instance manages them). Either may miss a consent
+/// granted a moment ago (its status write still on its way): it is kept all
+/// the same (its record is older than the switch), only not counted.
 async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) -> Result<Survey, Error> {
     let facts = PolicyFacts { organization, policy: Some(policy), seal_key: &ctx.seal_key };
     let mut survey = Survey::default();
+    if ctx.sees_all {
+        for namespace in ctx.caches.index.namespaces_of(organization) {
+            for (ns, name) in ctx.caches.index.consents_in_namespace(&namespace) {
+                if let Some(consent) = ctx.caches.consents.get(&ObjectRef::new(&name).within(&ns)) {
+                    survey.add(&facts, &ctx.caches.index, &namespace, &consent);
+                }
+            }
+        }
+        return Ok(survey);
+    }
     for namespace in ctx.caches.index.namespaces_of(organization) {
         let api = Api::<AppConsent>::namespaced(ctx.client.clone(), &namespace);
         let mut params = ListParams::default().limit(PAGE);
