@@ -163,6 +163,8 @@ pub struct Hasher {
     /// For minted secrets.
     minted: Params,
     permits: Arc<Semaphore>,
+    /// How many permits there are.
+    workers: usize,
     memory: Arc<WorkingMemory>,
     running: Arc<Running>,
 }
@@ -213,6 +215,7 @@ impl Hasher {
             params,
             minted,
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            workers: permits.max(1),
             memory: Arc::new(memory),
             running: Arc::default(),
         })
@@ -231,9 +234,15 @@ impl Hasher {
             params: self.params.clone(),
             minted: self.minted.clone(),
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            workers: permits.max(1),
             memory: self.memory.clone(),
             running: Arc::default(),
         }
+    }
+
+    /// How many hashes may run at once.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Hashes running now, and the most ever running at once.

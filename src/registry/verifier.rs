@@ -17,10 +17,16 @@
 //!   client's — or one tenant's many clients' — flood of wrong secrets cannot
 //!   starve everyone else's first verification, nor spend the budget of a
 //!   caller (a shared proxy) that other namespaces go through.
+//! - Hashing turns are handed out namespace by namespace: when every worker
+//!   is busy, the next turn goes to the next namespace waiting, in turn, so a
+//!   namespace's queue of verifications (one tenant's flood over many clients)
+//!   delays another namespace's first verification by at most the hashes
+//!   already running. A verification whose budget was spent while it waited
+//!   is refused without hashing.
 //! - A verification waits a bounded time for a hashing turn, then is shed (429).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     hash::Hash,
     num::NonZeroU32,
     sync::{Arc, Mutex},
@@ -31,6 +37,7 @@ use futures::FutureExt;
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 use crate::credentials::{ClientSecret, Hasher};
 
@@ -120,13 +127,13 @@ struct Inner {
     per_client: Throttle<String>,
     per_namespace: Throttle<String>,
     per_caller: Throttle<String>,
+    turns: Turns,
 }
 
 impl Verifier {
     pub fn new(hasher: Hasher, limits: Limits) -> Self {
         Verifier {
             inner: Arc::new(Inner {
-                hasher,
                 limits,
                 verified: Cache::builder().max_capacity(MAX_VERIFIED).build(),
                 failed: Cache::builder().max_capacity(MAX_FAILED).time_to_live(FAILED_TTL).build(),
@@ -134,6 +141,8 @@ impl Verifier {
                 per_client: Throttle::new(limits.client_burst, limits.client_per_second),
                 per_namespace: Throttle::new(limits.namespace_burst, limits.namespace_per_second),
                 per_caller: Throttle::new(limits.caller_burst, limits.caller_per_second),
+                turns: Turns::new(hasher.workers()),
+                hasher,
             }),
         }
     }
@@ -252,6 +261,11 @@ impl Inner {
         if let Some(after) = self.blocked(client_id, namespace, caller) {
             return Verdict::Throttled(after);
         }
+        let Some(_turn) = self.turns.take(namespace, self.limits.wait).await else { return Verdict::Shed };
+        // The budget may have been spent while this waited for its turn.
+        if let Some(after) = self.blocked(client_id, namespace, caller) {
+            return Verdict::Throttled(after);
+        }
         for hash in accepted {
             match self.hasher.verify_within(secret, hash, self.limits.wait).await {
                 Ok(Some(true)) => return Verdict::Verified(hash.clone()),
@@ -260,6 +274,95 @@ impl Inner {
             }
         }
         Verdict::Wrong
+    }
+}
+
+/// Hashing turns, handed out namespace by namespace (see the module's doc).
+struct Turns {
+    state: Mutex<TurnState>,
+}
+
+struct TurnState {
+    /// Turns nobody holds (only while nobody waits).
+    free: usize,
+    /// Who waits, by namespace, first come first served.
+    queues: HashMap<String, VecDeque<oneshot::Sender<()>>>,
+    /// The namespaces waiting, in the order they are served.
+    order: VecDeque<String>,
+}
+
+/// A turn held; the next goes out when it is dropped.
+struct Turn<'a> {
+    turns: &'a Turns,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.turns.hand_on();
+    }
+}
+
+impl Turns {
+    fn new(workers: usize) -> Self {
+        let state = TurnState { free: workers.max(1), queues: HashMap::new(), order: VecDeque::new() };
+        Turns { state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A turn for a verification of `namespace`, within `wait` (else `None`).
+    async fn take(&self, namespace: &str, wait: Duration) -> Option<Turn<'_>> {
+        let mut handed = {
+            let mut state = self.lock();
+            if state.free > 0 {
+                state.free -= 1;
+                return Some(Turn { turns: self });
+            }
+            let (tx, rx) = oneshot::channel();
+            let queue = state.queues.entry(namespace.to_owned()).or_default();
+            queue.push_back(tx);
+            if queue.len() == 1 {
+                state.order.push_back(namespace.to_owned());
+            }
+            rx
+        };
+        match tokio::time::timeout(wait, &mut handed).await {
+            Ok(Ok(())) => Some(Turn { turns: self }),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                // Closed, so no turn is handed here from now on; one handed
+                // in the meantime is taken (and handed on when dropped).
+                handed.close();
+                handed.try_recv().ok().map(|()| Turn { turns: self })
+            }
+        }
+    }
+
+    /// The next namespace in turn gets the turn given back; nobody waiting,
+    /// it is free.
+    fn hand_on(&self) {
+        let mut state = self.lock();
+        while let Some(namespace) = state.order.pop_front() {
+            let Some(queue) = state.queues.get_mut(&namespace) else { continue };
+            let mut handed = false;
+            while let Some(waiter) = queue.pop_front() {
+                if waiter.send(()).is_ok() {
+                    handed = true;
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                state.queues.remove(&namespace);
+            } else {
+                state.order.push_back(namespace);
+            }
+            if handed {
+                return;
+            }
+        }
+        state.free += 1;
     }
 }
 
@@ -442,5 +545,40 @@ mod tests {
         }))
         .await;
         assert!(all.iter().all(|o| matches!(o, Outcome::Wrong { .. })), "one failure, not twenty: {all:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hashing_turns_go_to_namespaces_in_turn() {
+        let turns = Arc::new(Turns::new(1));
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let first = turns.take("flood", Duration::from_secs(2)).await.expect("a free turn");
+        let mut waiting = Vec::new();
+        // The flooding namespace queues five, then another namespace one.
+        for (i, namespace) in ["flood", "flood", "flood", "flood", "flood", "other"].into_iter().enumerate() {
+            let (turns, served) = (turns.clone(), served.clone());
+            waiting.push(tokio::spawn(async move {
+                let _turn = turns.take(namespace, Duration::from_secs(2)).await.expect("a turn");
+                served.lock().unwrap().push(format!("{namespace}-{i}"));
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }));
+            tokio::task::yield_now().await;
+        }
+        drop(first);
+        for task in waiting {
+            task.await.unwrap();
+        }
+        let served = served.lock().unwrap().clone();
+        assert_eq!(served[..2], ["flood-0", "other-5"], "the other namespace is next but one: {served:?}");
+        assert_eq!(served.len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verification_that_gives_up_waiting_loses_no_turn() {
+        let turns = Turns::new(1);
+        let held = turns.take("a", Duration::from_secs(2)).await.expect("a free turn");
+        assert!(turns.take("b", Duration::from_millis(100)).await.is_none(), "no turn within the wait");
+        drop(held);
+        let again = turns.take("c", Duration::from_millis(1)).await;
+        assert!(again.is_some(), "the turn given back is free, not handed to one who left");
     }
 }

@@ -223,3 +223,134 @@ async fn unreal_owners_are_refused_by_the_crd() {
     crate::support::tenants::unreal_owners_are_refused(&t).await;
     t.delete().await;
 }
+
+/// Without any admission policy, a tenant who may write its consents' status
+/// gains nothing at a switch to Restricted: a consent granted before is kept
+/// (its record sealed by registrar), one created after is refused, and the
+/// kept consent's record copied onto it, or one made up, grants nothing and
+/// is removed.
+#[tokio::test]
+async fn a_tenant_cannot_write_itself_a_kept_consent() {
+    use k8s_openapi::api::{
+        core::v1::Namespace,
+        rbac::v1::{Role, RoleBinding},
+    };
+    use registrar::api::{
+        AppConsent, AppConsentSpec, AppRef, ConsentGrant, OrganizationPolicy, OrganizationPolicySpec, PolicyKind,
+    };
+
+    use crate::support::{control_plane, tenants::RUN_LABEL};
+
+    let t = Tenants::new("kept").await;
+    let org = format!("kept-{}", t.run);
+    let admin = control_plane().client().await;
+    // A and B in an organization of their own, which will not auto-approve
+    // its internal apps (B's billing): a consent needs an allowlist entry, or
+    // to have been granted before the switch.
+    let label = Patch::Merge(json!({ "metadata": { "labels": { "registrar.dev/organization": org } } }));
+    for ns in [&t.a.name, &t.b.name] {
+        Api::<Namespace>::all(admin.clone()).patch(ns, &PatchParams::default(), &label).await.expect("label");
+    }
+    // mallory may write her consents' status too.
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "consent-status" },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["appconsents/status"], "verbs": ["get", "patch", "update"] }]
+    }))
+    .expect("role");
+    t.a.api::<Role>().create(&PostParams::default(), &role).await.expect("Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "mallory-consent-status" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "consent-status" },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": crate::support::tenants::MALLORY }]
+    }))
+    .expect("binding");
+    t.a.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
+    eventually("mallory's status role to take effect", TIMEOUT, || async {
+        let ns = Some(t.a.name.as_str());
+        let mallory = crate::support::tenants::MALLORY;
+        crate::support::allowed_in(&t.a.client, ns, mallory, "registrar.dev", "appconsents/status", "patch")
+            .await
+            .then_some(())
+    })
+    .await;
+
+    let consents: Api<AppConsent> = Api::namespaced(t.mallory.clone(), &t.a.name);
+    let consent = |name: &str| AppConsent {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([(RUN_LABEL.to_string(), t.run.clone())].into()),
+            ..Default::default()
+        },
+        spec: AppConsentSpec {
+            app_ref: AppRef { namespace: t.b.name.clone(), name: "billing".into() },
+            oauth_scopes: None,
+        },
+        status: None,
+    };
+    let reason_of = |c: &AppConsent| {
+        let s = c.status.as_ref()?;
+        (s.observed_generation == c.metadata.generation).then_some(())?;
+        s.conditions.iter().find(|c| c.type_ == "Granted").map(|c| c.reason.clone())
+    };
+    consents.create(&PostParams::default(), &consent("early")).await.expect("early");
+    let record = eventually("the early consent granted, with its record", TIMEOUT, || async {
+        let c = consents.get("early").await.ok()?;
+        (reason_of(&c)? == "Granted").then_some(())?;
+        c.status?.grant
+    })
+    .await;
+
+    let policies: Api<OrganizationPolicy> = Api::all(admin.clone());
+    let policy = OrganizationPolicy {
+        metadata: kube::api::ObjectMeta {
+            name: Some(org.clone()),
+            labels: Some([(RUN_LABEL.to_string(), t.run.clone())].into()),
+            ..Default::default()
+        },
+        spec: OrganizationPolicySpec {
+            policy: Some(PolicyKind::Restricted),
+            auto_approve_internal: Some(false),
+            ..Default::default()
+        },
+        status: None,
+    };
+    policies.create(&PostParams::default(), &policy).await.expect("Restricted");
+    let in_force = eventually("Restricted in force", TIMEOUT, || async {
+        let p = policies.get(&org).await.ok()?;
+        (p.status.as_ref()?.policy == Some(PolicyKind::Restricted)).then_some(p)
+    })
+    .await;
+    assert_eq!(in_force.status.expect("status").grandfathered_count, 1);
+
+    consents.create(&PostParams::default(), &consent("late")).await.expect("late");
+    let refused = |what: &'static str| {
+        let consents = consents.clone();
+        async move {
+            eventually(what, TIMEOUT, || async {
+                let c = consents.get("late").await.ok()?;
+                (reason_of(&c)? == "NotAllowlisted" && c.status?.grant.is_none()).then_some(())
+            })
+            .await;
+        }
+    };
+    refused("the late consent to be refused").await;
+    let client_id = record.client_id.clone();
+    let forge = |grant: &ConsentGrant| {
+        Patch::Merge(json!({ "status": {
+            "clientId": client_id, "grantedScopes": record.scopes, "grant": grant,
+            "conditions": [{ "type": "Granted", "status": "True", "reason": "Granted", "message": "forged",
+                             "lastTransitionTime": "2020-01-01T00:00:00Z" }],
+        } }))
+    };
+    consents.patch_status("late", &PatchParams::default(), &forge(&record)).await.expect("copy the record");
+    refused("a copied record to grant nothing").await;
+    let made_up = ConsentGrant { seal: "v1.made-up".into(), ..record.clone() };
+    consents.patch_status("late", &PatchParams::default(), &forge(&made_up)).await.expect("make one up");
+    refused("a made-up record to grant nothing").await;
+    let early = consents.get("early").await.expect("early");
+    assert_eq!(reason_of(&early).as_deref(), Some("Granted"), "the kept consent stays granted");
+    assert_eq!(early.status.and_then(|s| s.grant), Some(record));
+
+    let _ = policies.delete(&org, &DeleteParams::default()).await;
+    t.delete().await;
+}
