@@ -65,6 +65,9 @@ pub struct Metrics {
     pub apps: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
     pub authserver_requests: Family<AuthServerLabels, Counter>,
+    /// Deleted apps whose client the authorization server failed to delete
+    /// for longer than --auth-server-deregister-within.
+    pub deregistrations_deferred: Counter,
     pub authserver_repairs: Family<ReasonLabels, Counter>,
     pub authserver_reachable: Gauge,
     pub registry_requests: Family<RequestLabels, Counter>,
@@ -200,6 +203,15 @@ impl Metrics {
             "Calls to the authorization server's admin API, by call and outcome",
             authserver_requests.clone(),
         );
+        let deregistrations_deferred = Counter::default();
+        register(
+            &mut registry,
+            &mut families,
+            "authserver_deregistrations_deferred",
+            "Deleted apps whose client the authorization server failed to delete within \
+             --auth-server-deregister-within: their deletion completed, the comparison deletes the client later",
+            deregistrations_deferred.clone(),
+        );
         let authserver_repairs = Family::<ReasonLabels, Counter>::default();
         register(
             &mut registry,
@@ -310,6 +322,7 @@ impl Metrics {
             apps,
             leader,
             authserver_requests,
+            deregistrations_deferred,
             authserver_repairs,
             authserver_reachable,
             registry_requests,

@@ -55,6 +55,7 @@ pub struct Hydra {
     cluster: String,
     adopt_owners: Vec<String>,
     sync_interval: Duration,
+    deregister_within: Duration,
 }
 
 /// A client as Hydra returns it: the fields registrar sets (never the secret).
@@ -186,6 +187,7 @@ impl Hydra {
             cluster: settings.cluster.clone(),
             adopt_owners: settings.adopt_owners.clone(),
             sync_interval: settings.sync_interval,
+            deregister_within: settings.deregister_within,
         })
     }
 
@@ -199,6 +201,10 @@ impl Hydra {
 
     pub fn sync_interval(&self) -> Duration {
         self.sync_interval
+    }
+
+    pub fn deregister_within(&self) -> Duration {
+        self.deregister_within
     }
 
     /// `segments` appended to the admin URL's path.
@@ -224,7 +230,7 @@ impl Hydra {
             request.send().await.map_err(|e| AsError::Unavailable { server: SERVER, reason: describe(&e) })?;
         if response.status().is_server_error() {
             let message = error_message(response).await;
-            return Err(AsError::Unavailable { server: SERVER, reason: message });
+            return Err(AsError::Busy { server: SERVER, reason: message });
         }
         Ok(response)
     }
@@ -313,7 +319,7 @@ impl Hydra {
             StatusCode::CONFLICT => match self.get_ours(&registration.client_id, lane).await? {
                 Some(_) => self.put(registration, secret).await,
                 // Deleted meanwhile: the next pass creates it.
-                None => Err(AsError::Unavailable { server: SERVER, reason: "the client changed meanwhile".into() }),
+                None => Err(AsError::Busy { server: SERVER, reason: "the client changed meanwhile".into() }),
             },
             _ => Err(refused(created).await),
         }
@@ -424,12 +430,35 @@ async fn error_message(response: reqwest::Response) -> String {
 }
 
 async fn refused(response: reqwest::Response) -> AsError {
-    AsError::Refused { server: SERVER, message: error_message(response).await }
+    let status = response.status();
+    classify(status, error_message(response).await)
+}
+
+/// A refusal in Hydra's words: a conflict between its own transactions
+/// (answered 400, "Unable to serialize access due to a concurrent update")
+/// passes, so it is transient; any other 4xx is the server's answer.
+fn classify(status: StatusCode, message: String) -> AsError {
+    let transient = status == StatusCode::BAD_REQUEST
+        && ["serialize access", "concurrent update"].iter().any(|m| message.to_lowercase().contains(m));
+    if transient {
+        AsError::Busy { server: SERVER, reason: message }
+    } else {
+        AsError::Refused { server: SERVER, message }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_between_hydras_own_transactions_is_transient() {
+        let conflict = "Unable to serialize access due to a concurrent update in another session".to_owned();
+        assert!(matches!(classify(StatusCode::BAD_REQUEST, conflict), AsError::Busy { .. }));
+        let invalid = "The request was malformed or contained invalid parameters".to_owned();
+        assert!(matches!(classify(StatusCode::BAD_REQUEST, invalid), AsError::Refused { .. }));
+        assert!(matches!(classify(StatusCode::FORBIDDEN, "no".into()), AsError::Refused { .. }));
+    }
 
     #[test]
     fn the_next_page_token_comes_from_the_link_header() {
@@ -452,6 +481,7 @@ mod tests {
             cluster: "cluster-1".into(),
             adopt_owners: vec![],
             sync_interval: Duration::from_secs(60),
+            deregister_within: Duration::from_secs(120),
         })
         .unwrap()
     }

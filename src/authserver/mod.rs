@@ -62,6 +62,10 @@ pub struct Settings {
     pub adopt_owners: Vec<String>,
     /// How often the server's clients are compared with the apps.
     pub sync_interval: Duration,
+    /// How long a deleted app waits for its client to be deleted at the
+    /// server while the server fails (transiently) before the deletion
+    /// completes without it (the comparison deletes it later).
+    pub deregister_within: Duration,
 }
 
 /// The kinds of authorization server registrar can keep in step.
@@ -225,9 +229,13 @@ impl Lane {
 /// Why a call to the authorization server failed. Never carries a secret.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AsError {
-    /// Not reachable, timed out, or answered 5xx: try again later.
+    /// Not reachable, or timed out: try again later.
     #[error("{server} is unavailable: {reason}")]
     Unavailable { server: &'static str, reason: String },
+    /// It answered that it cannot do it now (5xx, a conflict between its own
+    /// transactions): try again at once.
+    #[error("{server} could not do it now: {reason}")]
+    Busy { server: &'static str, reason: String },
     /// It refused the request (4xx), with its own words.
     #[error("{server} refused the client: {message}")]
     Refused { server: &'static str, message: String },
@@ -243,11 +251,35 @@ impl AsError {
     /// A short reason for conditions and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            AsError::Unavailable { .. } => "Unavailable",
+            AsError::Unavailable { .. } | AsError::Busy { .. } => "Unavailable",
             AsError::Refused { .. } => "Refused",
             AsError::NotOurs { .. } => "ClientExists",
         }
     }
+}
+
+/// Pauses between the quick retries of a request the server failed
+/// transiently (unreachable, 5xx, a conflict between its own transactions):
+/// what is still failing after them is left to the caller's backoff.
+const QUICK_RETRIES: [Duration; 3] =
+    [Duration::from_millis(50), Duration::from_millis(200), Duration::from_millis(800)];
+
+/// Runs `request`, again after each pause of [`QUICK_RETRIES`] while the
+/// server answers that it cannot do it now ([`AsError::Busy`]); one that does
+/// not answer at all is left to the caller's backoff (each try would wait for
+/// the request's timeout).
+async fn retrying<T, F, Fut>(mut request: F) -> Result<T, AsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AsError>>,
+{
+    for pause in QUICK_RETRIES {
+        match request().await {
+            Err(AsError::Busy { .. }) => tokio::time::sleep(pause).await,
+            done => return done,
+        }
+    }
+    request().await
 }
 
 /// The owner registrar marks its clients with by default: one per cluster.
@@ -313,24 +345,41 @@ impl AuthServer {
         secret: Option<&ClientSecret>,
         lane: &Lane,
     ) -> Result<Option<ClientSecret>, AsError> {
-        match self {
-            AuthServer::Hydra(h) => h.register(registration, secret, lane).await.map(|()| None),
-        }
+        retrying(|| async {
+            match self {
+                AuthServer::Hydra(h) => h.register(registration, secret, lane).await.map(|()| None),
+            }
+        })
+        .await
     }
 
     /// Updates the client in `lane`, keeping its secret. `Ok(false)` when
     /// there is no such client (register it).
     pub async fn update(&self, registration: &ClientRegistration, lane: &Lane) -> Result<bool, AsError> {
-        match self {
-            AuthServer::Hydra(h) => h.update(registration, lane).await,
-        }
+        retrying(|| async {
+            match self {
+                AuthServer::Hydra(h) => h.update(registration, lane).await,
+            }
+        })
+        .await
     }
 
     /// Revokes the client's tokens and deletes it, when it is in `lane`; a
     /// client already gone is done, one outside the lane is left alone.
     pub async fn delete(&self, client_id: &str, lane: &Lane) -> Result<(), AsError> {
+        retrying(|| async {
+            match self {
+                AuthServer::Hydra(h) => h.delete(client_id, lane).await,
+            }
+        })
+        .await
+    }
+
+    /// How long a deleted app waits for its client's deletion here while the
+    /// server fails, before it completes without it.
+    pub fn deregister_within(&self) -> Duration {
         match self {
-            AuthServer::Hydra(h) => h.delete(client_id, lane).await,
+            AuthServer::Hydra(h) => h.deregister_within(),
         }
     }
 
@@ -356,6 +405,51 @@ impl AuthServer {
 mod tests {
     use super::*;
     use crate::api::{AppRegistrationSpec, Scope};
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_quickly_and_answers_are_not() {
+        let unavailable = || AsError::Busy { server: "Hydra", reason: "a concurrent update".into() };
+        // Passes on the third try.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let started = tokio::time::Instant::now();
+        let result = retrying(|| async {
+            match calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0 | 1 => Err(unavailable()),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(started.elapsed(), Duration::from_millis(250), "after 50 and 200 ms");
+        // Still failing after every pause: the last failure is the answer.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let result: Result<(), _> = retrying(|| async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(unavailable())
+        })
+        .await;
+        assert!(matches!(result, Err(AsError::Busy { .. })));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), QUICK_RETRIES.len() + 1);
+        // No answer at all: left to the caller (a try waits for the timeout).
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let result: Result<(), _> = retrying(|| async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(AsError::Unavailable { server: "Hydra", reason: "timed out".into() })
+        })
+        .await;
+        assert!(matches!(result, Err(AsError::Unavailable { .. })));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // A refusal is the server's answer: not retried.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let result: Result<(), _> = retrying(|| async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(AsError::Refused { server: "Hydra", message: "invalid".into() })
+        })
+        .await;
+        assert!(matches!(result, Err(AsError::Refused { .. })));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 
     fn app() -> AppRegistration {
         let mut app = AppRegistration::new(

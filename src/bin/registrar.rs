@@ -157,6 +157,12 @@ struct Args {
     /// How often the server's clients are compared with the apps (a Go duration).
     #[arg(long, env = "REGISTRAR_AUTH_SERVER_SYNC_INTERVAL", default_value = "60s")]
     auth_server_sync_interval: kube::core::Duration,
+    /// How long a deleted app's finalizer waits for its client to be deleted
+    /// at the authorization server while the server fails (retried with
+    /// backoff) before the deletion completes without it; the comparison
+    /// deletes the client once the server answers (a Go duration).
+    #[arg(long, env = "REGISTRAR_AUTH_SERVER_DEREGISTER_WITHIN", default_value = "2m")]
+    auth_server_deregister_within: kube::core::Duration,
     /// The Secret, in the operator's namespace, holding the key registrar seals
     /// the credentials Secrets it writes with (created at first start).
     #[arg(long, env = "REGISTRAR_SEAL_KEY_SECRET", default_value = seal::DEFAULT_KEY_SECRET)]
@@ -234,6 +240,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 adopt_owners: args.auth_server_adopt_owner.clone(),
                 sync_interval: std::time::Duration::from(args.auth_server_sync_interval)
                     .max(std::time::Duration::from_secs(1)),
+                deregister_within: std::time::Duration::from(args.auth_server_deregister_within),
             };
             let server = AuthServer::connect(&settings)?;
             info!(

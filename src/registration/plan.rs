@@ -990,7 +990,7 @@ pub fn after_registration(inputs: &Inputs<'_>, outcome: &mut Outcome, result: &R
 /// The `Registered` reason of a failed call.
 fn registered_reason(error: &AsError) -> &'static str {
     match error {
-        AsError::Unavailable { .. } => reason::UNAVAILABLE,
+        AsError::Unavailable { .. } | AsError::Busy { .. } => reason::UNAVAILABLE,
         AsError::Refused { .. } => reason::REFUSED,
         AsError::NotOurs { .. } => reason::CLIENT_EXISTS,
     }

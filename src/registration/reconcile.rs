@@ -107,6 +107,9 @@ struct Remembered {
     owner_checked: Option<Instant>,
     /// When the periodic sweep last asked for a reconcile to check the owner.
     owner_swept: Option<Instant>,
+    /// A deleted app: since when, and how many times, the authorization
+    /// server failed to delete its client.
+    deregistering: Option<(Instant, u32)>,
 }
 
 impl Memory {
@@ -265,7 +268,11 @@ async fn reconcile_with_finalizer(app: &AppRegistration, ctx: &Context) -> Resul
         let Some(position) = position else {
             return Ok(Action::await_change());
         };
-        let action = revoke(app, ctx).await?;
+        let action = match revoke(app, ctx).await? {
+            Revocation::Done(action) => action,
+            // The finalizer stays until the authorization server is done.
+            Revocation::Waiting(retry) => return Ok(retry),
+        };
         // The test makes the removal safe against a concurrent change to the list.
         let path = format!("/metadata/finalizers/{position}");
         let patch = json!([
@@ -1289,13 +1296,21 @@ async fn restart_workloads(app: &AppRegistration, version: i64, ctx: &Context) -
     report
 }
 
+/// What a deletion pass came to.
+enum Revocation {
+    /// Revoked (or retained): the finalizer may go.
+    Done(Action),
+    /// Waiting for the authorization server to delete the client: again then.
+    Waiting(Action),
+}
+
 /// Deletion: mark the app revoked, delete its client at the authorization
 /// server, give its Client ID up in the ledger, delete its Secret (already
 /// gone is fine). With `deletionPolicy: Retain`, the Client ID is Retained in
 /// the ledger and the Secret kept instead. The finalizer is removed by the
 /// caller once this succeeds; a pass interrupted anywhere is finished by the
 /// next, and revokes nothing of another app's.
-async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
+async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Error> {
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
     let held = held_at_deletion(app, ctx).await?;
     let holder = ledger::holder_of(app);
@@ -1313,7 +1328,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         ctx.memory().forget(app);
         info!(namespace = ns, name = app.name_any(), client_id = id, secret = secret_name, "retained");
         publish(app, &event, None, ctx).await;
-        return Ok(Action::await_change());
+        return Ok(Revocation::Done(Action::await_change()));
     }
     let (desired, event) = plan::revoked(app, held.as_deref(), Timestamp::now());
     match write_status(app, &desired, ctx).await {
@@ -1323,18 +1338,57 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
         Err(e) => return Err(e),
     }
     if let (Some(id), Some((server, _))) = (&held, &ctx.settings.auth_server) {
+        let attempted = Instant::now();
         let deleted = server.delete(id, &lane_of(app, id, ctx)).await;
         ctx.metrics.count_authserver("delete", &deleted);
         if let Err(e) = deleted {
-            // Deletion never hangs on the server: the periodic comparison
-            // deletes the client (revoked in the ledger by then) once it is reachable.
-            warn!(namespace = ns, name = app.name_any(), client_id = id, error = %e, "could not delete the client at the authorization server");
+            let name = server.capabilities().name;
+            let within = server.deregister_within();
+            let (since, attempts) = {
+                let mut memory = ctx.memory();
+                // Failing since the first failed attempt began.
+                let failing = memory.of(app).deregistering.get_or_insert((attempted, 0));
+                failing.1 += 1;
+                *failing
+            };
+            // While the client is there it may still get tokens: the
+            // finalizer waits for the server, retried with backoff, within a bound.
+            if matches!(e, AsError::Unavailable { .. } | AsError::Busy { .. }) && since.elapsed() < within {
+                warn!(namespace = ns, name = app.name_any(), client_id = id, error = %e, attempts, "the authorization server could not delete the client yet; retrying");
+                if attempts == 1 {
+                    let note = format!(
+                        "Client ID {id} could not be deleted at {name} yet ({e}); retrying for up to {} before the \
+                         deletion completes without it",
+                        humantime(within)
+                    );
+                    let event = PlannedEvent {
+                        warning: true,
+                        reason: "NotDeregistered",
+                        note,
+                        about_secret: false,
+                        may_repeat: true,
+                    };
+                    publish(app, &event, None, ctx).await;
+                }
+                let backoff = Duration::from_secs(1 << attempts.min(4)).min(within.saturating_sub(since.elapsed()));
+                return Ok(Revocation::Waiting(Action::requeue(backoff.max(Duration::from_millis(100)))));
+            }
+            // The deletion goes on without it: the periodic comparison deletes
+            // the client (revoked in the ledger by then) once the server answers.
+            ctx.metrics.deregistrations_deferred.inc();
+            warn!(namespace = ns, name = app.name_any(), client_id = id, error = %e, "could not delete the client at the authorization server; the comparison deletes it later");
             let note = format!(
-                "Client ID {id} could not be deleted at {} yet ({e}); it is deleted there once the server is reachable",
-                server.capabilities().name
+                "Client ID {id} could not be deleted at {name} ({e}; tried for {}); it is deleted there once the \
+                 server answers, at the next comparison",
+                humantime(since.elapsed())
             );
-            let event =
-                PlannedEvent { warning: true, reason: "NotDeregistered", note, about_secret: false, may_repeat: true };
+            let event = PlannedEvent {
+                warning: true,
+                reason: "DeregistrationDeferred",
+                note,
+                about_secret: false,
+                may_repeat: true,
+            };
             publish(app, &event, None, ctx).await;
         }
     }
@@ -1364,7 +1418,16 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     ctx.memory().forget(app);
     info!(namespace = ns, name = app.name_any(), client_id = held, "revoked");
     publish(app, &event, None, ctx).await;
-    Ok(Action::await_change())
+    Ok(Revocation::Done(Action::await_change()))
+}
+
+/// A duration as people read it: whole seconds, or minutes and seconds.
+fn humantime(d: Duration) -> String {
+    match d.as_secs() {
+        s if s < 60 => format!("{s}s"),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{}m{}s", s / 60, s % 60),
+    }
 }
 
 /// The Client ID a deleted app gives up: the one its status names, when the

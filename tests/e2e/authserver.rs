@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::support::{
     TestNamespace,
-    apps::{apply, confidential, ready_reason, secret_value, status, wait_app, wait_issued},
+    apps::{apply, confidential, ready_reason, secret_value, status, wait_app, wait_event, wait_issued},
     eventually,
     hydra::Hydra,
     install_registrar,
@@ -771,4 +771,73 @@ async fn a_thousand_apps_come_back_after_a_hydra_restart_and_leave_nothing_when_
     })
     .await;
     eprintln!("namespace with {APPS} apps deleted: none of their clients left at Hydra {:?} later", deleted.elapsed());
+}
+
+/// Sends `signal` (STOP, CONT) to Hydra's process: frozen, it takes
+/// connections and answers nothing.
+fn signal_hydra(hydra: &Hydra, signal: &str) {
+    let pid = hydra.pid().expect("Hydra's process").to_string();
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Deleting an app while Hydra answers nothing: its finalizer waits for
+/// Hydra (the app, and its client there, stay; a Warning says so), and once
+/// Hydra answers the client is deleted before the app goes, so no token is
+/// issued after the deletion completed. Past --auth-server-deregister-within
+/// the deletion completes without Hydra, says so (Event, metric), and the
+/// comparison deletes the client once Hydra answers.
+#[tokio::test]
+async fn a_deletion_waits_for_hydra_within_a_bound() {
+    let ns = TestNamespace::new("hydra-wait").await;
+    install_registrar(&ns.client).await;
+    let hydra = Hydra::start("http://127.0.0.1:1").await;
+    let mut args: Vec<String> = vec!["--watch-namespace".into(), ns.name.clone()];
+    args.extend(hydra.operator_args("2s"));
+    args.extend(["--auth-server-deregister-within".into(), "20s".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&args).await;
+    let mut creds = Vec::new();
+    for name in ["waits", "gives-up"] {
+        apply(&ns, &worker(name)).await;
+        wait_app(&ns, name, "the app to be registered at Hydra", registered).await;
+        creds.push(mounted(&wait_issued(&ns, name).await.1));
+    }
+    let apps = ns.api::<AppRegistration>();
+    let gone = |name: &'static str| {
+        let apps = apps.clone();
+        async move { apps.get_opt(name).await.ok()?.is_none().then_some(()) }
+    };
+
+    // Frozen while "waits" is deleted: the app stays until Hydra answers.
+    signal_hydra(&hydra, "STOP");
+    apps.delete("waits", &DeleteParams::default()).await.expect("delete");
+    let waiting = wait_event(&ns, "NotDeregistered", "retrying").await;
+    assert!(waiting.message.as_deref().unwrap_or_default().contains(&creds[0].client_id));
+    assert!(apps.get_opt("waits").await.expect("get").is_some(), "the finalizer waits for Hydra");
+    signal_hydra(&hydra, "CONT");
+    eventually("the deletion to complete once Hydra answers", TIMEOUT, || gone("waits")).await;
+    assert!(hydra.client(&creds[0].client_id).await.is_none(), "the client went before the app");
+    let (code, _) = hydra.client_credentials(&creds[0].client_id, &creds[0].client_secret, "read").await;
+    assert_eq!(code, 401, "no token after the deletion completed");
+
+    // Frozen for longer than the bound: the deletion completes without Hydra.
+    signal_hydra(&hydra, "STOP");
+    let started = Instant::now();
+    apps.delete("gives-up", &DeleteParams::default()).await.expect("delete");
+    eventually("the deletion to complete past the bound", TIMEOUT, || gone("gives-up")).await;
+    let took = started.elapsed();
+    eprintln!("deleted without Hydra after {took:?} (bound 20 s)");
+    assert!(took >= Duration::from_secs(20), "not before the bound: {took:?}");
+    wait_event(&ns, "DeregistrationDeferred", "next comparison").await;
+    assert_eq!(operator.metric("registrar_authserver_deregistrations_deferred_total").await, 1.0);
+    signal_hydra(&hydra, "CONT");
+    eventually("the comparison to delete the client", TIMEOUT, || async {
+        hydra.client(&creds[1].client_id).await.is_none().then_some(())
+    })
+    .await;
+    let (code, _) = hydra.client_credentials(&creds[1].client_id, &creds[1].client_secret, "read").await;
+    assert_eq!(code, 401);
+    drop(operator);
+    ns.delete().await;
 }
