@@ -841,3 +841,58 @@ async fn a_deletion_waits_for_hydra_within_a_bound() {
     drop(operator);
     ns.delete().await;
 }
+
+/// Create/delete churn against Hydra (under it Hydra answers some deletions
+/// "Unable to serialize access due to a concurrent update"): 30 apps stay
+/// while 40 are created and deleted four times over. Once a deleted app is
+/// gone, Hydra holds no client for it and gives its credentials no token;
+/// the 30 keep theirs.
+#[tokio::test]
+async fn churn_leaves_no_deleted_app_with_a_client_at_hydra() {
+    use futures::future::join_all;
+
+    let (ns, hydra, operator) = setup("hydra-churn", "60s").await;
+    let apps = ns.api::<AppRegistration>();
+    let issue = |names: Vec<String>| {
+        let ns = &ns;
+        async move {
+            join_all(names.iter().map(|name| async move { apply(ns, &worker(name)).await })).await;
+            join_all(names.iter().map(|name| async move {
+                wait_app(ns, name, "registered at Hydra", registered).await;
+                mounted(&wait_issued(ns, name).await.1)
+            }))
+            .await
+        }
+    };
+    let staying = issue((0..30).map(|i| format!("stay-{i:02}")).collect()).await;
+    let mut after_deletion = Vec::new();
+    for cycle in 0..4 {
+        let names: Vec<String> = (0..40).map(|i| format!("churn-{cycle}-{i:02}")).collect();
+        let creds = issue(names.clone()).await;
+        let deleted = join_all(names.iter().zip(&creds).map(|(name, c)| {
+            let apps = apps.clone();
+            let hydra = &hydra;
+            async move {
+                apps.delete(name, &DeleteParams::default()).await.expect("delete");
+                eventually(&format!("{name} to be gone"), TIMEOUT, || async {
+                    apps.get_opt(name).await.ok()?.is_none().then_some(())
+                })
+                .await;
+                // The deletion completed: nothing of the client may be left.
+                let (code, _) = hydra.client_credentials(&c.client_id, &c.client_secret, "read").await;
+                let there = hydra.client(&c.client_id).await.is_some();
+                (code != 401 || there).then(|| format!("{name}: token answer {code}, client still there: {there}"))
+            }
+        }))
+        .await;
+        after_deletion.extend(deleted.into_iter().flatten());
+    }
+    let busy = operator.metric("registrar_authserver_calls_total{call=\"delete\",outcome=\"Unavailable\"}").await;
+    eprintln!("160 deletions under churn; deletions that still failed after the quick retries: {busy}");
+    assert!(after_deletion.is_empty(), "deleted apps still at Hydra: {after_deletion:?}");
+    for c in &staying {
+        assert_eq!(hydra.client_credentials(&c.client_id, &c.client_secret, "read").await.0, 200);
+    }
+    drop(operator);
+    ns.delete().await;
+}
