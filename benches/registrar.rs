@@ -1465,69 +1465,37 @@ async fn load_generator(args: &[String]) {
             let p99 = percentile(&latencies, 0.99).as_secs_f64() * 1000.0;
             println!("{}", json!({ "rate": rate, "p99_ms": p99, "shed": shed, "pairs": pairs.len() }));
         }
-        ("flood", [id, file]) => {
-            let pairs = read_pairs(file);
-            let flooders = (0..8).map(|w| async move {
-                let (mut answers, mut throttled, mut i) = (0u64, 0u64, 0u64);
-                while started.elapsed() < duration {
-                    let (status, _) = authenticate(id.clone(), format!("wrong-{w}-{i}")).await;
-                    i += 1;
-                    answers += 1;
-                    throttled += u64::from(status == 429);
-                }
-                (answers, throttled)
-            });
-            // Clients nobody verified yet: each needs argon2id.
-            let verifier = async {
-                let mut latencies = Vec::new();
-                for (id, secret) in &pairs {
-                    if started.elapsed() >= duration {
-                        break;
-                    }
-                    let (status, took) = authenticate(id.clone(), secret.clone()).await;
-                    if status == 200 {
-                        latencies.push(took);
-                    }
-                }
-                latencies
+        ("flood" | "flood-many", [target, file]) => {
+            let many = mode == "flood-many";
+            let ids: Vec<String> = if many {
+                std::fs::read_to_string(target).unwrap_or_default().lines().map(String::from).collect()
+            } else {
+                vec![target.clone()]
             };
-            let (flooded, mut latencies) = tokio::join!(futures::future::join_all(flooders), verifier);
-            latencies.sort();
-            let (answers, throttled) = flooded.iter().fold((0, 0), |(a, t), (x, y)| (a + x, t + y));
-            let elapsed = started.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                json!({
-                    "flood_rate": answers as f64 / elapsed,
-                    "throttled_share": if answers == 0 { 0.0 } else { throttled as f64 / answers as f64 },
-                    "verified": latencies.len(),
-                    "p50_ms": percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-                    "p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-                })
-            );
-        }
-        ("flood-many", [ids, file]) => {
-            let ids: Vec<String> = std::fs::read_to_string(ids).unwrap_or_default().lines().map(String::from).collect();
             let pairs = read_pairs(file);
-            let ids = &ids;
+            let (ids, pad) = (&ids, if many { format!("-{}", "x".repeat(24)) } else { String::new() });
+            let pad = &pad;
             let flooders = (0..8).map(|w| async move {
                 let (mut answers, mut throttled, mut i) = (0u64, 0u64, 0usize);
                 while started.elapsed() < duration && !ids.is_empty() {
                     let id = ids[(w + i * 8) % ids.len()].clone();
-                    let (status, _) = authenticate(id, format!("wrong-{w}-{i}-{}", "x".repeat(24))).await;
+                    let (status, _) = authenticate(id, format!("wrong-{w}-{i}{pad}")).await;
                     i += 1;
                     answers += 1;
                     throttled += u64::from(status == 429);
                 }
                 (answers, throttled)
             });
-            // The other tenant's clients, first verifications spread over the run.
-            let every = duration / u32::try_from(pairs.len().max(1)).unwrap_or(u32::MAX);
+            // Clients nobody verified yet (each needs argon2id): one after
+            // another, or (flood-many) spread over the run.
+            let mut tick =
+                many.then(|| tokio::time::interval(duration / u32::try_from(pairs.len().max(1)).unwrap_or(u32::MAX)));
             let verifier = async {
                 let mut latencies = Vec::new();
-                let mut tick = tokio::time::interval(every);
                 for (id, secret) in &pairs {
-                    tick.tick().await;
+                    if let Some(tick) = &mut tick {
+                        tick.tick().await;
+                    }
                     if started.elapsed() >= duration {
                         break;
                     }

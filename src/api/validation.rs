@@ -889,7 +889,7 @@ fn describe_char(c: char) -> String {
 }
 
 /// A duration as Go prints it for whole seconds (`1h30m0s`), else as kube-core does.
-fn go_duration(duration: Duration) -> String {
+pub fn go_duration(duration: Duration) -> String {
     let magnitude = StdDuration::from(duration);
     if magnitude.subsec_nanos() != 0 {
         return duration.to_string();

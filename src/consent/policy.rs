@@ -266,22 +266,6 @@ impl PolicyFacts<'_> {
     }
 }
 
-/// The grants to record when `organization` switches to Restricted: every
-/// consent of its namespaces granted at that moment, sealed.
-pub fn grant(
-    key: &SealKey,
-    organization: &str,
-    consent: String,
-    app: String,
-    client_id: String,
-    mut scopes: Vec<String>,
-) -> Grant {
-    scopes.sort();
-    let mut grant = Grant { consent, app, client_id, scopes, seal: String::new() };
-    grant.seal = key.seal_grant(organization, &grant);
-    grant
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,8 +518,17 @@ mod tests {
         assert_eq!(facts.allowance(Some(&seen(Some(&grant))), &external()), pinned(&["read"]));
     }
 
+    /// A grant as an earlier registrar kept it in the policy's status.
     fn grant_for_status() -> Grant {
-        grant(&key(), ORG, "team-b/c".into(), "vendor/crm".into(), "cid".into(), vec!["write".into(), "read".into()])
+        let mut grant = Grant {
+            consent: "team-b/c".into(),
+            app: "vendor/crm".into(),
+            client_id: "cid".into(),
+            scopes: vec!["read".into(), "write".into()],
+            seal: String::new(),
+        };
+        grant.seal = key().seal_grant(ORG, &grant);
+        grant
     }
 
     #[test]

@@ -42,7 +42,8 @@ use super::{
 use crate::{
     api::{
         AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, Scope,
-        WorkloadKind, conditions, validation::validate_spec,
+        WorkloadKind, conditions,
+        validation::{go_duration, validate_spec},
     },
     authserver::{self, AsError, AuthServer},
     catch_up::CatchUp,
@@ -1359,7 +1360,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
                     let note = format!(
                         "Client ID {id} could not be deleted at {name} yet ({e}); retrying for up to {} before the \
                          deletion completes without it",
-                        humantime(within)
+                        go_duration(within.into())
                     );
                     let event = PlannedEvent {
                         warning: true,
@@ -1380,7 +1381,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
             let note = format!(
                 "Client ID {id} could not be deleted at {name} ({e}; tried for {}); it is deleted there once the \
                  server answers, at the next comparison",
-                humantime(since.elapsed())
+                go_duration(Duration::from_secs(since.elapsed().as_secs()).into())
             );
             let event = PlannedEvent {
                 warning: true,
@@ -1419,15 +1420,6 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
     info!(namespace = ns, name = app.name_any(), client_id = held, "revoked");
     publish(app, &event, None, ctx).await;
     Ok(Revocation::Done(Action::await_change()))
-}
-
-/// A duration as people read it: whole seconds, or minutes and seconds.
-fn humantime(d: Duration) -> String {
-    match d.as_secs() {
-        s if s < 60 => format!("{s}s"),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{}m{}s", s / 60, s % 60),
-    }
 }
 
 /// The Client ID a deleted app gives up: the one its status names, when the

@@ -210,29 +210,7 @@ async fn a_caller_bound_in_one_namespace_reaches_that_namespaces_clients_only() 
     let (id_a, id_b) = (status(&app_a).client_id.expect("id"), status(&app_b).client_id.expect("id"));
 
     // A Role-scoped caller: the registry's ClusterRole, bound in A only.
-    let role = format!("registry-{}", a.name);
-    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
-        "metadata": { "name": role },
-        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
-    }))
-    .expect("role");
-    kube::Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(a.client.clone())
-        .create(&PostParams::default(), &cluster_role)
-        .await
-        .expect("ClusterRole");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "as-a" },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
-        "subjects": [{ "kind": "ServiceAccount", "name": "as-a", "namespace": a.name }]
-    }))
-    .expect("binding");
-    a.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
-    let token = service_account_token_for(&a, "as-a", Some(AUDIENCE)).await;
-    let user = format!("system:serviceaccount:{}:as-a", a.name);
-    eventually("the RoleBinding to take effect", TIMEOUT, || async {
-        allowed_in(&a.client, Some(&a.name), &user, "registrar.dev", "registry", "create").await.then_some(())
-    })
-    .await;
+    let token = caller_bound_in(&a).await;
     let scoped = Caller { base: format!("http://127.0.0.1:{port}"), token, http: http() };
     let secret = |s: &k8s_openapi::api::core::v1::Secret| secret_value(s, "client_secret").expect("secret");
     assert_eq!(scoped.lookup(&id_a).await.0, StatusCode::OK);
@@ -484,29 +462,7 @@ async fn callers_learn_nothing_of_client_ids_outside_their_namespaces() {
     let unknown = format!("never-issued-{run}");
 
     // Scoped to A (the registry's ClusterRole bound there), and allowed nowhere.
-    let role = format!("registry-{}", a.name);
-    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
-        "metadata": { "name": role },
-        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
-    }))
-    .expect("role");
-    kube::Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(a.client.clone())
-        .create(&PostParams::default(), &cluster_role)
-        .await
-        .expect("ClusterRole");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "as-a" },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
-        "subjects": [{ "kind": "ServiceAccount", "name": "as-a", "namespace": a.name }]
-    }))
-    .expect("binding");
-    a.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
-    let user = format!("system:serviceaccount:{}:as-a", a.name);
-    let scoped_token = service_account_token_for(&a, "as-a", Some(AUDIENCE)).await;
-    eventually("the RoleBinding to take effect", TIMEOUT, || async {
-        allowed_in(&a.client, Some(&a.name), &user, "registrar.dev", "registry", "create").await.then_some(())
-    })
-    .await;
+    let scoped_token = caller_bound_in(&a).await;
     let base = format!("http://127.0.0.1:{port}");
     let scoped = Caller { base: base.clone(), token: scoped_token, http: http() };
     let nowhere = Caller { base, token: service_account_token_for(&a, "nobody", Some(AUDIENCE)).await, http: http() };
@@ -596,4 +552,33 @@ async fn random_tokens_cannot_make_the_registry_flood_the_apiserver() {
     assert!(answers.iter().filter(|(s, retry)| *s == StatusCode::TOO_MANY_REQUESTS && *retry).count() >= 200);
     assert!(operator.metric("registrar_registry_callers_throttled_total").await >= 200.0);
     ns.delete().await;
+}
+
+/// A token of ServiceAccount `as-a` in `ns`, bound there (a RoleBinding) to the
+/// registry's ClusterRole: a caller allowed in that namespace only.
+async fn caller_bound_in(ns: &TestNamespace) -> String {
+    let role = format!("registry-{}", ns.name);
+    let cluster_role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(json!({
+        "metadata": { "name": role },
+        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["registry"], "verbs": ["get", "create"] }]
+    }))
+    .expect("role");
+    kube::Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(ns.client.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await
+        .expect("ClusterRole");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "as-a" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "name": "as-a", "namespace": ns.name }]
+    }))
+    .expect("binding");
+    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
+    let token = service_account_token_for(ns, "as-a", Some(AUDIENCE)).await;
+    let user = format!("system:serviceaccount:{}:as-a", ns.name);
+    eventually("the RoleBinding to take effect", TIMEOUT, || async {
+        allowed_in(&ns.client, Some(&ns.name), &user, "registrar.dev", "registry", "create").await.then_some(())
+    })
+    .await;
+    token
 }
