@@ -171,6 +171,13 @@ struct Args {
     /// value (a Go duration); any change to the app reads it at once.
     #[arg(long, env = "REGISTRAR_SECRET_SOURCE_INTERVAL", default_value = "60s")]
     secret_source_interval: kube::core::Duration,
+    /// The MutatingAdmissionPolicy that records who registered each app
+    /// (deploy/registered-by-policy.yaml; the chart names it after the
+    /// release). A `secret.sourceRef` is read for that user only while this
+    /// policy, the ValidatingAdmissionPolicy `<name>-immutable` and their
+    /// bindings are installed; registrar needs `get` on the four.
+    #[arg(long, env = "REGISTRAR_REGISTERED_BY_POLICY", default_value = "registrar-registered-by")]
+    registered_by_policy: String,
     /// Who takes over an app whose owner can no longer manage it, in an
     /// organization whose OrganizationPolicy names no owner (User:<name> or Group:<name>).
     #[arg(long, env = "REGISTRAR_DEFAULT_OWNER", default_value = "Group:system:masters")]
@@ -357,6 +364,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let settings = Settings {
         source_recheck: std::time::Duration::from(args.secret_source_interval),
+        registered_by_policy: args.registered_by_policy.clone(),
         default_owner: args.default_owner,
         owner_check: std::time::Duration::from(args.owner_check_interval),
         platform_namespace: args.platform_namespace,

@@ -11,6 +11,7 @@ mod error;
 pub mod owner;
 pub mod plan;
 mod reconcile;
+pub mod registered_by;
 pub mod retention;
 
 use std::{sync::Arc, time::Duration};
@@ -49,6 +50,10 @@ pub struct Settings {
     pub auth_server: Option<(AuthServer, Arc<SyncState>)>,
     /// How often a `secret.sourceRef` is read again without any event.
     pub source_recheck: std::time::Duration,
+    /// The MutatingAdmissionPolicy that writes `registrar.dev/registered-by`
+    /// (and, with `-immutable`, the ValidatingAdmissionPolicy that keeps it):
+    /// a source is read only while they are installed.
+    pub registered_by_policy: String,
     /// Who takes over an app whose owner can no longer manage it, where its
     /// organization names nobody.
     pub default_owner: crate::api::Owner,

@@ -83,6 +83,9 @@ pub struct Context {
     /// Recent answers to "may the user who registered an app get this Secret?"
     /// ((user, groups, namespace, Secret) → allowed), for `secret.sourceRef`.
     source_answers: moka::sync::Cache<(String, Vec<String>, String, String), bool>,
+    /// Whether the Registered By admission policies are installed, so that
+    /// `registrar.dev/registered-by` is true.
+    registered_by: super::registered_by::Guard,
     /// The first pass over every cached app (see [`crate::catch_up`]).
     pub(super) catch_up: CatchUp,
 }
@@ -191,6 +194,7 @@ impl Context {
             .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
             .build();
         let catch_up = CatchUp::for_concurrency(settings.concurrency);
+        let registered_by = super::registered_by::Guard::new(settings.registered_by_policy.clone());
         let clerk = Clerk::new(client.clone(), caches.ledger.clone());
         Context {
             clerk,
@@ -208,6 +212,7 @@ impl Context {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
+            registered_by,
             catch_up,
         }
     }
@@ -825,6 +830,19 @@ async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> R
                 .to_owned(),
         ));
     };
+    // The annotation is the editor's to write unless the policies that set
+    // and keep it are in place, and were before the app was created.
+    let verdict =
+        ctx.registered_by.verdict(&ctx.client).await.map_err(|e| {
+            Error::kube(Step::ReadSecret, format!("admission policy {}", ctx.registered_by.policy()), e)
+        })?;
+    if let Some(why) = super::registered_by::doubt(&verdict, app.meta().creation_timestamp.as_ref()) {
+        return Ok(Some(format!(
+            "registrar reads a source only for the user who registered the app, and believes the annotation \
+             registrar.dev/registered-by only where the Registered By admission policies \
+             (deploy/registered-by-policy.yaml) set and keep it: {why}: nothing was read"
+        )));
+    }
     let groups: Vec<String> = app
         .annotations()
         .get(plan::REGISTERED_BY_GROUPS_ANNOTATION)

@@ -109,3 +109,69 @@ async fn a_forged_or_copied_retention_is_never_taken_over() {
     assert!(!t.authenticates(&forged_id, "mallorys-own-secret-0123456789abcdef").await);
     t.delete().await;
 }
+
+/// Without the Registered By policies, `registrar.dev/registered-by` is
+/// whatever an editor of apps writes: eve, who may edit AppRegistrations but
+/// not read Secrets, names as registering user someone who may read
+/// everything (the test's admin, in system:masters). registrar believes no
+/// such annotation while it cannot see the policies installed: the source is
+/// refused (`SecretSource=False, reason=Forbidden`, naming the missing
+/// policy), nothing is issued, and nothing of the value shows anywhere.
+#[tokio::test]
+async fn a_forged_registered_by_reads_no_source() {
+    use crate::support::{TestNamespace, control_plane, grant_role, install_crds, operator::Operator};
+
+    let ns = TestNamespace::new("forged-by").await;
+    install_crds(&ns.client).await;
+    let _operator = Operator::start(&ns.name).await;
+    let eve = format!("eve-{}", ns.name);
+    let apps_only = serde_json::json!([
+        { "apiGroups": ["registrar.dev"], "resources": ["appregistrations"], "verbs": ["*"] }
+    ]);
+    grant_role(&ns, &eve, "apps-only", apps_only).await;
+    let value = "Qz8vR3nW6tY1uI4oP7aS0dF2gH5jK9lZx";
+    let source = Secret {
+        metadata: ObjectMeta { name: Some("db-password".into()), ..Default::default() },
+        string_data: Some([("client_secret".to_string(), value.to_string())].into()),
+        ..Default::default()
+    };
+    ns.api::<Secret>().create(&PostParams::default(), &source).await.expect("the source Secret");
+    let as_eve: Api<AppRegistration> = Api::namespaced(control_plane().client_as(&eve).await, &ns.name);
+    let mut app = confidential("deputy");
+    app.metadata.annotations = Some(
+        [
+            ("registrar.dev/registered-by".to_string(), "registrar-test-admin".to_string()),
+            ("registrar.dev/registered-by-groups".to_string(), "system:masters,system:authenticated".to_string()),
+        ]
+        .into(),
+    );
+    app.spec.secret = Some(registrar::api::SecretTemplate {
+        source_ref: Some(registrar::api::SecretSourceRef { name: "db-password".into(), key: None }),
+        ..Default::default()
+    });
+    as_eve.create(&PostParams::default(), &app).await.expect("without the policies eve writes the annotation");
+    let refused = wait_app(&ns, "deputy", "the source refused", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "SecretSource" && c.status == "False" && c.reason == "Forbidden")
+        })
+    })
+    .await;
+    let message = refused
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "SecretSource"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("MutatingAdmissionPolicy registrar-registered-by is not installed"), "{message}");
+    assert!(message.contains("nothing was read"), "{message}");
+    assert_eq!(status(&refused).client_id, None, "nothing issued");
+    assert_eq!(status(&refused).secret_fingerprint, None);
+    assert!(credentials(&ns, "deputy-credentials").await.is_none(), "no credentials Secret");
+    let everything = serde_json::to_string(&(
+        ns.api::<AppRegistration>().list(&Default::default()).await.expect("apps").items,
+        crate::support::apps::events(&ns).await,
+    ))
+    .expect("json");
+    assert!(!everything.contains(value), "nothing of the value anywhere");
+    ns.delete().await;
+}

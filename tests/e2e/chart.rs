@@ -140,6 +140,8 @@ async fn operator_works_with_exactly_the_charts_rbac() {
             "--registry-addr",
             &registry_addr,
             "--registry-insecure-http",
+            "--registered-by-policy",
+            &format!("{release}-registrar-registered-by"),
         ],
     )
     .await;
@@ -177,6 +179,24 @@ async fn operator_works_with_exactly_the_charts_rbac() {
         .await
         .expect("registry lookup");
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
+
+    // A secret from a source (the release's Registered By policies read, a
+    // SubjectAccessReview for the registering user, the source Secret read).
+    crate::support::registered_by_believed(&install.client, &format!("{release}-registrar-registered-by")).await;
+    let source = Secret {
+        metadata: ObjectMeta { name: Some("vault-secret".into()), ..Default::default() },
+        string_data: Some([("client_secret".to_string(), "Wm4rT8yU2iO6pA0sD3fG7hJ1kL5zX9cVb".to_string())].into()),
+        ..Default::default()
+    };
+    apps.api::<Secret>().create(&PostParams::default(), &source).await.expect("source Secret");
+    let mut sourced = confidential("sourced");
+    sourced.metadata.labels = Some(labels.clone());
+    sourced.spec.secret = Some(registrar::api::SecretTemplate {
+        source_ref: Some(registrar::api::SecretSourceRef { name: "vault-secret".into(), key: None }),
+        ..Default::default()
+    });
+    crate::support::gitops_apply(&apps.api(), &sourced).await.expect("apply sourced app");
+    wait_issued(&apps, "sourced").await;
 
     // Rotate (Secret patch, workload patch, Events).
     let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "rbac-1" } } }));

@@ -596,33 +596,13 @@ async fn the_moving_clients_walkthrough_works_as_the_readme_shows() {
 /// is keyed, not the SHA-256 anyone could test guesses against.
 #[tokio::test]
 async fn a_source_is_read_only_for_a_user_who_may_read_it() {
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    use kube::api::PostParams;
-
     let ns = TestNamespace::new("deputy").await;
     install_registrar(&ns.client).await;
     // A refused source is asked again at every recheck: eve's new Role is seen within a second.
     let _operator = Operator::start_with(&["--watch-namespace", &ns.name, "--secret-source-interval", "1s"]).await;
     let eve = format!("eve-{}", ns.name);
-    let role: Role = serde_json::from_value(json!({
-        "metadata": { "name": "apps-only" },
-        "rules": [{ "apiGroups": ["registrar.dev"], "resources": ["appregistrations"], "verbs": ["*"] }]
-    }))
-    .expect("role");
-    ns.api::<Role>().create(&PostParams::default(), &role).await.expect("Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "eve-apps" },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apps-only" },
-        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": eve }]
-    }))
-    .expect("binding");
-    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
-    eventually("eve's role to take effect", TIMEOUT, || async {
-        crate::support::allowed_in(&ns.client, Some(&ns.name), &eve, "registrar.dev", "appregistrations", "create")
-            .await
-            .then_some(())
-    })
-    .await;
+    let apps_only = json!([{ "apiGroups": ["registrar.dev"], "resources": ["appregistrations"], "verbs": ["*"] }]);
+    crate::support::grant_role(&ns, &eve, "apps-only", apps_only).await;
     let value = "db-pa55w0rd";
     put_source(&ns, "db-password", value).await;
     let as_eve: Api<AppRegistration> = Api::namespaced(crate::support::control_plane().client_as(&eve).await, &ns.name);
@@ -660,19 +640,9 @@ async fn a_source_is_read_only_for_a_user_who_may_read_it() {
     // Allowed to read it, eve's app is issued from it (a strong value).
     let strong = "Hn4kQ8wZr2Vb6Tc9Xm1Lp5Sd7Fg3Jy0Ue";
     put_source(&ns, "db-password", strong).await;
-    let reader: Role = serde_json::from_value(json!({
-        "metadata": { "name": "read-db-password" },
-        "rules": [{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db-password"], "verbs": ["get"] }]
-    }))
-    .expect("role");
-    ns.api::<Role>().create(&PostParams::default(), &reader).await.expect("Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "eve-reads" },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-db-password" },
-        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": eve }]
-    }))
-    .expect("binding");
-    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("RoleBinding");
+    let reader =
+        json!([{ "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["db-password"], "verbs": ["get"] }]);
+    crate::support::grant_role(&ns, &eve, "read-db-password", reader).await;
     let (app, secret) = wait_issued(&ns, "deputy").await;
     assert!(
         secret_value(&secret, "client_secret").as_deref() == Some(strong),

@@ -253,6 +253,51 @@ pub async fn allowed_in(
         .is_ok_and(|r| r.status.is_some_and(|s| s.allowed))
 }
 
+/// Grants `user` the Role `role` in `ns` (created with `rules`, bound to the
+/// user), and waits until the apiserver allows the first rule's first verb on
+/// its first resource.
+pub async fn grant_role(ns: &TestNamespace, user: &str, role: &str, rules: serde_json::Value) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let first = &rules[0];
+    let (group, resource, verb) = (
+        first["apiGroups"][0].as_str().unwrap_or_default().to_owned(),
+        first["resources"][0].as_str().expect("a resource").to_owned(),
+        first["verbs"][0].as_str().expect("a verb").to_owned(),
+    );
+    let role_object: Role =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": role }, "rules": rules })).expect("Role");
+    ns.api::<Role>().create(&PostParams::default(), &role_object).await.expect("create the Role");
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": format!("{role}-{user}") },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user }]
+    }))
+    .expect("RoleBinding");
+    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("create the RoleBinding");
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.name.clone()),
+                group: Some(group),
+                resource: Some(resource),
+                verb: Some(if verb == "*" { "create".to_owned() } else { verb }),
+                name: first["resourceNames"][0].as_str().map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reviews = Api::<SubjectAccessReview>::all(ns.client.clone());
+    eventually(&format!("{user}'s Role {role} to take effect"), Duration::from_secs(60), || async {
+        let answer = reviews.create(&PostParams::default(), &review).await.ok()?;
+        answer.status.is_some_and(|s| s.allowed).then_some(())
+    })
+    .await;
+}
+
 /// [`allowed_in`] cluster-wide.
 pub async fn allowed(client: &Client, user: &str, group: &str, resource: &str, verb: &str) -> bool {
     allowed_in(client, None, user, group, resource, verb).await
@@ -401,6 +446,37 @@ pub async fn install_registrar(client: &Client) {
         }
     })
     .await;
+    registered_by_believed(client, "registrar-registered-by").await;
+}
+
+/// Waits until registrar believes the Registered By annotation of an app
+/// created now: from two seconds after the newest creation time of the
+/// policies named after `name` and their bindings (registered_by::TAKES_EFFECT).
+pub async fn registered_by_believed(client: &Client, name: &str) {
+    let newest = registered_by_policies_created(client, name).await;
+    eventually("the Registered By policies to be believed", Duration::from_secs(10), || async {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        (now > newest + registrar::registration::registered_by::TAKES_EFFECT).then_some(())
+    })
+    .await;
+}
+
+/// The newest creation time (in seconds) of the Registered By policies and bindings.
+async fn registered_by_policies_created(client: &Client, name: &str) -> i64 {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
+        ValidatingAdmissionPolicyBinding,
+    };
+    fn created<K: kube::Resource>(object: K) -> i64 {
+        object.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second())
+    }
+    let immutable = registrar::registration::registered_by::immutable_name(name);
+    let immutable = immutable.as_str();
+    let m = Api::<MutatingAdmissionPolicy>::all(client.clone()).get(name).await.expect("policy");
+    let mb = Api::<MutatingAdmissionPolicyBinding>::all(client.clone()).get(name).await.expect("binding");
+    let v = Api::<ValidatingAdmissionPolicy>::all(client.clone()).get(immutable).await.expect("policy");
+    let vb = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).get(immutable).await.expect("binding");
+    created(m).max(created(mb)).max(created(v)).max(created(vb))
 }
 
 /// Creates the namespace `name` unless it exists (shared ones, such as the

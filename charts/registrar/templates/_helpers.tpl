@@ -22,3 +22,14 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/* The Registered By MutatingAdmissionPolicy registrar checks for before
+reading a secret.sourceRef: the chart's own (named after the release), or
+deploy/registered-by-policy.yaml's when the chart installs none. */}}
+{{- define "registrar.registeredByPolicy" -}}
+{{- if .Values.admissionPolicies.install -}}
+{{- printf "%s-registered-by" (include "registrar.fullname" .) -}}
+{{- else -}}
+registrar-registered-by
+{{- end -}}
+{{- end }}

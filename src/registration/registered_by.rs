@@ -1,0 +1,325 @@
+//! Whether the annotation `registrar.dev/registered-by` can be believed.
+//!
+//! `secret.sourceRef` reads a Secret for the user who registered the app,
+//! and that user is whatever the annotation says. Only the Registered By
+//! admission policies (`deploy/registered-by-policy.yaml`) make it true: the
+//! MutatingAdmissionPolicy writes the requesting user at creation and the
+//! ValidatingAdmissionPolicy keeps anyone from changing it. Without them an
+//! editor of apps writes any name there, and registrar would read a Secret
+//! for someone who never asked. So registrar believes the annotation only
+//! while it can see both policies and their bindings installed, enforcing,
+//! and in place since before the app was created (an object deleted and
+//! created again has a newer creation time, so "older than the app" means
+//! "there all along"). Their state is read at most every [`RECHECK`].
+
+use std::{sync::Mutex, time::Duration};
+
+use k8s_openapi::{
+    api::admissionregistration::v1::{
+        MatchResources, MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
+        ValidatingAdmissionPolicyBinding,
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, Time},
+};
+use kube::{Api, Client, Resource};
+use tokio::time::Instant;
+
+/// How long what was seen of the policies is trusted before asking again.
+pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// Seconds after the newest of the policies' creation times from which an
+/// app's annotation is believed.
+pub const TAKES_EFFECT: i64 = 2;
+
+/// The name of the ValidatingAdmissionPolicy (and binding) that keeps the
+/// annotation, given the MutatingAdmissionPolicy's.
+pub fn immutable_name(policy: &str) -> String {
+    format!("{policy}-immutable")
+}
+
+/// What registrar saw of the Registered By policies.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// All four are installed and enforcing; the newest was created then.
+    Since(Time),
+    /// Why the annotation cannot be believed (ends without a full stop).
+    Refused(String),
+}
+
+/// The four objects, as read (None: not found).
+#[derive(Default)]
+pub struct Seen {
+    pub mutating: Option<MutatingAdmissionPolicy>,
+    pub mutating_binding: Option<MutatingAdmissionPolicyBinding>,
+    pub validating: Option<ValidatingAdmissionPolicy>,
+    pub validating_binding: Option<ValidatingAdmissionPolicyBinding>,
+}
+
+/// Judges what was seen of the policies named after `policy`.
+pub fn judge(policy: &str, seen: &Seen) -> Verdict {
+    let immutable = immutable_name(policy);
+    let missing = |kind: &str, name: &str| Verdict::Refused(format!("{kind} {name} is not installed"));
+    let Some(mutating) = &seen.mutating else { return missing("MutatingAdmissionPolicy", policy) };
+    let Some(mutating_binding) = &seen.mutating_binding else {
+        return missing("MutatingAdmissionPolicyBinding", policy);
+    };
+    let Some(validating) = &seen.validating else { return missing("ValidatingAdmissionPolicy", &immutable) };
+    let Some(validating_binding) = &seen.validating_binding else {
+        return missing("ValidatingAdmissionPolicyBinding", &immutable);
+    };
+    let (mutating_spec, validating_spec) = (mutating.spec.as_ref(), validating.spec.as_ref());
+    // failurePolicy defaults to Fail; Ignore lets objects through unmutated.
+    if mutating_spec.and_then(|s| s.failure_policy.as_deref()).is_some_and(|p| p != "Fail") {
+        return Verdict::Refused(format!("MutatingAdmissionPolicy {policy} does not have failurePolicy Fail"));
+    }
+    if validating_spec.and_then(|s| s.failure_policy.as_deref()).is_some_and(|p| p != "Fail") {
+        return Verdict::Refused(format!("ValidatingAdmissionPolicy {immutable} does not have failurePolicy Fail"));
+    }
+    let Some(binding) = mutating_binding.spec.as_ref() else {
+        return Verdict::Refused(format!("MutatingAdmissionPolicyBinding {policy} has no spec"));
+    };
+    if binding.policy_name.as_deref() != Some(policy) {
+        return Verdict::Refused(format!("MutatingAdmissionPolicyBinding {policy} does not bind policy {policy}"));
+    }
+    if narrows(binding.match_resources.as_ref()) || binding.param_ref.is_some() {
+        return Verdict::Refused(format!(
+            "MutatingAdmissionPolicyBinding {policy} narrows where it applies (matchResources or paramRef)"
+        ));
+    }
+    let binding = &validating_binding.spec;
+    if binding.policy_name != immutable {
+        return Verdict::Refused(format!(
+            "ValidatingAdmissionPolicyBinding {immutable} does not bind policy {immutable}"
+        ));
+    }
+    if narrows(binding.match_resources.as_ref()) || binding.param_ref.is_some() {
+        return Verdict::Refused(format!(
+            "ValidatingAdmissionPolicyBinding {immutable} narrows where it applies (matchResources or paramRef)"
+        ));
+    }
+    if !binding.validation_actions.iter().any(|a| a == "Deny") {
+        return Verdict::Refused(format!("ValidatingAdmissionPolicyBinding {immutable} does not Deny"));
+    }
+    let created = [
+        mutating.meta().creation_timestamp.as_ref(),
+        mutating_binding.meta().creation_timestamp.as_ref(),
+        validating.meta().creation_timestamp.as_ref(),
+        validating_binding.meta().creation_timestamp.as_ref(),
+    ];
+    match created.into_iter().collect::<Option<Vec<_>>>().and_then(|c| c.into_iter().max().cloned()) {
+        Some(newest) => Verdict::Since(newest),
+        None => Verdict::Refused("the Registered By policies record no creation time".into()),
+    }
+}
+
+/// Whether a binding's matchResources leaves out some of what its policy
+/// matches (the apiserver fills in empty selectors itself).
+fn narrows(matched: Option<&MatchResources>) -> bool {
+    let selects = |s: Option<&LabelSelector>| {
+        s.is_some_and(|s| {
+            s.match_labels.as_ref().is_some_and(|l| !l.is_empty())
+                || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+        })
+    };
+    matched.is_some_and(|m| {
+        selects(m.namespace_selector.as_ref())
+            || selects(m.object_selector.as_ref())
+            || m.resource_rules.as_ref().is_some_and(|r| !r.is_empty())
+            || m.exclude_resource_rules.as_ref().is_some_and(|r| !r.is_empty())
+    })
+}
+
+/// Why the annotation on an app created at `created` cannot be believed,
+/// under `verdict`; None when it can.
+pub fn doubt(verdict: &Verdict, created: Option<&Time>) -> Option<String> {
+    match (verdict, created) {
+        (Verdict::Refused(why), _) => Some(why.clone()),
+        // Creation times count whole seconds, and the apiserver takes a
+        // moment to act on a new policy: an app is believed from
+        // [`TAKES_EFFECT`] after the newest object's second.
+        (Verdict::Since(since), Some(created)) if created.0.as_second() >= since.0.as_second() + TAKES_EFFECT => None,
+        (Verdict::Since(since), _) => Some(format!(
+            "the app was created before the Registered By policies were in place (the newest at {}, in effect \
+             {TAKES_EFFECT} s later), so who registered it is not known; an app created now is",
+            since.0
+        )),
+    }
+}
+
+/// Reads the policies at most every [`RECHECK`].
+pub struct Guard {
+    policy: String,
+    last: Mutex<Option<(Instant, Verdict)>>,
+}
+
+impl Guard {
+    pub fn new(policy: String) -> Self {
+        Guard { policy, last: Mutex::new(None) }
+    }
+
+    /// The MutatingAdmissionPolicy's name.
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// What the policies are now (read again when older than [`RECHECK`]).
+    /// An error other than "not found" or "forbidden" is returned, to retry.
+    pub async fn verdict(&self, client: &Client) -> Result<Verdict, kube::Error> {
+        if let Some((at, verdict)) = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            && at.elapsed() < RECHECK
+        {
+            return Ok(verdict);
+        }
+        let verdict = match self.read(client).await {
+            Ok(seen) => judge(&self.policy, &seen),
+            Err(kube::Error::Api(status)) if status.is_forbidden() => Verdict::Refused(format!(
+                "registrar may not get the Registered By policies (grant it get on MutatingAdmissionPolicy and \
+                 MutatingAdmissionPolicyBinding {0}, ValidatingAdmissionPolicy and ValidatingAdmissionPolicyBinding \
+                 {0}-immutable)",
+                self.policy
+            )),
+            Err(e) => return Err(e),
+        };
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), verdict.clone()));
+        Ok(verdict)
+    }
+
+    async fn read(&self, client: &Client) -> Result<Seen, kube::Error> {
+        let immutable = immutable_name(&self.policy);
+        let (m, mb, v, vb) = (
+            Api::<MutatingAdmissionPolicy>::all(client.clone()),
+            Api::<MutatingAdmissionPolicyBinding>::all(client.clone()),
+            Api::<ValidatingAdmissionPolicy>::all(client.clone()),
+            Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
+        );
+        let (mutating, mutating_binding, validating, validating_binding) = tokio::try_join!(
+            m.get_opt(&self.policy),
+            mb.get_opt(&self.policy),
+            v.get_opt(&immutable),
+            vb.get_opt(&immutable),
+        )?;
+        Ok(Seen { mutating, mutating_binding, validating, validating_binding })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "registrar-registered-by";
+
+    /// A change to what was seen.
+    type Change = fn(&mut Seen);
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + seconds).expect("time"))
+    }
+
+    fn installed() -> Seen {
+        let policy = |name: &str, created: i64| -> serde_json::Value {
+            serde_json::json!({ "name": name, "creationTimestamp": at(created) })
+        };
+        fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).expect("object")
+        }
+        Seen {
+            mutating: Some(from(serde_json::json!({
+                "metadata": policy(POLICY, 1), "spec": { "failurePolicy": "Fail" }
+            }))),
+            mutating_binding: Some(from(serde_json::json!({
+                "metadata": policy(POLICY, 2), "spec": { "policyName": POLICY }
+            }))),
+            validating: Some(from(serde_json::json!({
+                "metadata": policy("registrar-registered-by-immutable", 3), "spec": {}
+            }))),
+            validating_binding: Some(from(serde_json::json!({
+                "metadata": policy("registrar-registered-by-immutable", 4),
+                "spec": { "policyName": "registrar-registered-by-immutable", "validationActions": ["Deny"] }
+            }))),
+        }
+    }
+
+    #[test]
+    fn installed_policies_are_believed_for_apps_created_after_the_newest() {
+        let verdict = judge(POLICY, &installed());
+        assert_eq!(verdict, Verdict::Since(at(4)));
+        assert_eq!(doubt(&verdict, Some(&at(6))), None);
+        assert!(doubt(&verdict, Some(&at(5))).is_some(), "not yet in effect for certain");
+        let doubted = doubt(&verdict, Some(&at(4))).expect("same second: not known which came first");
+        assert!(doubted.contains("created before the Registered By policies were in place"), "{doubted}");
+        assert!(doubt(&verdict, Some(&at(0))).is_some());
+        assert!(doubt(&verdict, None).is_some());
+    }
+
+    #[test]
+    fn each_missing_object_is_named() {
+        let cases: [(Change, &str); 4] = [
+            (|s| s.mutating = None, "MutatingAdmissionPolicy registrar-registered-by is not installed"),
+            (|s| s.mutating_binding = None, "MutatingAdmissionPolicyBinding registrar-registered-by is not installed"),
+            (|s| s.validating = None, "ValidatingAdmissionPolicy registrar-registered-by-immutable is not installed"),
+            (
+                |s| s.validating_binding = None,
+                "ValidatingAdmissionPolicyBinding registrar-registered-by-immutable is not installed",
+            ),
+        ];
+        for (remove, expected) in cases {
+            let mut seen = installed();
+            remove(&mut seen);
+            let verdict = judge(POLICY, &seen);
+            assert_eq!(verdict, Verdict::Refused(expected.into()));
+            assert_eq!(doubt(&verdict, Some(&at(100))).as_deref(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn policies_that_do_not_enforce_are_not_believed() {
+        let cases: [(Change, &str); 5] = [
+            (
+                |s| s.mutating.as_mut().unwrap().spec.as_mut().unwrap().failure_policy = Some("Ignore".into()),
+                "does not have failurePolicy Fail",
+            ),
+            (
+                |s| s.mutating_binding.as_mut().unwrap().spec.as_mut().unwrap().policy_name = Some("other".into()),
+                "does not bind policy registrar-registered-by",
+            ),
+            (
+                |s| s.validating_binding.as_mut().unwrap().spec.validation_actions = vec!["Audit".into()],
+                "does not Deny",
+            ),
+            (
+                |s| {
+                    s.validating_binding.as_mut().unwrap().spec.match_resources = Some(MatchResources {
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some([("team".to_string(), "a".to_string())].into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                },
+                "narrows where it applies",
+            ),
+            (
+                |s| s.validating.as_mut().unwrap().spec.as_mut().unwrap().failure_policy = Some("Ignore".into()),
+                "ValidatingAdmissionPolicy registrar-registered-by-immutable does not have failurePolicy Fail",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut seen = installed();
+            change(&mut seen);
+            match judge(POLICY, &seen) {
+                Verdict::Refused(why) => assert!(why.contains(expected), "{why}"),
+                other => panic!("believed: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn names_follow_the_policy() {
+        let verdict = judge("rel-registrar-registered-by", &Seen::default());
+        assert_eq!(
+            verdict,
+            Verdict::Refused("MutatingAdmissionPolicy rel-registrar-registered-by is not installed".into())
+        );
+        assert_eq!(immutable_name("rel-registrar-registered-by"), "rel-registrar-registered-by-immutable");
+    }
+}
