@@ -1,10 +1,17 @@
-//! A controller's first pass over everything cached, when it starts (or its
-//! replica takes over the lease): every object gets one reconcile, a window at
-//! a time.
+//! A controller's passes over everything cached: every object gets one
+//! reconcile, a window at a time.
 //!
-//! Until the controllers run, the watches send them no reconcile requests
+//! The first when it starts (or its replica takes over the lease): until the
+//! controllers run, the watches send them no reconcile requests
 //! ([`crate::watches::Gate`]): nobody would read them. This pass covers what
-//! was not sent. It asks for a few reconciles more than the controller runs at
+//! was not sent. Again after any watch re-lists (after an apiserver restart,
+//! say): a re-list's objects reach the cache only once the list is complete,
+//! so the watches send no requests for them ([`crate::watches`]) and this
+//! pass covers them. And every period (`--resync-interval`, 10 minutes), a
+//! safety net: whatever a bug lost is found within one period, and an
+//! object that has not drifted costs a read of the caches and no write.
+//!
+//! A pass asks for a few reconciles more than the controller runs at
 //! once and asks for more as they start, rather than queueing every object at
 //! once: kube's scheduler keeps about 0.3 KB per queued object, and keeps the
 //! room after the queue drains (10,000 apps: about 3 MB for the life of the
@@ -19,13 +26,49 @@ use std::{
 use futures::{SinkExt, channel::mpsc};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::index::Key;
 
 /// How long a request waits for room before it is sent anyway: a reconcile
 /// that never starts (its controller stopping) cannot hold the pass up.
 const WAIT_FOR_ROOM: Duration = Duration::from_secs(5);
+
+/// When the next pass is due: after any watch re-lists, and every period.
+pub struct Passes {
+    relists: tokio::sync::watch::Receiver<u64>,
+    period: Option<Duration>,
+}
+
+impl Passes {
+    /// Passes after each change of `relists` (a count of completed
+    /// re-lists), and every `period` unless it is zero.
+    pub fn new(mut relists: tokio::sync::watch::Receiver<u64>, period: Duration) -> Self {
+        relists.mark_unchanged();
+        Passes { relists, period: (!period.is_zero()).then_some(period) }
+    }
+
+    /// Waits until the next pass is due; returns why it is.
+    pub async fn next(&mut self) -> &'static str {
+        let period = self.period;
+        let periodic = async move {
+            match period {
+                Some(period) => tokio::time::sleep(period).await,
+                None => std::future::pending().await,
+            }
+        };
+        let relisted = async {
+            if self.relists.changed().await.is_err() {
+                // The watches stopped: only the period is left.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = relisted => "a watch re-listed",
+            () = periodic => "the resync period passed",
+        }
+    }
+}
 
 /// The objects asked for and not yet started, at most a window of them.
 pub struct CatchUp {
@@ -69,6 +112,36 @@ impl CatchUp {
             asked += 1;
         }
         asked
+    }
+
+    /// Passes over `keys()` now, then whenever `passes` says, until the
+    /// controller no longer reads `to`; `kind` names the objects in the log.
+    pub async fn keep_passing<K>(
+        &self,
+        kind: &'static str,
+        mut passes: Passes,
+        keys: impl Fn() -> Vec<Key>,
+        mut to: mpsc::Sender<ObjectRef<K>>,
+    ) where
+        K: kube::Resource,
+        K::DynamicType: Default,
+    {
+        let mut why = "the controller started";
+        loop {
+            let started = std::time::Instant::now();
+            let asked = self.ask(keys(), &mut to).await;
+            info!(
+                kind,
+                objects = asked,
+                why,
+                seconds = started.elapsed().as_secs_f64(),
+                "asked for a reconcile of every object"
+            );
+            if to.is_closed() {
+                return;
+            }
+            why = passes.next().await;
+        }
     }
 
     /// A reconcile of `key` started, or the controller found it gone: its
@@ -137,6 +210,67 @@ mod tests {
         assert_eq!(catch_up.ask((0..3).map(key), &mut tx).await, 3);
         drop(tx);
         assert_eq!(rx.collect::<Vec<_>>().await.len(), 3);
+    }
+
+    /// A pass is due after each re-list (several at once: one pass), and
+    /// every period; with a period of zero, only after re-lists.
+    #[tokio::test(start_paused = true)]
+    async fn passes_follow_relists_and_the_period() {
+        let (relisted, relists) = tokio::sync::watch::channel(0u64);
+        relisted.send_modify(|n| *n += 1); // before the controller started: its first pass covers it
+        let mut passes = Passes::new(relists.clone(), Duration::from_secs(600));
+        let started = tokio::time::Instant::now();
+        assert_eq!(passes.next().await, "the resync period passed");
+        assert_eq!(started.elapsed(), Duration::from_secs(600));
+        relisted.send_modify(|n| *n += 1);
+        relisted.send_modify(|n| *n += 1);
+        let started = tokio::time::Instant::now();
+        assert_eq!(passes.next().await, "a watch re-listed");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(passes.next().await, "the resync period passed", "two re-lists, one pass");
+
+        let mut only_relists = Passes::new(relists, Duration::ZERO);
+        let waited = tokio::time::timeout(Duration::from_secs(86_400), only_relists.next()).await;
+        assert!(waited.is_err(), "no period");
+        drop(relisted);
+        let waited = tokio::time::timeout(Duration::from_secs(86_400), only_relists.next()).await;
+        assert!(waited.is_err(), "the watches gone, nothing is due");
+    }
+
+    /// Each pass asks for everything cached then, once per object.
+    #[tokio::test(start_paused = true)]
+    async fn every_pass_asks_for_everything() {
+        let catch_up = Arc::new(CatchUp::new(1000));
+        let (relisted, relists) = tokio::sync::watch::channel(0u64);
+        let (tx, mut rx) = mpsc::channel::<ObjectRef<ConfigMap>>(1000);
+        let cached = Arc::new(Mutex::new(2));
+        let keys = {
+            let cached = cached.clone();
+            move || (0..*cached.lock().unwrap()).map(key).collect()
+        };
+        let passing = {
+            let catch_up = catch_up.clone();
+            tokio::spawn(async move {
+                catch_up.keep_passing("ConfigMap", Passes::new(relists, Duration::from_secs(600)), keys, tx).await;
+            })
+        };
+        let mut take = async |n: usize| {
+            let mut names = Vec::new();
+            for _ in 0..n {
+                let request = rx.next().await.expect("a request");
+                catch_up.started(&("ns".into(), request.name.clone()));
+                names.push(request.name);
+            }
+            names
+        };
+        assert_eq!(take(2).await, ["app-0", "app-1"], "the first pass");
+        *cached.lock().unwrap() = 3;
+        relisted.send_modify(|n| *n += 1);
+        assert_eq!(take(3).await, ["app-0", "app-1", "app-2"], "after a re-list");
+        assert_eq!(take(3).await, ["app-0", "app-1", "app-2"], "after the period");
+        drop(rx);
+        relisted.send_modify(|n| *n += 1);
+        passing.await.expect("the passes end when the controller stops reading");
     }
 
     /// The controller stopped reading: the pass ends.

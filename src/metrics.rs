@@ -31,6 +31,12 @@ pub struct ReadyLabels {
     pub ready: String,
 }
 
+/// A kind of object: AppRegistration or AppConsent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
 /// Which controller: appregistration, appconsent or organizationpolicy.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -63,6 +69,9 @@ pub struct Metrics {
     pub kube_reviews: Counter,
     pub cached_secrets: Gauge,
     pub apps: Family<ReadyLabels, Gauge>,
+    /// Objects created more than a minute ago that registrar has not given a
+    /// status yet: nonzero for long means something lost their reconcile.
+    pub without_status: Family<KindLabels, Gauge>,
     pub leader: Gauge,
     pub authserver_requests: Family<AuthServerLabels, Counter>,
     /// Deleted apps whose client the authorization server failed to delete
@@ -178,6 +187,14 @@ impl Metrics {
             "apps",
             "AppRegistrations in the cache, by their Ready condition",
             apps.clone(),
+        );
+        let without_status = Family::<KindLabels, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "objects_without_status",
+            "AppRegistrations and AppConsents in the cache, created over a minute ago, that have no status yet",
+            without_status.clone(),
         );
         let cached_secrets = Gauge::default();
         register(
@@ -320,6 +337,7 @@ impl Metrics {
             kube_reviews,
             cached_secrets,
             apps,
+            without_status,
             leader,
             authserver_requests,
             deregistrations_deferred,

@@ -15,7 +15,12 @@
 //!   the ledger's keeper ([`crate::registration::retention`]).
 //!
 //! Requests flow only once the controllers run ([`Gate`]); they start with a
-//! pass over everything cached ([`crate::catch_up`]).
+//! pass over everything cached ([`crate::catch_up`]). While a watch lists
+//! (at first, and again when it re-lists, as after an apiserver restart) its
+//! events ask for nothing: the cache holds the previous list until the new
+//! one is complete, so a controller would look a new object up and not find
+//! it, or decide on what it replaced. Once a re-list is complete the
+//! controllers pass over everything cached ([`Triggers::relists`]).
 //!
 //! Secrets are watched for their metadata only: anyone who can write Secrets in
 //! a namespace can label them, and their data (up to a megabyte each) must not
@@ -44,7 +49,7 @@ use kube::{
         watcher::{self, Event, watcher},
     },
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     api::{AppConsent, AppRegistration, ClientIdEntry, OrganizationPolicy},
@@ -183,6 +188,9 @@ pub struct Triggers {
     pub retentions: mpsc::Receiver<Key>,
     /// Closed until the controllers run: open it when they start.
     pub gate: Gate,
+    /// How many re-lists the watches completed: each controller passes over
+    /// everything cached when it changes ([`crate::catch_up::Passes`]).
+    pub relists: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Whether the watches send reconcile requests to the controllers. Closed
@@ -214,23 +222,31 @@ struct Senders {
     index: Arc<Index>,
     ledger: Arc<Ledger>,
     gate: Gate,
+    /// The event comes from a list in progress: it asks the controllers for
+    /// nothing (the pass after the list covers it).
+    listing: bool,
 }
 
 impl Senders {
+    /// Whether requests for the controllers are sent.
+    fn asking(&self) -> bool {
+        self.gate.is_open() && !self.listing
+    }
+
     async fn app(&mut self, (namespace, name): Key) {
-        if self.gate.is_open() {
+        if self.asking() {
             let _ = self.apps.send(ObjectRef::new(&name).within(&namespace)).await;
         }
     }
 
     async fn consent(&mut self, (namespace, name): Key) {
-        if self.gate.is_open() {
+        if self.asking() {
             let _ = self.consents.send(ObjectRef::new(&name).within(&namespace)).await;
         }
     }
 
     async fn policy(&mut self, name: &str) {
-        if self.gate.is_open() {
+        if self.asking() {
             let _ = self.policies.send(ObjectRef::new(name)).await;
         }
     }
@@ -243,7 +259,7 @@ impl Senders {
 
     /// Every consent in a namespace of `org`.
     async fn organization(&mut self, org: &str) {
-        if !self.gate.is_open() {
+        if !self.asking() {
             return;
         }
         for namespace in self.index.namespaces_of(org) {
@@ -254,7 +270,7 @@ impl Senders {
     }
 
     async fn consents_of_app(&mut self, app: &Key) {
-        if !self.gate.is_open() {
+        if !self.asking() {
             return;
         }
         for consent in self.index.consents_of_app(app) {
@@ -312,19 +328,21 @@ pub fn start(
         index: index.clone(),
         ledger: ledger.clone(),
         gate: Gate::default(),
+        listing: false,
     };
     let gate = senders.gate.clone();
 
     // Packed as decoded (`PackedApp`'s Deserialize slims first).
     let (apps, app_writer) = reflector::store();
-    let app_events = reflector(app_writer, watcher(api::<PackedApp>(client, ns), selected.clone())).default_backoff();
+    let app_events =
+        reflector(app_writer, watcher(api::<PackedApp>(client, ns), selected.clone())).backoff(watch_backoff());
     let (consents, consent_writer) = reflector::store();
     let consent_events =
         reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(kept::consent))
-            .default_backoff();
+            .backoff(watch_backoff());
     let secrets = SecretMetas::default();
     let secret_events =
-        watcher(api::<PartialObjectMeta<Secret>>(client, ns), config().labels(APP_LABEL)).default_backoff();
+        watcher(api::<PartialObjectMeta<Secret>>(client, ns), config().labels(APP_LABEL)).backoff(watch_backoff());
     let mut namespace_config = config();
     if let Some(ns) = ns {
         namespace_config = namespace_config.fields(&format!("metadata.name={ns}"));
@@ -334,20 +352,21 @@ pub fn start(
         namespace_writer,
         watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(kept::namespace),
     )
-    .default_backoff();
+    .backoff(watch_backoff());
 
     let (policies, policy_writer) = reflector::store();
     let policy_events = reflector(
         policy_writer,
         watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(kept::policy),
     )
-    .default_backoff();
+    .backoff(watch_backoff());
 
     // The ledger is read whatever this instance selects: a Client ID is one
     // cluster-wide. Kept only as the read model holds it (no store).
-    let ledger_events = watcher(Api::<ClientIdEntry>::all(client.clone()), config()).default_backoff();
+    let ledger_events = watcher(Api::<ClientIdEntry>::all(client.clone()), config()).backoff(watch_backoff());
 
     let listed = Arc::new(Listed::new(6));
+    let (relisted, relists) = tokio::sync::watch::channel(0u64);
     let secret_metas = secrets.clone();
     let ledger_view = ledger.clone();
     let drive = {
@@ -358,6 +377,7 @@ pub fn start(
         let ledger_senders = senders.clone();
         let namespace_senders = senders;
         let listed = listed.clone();
+        let listed = Listing { first: listed, relisted };
         async move {
             tokio::join!(
                 drain("AppRegistration", app_events, app_senders, &listed, on_app),
@@ -386,8 +406,24 @@ pub fn start(
         seal_key: seal_key.clone(),
         listed,
     };
-    let triggers = Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, retentions: retention_rx, gate };
+    let triggers =
+        Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, retentions: retention_rx, gate, relists };
     (caches, triggers, drive)
+}
+
+/// How long a failed watch waits before it tries again: from 250 ms,
+/// doubling, with jitter, to at most 5 s (kube's default grows to 30 s and
+/// stays there for two minutes, so a watch could come back half a minute
+/// after the apiserver did). Six watches reconnecting every 5 s are little
+/// load; the apiserver's priority and fairness guards it beyond that.
+fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<kube::runtime::watcher::ExponentialBackoff> {
+    let growing = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(250))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(growing.into(), std::time::Duration::from_secs(60))
 }
 
 /// The metadata of registrar's Secrets (those labelled `registrar.dev/app`),
@@ -460,9 +496,16 @@ fn compact(meta: &ObjectMeta) -> Box<[u8]> {
     packed::pack(packed::Kind::SecretMeta, &kept::secret_meta(meta))
 }
 
-/// Consumes one watch, handing each event to `handle`, and reports its first
-/// full list to `listed`.
-async fn drain<K, S, H, Fut>(kind: &'static str, events: S, senders: Senders, listed: &Listed, handle: H)
+/// Where the watches report their lists: the first of each to `first`, the
+/// re-lists to `relisted` (counted).
+struct Listing {
+    first: Arc<Listed>,
+    relisted: tokio::sync::watch::Sender<u64>,
+}
+
+/// Consumes one watch, handing each event to `handle` (with requests held
+/// back while it lists), and reports its lists to `listing`.
+async fn drain<K, S, H, Fut>(kind: &'static str, events: S, senders: Senders, listing: &Listing, handle: H)
 where
     S: futures::Stream<Item = Result<Event<K>, watcher::Error>>,
     H: Fn(Event<K>, Senders) -> Fut,
@@ -470,14 +513,26 @@ where
 {
     let mut events = std::pin::pin!(events);
     let mut first_list = true;
+    let mut in_list = false;
+    let with = |listing: bool| Senders { listing, ..senders.clone() };
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::InitDone) if first_list => {
-                first_list = false;
-                handle(Event::InitDone, senders.clone()).await;
-                listed.one_listed();
+            Ok(Event::Init) => {
+                in_list = true;
+                handle(Event::Init, with(true)).await;
             }
-            Ok(event) => handle(event, senders.clone()).await,
+            Ok(Event::InitDone) => {
+                in_list = false;
+                handle(Event::InitDone, with(false)).await;
+                if first_list {
+                    first_list = false;
+                    listing.first.one_listed();
+                } else {
+                    info!(kind, "watch re-listed; the controllers pass over everything cached");
+                    listing.relisted.send_modify(|n| *n += 1);
+                }
+            }
+            Ok(event) => handle(event, with(in_list)).await,
             Err(e) => warn!(kind, error = %e, "watch failed; retrying with backoff"),
         }
     }
@@ -631,6 +686,71 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
 
     use super::*;
+
+    fn consent(name: &str) -> AppConsent {
+        let mut consent = AppConsent::new(
+            name,
+            crate::api::AppConsentSpec {
+                app_ref: crate::api::AppRef { namespace: "owner".into(), name: "billing".into() },
+                oauth_scopes: None,
+            },
+        );
+        consent.metadata.namespace = Some("team".into());
+        consent
+    }
+
+    /// While a watch lists (at first, or again) its events ask the
+    /// controllers for nothing: their caches hold the previous list until the
+    /// new one is complete. A completed re-list is counted (the controllers
+    /// pass over everything then); the first list is not.
+    #[tokio::test]
+    async fn a_list_asks_for_nothing_and_a_relist_asks_for_a_pass() {
+        let (apps, mut app_rx) = mpsc::channel(16);
+        let (consents, mut consent_rx) = mpsc::channel(16);
+        let (policies, _policy_rx) = mpsc::channel(16);
+        let (retentions, _retention_rx) = mpsc::channel(16);
+        let senders = Senders {
+            apps,
+            consents,
+            policies,
+            retentions,
+            index: Arc::new(Index::new("default")),
+            ledger: Arc::new(Ledger::new()),
+            gate: Gate::default(),
+            listing: false,
+        };
+        senders.gate.open();
+        let (relisted, mut relists) = tokio::sync::watch::channel(0u64);
+        let listing = Listing { first: Arc::new(Listed::new(1)), relisted };
+        let events = futures::stream::iter(
+            [
+                Event::Init,
+                Event::InitApply(consent("listed-first")),
+                Event::InitDone,
+                Event::Apply(consent("changed")),
+                Event::Init,
+                Event::InitApply(consent("relisted")),
+                Event::InitDone,
+                Event::Delete(consent("changed")),
+            ]
+            .map(Ok),
+        );
+        drain("AppConsent", events, senders, &listing, on_consent).await;
+
+        let mut asked = Vec::new();
+        while let Ok(request) = consent_rx.try_recv() {
+            asked.push(request.name);
+        }
+        assert_eq!(asked, ["changed"], "only the change outside a list asks for its consent");
+        let mut apps_asked = 0;
+        while app_rx.try_recv().is_ok() {
+            apps_asked += 1;
+        }
+        assert_eq!(apps_asked, 2, "the change and the deletion ask for the app (its status counts consents)");
+        assert!(listing.first.is_synced(), "the first list is reported");
+        assert!(relists.has_changed().expect("open"));
+        assert_eq!(*relists.borrow_and_update(), 1, "one re-list, counted");
+    }
 
     #[allow(clippy::field_reassign_with_default)] // PartialObjectMeta has a private field
     fn secret(name: &str, rv: &str) -> PartialObjectMeta<Secret> {

@@ -178,6 +178,12 @@ struct Args {
     /// bindings are installed; registrar needs `get` on the four.
     #[arg(long, env = "REGISTRAR_REGISTERED_BY_POLICY", default_value = "registrar-registered-by")]
     registered_by_policy: String,
+    /// How often each controller passes over every object it caches, a
+    /// safety net that finds whatever was missed (a Go duration; `0s` turns
+    /// it off). An object that has not drifted costs a cache read, no write.
+    /// A pass also follows every watch re-list (after an apiserver restart).
+    #[arg(long, env = "REGISTRAR_RESYNC_INTERVAL", default_value = "10m")]
+    resync_interval: kube::core::Duration,
     /// Who takes over an app whose owner can no longer manage it, in an
     /// organization whose OrganizationPolicy names no owner (User:<name> or Group:<name>).
     #[arg(long, env = "REGISTRAR_DEFAULT_OWNER", default_value = "Group:system:masters")]
@@ -400,8 +406,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         selection.namespace.clone(),
         triggers.retentions,
     ));
+    let resync = std::time::Duration::from(args.resync_interval);
+    let passes = || registrar::catch_up::Passes::new(triggers.relists.clone(), resync);
     tokio::join!(
-        registration::run(client.clone(), settings, hasher, metrics.clone(), caches.clone(), app_triggers, stopped()),
+        registration::run(
+            client.clone(),
+            settings,
+            hasher,
+            metrics.clone(),
+            caches.clone(),
+            app_triggers,
+            passes(),
+            stopped()
+        ),
         consent::run(
             client.clone(),
             caches.clone(),
@@ -409,9 +426,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             args.concurrency,
             metrics.clone(),
             seal_key.clone(),
+            passes(),
             stopped()
         ),
-        consent::organizations::run(client, caches, triggers.policies, metrics.clone(), seal_key, selection, stopped()),
+        consent::organizations::run(
+            client,
+            caches,
+            triggers.policies,
+            metrics.clone(),
+            seal_key,
+            selection,
+            passes(),
+            stopped()
+        ),
     );
     watching.abort();
     keeping.abort();

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     announce::Announcer,
     api::{AppConsent, AppConsentStatus, conditions},
-    catch_up::CatchUp,
+    catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
     ledger::Word,
     metrics::{ErrorLabels, Metrics},
@@ -66,6 +66,8 @@ struct Context {
 }
 
 /// Runs the AppConsent controller until `shutdown` resolves.
+// The shared controller runtime (issue 28) will carry these together.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     caches: Caches,
@@ -73,6 +75,7 @@ pub async fn run(
     concurrency: u16,
     metrics: Metrics,
     seal_key: SealKey,
+    passes: Passes,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reader = caches.consents.clone();
@@ -104,7 +107,7 @@ pub async fn run(
         catch_up,
     });
     let (pass_tx, pass_rx) = mpsc::channel(usize::from(concurrency));
-    let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));
+    let passing = tokio::spawn(pass_over_everything(ctx.clone(), passes, pass_tx));
     info!("AppConsent controller started");
     let found_gone = ctx.clone();
     let on_stop = ctx.clone();
@@ -130,14 +133,14 @@ pub async fn run(
     info!("AppConsent controller stopped");
 }
 
-/// One reconcile of every cached consent when the controller starts (see
-/// [`crate::catch_up`]).
-async fn first_pass(ctx: Arc<Context>, mut to: mpsc::Sender<ObjectRef<AppConsent>>) {
+/// One reconcile of every cached consent when the controller starts, after
+/// a watch re-lists and every resync period (see [`crate::catch_up`]).
+async fn pass_over_everything(ctx: Arc<Context>, passes: Passes, to: mpsc::Sender<ObjectRef<AppConsent>>) {
     ctx.caches.synced().await;
-    let keys: Vec<_> =
-        ctx.caches.consents.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
-    let asked = ctx.catch_up.ask(keys, &mut to).await;
-    info!(consents = asked, "asked for a reconcile of every consent");
+    let consents = ctx.caches.consents.clone();
+    let every_consent =
+        move || consents.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
+    ctx.catch_up.keep_passing("AppConsent", passes, every_consent, to).await;
 }
 
 async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -38,6 +38,7 @@ use crate::{
         AppConsent, GrandfatheredApp, OrganizationPolicy, PolicyKind,
         conditions::{self, DesiredCondition},
     },
+    catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
     registration::{plan::to_time, status_patch},
@@ -65,9 +66,13 @@ struct Context {
     /// its cache holds them all, and the survey reads it instead of the
     /// apiserver.
     sees_all: bool,
+    /// The passes over every cached policy (see [`crate::catch_up`]).
+    catch_up: CatchUp,
 }
 
 /// Runs the OrganizationPolicy controller until `shutdown` resolves.
+// The shared controller runtime (issue 28) will carry these together.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     caches: Caches,
@@ -75,6 +80,7 @@ pub async fn run(
     metrics: Metrics,
     seal_key: SealKey,
     selection: Selection,
+    passes: Passes,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     if let Some(namespace) = &selection.namespace {
@@ -103,19 +109,41 @@ pub async fn run(
         seal_key,
         failures: Default::default(),
         sees_all: selection.selector.is_none(),
+        catch_up: CatchUp::new(16),
     });
+    // Its own watch reconciles every policy it lists; a pass after another
+    // watch re-lists, and every resync period, asks again.
+    let (pass_tx, pass_rx) = mpsc::channel(16);
+    let passing = tokio::spawn(pass_over_everything(ctx.clone(), passes, pass_tx));
     info!("OrganizationPolicy controller started");
+    let found_gone = ctx.clone();
     Controller::new(api, config)
-        .reconcile_on(triggers)
+        .reconcile_on(futures::stream::select(triggers, pass_rx))
         .with_config(ControllerConfig::default().concurrency(4))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|result| {
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(gone)) = result {
+                found_gone.catch_up.started(&(String::new(), gone.name));
+            }
+            futures::future::ready(())
+        })
         .await;
+    passing.abort();
     info!("OrganizationPolicy controller stopped");
 }
 
+/// One reconcile of every cached policy after the first list, after a watch
+/// re-lists and every resync period (see [`crate::catch_up`]).
+async fn pass_over_everything(ctx: Arc<Context>, passes: Passes, to: mpsc::Sender<ObjectRef<OrganizationPolicy>>) {
+    ctx.caches.synced().await;
+    let policies = ctx.caches.policies.clone();
+    let every_policy = move || policies.state().iter().map(|p| (String::new(), p.name_any())).collect();
+    ctx.catch_up.keep_passing("OrganizationPolicy", passes, every_policy, to).await;
+}
+
 async fn reconcile(policy: Arc<OrganizationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.catch_up.started(&(String::new(), policy.name_any()));
     ctx.caches.synced().await;
     let started = std::time::Instant::now();
     let result = decide_and_write(&policy, &ctx).await;

@@ -28,6 +28,7 @@ pub use reconcile::{Context, FIELD_MANAGER, FINALIZER, status_patch};
 
 use crate::{
     authserver::{AuthServer, sync::SyncState},
+    catch_up::Passes,
     credentials::{Hasher, seal::SealKey},
     metrics::Metrics,
     packed::PackedApp,
@@ -62,6 +63,8 @@ pub struct Settings {
 }
 
 /// Runs the controller until `shutdown` resolves.
+// The shared controller runtime (issue 28) will carry these together.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -69,6 +72,7 @@ pub async fn run(
     metrics: Metrics,
     caches: Caches,
     triggers: impl futures::Stream<Item = ObjectRef<PackedApp>> + Send + 'static,
+    passes: Passes,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter { controller: "registrar".into(), instance: settings.instance.clone() };
@@ -79,7 +83,7 @@ pub async fn run(
     let (sweep_tx, sweep_rx) = futures::channel::mpsc::channel(1024);
     let sweeping = tokio::spawn(sweep_owner_checks(ctx.clone(), sweep_tx, sweep_every));
     let (pass_tx, pass_rx) = futures::channel::mpsc::channel(usize::from(concurrency));
-    let passing = tokio::spawn(first_pass(ctx.clone(), pass_tx));
+    let passing = tokio::spawn(pass_over_everything(ctx.clone(), passes, pass_tx));
 
     info!("AppRegistration controller started");
     let found_gone = ctx.clone();
@@ -105,18 +109,23 @@ pub async fn run(
     info!("AppRegistration controller stopped");
 }
 
-/// One reconcile of every cached app when the controller starts (see
-/// [`crate::catch_up`]), namespace by namespace.
-async fn first_pass(ctx: Arc<Context>, mut to: futures::channel::mpsc::Sender<ObjectRef<PackedApp>>) {
+/// One reconcile of every cached app when the controller starts, after a
+/// watch re-lists and every resync period (see [`crate::catch_up`]),
+/// namespace by namespace.
+async fn pass_over_everything(
+    ctx: Arc<Context>,
+    passes: Passes,
+    to: futures::channel::mpsc::Sender<ObjectRef<PackedApp>>,
+) {
     ctx.caches.synced().await;
-    let started = std::time::Instant::now();
-    let mut asked = 0;
     ctx.expect_apps(ctx.caches.apps.len());
-    for namespace in ctx.caches.index.namespaces_with_apps() {
-        let names = ctx.caches.index.app_names_in(&namespace);
-        asked += ctx.catch_up.ask(names.into_iter().map(|name| (namespace.clone(), name)), &mut to).await;
-    }
-    info!(apps = asked, seconds = started.elapsed().as_secs_f64(), "asked for a reconcile of every app");
+    let index = ctx.caches.index.clone();
+    let every_app = move || {
+        let namespaces = index.namespaces_with_apps();
+        let names = |ns: String| index.app_names_in(&ns).into_iter().map(move |name| (ns.clone(), name));
+        namespaces.into_iter().flat_map(names).collect()
+    };
+    ctx.catch_up.keep_passing("AppRegistration", passes, every_app, to).await;
 }
 
 /// Every `every`, asks for a reconcile of each app whose owner is due for its
@@ -140,14 +149,20 @@ async fn sweep_owner_checks(
     }
 }
 
-/// Counts the cached apps by their Ready condition into `registrar_apps` every
-/// `every`, for dashboards and the "apps not Ready" alert. A scan of the cache
-/// (no request); every replica reports what its cache holds.
+/// Counts the cached apps by their Ready condition into `registrar_apps`, and
+/// the apps and consents created over a minute ago that have no status yet
+/// into `registrar_objects_without_status`, every `every`, for dashboards and
+/// alerts. A scan of the cache (no request); every replica reports what its
+/// cache holds.
 pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Duration) {
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
+        let overdue = |created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            created.is_some_and(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs() > UNTOUCHED_FOR)
+        };
         let mut counts = std::collections::BTreeMap::from([("True", 0i64), ("False", 0), ("Unknown", 0)]);
+        let mut apps_without_status = 0;
         for app in caches.apps.packed() {
             if app.deleting() {
                 continue;
@@ -158,9 +173,28 @@ pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Dura
                 None => "Unknown",
             };
             *counts.entry(ready).or_default() += 1;
+            if app.ready().is_none() && overdue(app.unpack().metadata.creation_timestamp.as_ref()) {
+                apps_without_status += 1;
+            }
         }
         for (ready, n) in counts {
             metrics.apps.get_or_create(&crate::metrics::ReadyLabels { ready: ready.into() }).set(n);
         }
+        let consents_without_status = caches
+            .consents
+            .state()
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter(|c| c.status.as_ref().is_none_or(|s| s.conditions.is_empty()))
+            .filter(|c| overdue(c.metadata.creation_timestamp.as_ref()))
+            .count();
+        for (kind, n) in [("AppRegistration", apps_without_status), ("AppConsent", consents_without_status)] {
+            let labels = crate::metrics::KindLabels { kind: kind.into() };
+            metrics.without_status.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }
+
+/// Seconds after its creation from which an object without status counts in
+/// `registrar_objects_without_status`.
+const UNTOUCHED_FOR: i64 = 60;

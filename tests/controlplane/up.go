@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -86,15 +87,24 @@ func up(args []string) int {
 		fmt.Fprintf(os.Stderr, "controlplane: %v received, stopping\n", s)
 		stop()
 	}()
-	if *stdinClose {
+	s := &supervisor{dir: stateDir, verbosity: *verbosity, timeout: *timeout}
+	err = s.start(ctx, *apiserverPort)
+	if err == nil && *stdinClose {
+		// Each line of standard input is a command (see supervisor.command);
+		// its end stops everything.
 		go func() {
-			_, _ = io.Copy(io.Discard, os.Stdin)
+			lines := bufio.NewScanner(os.Stdin)
+			for lines.Scan() {
+				reply := map[string]any{"command": lines.Text(), "ok": true}
+				if err := s.command(ctx, strings.TrimSpace(lines.Text())); err != nil {
+					reply["ok"], reply["error"] = false, err.Error()
+				}
+				out, _ := json.Marshal(reply)
+				fmt.Println(string(out))
+			}
 			stop()
 		}()
 	}
-
-	s := &supervisor{dir: stateDir, verbosity: *verbosity}
-	err = s.start(ctx, *timeout, *apiserverPort)
 	if err == nil {
 		err = s.wait(ctx)
 	}
@@ -136,36 +146,115 @@ func prepareDir(dir string) error {
 }
 
 type supervisor struct {
-	dir        string
-	verbosity  int
+	dir       string
+	verbosity int
+	timeout   time.Duration
+
+	// Chosen at the first start and kept: a restart brings the components
+	// back on the same data, ports and certificates.
+	etcdPort, peerPort, apiserverPort, kcmPort int
+	certs                                      pki
+	server, adminKubeconfig                    string
+	client                                     *http.Client
+
+	mu         sync.Mutex
 	components []*component
+	stopped    []*component
 }
 
-func (s *supervisor) start(ctx context.Context, timeout time.Duration, apiserverPort int) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
+// start prepares the cluster (ports, certificates, kubeconfigs), launches the
+// components, and prints the ready line.
+func (s *supervisor) start(ctx context.Context, apiserverPort int) error {
 	ports, err := freePorts(4)
 	if err != nil {
 		return err
 	}
-	etcdPort, peerPort, kcmPort := ports[0], ports[1], ports[3]
-	if apiserverPort == 0 {
-		apiserverPort = ports[2]
+	s.etcdPort, s.peerPort, s.kcmPort = ports[0], ports[1], ports[3]
+	s.apiserverPort = apiserverPort
+	if s.apiserverPort == 0 {
+		s.apiserverPort = ports[2]
 	}
-	certs, err := generatePKI(filepath.Join(s.dir, "pki"))
-	if err != nil {
+	if s.certs, err = generatePKI(filepath.Join(s.dir, "pki")); err != nil {
 		return fmt.Errorf("generating certificates: %w", err)
 	}
-	server := fmt.Sprintf("https://127.0.0.1:%d", apiserverPort)
-	adminKubeconfig := filepath.Join(s.dir, "admin.kubeconfig")
-	if err := writeKubeconfig(adminKubeconfig, server, certs); err != nil {
+	s.server = fmt.Sprintf("https://127.0.0.1:%d", s.apiserverPort)
+	s.adminKubeconfig = filepath.Join(s.dir, "admin.kubeconfig")
+	if err := writeKubeconfig(s.adminKubeconfig, s.server, s.certs); err != nil {
 		return err
 	}
-	client, err := httpClient(certs)
+	if s.client, err = httpClient(s.certs); err != nil {
+		return err
+	}
+	if err := s.launch(ctx); err != nil {
+		return err
+	}
+
+	kubeconfig := filepath.Join(s.dir, "kubeconfig")
+	if err := writeKubeconfig(kubeconfig+".tmp", s.server, s.certs); err != nil {
+		return err
+	}
+	if err := os.Rename(kubeconfig+".tmp", kubeconfig); err != nil {
+		return err
+	}
+	ready, err := json.Marshal(map[string]any{
+		"ready":      true,
+		"kubeconfig": kubeconfig,
+		"server":     s.server,
+		"dir":        s.dir,
+		"pid":        os.Getpid(),
+	})
 	if err != nil {
 		return err
 	}
+	fmt.Println(string(ready))
+	fmt.Fprintf(os.Stderr, "controlplane: ready at %s (KUBECONFIG=%s)\n", s.server, kubeconfig)
+	return nil
+}
+
+// command runs one command of standard input, for tests that disturb the
+// cluster: "restart" (stop etcd, kube-apiserver and kube-controller-manager
+// and start them again on the same data, ports and certificates), "stop" and
+// "start" (the same in two steps), "freeze" and "thaw" (SIGSTOP and SIGCONT
+// to the three). It returns once the command is done (after a start, once
+// all three are ready again).
+func (s *supervisor) command(ctx context.Context, command string) error {
+	switch command {
+	case "restart":
+		s.stopAll()
+		return s.launch(ctx)
+	case "stop":
+		s.stopAll()
+		return nil
+	case "start":
+		return s.launch(ctx)
+	case "freeze", "thaw":
+		sig := map[string]syscall.Signal{"freeze": syscall.SIGSTOP, "thaw": syscall.SIGCONT}[command]
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range s.components {
+			if err := c.cmd.Process.Signal(sig); err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+		}
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q (restart, stop, start, freeze, thaw)", command)
+	}
+}
+
+// launch starts etcd, kube-apiserver and kube-controller-manager and waits
+// until each is ready.
+func (s *supervisor) launch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	s.mu.Lock()
+	running := len(s.components)
+	s.mu.Unlock()
+	if running > 0 {
+		return errors.New("the control plane is running; stop it first")
+	}
+	certs, server, adminKubeconfig, client := s.certs, s.server, s.adminKubeconfig, s.client
+	etcdPort, peerPort, apiserverPort, kcmPort := s.etcdPort, s.peerPort, s.apiserverPort, s.kcmPort
 
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 	etcd, err := s.spawn("etcd",
@@ -235,26 +324,6 @@ func (s *supervisor) start(ctx context.Context, timeout time.Duration, apiserver
 	}); err != nil {
 		return err
 	}
-
-	kubeconfig := filepath.Join(s.dir, "kubeconfig")
-	if err := writeKubeconfig(kubeconfig+".tmp", server, certs); err != nil {
-		return err
-	}
-	if err := os.Rename(kubeconfig+".tmp", kubeconfig); err != nil {
-		return err
-	}
-	ready, err := json.Marshal(map[string]any{
-		"ready":      true,
-		"kubeconfig": kubeconfig,
-		"server":     server,
-		"dir":        s.dir,
-		"pid":        os.Getpid(),
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Println(string(ready))
-	fmt.Fprintf(os.Stderr, "controlplane: ready at %s (KUBECONFIG=%s)\n", server, kubeconfig)
 	return nil
 }
 
@@ -264,11 +333,14 @@ func (s *supervisor) wait(ctx context.Context) error {
 	ticker := time.NewTicker(200 * time.Millisecond)
 	defer ticker.Stop()
 	for {
+		s.mu.Lock()
 		for _, c := range s.components {
 			if c.exited() {
+				s.mu.Unlock()
 				return fmt.Errorf("%s exited unexpectedly: %v", c.name, c.err)
 			}
 		}
+		s.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -283,7 +355,7 @@ func (s *supervisor) spawn(name string, args ...string) (*component, error) {
 		return nil, err
 	}
 	logPath := filepath.Join(s.dir, "logs", name+".log")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -305,18 +377,27 @@ func (s *supervisor) spawn(name string, args ...string) (*component, error) {
 		logFile.Close()
 		close(c.done)
 	}()
+	s.mu.Lock()
 	s.components = append(s.components, c)
+	s.mu.Unlock()
 	return c, nil
 }
 
-// stopAll stops the components in reverse start order: SIGTERM, then SIGKILL
-// after a grace period.
+// stopAll stops the components in reverse start order: SIGTERM (after
+// SIGCONT, should they be frozen), then SIGKILL after a grace period. Their
+// logs are kept for printLogTails.
 func (s *supervisor) stopAll() {
-	for i := len(s.components) - 1; i >= 0; i-- {
-		c := s.components[i]
+	s.mu.Lock()
+	components := s.components
+	s.components = nil
+	s.stopped = append(s.stopped, components...)
+	s.mu.Unlock()
+	for i := len(components) - 1; i >= 0; i-- {
+		c := components[i]
 		if c.exited() {
 			continue
 		}
+		_ = c.cmd.Process.Signal(syscall.SIGCONT)
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-c.done:
@@ -328,7 +409,15 @@ func (s *supervisor) stopAll() {
 }
 
 func (s *supervisor) printLogTails() {
-	for _, c := range s.components {
+	s.mu.Lock()
+	components := append(append([]*component{}, s.stopped...), s.components...)
+	s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, c := range components {
+		if seen[c.log] {
+			continue
+		}
+		seen[c.log] = true
 		fmt.Fprintf(os.Stderr, "---- last lines of %s ----\n", c.log)
 		f, err := os.Open(c.log)
 		if err != nil {

@@ -371,7 +371,11 @@ async fn the_charts_alerts_and_dashboard_read_metrics_that_exist() {
             queries.push((rule["alert"].as_str().expect("alert").to_owned(), expr.to_owned()));
         }
     }
-    assert_eq!(queries.len(), 4, "reconcile errors, apps not Ready, leader missing, registry shedding");
+    assert_eq!(
+        queries.len(),
+        5,
+        "reconcile errors, apps not Ready, objects never reconciled, leader missing, registry shedding"
+    );
     let dashboard = of_kind("ConfigMap");
     let dashboard: serde_json::Value =
         serde_json::from_str(dashboard["data"]["registrar.json"].as_str().expect("dashboard JSON")).expect("JSON");

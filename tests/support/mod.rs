@@ -45,7 +45,9 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     // Held for the life of the process: closing it stops the control plane.
-    _supervisor: Mutex<(Child, ChildStdin)>,
+    // Each line written to it is a command (see [`ControlPlane::disturb`]),
+    // answered by a line of the supervisor's output.
+    supervisor: Mutex<(Child, ChildStdin, BufReader<std::process::ChildStdout>)>,
 }
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
@@ -82,7 +84,8 @@ impl ControlPlane {
         // `up` prints one JSON line once etcd, the apiserver and the
         // controller-manager are ready, or exits (with its logs on stderr).
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("reading from controlplane up: {e}"))?;
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line).map_err(|e| format!("reading from controlplane up: {e}"))?;
         let ready: serde_json::Value = serde_json::from_str(&line).map_err(|_| {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             format!("the control plane did not start ({status}); see its output above")
@@ -92,8 +95,35 @@ impl ControlPlane {
             binary,
             kubeconfig: field("kubeconfig")?.into(),
             server: field("server")?,
-            _supervisor: Mutex::new((child, stdin)),
+            supervisor: Mutex::new((child, stdin, stdout)),
         })
+    }
+
+    /// Disturbs the cluster, for the chaos tests (whose binary has the
+    /// control plane to itself): "restart" stops etcd, kube-apiserver and
+    /// kube-controller-manager and starts them again on the same data, ports
+    /// and certificates; "stop" and "start" do so in two steps; "freeze" and
+    /// "thaw" send them SIGSTOP and SIGCONT. Returns once it is done (after
+    /// a start, once all three are ready again).
+    pub async fn disturb(&'static self, command: &'static str) {
+        tokio::task::spawn_blocking(move || self.command(command))
+            .await
+            .expect("the command's thread")
+            .unwrap_or_else(|e| panic!("controlplane {command}: {e}"));
+    }
+
+    fn command(&self, command: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut supervisor = self.supervisor.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, stdin, stdout) = &mut *supervisor;
+        writeln!(stdin, "{command}").and_then(|()| stdin.flush()).map_err(|e| format!("writing: {e}"))?;
+        let mut line = String::new();
+        stdout.read_line(&mut line).map_err(|e| format!("reading: {e}"))?;
+        let reply: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
+        match reply["ok"].as_bool() {
+            Some(true) => Ok(()),
+            _ => Err(reply["error"].as_str().unwrap_or(&line).to_owned()),
+        }
     }
 
     /// Path of an admin kubeconfig, for tests that drive kubectl or helm.
