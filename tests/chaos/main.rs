@@ -60,6 +60,13 @@ struct Expected {
     before: BTreeMap<String, (String, String)>,
 }
 
+/// A confidential app that may also get tokens for itself (client_credentials).
+fn app(name: &str) -> AppRegistration {
+    let mut app = confidential(name);
+    app.spec.grant_types = Some(vec![registrar::api::GrantType::ClientCredentials]);
+    app
+}
+
 fn app_name(i: usize) -> String {
     format!("app-{i:03}")
 }
@@ -86,7 +93,7 @@ where
 async fn issue_first_half(ns: &TestNamespace, expected: &mut Expected) {
     let apps = ns.api::<AppRegistration>();
     for i in FIRST_HALF {
-        apps.create(&PostParams::default(), &confidential(&app_name(i))).await.expect("create");
+        apps.create(&PostParams::default(), &app(&app_name(i))).await.expect("create");
         expected.rotations.insert(app_name(i), Vec::new());
     }
     converged(ns, expected, Duration::from_secs(120)).await;
@@ -122,7 +129,7 @@ fn churn(ns: &TestNamespace, progress: Arc<AtomicUsize>) -> (tokio::task::JoinHa
         let (post, patch_params) = (PostParams::default(), PatchParams::default());
         for (created, rotated) in SECOND_HALF.zip(FIRST_HALF) {
             let (created, rotated) = (app_name(created), app_name(rotated));
-            let app = confidential(&created);
+            let app = app(&created);
             persist(&format!("create {created}"), || apps.create(&post, &app)).await;
             persist(&format!("rotate {rotated}"), || apps.patch(&rotated, &patch_params, &first)).await;
             progress.fetch_add(2, Ordering::Relaxed);
@@ -298,5 +305,132 @@ async fn a_control_plane_frozen_for_15_seconds_loses_nothing() {
         thawed.elapsed().as_secs_f64()
     );
     assert_no_secret_in_log(&ns, &expected, &operator).await;
+    ns.delete().await;
+}
+
+/// Sends `signal` (STOP, CONT) to Hydra's process.
+fn signal_hydra(hydra: &support::hydra::Hydra, signal: &str) {
+    let pid = hydra.pid().expect("Hydra's process").to_string();
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Hydra (in memory) frozen for 10 seconds while apps are created and
+/// rotated, then restarted empty: every app ends issued and Ready, every
+/// client is back at Hydra with its current secret (a token for each app;
+/// none for a superseded secret) and none is there without its app.
+#[tokio::test]
+async fn hydra_frozen_then_restarted_empty_gets_every_client_back() {
+    use support::hydra::Hydra;
+    const SYNC: &str = "5s";
+    let ns = TestNamespace::new("hydra").await;
+    install_registrar(&ns.client).await;
+    let mut hydra = Hydra::start("http://127.0.0.1:1").await;
+    let mut args: Vec<String> = vec!["--watch-namespace".into(), ns.name.clone()];
+    args.extend(hydra.operator_args(SYNC));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&args).await;
+    let owner = Hydra::cluster_owner(&ns.client).await;
+    let mut expected = Expected::default();
+    issue_first_half(&ns, &mut expected).await;
+
+    let progress = Arc::new(AtomicUsize::new(0));
+    let (churning, plan) = churn(&ns, progress.clone());
+    expected.rotations.extend(plan.rotations);
+    eventually("the churn to start", Duration::from_secs(60), || async {
+        (progress.load(Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await;
+    signal_hydra(&hydra, "STOP");
+    // The freeze's length is the scenario, not a wait for a condition.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    signal_hydra(&hydra, "CONT");
+    hydra.restart().await;
+    let back = Instant::now();
+    churning.await.expect("the churn");
+    converged(&ns, &expected, Duration::from_secs(120)).await;
+
+    let apps = ns.api::<AppRegistration>().list(&ListParams::default()).await.expect("apps").items;
+    let mut ids: Vec<String> = apps.iter().filter_map(|a| status(a).client_id).collect();
+    ids.sort();
+    eventually("every client, and only those, at Hydra", Duration::from_secs(60), || async {
+        let mut at_hydra: Vec<String> =
+            hydra.clients_of(&owner).await.iter().filter_map(|c| c["client_id"].as_str().map(str::to_owned)).collect();
+        at_hydra.sort();
+        (at_hydra == ids).then_some(())
+    })
+    .await;
+    println!(
+        "Hydra frozen 10 s, then restarted empty: every client registered {:.1} s after it was back \
+         (comparison every {SYNC}; {APPS} apps)",
+        back.elapsed().as_secs_f64()
+    );
+    let secrets = ns.api::<Secret>();
+    for app in apps.iter().step_by(10) {
+        let name = app.name_any();
+        let secret = secrets.get(&format!("{name}-credentials")).await.expect("Secret");
+        let (id, value) = (status(app).client_id.expect("id"), secret_value(&secret, "client_secret").expect("secret"));
+        let (code, _) = hydra.client_credentials(&id, &value, "read").await;
+        assert_eq!(code, 200, "{name}'s current secret gets a token at Hydra");
+        if let Some((_, before)) = expected.before.get(&name).filter(|_| !expected.rotations[&name].is_empty()) {
+            let (code, _) = hydra.client_credentials(&id, before, "read").await;
+            assert_eq!(code, 401, "{name}'s superseded secret gets nothing");
+        }
+    }
+    assert_no_secret_in_log(&ns, &expected, &operator).await;
+    ns.delete().await;
+}
+
+/// Two replicas with leader election (a 4-second lease); the leader is
+/// SIGKILLed every 5 seconds, four times, and comes back as a standby, while
+/// apps are created and rotated: nothing is lost, and no rotation happens
+/// twice (a takeover repeats no write the killed leader made).
+#[tokio::test]
+async fn killing_the_leader_every_5_seconds_loses_and_repeats_nothing() {
+    let ns = TestNamespace::new("leader").await;
+    install_registrar(&ns.client).await;
+    let args = [
+        "--watch-namespace",
+        &ns.name,
+        "--leader-election",
+        "--leader-election-namespace",
+        &ns.name,
+        "--leader-election-duration",
+        "4",
+    ];
+    let mut replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
+    let mut expected = Expected::default();
+    issue_first_half(&ns, &mut expected).await;
+
+    let progress = Arc::new(AtomicUsize::new(0));
+    let (churning, plan) = churn(&ns, progress.clone());
+    expected.rotations.extend(plan.rotations);
+    eventually("the churn to start", Duration::from_secs(60), || async {
+        (progress.load(Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await;
+    let mut kills = 0;
+    for _ in 0..4 {
+        let leading = [replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await];
+        // Between a kill and the takeover nobody leads: nothing to kill.
+        if let Some(leader) = leading.iter().position(|&l| l == 1.0) {
+            replicas[leader].restart().await;
+            kills += 1;
+        }
+        // The cadence of the kills is the scenario, not a wait for a condition.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let last_kill = Instant::now();
+    assert!(kills >= 2, "the leader was killed {kills} times");
+    churning.await.expect("the churn");
+    converged(&ns, &expected, Duration::from_secs(120)).await;
+    println!(
+        "leader killed every 5 s ({kills} times, lease 4 s): every app issued and converged {:.1} s after the \
+         last kill ({APPS} apps)",
+        last_kill.elapsed().as_secs_f64()
+    );
+    for replica in &replicas {
+        assert_no_secret_in_log(&ns, &expected, replica).await;
+    }
     ns.delete().await;
 }

@@ -873,3 +873,30 @@ async fn reapplying_crds_and_restarting_the_operator_writes_nothing() {
     }
     ns.delete().await;
 }
+
+/// The resync pass (here every second) reconciles every app again, a safety
+/// net for a lost reconcile, and writes nothing when nothing drifted.
+#[tokio::test]
+async fn the_resync_pass_reconciles_everything_and_writes_nothing() {
+    let ns = TestNamespace::new("resync").await;
+    install_registrar(&ns.client).await;
+    let operator = Operator::start_with(&["--watch-namespace", &ns.name, "--resync-interval", "1s"]).await;
+    for name in ["one", "two", "three"] {
+        apply(&ns, &confidential(name)).await;
+    }
+    for name in ["one", "two", "three"] {
+        wait_issued(&ns, name).await;
+    }
+    let reconciles = || operator.metric("registrar_reconciliations_total{controller=\"appregistration\"}");
+    // Past the writes of the first mints (their own reconciles included).
+    let settled = eventually("a resync pass after the mints", TIMEOUT, || async {
+        let (writes, before) = (operator.writes().await, reconciles().await);
+        eventually("a pass", TIMEOUT, || async { (reconciles().await >= before + 3.0).then_some(()) }).await;
+        (operator.writes().await == writes).then_some(writes)
+    })
+    .await;
+    let before = reconciles().await;
+    eventually("three more passes", TIMEOUT, || async { (reconciles().await >= before + 9.0).then_some(()) }).await;
+    assert_eq!(operator.writes().await, settled, "passes over apps that did not drift write nothing");
+    ns.delete().await;
+}
