@@ -38,16 +38,23 @@ use support::{
     operator::Operator,
 };
 
-/// Apps in each test: half issued before the disturbance, half created
+/// Apps in each test (200): half issued before the disturbance, half created
 /// around it, the first half rotated around it.
-const APPS: usize = 200;
+/// `REGISTRAR_CHAOS_APPS` changes it (even, at least 6) for a run by hand.
+fn app_count() -> usize {
+    std::env::var("REGISTRAR_CHAOS_APPS").ok().and_then(|n| n.parse().ok()).unwrap_or(200)
+}
 /// The apps issued before the disturbance. The apps created around it sort
-/// before them ([`SECOND_HALF`]), so a re-list brings the new apps first and
+/// before them ([`second_half`]), so a re-list brings the new apps first and
 /// the old ones after: the window in which a request for a new app finds the
 /// cache still holding the previous list is the decoding of a hundred apps.
-const FIRST_HALF: std::ops::Range<usize> = APPS / 2..APPS;
+fn first_half() -> std::ops::Range<usize> {
+    app_count() / 2..app_count()
+}
 /// The apps created around the disturbance.
-const SECOND_HALF: std::ops::Range<usize> = 0..APPS / 2;
+fn second_half() -> std::ops::Range<usize> {
+    0..app_count() / 2
+}
 /// How long a load generator keeps retrying one request the apiserver refuses.
 const RETRY_FOR: Duration = Duration::from_secs(90);
 
@@ -92,13 +99,13 @@ where
 /// Issues the first half of the apps and records their Client IDs and secrets.
 async fn issue_first_half(ns: &TestNamespace, expected: &mut Expected) {
     let apps = ns.api::<AppRegistration>();
-    for i in FIRST_HALF {
+    for i in first_half() {
         apps.create(&PostParams::default(), &app(&app_name(i))).await.expect("create");
         expected.rotations.insert(app_name(i), Vec::new());
     }
     converged(ns, expected, Duration::from_secs(120)).await;
     let secrets = ns.api::<Secret>();
-    for i in FIRST_HALF {
+    for i in first_half() {
         let name = app_name(i);
         let app = apps.get(&name).await.expect("app");
         let secret = secrets.get(&format!("{name}-credentials")).await.expect("Secret");
@@ -115,11 +122,11 @@ async fn issue_first_half(ns: &TestNamespace, expected: &mut Expected) {
 fn churn(ns: &TestNamespace, progress: Arc<AtomicUsize>) -> (tokio::task::JoinHandle<()>, Expected) {
     let apps = ns.api::<AppRegistration>();
     let mut plan = Expected::default();
-    for (created, rotated) in SECOND_HALF.zip(FIRST_HALF) {
+    for (created, rotated) in second_half().zip(first_half()) {
         plan.rotations.insert(app_name(created), Vec::new());
         plan.rotations.entry(app_name(rotated)).or_default().push("chaos-1".into());
     }
-    for i in FIRST_HALF.step_by(3) {
+    for i in first_half().step_by(3) {
         plan.rotations.entry(app_name(i)).or_default().push("chaos-2".into());
     }
     let rotate =
@@ -127,14 +134,14 @@ fn churn(ns: &TestNamespace, progress: Arc<AtomicUsize>) -> (tokio::task::JoinHa
     let (first, second) = (rotate("chaos-1"), rotate("chaos-2"));
     let task = tokio::spawn(async move {
         let (post, patch_params) = (PostParams::default(), PatchParams::default());
-        for (created, rotated) in SECOND_HALF.zip(FIRST_HALF) {
+        for (created, rotated) in second_half().zip(first_half()) {
             let (created, rotated) = (app_name(created), app_name(rotated));
             let app = app(&created);
             persist(&format!("create {created}"), || apps.create(&post, &app)).await;
             persist(&format!("rotate {rotated}"), || apps.patch(&rotated, &patch_params, &first)).await;
             progress.fetch_add(2, Ordering::Relaxed);
         }
-        for i in FIRST_HALF.step_by(3) {
+        for i in first_half().step_by(3) {
             let name = app_name(i);
             eventually(&format!("{name}'s first rotation"), RETRY_FOR, || async {
                 let app = apps.get(&name).await.ok()?;
@@ -268,9 +275,10 @@ async fn an_apiserver_restart_during_creation_and_rotation_loses_nothing() {
     churning.await.expect("the churn");
     converged(&ns, &expected, Duration::from_secs(120)).await;
     println!(
-        "apiserver restart: down {:.1} s; every app issued and converged {:.1} s after it was back ({APPS} apps)",
+        "apiserver restart: down {:.1} s; every app issued and converged {:.1} s after it was back ({} apps)",
         back.duration_since(stopped).as_secs_f64(),
-        back.elapsed().as_secs_f64()
+        back.elapsed().as_secs_f64(),
+        app_count()
     );
     assert_no_secret_in_log(&ns, &expected, &operator).await;
     ns.delete().await;
@@ -301,8 +309,9 @@ async fn a_control_plane_frozen_for_15_seconds_loses_nothing() {
     churning.await.expect("the churn");
     converged(&ns, &expected, Duration::from_secs(120)).await;
     println!(
-        "control plane frozen 15 s: every app issued and converged {:.1} s after the thaw ({APPS} apps)",
-        thawed.elapsed().as_secs_f64()
+        "control plane frozen 15 s: every app issued and converged {:.1} s after the thaw ({} apps)",
+        thawed.elapsed().as_secs_f64(),
+        app_count()
     );
     assert_no_secret_in_log(&ns, &expected, &operator).await;
     ns.delete().await;
@@ -362,8 +371,9 @@ async fn hydra_frozen_then_restarted_empty_gets_every_client_back() {
     .await;
     println!(
         "Hydra frozen 10 s, then restarted empty: every client registered {:.1} s after it was back \
-         (comparison every {SYNC}; {APPS} apps)",
-        back.elapsed().as_secs_f64()
+         (comparison every {SYNC}; {} apps)",
+        back.elapsed().as_secs_f64(),
+        app_count()
     );
     let secrets = ns.api::<Secret>();
     for app in apps.iter().step_by(10) {
@@ -426,8 +436,9 @@ async fn killing_the_leader_every_5_seconds_loses_and_repeats_nothing() {
     converged(&ns, &expected, Duration::from_secs(120)).await;
     println!(
         "leader killed every 5 s ({kills} times, lease 4 s): every app issued and converged {:.1} s after the \
-         last kill ({APPS} apps)",
-        last_kill.elapsed().as_secs_f64()
+         last kill ({} apps)",
+        last_kill.elapsed().as_secs_f64(),
+        app_count()
     );
     for replica in &replicas {
         assert_no_secret_in_log(&ns, &expected, replica).await;
