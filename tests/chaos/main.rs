@@ -45,17 +45,20 @@ use support::{
 fn app_count() -> usize {
     std::env::var("REGISTRAR_CHAOS_APPS").ok().and_then(|n| n.parse().ok()).unwrap_or(200)
 }
+
 /// The apps issued before the disturbance. The apps created around it sort
 /// before them ([`second_half`]), so a re-list brings the new apps first and
 /// the old ones after: the window in which a request for a new app finds the
-/// cache still holding the previous list is the decoding of a hundred apps.
+/// cache still holding the previous list is the decoding of the old ones.
 fn first_half(apps: usize) -> std::ops::Range<usize> {
     apps / 2..apps
 }
+
 /// The apps created around the disturbance.
 fn second_half(apps: usize) -> std::ops::Range<usize> {
     0..apps / 2
 }
+
 /// How long a load generator keeps retrying one request the apiserver refuses.
 const RETRY_FOR: Duration = Duration::from_secs(90);
 
@@ -83,7 +86,7 @@ impl Expected {
 }
 
 fn app_name(i: usize) -> String {
-    format!("app-{i:03}")
+    format!("app-{i:05}")
 }
 
 /// Retries `request` (a create or patch) until the apiserver takes it: the
