@@ -36,7 +36,7 @@ use support::{
     TestNamespace,
     apps::{confidential, is_ready, secret_value, status},
     control_plane, eventually, install_registrar,
-    operator::Operator,
+    operator::{Operator, two_replicas},
 };
 
 /// Apps in each test (200): half issued before the disturbance, half created
@@ -125,25 +125,29 @@ async fn issue_first_half(ns: &TestNamespace, expected: &mut Expected) {
     }
 }
 
-/// Creates the second half of the apps and rotates the first half, one
-/// request after the other, each retried until the apiserver takes it; then
+/// Creates the second half of the apps and rotates the first half (four
+/// clients at once), each request retried until the apiserver takes it; then
 /// rotates every third app of the first half again, each once its first
 /// rotation shows (a value overwritten before registrar saw it is one
-/// rotation, not two). `progress` counts requests done.
-fn churn(ns: &TestNamespace, n: usize, progress: Arc<AtomicUsize>) -> (tokio::task::JoinHandle<()>, Expected) {
+/// rotation, not two). Records the rotations in `expected`; returns the task
+/// and a count of the requests done.
+fn churn(ns: &TestNamespace, expected: &mut Expected) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
     let apps = ns.api::<AppRegistration>();
-    let mut plan = Expected::of(n);
+    let n = expected.apps;
     for (created, rotated) in second_half(n).zip(first_half(n)) {
-        plan.rotations.insert(app_name(created), Vec::new());
-        plan.rotations.entry(app_name(rotated)).or_default().push("chaos-1".into());
+        expected.rotations.insert(app_name(created), Vec::new());
+        expected.rotations.entry(app_name(rotated)).or_default().push("chaos-1".into());
     }
     for i in first_half(n).step_by(3) {
-        plan.rotations.entry(app_name(i)).or_default().push("chaos-2".into());
+        expected.rotations.entry(app_name(i)).or_default().push("chaos-2".into());
     }
+    let progress = Arc::new(AtomicUsize::new(0));
+    let counted = progress.clone();
     let rotate =
         |value: &str| Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": value } } }));
     let (first, second) = (rotate("chaos-1"), rotate("chaos-2"));
     let task = tokio::spawn(async move {
+        let progress = counted;
         let (post, patch_params) = (PostParams::default(), PatchParams::default());
         // Four clients at once, each creating an app and rotating another.
         futures::stream::iter(second_half(n).zip(first_half(n)))
@@ -169,7 +173,18 @@ fn churn(ns: &TestNamespace, n: usize, progress: Arc<AtomicUsize>) -> (tokio::ta
             progress.fetch_add(1, Ordering::Relaxed);
         }
     });
-    (task, plan)
+    (task, progress)
+}
+
+/// Starts the churn (recording it in `expected`) and returns once it has
+/// made its first 20 requests.
+async fn churn_under_way(ns: &TestNamespace, expected: &mut Expected) -> tokio::task::JoinHandle<()> {
+    let (churning, progress) = churn(ns, expected);
+    eventually("the churn to start", Duration::from_secs(60), || async {
+        (progress.load(Ordering::Relaxed) >= 20).then_some(())
+    })
+    .await;
+    churning
 }
 
 /// Waits (up to `within`) until every invariant holds for the apps of
@@ -297,8 +312,7 @@ async fn restart_during_churn(prefix: &str, apps: usize) {
     // after it is ready), so every change reaches registrar in the re-list.
     control_plane().disturb("stop").await;
     let stopped = Instant::now();
-    let (churning, plan) = churn(&ns, apps, Arc::new(AtomicUsize::new(0)));
-    expected.rotations.extend(plan.rotations);
+    let (churning, _) = churn(&ns, &mut expected);
     control_plane().disturb("start").await;
     let back = Instant::now();
     churning.await.expect("the churn");
@@ -322,13 +336,7 @@ async fn a_control_plane_frozen_for_15_seconds_loses_nothing() {
     let mut expected = Expected::of(app_count());
     issue_first_half(&ns, &mut expected).await;
 
-    let progress = Arc::new(AtomicUsize::new(0));
-    let (churning, plan) = churn(&ns, expected.apps, progress.clone());
-    expected.rotations.extend(plan.rotations);
-    eventually("the churn to start", Duration::from_secs(60), || async {
-        (progress.load(Ordering::Relaxed) >= 20).then_some(())
-    })
-    .await;
+    let churning = churn_under_way(&ns, &mut expected).await;
     control_plane().disturb("freeze").await;
     // The freeze's length is the scenario, not a wait for a condition.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -371,13 +379,7 @@ async fn hydra_frozen_then_restarted_empty_gets_every_client_back() {
     let mut expected = Expected::of(app_count());
     issue_first_half(&ns, &mut expected).await;
 
-    let progress = Arc::new(AtomicUsize::new(0));
-    let (churning, plan) = churn(&ns, expected.apps, progress.clone());
-    expected.rotations.extend(plan.rotations);
-    eventually("the churn to start", Duration::from_secs(60), || async {
-        (progress.load(Ordering::Relaxed) >= 20).then_some(())
-    })
-    .await;
+    let churning = churn_under_way(&ns, &mut expected).await;
     signal_hydra(&hydra, "STOP");
     // The freeze's length is the scenario, not a wait for a condition.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -427,26 +429,11 @@ async fn hydra_frozen_then_restarted_empty_gets_every_client_back() {
 async fn killing_the_leader_every_5_seconds_loses_and_repeats_nothing() {
     let ns = TestNamespace::new("leader").await;
     install_registrar(&ns.client).await;
-    let args = [
-        "--watch-namespace",
-        &ns.name,
-        "--leader-election",
-        "--leader-election-namespace",
-        &ns.name,
-        "--leader-election-duration",
-        "4",
-    ];
-    let mut replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
+    let (mut replicas, _) = two_replicas(&ns, 4).await;
     let mut expected = Expected::of(app_count());
     issue_first_half(&ns, &mut expected).await;
 
-    let progress = Arc::new(AtomicUsize::new(0));
-    let (churning, plan) = churn(&ns, expected.apps, progress.clone());
-    expected.rotations.extend(plan.rotations);
-    eventually("the churn to start", Duration::from_secs(60), || async {
-        (progress.load(Ordering::Relaxed) >= 20).then_some(())
-    })
-    .await;
+    let churning = churn_under_way(&ns, &mut expected).await;
     let mut kills = 0;
     for _ in 0..4 {
         let leading = [replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await];

@@ -19,7 +19,10 @@ use registrar::{
 use serde_json::json;
 
 pub(crate) use crate::support::apps::*;
-use crate::support::{TestNamespace, control_plane, eventually, gitops_apply, install_registrar, operator::Operator};
+use crate::support::{
+    TestNamespace, control_plane, eventually, gitops_apply, install_registrar,
+    operator::{Operator, two_replicas},
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -688,31 +691,6 @@ async fn examples_become_ready() {
     assert_eq!(keys, ["OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET"]);
     assert_eq!(worker.labels().get("team").map(String::as_str), Some("reporting"));
     ns.delete().await;
-}
-
-/// Two replicas of registrar for `ns` with leader election on a lease of
-/// `lease_seconds`, and which of them leads once one does.
-async fn two_replicas(ns: &TestNamespace, lease_seconds: u64) -> ([Operator; 2], usize) {
-    let duration = lease_seconds.to_string();
-    let args = [
-        "--watch-namespace",
-        &ns.name,
-        "--leader-election",
-        "--leader-election-namespace",
-        &ns.name,
-        "--leader-election-duration",
-        &duration,
-    ];
-    let replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
-    let leader = eventually("exactly one leader", TIMEOUT, || async {
-        match (replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await) {
-            (1.0, 0.0) => Some(0),
-            (0.0, 1.0) => Some(1),
-            _ => None,
-        }
-    })
-    .await;
-    (replicas, leader)
 }
 
 /// Two replicas with leader election: only the leader reconciles; killing it

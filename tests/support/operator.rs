@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use super::{control_plane, eventually};
+use super::{TestNamespace, control_plane, eventually};
 
 /// A running operator process. Killed when dropped.
 ///
@@ -180,6 +180,31 @@ impl Drop for Operator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// Two replicas of registrar for `ns` with leader election on a lease of
+/// `lease_seconds`, and which of them leads once one does.
+pub async fn two_replicas(ns: &TestNamespace, lease_seconds: u64) -> ([Operator; 2], usize) {
+    let duration = lease_seconds.to_string();
+    let args = [
+        "--watch-namespace",
+        &ns.name,
+        "--leader-election",
+        "--leader-election-namespace",
+        &ns.name,
+        "--leader-election-duration",
+        &duration,
+    ];
+    let replicas = [Operator::start_with(&args).await, Operator::start_with(&args).await];
+    let leader = eventually("exactly one leader", Duration::from_secs(60), || async {
+        match (replicas[0].metric("registrar_leader").await, replicas[1].metric("registrar_leader").await) {
+            (1.0, 0.0) => Some(0),
+            (0.0, 1.0) => Some(1),
+            _ => None,
+        }
+    })
+    .await;
+    (replicas, leader)
 }
 
 /// The address in the first JSON log line whose message is `message`.
