@@ -312,6 +312,14 @@ func (s *supervisor) launch(ctx context.Context) error {
 		"--service-account-private-key-file="+certs.saKey(),
 		"--use-service-account-credentials=false",
 		"--profiling=false",
+		// Its clients' default, 20 requests a second, is a production
+		// cluster's; here a hundred namespaces are deleted in five minutes,
+		// each deletion a list and a delete per namespaced resource type
+		// (about 120 requests), and the garbage collector deletes the Secrets
+		// of thousands of apps: at 20 a second both fell minutes behind, and a
+		// test waiting on either timed out.
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
 	)
 	if err != nil {
 		return err

@@ -79,9 +79,7 @@ async fn deleted_namespace_disappears_with_its_contents() {
 
     let namespaces = Api::<Namespace>::all(ns.client.clone());
     namespaces.delete(&ns.name, &DeleteParams::default()).await.expect("delete namespace");
-    // The controller-manager's namespace controller works through every
-    // namespace the parallel e2e tests delete; once it took over 60 s.
-    eventually("the namespace to be gone", 3 * TIMEOUT, || async {
+    eventually("the namespace to be gone", TIMEOUT, || async {
         namespaces.get_opt(&ns.name).await.expect("get namespace").is_none().then_some(())
     })
     .await;

@@ -243,6 +243,11 @@ log: {{ level: warn }}
 impl Drop for Hydra {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // A failing test leaves Hydra's log behind, and says where.
+        if std::thread::panicking() {
+            eprintln!("Hydra's log kept at {}", self.dir.join("hydra.log").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

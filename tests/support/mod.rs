@@ -242,10 +242,35 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    /// Deletes the namespace (the controller-manager removes its contents).
+    /// Deletes the namespace (the controller-manager removes its contents),
+    /// and its apps with it, taking registrar's finalizer off them: the
+    /// test's operator is gone or about to go, and a namespace holding a
+    /// finalizer nobody removes stays Terminating for the rest of the run,
+    /// its deletion retried by the controller-manager every 8 seconds (80
+    /// such namespaces by the end of an e2e run: a load on every later test,
+    /// and a namespace deleted by a test waited minutes behind them). The
+    /// apps are deleted first, so a running operator cannot put the
+    /// finalizer back. Tests that check revocation delete their apps or
+    /// namespaces themselves, with their operator running.
     /// A namespace left behind by a failed test goes with the control plane.
     pub async fn delete(self) {
-        let _ = Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::default()).await;
+        use futures::StreamExt;
+        use kube::api::{ListParams, Patch, PatchParams};
+
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+        let apps = Api::<registrar::api::AppRegistration>::namespaced(self.client.clone(), &self.name);
+        let _ = apps.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
+        let Ok(left) = apps.list_metadata(&ListParams::default()).await else { return };
+        let release = Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } }));
+        futures::stream::iter(left.items.iter().filter(|app| app.metadata.finalizers.is_some()))
+            .for_each_concurrent(16, |app| {
+                let (apps, release) = (&apps, &release);
+                async move {
+                    let name = app.metadata.name.as_deref().unwrap_or_default();
+                    let _ = apps.patch_metadata(name, &PatchParams::default(), release).await;
+                }
+            })
+            .await;
     }
 }
 
