@@ -335,35 +335,40 @@ pub fn start(
     // Packed as decoded (`PackedApp`'s Deserialize slims first).
     let (apps, app_writer) = reflector::store();
     let app_events =
-        reflector(app_writer, watcher(api::<PackedApp>(client, ns), selected.clone())).backoff(watch_backoff());
+        retrying("AppRegistration", reflector(app_writer, watcher(api::<PackedApp>(client, ns), selected.clone())));
     let (consents, consent_writer) = reflector::store();
-    let consent_events =
-        reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(kept::consent))
-            .backoff(watch_backoff());
+    let consent_events = retrying(
+        "AppConsent",
+        reflector(consent_writer, watcher(api::<AppConsent>(client, ns), selected).modify(kept::consent)),
+    );
     let secrets = SecretMetas::default();
     let secret_events =
-        watcher(api::<PartialObjectMeta<Secret>>(client, ns), config().labels(APP_LABEL)).backoff(watch_backoff());
+        retrying("Secret", watcher(api::<PartialObjectMeta<Secret>>(client, ns), config().labels(APP_LABEL)));
     let mut namespace_config = config();
     if let Some(ns) = ns {
         namespace_config = namespace_config.fields(&format!("metadata.name={ns}"));
     }
     let (namespaces, namespace_writer) = reflector::store();
-    let namespace_events = reflector(
-        namespace_writer,
-        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(kept::namespace),
-    )
-    .backoff(watch_backoff());
+    let namespace_events = retrying(
+        "Namespace",
+        reflector(
+            namespace_writer,
+            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(kept::namespace),
+        ),
+    );
 
     let (policies, policy_writer) = reflector::store();
-    let policy_events = reflector(
-        policy_writer,
-        watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(kept::policy),
-    )
-    .backoff(watch_backoff());
+    let policy_events = retrying(
+        "OrganizationPolicy",
+        reflector(
+            policy_writer,
+            watcher(Api::<OrganizationPolicy>::all(client.clone()), config()).modify(kept::policy),
+        ),
+    );
 
     // The ledger is read whatever this instance selects: a Client ID is one
     // cluster-wide. Kept only as the read model holds it (no store).
-    let ledger_events = watcher(Api::<ClientIdEntry>::all(client.clone()), config()).backoff(watch_backoff());
+    let ledger_events = retrying("ClientIdEntry", watcher(Api::<ClientIdEntry>::all(client.clone()), config()));
 
     let listed = Arc::new(Listed::new(6));
     let (relisted, relists) = tokio::sync::watch::channel(0u64);
@@ -409,6 +414,37 @@ pub fn start(
     let triggers =
         Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, retentions: retention_rx, gate, relists };
     (caches, triggers, drive)
+}
+
+/// A watch that waits [`watch_backoff`] after a failure, except after the
+/// apiserver's "too old resource version" (410 Expired): that is an answer,
+/// not a failure — the apiserver is up and tells the watch to list again —
+/// so the watch re-lists at once, once a minute at most (a second 410 within
+/// the minute waits its backoff step, so an apiserver that keeps answering
+/// 410 gets no list storm). After an apiserver restart this is the moment its
+/// custom-resource watch cache is ready: waiting a backoff step here (up to
+/// 2 s) was waiting for nothing.
+fn retrying<K>(
+    kind: &'static str,
+    events: impl futures::Stream<Item = Result<Event<K>, watcher::Error>>,
+) -> impl futures::Stream<Item = Result<Event<K>, watcher::Error>> {
+    let mut relisted_at_once: Option<tokio::time::Instant> = None;
+    events
+        .filter_map(move |event| {
+            let event = match event {
+                Err(watcher::Error::WatchError(status))
+                    if status.code == 410
+                        && relisted_at_once.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60)) =>
+                {
+                    relisted_at_once = Some(tokio::time::Instant::now());
+                    info!(kind, reason = %status.message, "watch expired (too old resource version); re-listing now");
+                    None
+                }
+                event => Some(event),
+            };
+            std::future::ready(event)
+        })
+        .backoff(watch_backoff())
 }
 
 /// How long a failed watch waits before it tries again: from 250 ms,
@@ -688,6 +724,29 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
 
     use super::*;
+
+    fn expired() -> Result<Event<ClientIdEntry>, watcher::Error> {
+        let status = kube::core::Status::failure("too old resource version: 1 (2)", "Expired").with_code(410);
+        Err(watcher::Error::WatchError(status.boxed()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_watch_relists_at_once() {
+        let started = tokio::time::Instant::now();
+        let events: Vec<_> = retrying("test", futures::stream::iter([expired(), Ok(Event::Init)])).collect().await;
+        assert!(matches!(events[..], [Ok(Event::Init)]), "the 410 is not passed on as a failure");
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO, "no backoff step before the re-list");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_expiry_within_a_minute_waits_its_backoff_step() {
+        let started = tokio::time::Instant::now();
+        let events = [expired(), Ok(Event::Init), Ok(Event::InitDone), expired(), Ok(Event::Init)];
+        let events: Vec<_> = retrying("test", futures::stream::iter(events)).collect().await;
+        assert_eq!(events.len(), 4);
+        assert!(matches!(events[2], Err(watcher::Error::WatchError(_))));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250), "waited {:?}", started.elapsed());
+    }
 
     fn consent(name: &str) -> AppConsent {
         let mut consent = AppConsent::new(

@@ -127,7 +127,7 @@ async fn issue_first_half(ns: &TestNamespace, expected: &mut Expected) {
 
 /// Creates the second half of the apps and rotates the first half (four
 /// clients at once), each request retried until the apiserver takes it; then
-/// rotates every third app of the first half again, each once its first
+/// rotates every third app of the first half again (the same four clients), each once its first
 /// rotation shows (a value overwritten before registrar saw it is one
 /// rotation, not two). Records the rotations in `expected`; returns the task
 /// and a count of the requests done.
@@ -162,16 +162,22 @@ fn churn(ns: &TestNamespace, expected: &mut Expected) -> (tokio::task::JoinHandl
                 }
             })
             .await;
-        for i in first_half(n).step_by(3) {
-            let name = app_name(i);
-            eventually(&format!("{name}'s first rotation"), RETRY_FOR, || async {
-                let app = apps.get(&name).await.ok()?;
-                (status(&app).secret_version >= Some(2)).then_some(())
+        // The same four clients, each rotating again once the first rotation shows.
+        futures::stream::iter(first_half(n).step_by(3))
+            .for_each_concurrent(4, |i| {
+                let (apps, patch_params, second, progress) = (&apps, &patch_params, &second, &progress);
+                async move {
+                    let name = app_name(i);
+                    eventually(&format!("{name}'s first rotation"), RETRY_FOR, || async {
+                        let app = apps.get(&name).await.ok()?;
+                        (status(&app).secret_version >= Some(2)).then_some(())
+                    })
+                    .await;
+                    persist(&format!("rotate {name} again"), || apps.patch(&name, patch_params, second)).await;
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
             })
             .await;
-            persist(&format!("rotate {name} again"), || apps.patch(&name, &patch_params, &second)).await;
-            progress.fetch_add(1, Ordering::Relaxed);
-        }
     });
     (task, progress)
 }
@@ -312,18 +318,39 @@ async fn restart_during_churn(prefix: &str, apps: usize) {
     // after it is ready), so every change reaches registrar in the re-list.
     control_plane().disturb("stop").await;
     let stopped = Instant::now();
-    let (churning, _) = churn(&ns, &mut expected);
+    let (churning, progress) = churn(&ns, &mut expected);
     control_plane().disturb("start").await;
     let back = Instant::now();
+    // The machine's floor in the same run: when the apiserver serves
+    // AppRegistrations again, and when the churn's creates and first
+    // rotations have all landed.
+    let listing = ns.api::<AppRegistration>();
+    let serving = eventually("the apiserver to serve AppRegistrations", RETRY_FOR, || async {
+        listing.list(&ListParams::default().limit(1)).await.ok().map(|_| back.elapsed())
+    })
+    .await;
+    let first_landed = eventually("the churn's first request to land", RETRY_FOR, || async {
+        (progress.load(Ordering::Relaxed) >= 2).then(|| back.elapsed())
+    })
+    .await;
+    let landed = eventually("the churn's first requests to land", RETRY_FOR, || async {
+        (progress.load(Ordering::Relaxed) >= apps).then(|| back.elapsed())
+    })
+    .await;
     churning.await.expect("the churn");
     converged(&ns, &expected, Duration::from_secs(120)).await;
     println!(
-        "apiserver restart: down {:.1} s; every app issued and converged {:.1} s after it was back ({apps} apps)",
+        "apiserver restart: down {:.1} s; every app issued and converged {:.1} s after it was back ({apps} apps; \
+         AppRegistrations listed again after {:.1} s, the churn's first create and rotation in after {:.1} s, all \
+         of them after {:.1} s)",
         back.duration_since(stopped).as_secs_f64(),
         back.elapsed().as_secs_f64(),
+        serving.as_secs_f64(),
+        first_landed.as_secs_f64(),
+        landed.as_secs_f64(),
     );
     assert_no_secret_in_log(&ns, &expected, &operator).await;
-    ns.delete().await;
+    ns.delete_and_wait().await;
 }
 
 /// etcd, kube-apiserver and kube-controller-manager frozen (SIGSTOP) for 15
@@ -350,7 +377,7 @@ async fn a_control_plane_frozen_for_15_seconds_loses_nothing() {
         app_count()
     );
     assert_no_secret_in_log(&ns, &expected, &operator).await;
-    ns.delete().await;
+    ns.delete_and_wait().await;
 }
 
 /// Sends `signal` (STOP, CONT) to Hydra's process.
@@ -418,7 +445,7 @@ async fn hydra_frozen_then_restarted_empty_gets_every_client_back() {
         }
     }
     assert_no_secret_in_log(&ns, &expected, &operator).await;
-    ns.delete().await;
+    ns.delete_and_wait().await;
 }
 
 /// Two replicas with leader election (a 4-second lease); the leader is
@@ -458,5 +485,5 @@ async fn killing_the_leader_every_5_seconds_loses_and_repeats_nothing() {
     for replica in &replicas {
         assert_no_secret_in_log(&ns, &expected, replica).await;
     }
-    ns.delete().await;
+    ns.delete_and_wait().await;
 }

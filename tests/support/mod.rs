@@ -254,15 +254,31 @@ impl TestNamespace {
     /// namespaces themselves, with their operator running.
     /// A namespace left behind by a failed test goes with the control plane.
     pub async fn delete(self) {
+        let _ = self.delete_contents().await;
+    }
+
+    /// [`TestNamespace::delete`], then waits (up to 3 minutes) until the
+    /// namespace is gone: for tests that run one at a time and measure, so
+    /// the next starts on a quiet control plane.
+    pub async fn delete_and_wait(self) {
+        let (namespaces, name) = self.delete_contents().await;
+        eventually(&format!("namespace {name} to be gone"), Duration::from_secs(180), || async {
+            namespaces.get_opt(&name).await.ok()?.is_none().then_some(())
+        })
+        .await;
+    }
+
+    async fn delete_contents(self) -> (Api<Namespace>, String) {
         use futures::StreamExt;
         use kube::api::{ListParams, Patch, PatchParams};
 
-        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let _ = namespaces.delete(&self.name, &DeleteParams::default()).await;
         let apps = Api::<registrar::api::AppRegistration>::namespaced(self.client.clone(), &self.name);
         let _ = apps.delete_collection(&DeleteParams::default(), &ListParams::default()).await;
-        let Ok(left) = apps.list_metadata(&ListParams::default()).await else { return };
+        let left = apps.list_metadata(&ListParams::default()).await.map(|list| list.items).unwrap_or_default();
         let release = Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } }));
-        futures::stream::iter(left.items.iter().filter(|app| app.metadata.finalizers.is_some()))
+        futures::stream::iter(left.iter().filter(|app| app.metadata.finalizers.is_some()))
             .for_each_concurrent(16, |app| {
                 let (apps, release) = (&apps, &release);
                 async move {
@@ -271,6 +287,7 @@ impl TestNamespace {
                 }
             })
             .await;
+        (namespaces, self.name)
     }
 }
 
