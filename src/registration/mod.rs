@@ -158,43 +158,127 @@ pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Dura
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        let overdue = |created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-            created.is_some_and(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0).as_secs() > UNTOUCHED_FOR)
-        };
-        let mut counts = std::collections::BTreeMap::from([("True", 0i64), ("False", 0), ("Unknown", 0)]);
-        let mut apps_without_status = 0;
-        for app in caches.apps.packed() {
-            if app.deleting() {
-                continue;
-            }
-            let ready = match app.ready() {
-                Some(true) => "True",
-                Some(false) => "False",
-                None => "Unknown",
-            };
-            *counts.entry(ready).or_default() += 1;
-            if app.ready().is_none() && overdue(app.unpack().metadata.creation_timestamp.as_ref()) {
-                apps_without_status += 1;
-            }
-        }
-        for (ready, n) in counts {
+        let tally = Tally::of(&caches.apps.packed(), &caches.consents.state(), k8s_openapi::jiff::Timestamp::now());
+        for (ready, n) in tally.ready {
             metrics.apps.get_or_create(&crate::metrics::ReadyLabels { ready: ready.into() }).set(n);
         }
-        let consents_without_status = caches
-            .consents
-            .state()
-            .iter()
-            .filter(|c| c.metadata.deletion_timestamp.is_none())
-            .filter(|c| c.status.as_ref().is_none_or(|s| s.conditions.is_empty()))
-            .filter(|c| overdue(c.metadata.creation_timestamp.as_ref()))
-            .count();
-        for (kind, n) in [("AppRegistration", apps_without_status), ("AppConsent", consents_without_status)] {
+        for (kind, n) in [("AppRegistration", tally.apps_without_status), ("AppConsent", tally.consents_without_status)]
+        {
             let labels = crate::metrics::KindLabels { kind: kind.into() };
             metrics.without_status.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }
 
+/// What [`count_apps`] reports of one look at the caches.
+#[derive(Debug, PartialEq)]
+struct Tally {
+    /// Apps not being deleted, by their Ready condition (True, False, Unknown).
+    ready: std::collections::BTreeMap<&'static str, i64>,
+    /// Apps not being deleted, created over [`UNTOUCHED_FOR`] seconds before
+    /// now, with no Ready condition.
+    apps_without_status: usize,
+    /// The same of consents (no condition at all).
+    consents_without_status: usize,
+}
+
+impl Tally {
+    fn of(
+        apps: &[Arc<PackedApp>],
+        consents: &[Arc<crate::api::AppConsent>],
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Self {
+        let overdue = |created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+            created.is_some_and(|t| now.duration_since(t.0).as_secs() > UNTOUCHED_FOR)
+        };
+        let mut ready = std::collections::BTreeMap::from([("True", 0i64), ("False", 0), ("Unknown", 0)]);
+        let mut apps_without_status = 0;
+        for app in apps.iter().filter(|app| !app.deleting()) {
+            let condition = match app.ready() {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            };
+            *ready.entry(condition).or_default() += 1;
+            if app.ready().is_none() && overdue(app.unpack().metadata.creation_timestamp.as_ref()) {
+                apps_without_status += 1;
+            }
+        }
+        let consents_without_status = consents
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter(|c| c.status.as_ref().is_none_or(|s| s.conditions.is_empty()))
+            .filter(|c| overdue(c.metadata.creation_timestamp.as_ref()))
+            .count();
+        Tally { ready, apps_without_status, consents_without_status }
+    }
+}
+
 /// Seconds after its creation from which an object without status counts in
 /// `registrar_objects_without_status`.
 const UNTOUCHED_FOR: i64 = 60;
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::{
+        apimachinery::pkg::apis::meta::v1::{Condition, Time},
+        jiff::{SignedDuration, Timestamp},
+    };
+
+    use super::*;
+    use crate::api::{AppConsent, AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, AppRegistrationStatus};
+
+    fn app(name: &str, created: Timestamp, ready: Option<&str>, deleting: bool) -> Arc<PackedApp> {
+        let mut app = AppRegistration::new(name, AppRegistrationSpec::default());
+        app.metadata.namespace = Some("team".into());
+        app.metadata.creation_timestamp = Some(Time(created));
+        if deleting {
+            app.metadata.deletion_timestamp = Some(Time(created));
+        }
+        app.status = ready.map(|status| AppRegistrationStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: "Issued".into(),
+                message: String::new(),
+                last_transition_time: Time(created),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        Arc::new(PackedApp::new(&app))
+    }
+
+    fn consent(name: &str, created: Timestamp) -> Arc<AppConsent> {
+        let spec = AppConsentSpec {
+            app_ref: AppRef { namespace: "owner".into(), name: "billing".into() },
+            oauth_scopes: None,
+        };
+        let mut consent = AppConsent::new(name, spec);
+        consent.metadata.creation_timestamp = Some(Time(created));
+        Arc::new(consent)
+    }
+
+    #[test]
+    fn objects_count_as_without_status_only_after_a_minute_and_not_while_deleted() {
+        let now = Timestamp::now();
+        let ago = |seconds: i64| now - SignedDuration::from_secs(seconds);
+        let apps = [
+            app("fresh", ago(30), None, false),
+            app("forgotten", ago(120), None, false),
+            app("going", ago(120), None, true),
+            app("issued", ago(120), Some("True"), false),
+            app("refused", ago(120), Some("False"), false),
+        ];
+        let consents = [consent("fresh", ago(30)), consent("forgotten", ago(120))];
+        let tally = Tally::of(&apps, &consents, now);
+        assert_eq!(
+            tally,
+            Tally {
+                ready: [("False", 1), ("True", 1), ("Unknown", 2)].into(),
+                apps_without_status: 1,
+                consents_without_status: 1,
+            }
+        );
+    }
+}
