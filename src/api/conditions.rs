@@ -183,6 +183,19 @@ mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;
 
+    /// docs/reference.md lists every condition type and reason declared here.
+    #[test]
+    fn the_reference_lists_every_condition_and_reason() {
+        let reference = include_str!("../../docs/reference.md");
+        let declared: Vec<&str> = include_str!("conditions.rs")
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub const ")?.split('"').nth(1))
+            .collect();
+        assert!(declared.len() > 30, "read the constants: {declared:?}");
+        let missing: Vec<&&str> = declared.iter().filter(|name| !reference.contains(&format!("`{name}`"))).collect();
+        assert!(missing.is_empty(), "docs/reference.md, \"Conditions and reasons\", misses {missing:?}");
+    }
+
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap())
     }

@@ -340,7 +340,7 @@ async fn consent_before_the_app_and_scope_changes() {
     world.delete().await;
 }
 
-/// The README's walkthrough: examples/organizations applied as is.
+/// The guide's walkthrough (docs/guide.md): examples/organizations applied as is.
 #[tokio::test]
 async fn organization_examples_work_as_the_readme_shows() {
     let admin = crate::support::control_plane().client().await;

@@ -1,7 +1,7 @@
 //! Organization policies (OrganizationPolicy) on the real control plane:
 //! Restricted organizations, the allowlist and its scopes, the grants kept at
 //! the switch, auto-approval of internal apps, the registry's answers, who may
-//! change a policy, and the README's walkthrough. Each test has an organization
+//! change a policy, and the guide's walkthrough (docs/guide.md). Each test has an organization
 //! of its own (policies are cluster-scoped).
 
 use std::{
@@ -575,7 +575,7 @@ async fn only_organization_admins_change_policies() {
     ns.delete().await;
 }
 
-/// The README's walkthrough (examples/organization-policy): a Restricted
+/// The guide's walkthrough (docs/guide.md) (examples/organization-policy): a Restricted
 /// organization grants its internal app, refuses the external one with the
 /// command, grants it once allowlisted, and holds scopes it asks for later.
 #[tokio::test]

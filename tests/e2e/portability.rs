@@ -127,7 +127,7 @@ async fn retain_then_recreate_keeps_the_client_id_and_secret() {
     let (app, secret) = wait_issued(&ns, "portal").await;
     let id = status(&app).client_id.expect("a Client ID");
     let value = secret_value(&secret, "client_secret").expect("secret");
-    manifest.spec.client_id = Some(id.clone()); // pinned, as the README advises
+    manifest.spec.client_id = Some(id.clone()); // pinned, as docs/guide.md advises
     apply(&ns, &manifest).await;
     eventually("the client at Hydra", TIMEOUT, || async { hydra.client(&id).await.map(|_| ()) }).await;
 
@@ -465,7 +465,7 @@ async fn ownership_passes_to_the_organization_when_the_owner_can_no_longer_manag
     ns.delete().await;
 }
 
-/// Runs kubectl as the README shows it (with `input` on stdin) and returns
+/// Runs kubectl as docs/guide.md shows it (with `input` on stdin) and returns
 /// its standard output; fails the test with its error output otherwise.
 fn kubectl(args: &[&str], input: Option<&str>) -> String {
     use std::{io::Write, process::Stdio};
@@ -485,7 +485,7 @@ fn kubectl(args: &[&str], input: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The README's walkthrough (examples/portability): an existing client moves
+/// The guide's walkthrough (docs/guide.md) (examples/portability): an existing client moves
 /// in with its Client ID and its secret, the source rotates it, a delete and
 /// re-create keeps both, and ownership passes to the organization's owner
 /// when the owning group's RoleBinding goes.
@@ -582,7 +582,7 @@ async fn the_moving_clients_walkthrough_works_as_the_readme_shows() {
     })
     .await;
 
-    // Clean up as the README says.
+    // Clean up as docs/guide.md says.
     kubectl(&["delete", "-f", examples, "--ignore-not-found", "--wait=false"], None);
     let _ = ns.api::<Secret>().delete("invoicing-credentials", &DeleteParams::default()).await;
 }

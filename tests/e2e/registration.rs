@@ -675,7 +675,7 @@ async fn sigkill_during_concurrent_rotations_loses_nothing() {
     ns.delete().await;
 }
 
-/// What README and the quickstart show works as shown.
+/// What README.md and the quickstart show works as shown.
 #[tokio::test]
 async fn examples_become_ready() {
     let (ns, _operator) = setup("reg-examples").await;
