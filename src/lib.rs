@@ -24,6 +24,7 @@ pub mod packed;
 pub mod registration;
 pub mod registry;
 pub mod retry;
+pub mod runtime;
 pub mod telemetry;
 pub mod watches;
 

@@ -30,8 +30,8 @@ use crate::{
     credentials::seal::SealKey,
     ledger::Word,
     metrics::{ErrorLabels, Metrics},
-    registration::{plan::to_time, status_patch},
     retry,
+    runtime::kube::{status_patch, to_time},
     watches::Caches,
 };
 use policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts};

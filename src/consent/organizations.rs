@@ -41,8 +41,8 @@ use crate::{
     catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
     metrics::{ErrorLabels, Metrics},
-    registration::{plan::to_time, status_patch},
     retry,
+    runtime::kube::{status_patch, to_time},
     watches::{Caches, Selection},
 };
 

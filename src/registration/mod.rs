@@ -24,7 +24,7 @@ use kube::{
 use tracing::{info, warn};
 
 pub use error::Error;
-pub use reconcile::{Context, FIELD_MANAGER, FINALIZER, status_patch};
+pub use reconcile::{Context, FIELD_MANAGER, FINALIZER};
 
 use crate::{
     authserver::{AuthServer, sync::SyncState},

@@ -13,11 +13,12 @@
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::plan::{PlannedEvent, to_time};
+use super::plan::PlannedEvent;
 use crate::api::{
     Owner, OwnerKind, OwnerStatus,
     conditions::{DesiredCondition, ROTATION_RECOMMENDED, reason},
 };
+use crate::runtime::kube::to_time;
 
 /// How ownership is decided this pass.
 #[derive(Clone, Debug)]

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::ResourceExt;
 
 use crate::{
@@ -35,6 +35,7 @@ use crate::{
     },
     ledger::{Standing, Word},
     packed::Uid,
+    runtime::kube::to_time,
 };
 
 use super::owner::{self, Ownership};
@@ -1123,12 +1124,6 @@ pub fn after_restart(inputs: &Inputs<'_>, outcome: &mut Outcome, report: &Restar
         conditions::settle(&outcome.status.conditions, &[condition], inputs.app.metadata.generation, &now);
     outcome.status.pending_restart = Some(version);
     outcome.events.push(PlannedEvent::warning(reason::RESTART_FAILED, message));
-}
-
-/// Truncates to whole seconds: metav1.Time has second precision, and a value
-/// that does not survive a round trip would make every comparison differ.
-pub fn to_time(ts: Timestamp) -> Time {
-    Time(Timestamp::from_second(ts.as_second()).unwrap_or(ts))
 }
 
 /// The status after the decision's credentials are in place.
@@ -3088,27 +3083,6 @@ mod tests {
         let mut app = app();
         app.metadata.annotations = Some(BTreeMap::from([("registrar.dev/rotate-request".into(), "r1".into())]));
         assert_eq!(pending_rotate(&app), None);
-    }
-
-    // ---- to_time --------------------------------------------------------
-
-    #[test]
-    fn to_time_drops_the_sub_second_part() {
-        assert_eq!(to_time(Timestamp::new(NOW, 999_999_999).unwrap()), time(NOW));
-        assert_eq!(to_time(Timestamp::new(NOW, 1).unwrap()), time(NOW));
-    }
-
-    #[test]
-    fn to_time_keeps_whole_seconds() {
-        assert_eq!(to_time(at(NOW)), time(NOW));
-        assert_eq!(to_time(at(0)), time(0));
-    }
-
-    #[test]
-    fn to_time_survives_a_json_round_trip() {
-        let t = to_time(Timestamp::new(NOW, 123_456_789).unwrap());
-        let back: Time = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-        assert_eq!(back, t);
     }
 
     // ---- issued_condition -----------------------------------------------

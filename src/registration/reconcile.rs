@@ -57,6 +57,7 @@ use crate::{
     metrics::{ErrorLabels, Metrics, ReasonLabels},
     packed::{PackedApp, Uid},
     retry,
+    runtime::kube::status_patch,
     watches::Caches,
 };
 
@@ -1165,57 +1166,6 @@ async fn apply_secret(
     }
 }
 
-/// The status write of `object` (an AppRegistration, an AppConsent or an
-/// OrganizationPolicy) from `current` to `desired`, on condition that the
-/// object is still at the resourceVersion it was read at, so an instance
-/// acting on an old view (a stalled former leader) cannot roll status back: a
-/// server-side apply under registrar's field manager; or, when `current`
-/// holds fields `desired` has not (written by someone else who may write the
-/// status, which an apply would leave in place), a merge patch that also
-/// removes them.
-pub fn status_patch<K>(
-    object: &K,
-    current: Option<&impl serde::Serialize>,
-    desired: &impl serde::Serialize,
-) -> (PatchParams, Patch<serde_json::Value>)
-where
-    K: Resource<DynamicType = ()>,
-{
-    let mut status = serde_json::to_value(desired).unwrap_or_default();
-    let current = current.and_then(|c| serde_json::to_value(c).ok()).unwrap_or_default();
-    let metadata = json!({ "resourceVersion": object.meta().resource_version });
-    if null_strays(&current, &mut status) {
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        return (params, Patch::Merge(json!({ "metadata": metadata, "status": status })));
-    }
-    let apply = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "metadata": metadata,
-        "status": status,
-    });
-    (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(apply))
-}
-
-/// Puts a null in `desired` for each field of `current` it lacks, in objects
-/// at any depth (a merge patch removes them); whether there was any.
-fn null_strays(current: &serde_json::Value, desired: &mut serde_json::Value) -> bool {
-    let (serde_json::Value::Object(current), serde_json::Value::Object(desired)) = (current, desired) else {
-        return false;
-    };
-    let mut any = false;
-    for (key, value) in current {
-        match desired.get_mut(key) {
-            Some(wanted) => any |= null_strays(value, wanted),
-            None => {
-                desired.insert(key.clone(), serde_json::Value::Null);
-                any = true;
-            }
-        }
-    }
-    any
-}
-
 /// Writes the desired status, unless it is already as desired. `false` when
 /// the app changed since it was read (the write was refused; look again).
 async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ctx: &Context) -> Result<bool, Error> {
@@ -1548,7 +1498,7 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AppConsent, AppConsentSpec, AppConsentStatus, AppRegistrationSpec};
+    use crate::api::AppRegistrationSpec;
 
     fn app(name: &str, uid: &str) -> AppRegistration {
         let mut app = AppRegistration::new(name, AppRegistrationSpec::default());
@@ -1582,55 +1532,5 @@ mod tests {
         assert_eq!(memory.get(&second).and_then(|r| r.written), Some(1), "forgetting the old one keeps the new");
         memory.forget(&second);
         assert!(memory.get(&second).is_none());
-    }
-
-    #[test]
-    fn status_patches_are_conditional_on_the_resource_version_read() {
-        let mut app = AppRegistration::new("billing", AppRegistrationSpec::default());
-        app.metadata.resource_version = Some("42".into());
-        let status = AppRegistrationStatus { secret_version: Some(3), ..Default::default() };
-        let (_, Patch::Apply(body)) = status_patch(&app, app.status.as_ref(), &status) else {
-            panic!("not an apply patch")
-        };
-        assert_eq!(body["metadata"]["resourceVersion"], "42");
-        assert_eq!(body["kind"], "AppRegistration");
-        assert_eq!(body["apiVersion"], "registrar.dev/v1alpha1");
-        assert_eq!(body["status"]["secretVersion"], 3);
-
-        let mut consent = AppConsent::new("billing", AppConsentSpec::default());
-        consent.metadata.resource_version = Some("7".into());
-        let (_, Patch::Apply(body)) = status_patch(&consent, None::<&AppConsentStatus>, &AppConsentStatus::default())
-        else {
-            panic!()
-        };
-        assert_eq!(body["metadata"]["resourceVersion"], "7");
-        assert_eq!(body["kind"], "AppConsent");
-    }
-
-    #[test]
-    fn fields_someone_else_wrote_into_status_are_removed() {
-        let mut consent = AppConsent::new("billing", AppConsentSpec::default());
-        consent.metadata.resource_version = Some("7".into());
-        let forged = AppConsentStatus {
-            client_id: Some("victim".into()),
-            granted_scopes: vec!["admin".into()],
-            ..Default::default()
-        };
-        let desired = AppConsentStatus { granted_scopes: vec!["read".into()], ..Default::default() };
-        let (params, Patch::Merge(body)) = status_patch(&consent, Some(&forged), &desired) else {
-            panic!("not a merge patch")
-        };
-        assert_eq!(params.field_manager.as_deref(), Some(FIELD_MANAGER));
-        assert_eq!(body["metadata"]["resourceVersion"], "7");
-        assert_eq!(body["status"]["clientId"], serde_json::Value::Null, "removed");
-        assert_eq!(body["status"]["grantedScopes"], json!(["read"]));
-        // Nested: a condition list is replaced whole; objects field by field.
-        let mut current = json!({ "a": { "b": 1, "c": 2 }, "d": [1, 2] });
-        let mut wanted = json!({ "a": { "b": 1 }, "d": [1] });
-        assert!(null_strays(&current, &mut wanted));
-        assert_eq!(wanted, json!({ "a": { "b": 1, "c": null }, "d": [1] }));
-        current = json!({ "a": 1 });
-        let mut same = json!({ "a": 2 });
-        assert!(!null_strays(&current, &mut same), "nothing stray: an apply");
     }
 }
