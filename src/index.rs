@@ -12,7 +12,7 @@ use std::{
     sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
-use crate::consent::visibility::organization_of;
+use crate::api::organization_of;
 
 /// `(namespace, name)` of an object.
 pub type Key = (String, String);

@@ -52,8 +52,7 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
-    api::{AppConsent, AppRegistration, ClientIdEntry, OrganizationPolicy},
-    consent::visibility::ORGANIZATION_LABEL,
+    api::{AppConsent, AppRegistration, ClientIdEntry, OrganizationPolicy, keys::ORGANIZATION_LABEL},
     credentials::{layout::APP_LABEL, retention::RETAINED_SEAL_ANNOTATION, seal::SealKey},
     index::{Index, Key},
     kept,

@@ -30,6 +30,13 @@ use kube::CustomResourceExt;
 /// The API group of every registrar resource.
 pub const GROUP: &str = "registrar.dev";
 
+/// The organization of a namespace whose `registrar.dev/organization` label
+/// ([`keys::ORGANIZATION_LABEL`]) is `label`: the label's value, or
+/// `default_organization` when it is missing or empty.
+pub fn organization_of<'a>(label: Option<&'a str>, default_organization: &'a str) -> &'a str {
+    label.filter(|l| !l.is_empty()).unwrap_or(default_organization)
+}
+
 /// Every CustomResourceDefinition registrar owns, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![AppRegistration::crd(), AppConsent::crd(), OrganizationPolicy::crd(), ClientIdEntry::crd()]
@@ -68,6 +75,13 @@ pub fn crd_manifests() -> Result<Vec<CrdManifest>, serde_saphyr::ser::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_s_organization_is_its_label_or_the_default() {
+        assert_eq!(organization_of(Some("acme"), "default"), "acme");
+        assert_eq!(organization_of(None, "default"), "default");
+        assert_eq!(organization_of(Some(""), "default"), "default", "an empty label is no label");
+    }
 
     #[test]
     fn crd_names_follow_group_and_plural() {

@@ -24,13 +24,14 @@ use crate::{
     api::{
         AppConsent, AppRegistration, AppRegistrationSpec, DEFAULT_GRANT_TYPES, GrantType, OrganizationPolicy, Owner,
         Scope, conditions,
+        keys::{ORGANIZATION_LABEL, ROTATE_ANNOTATION},
+        organization_of,
     },
     consent::{
         policy::{Allowance, PolicyApp, PolicyFacts},
-        visibility::{ORGANIZATION_LABEL, organization_of, visible_to},
+        visibility::visible_to,
     },
     credentials::{layout::SecretLayout, seal::SealKey},
-    registration::plan::ROTATE_ANNOTATION,
 };
 
 /// The field manager of everything the plugin writes.

@@ -13,13 +13,6 @@ use crate::api::{
     conditions::{DesiredCondition, consent_reason as reason},
 };
 
-pub use crate::api::keys::ORGANIZATION_LABEL;
-
-/// The organization of a namespace with the given organization label value.
-pub fn organization_of<'a>(label: Option<&'a str>, default_organization: &'a str) -> &'a str {
-    label.filter(|l| !l.is_empty()).unwrap_or(default_organization)
-}
-
 /// Whether an app of `scope` registered in `app_namespace` (of organization
 /// `app_org`) is visible in `namespace` (of organization `org`).
 pub fn visible_to(scope: Scope, app_namespace: &str, app_org: &str, namespace: &str, org: &str) -> bool {
@@ -355,23 +348,6 @@ mod tests {
         assert_eq!(e.display_name, status.display_name);
         assert_eq!(e.granted_scopes, status.granted_scopes);
         assert_eq!(e.pending_scopes, status.pending_scopes);
-    }
-
-    // organization_of
-
-    #[test]
-    fn organization_of_uses_the_label_when_set() {
-        assert_eq!(organization_of(Some(ORG), DEFAULT_ORG), ORG);
-    }
-
-    #[test]
-    fn organization_of_without_label_is_the_default() {
-        assert_eq!(organization_of(None, DEFAULT_ORG), DEFAULT_ORG);
-    }
-
-    #[test]
-    fn organization_of_empty_label_is_the_default() {
-        assert_eq!(organization_of(Some(""), DEFAULT_ORG), DEFAULT_ORG);
     }
 
     // visible_to

@@ -40,7 +40,7 @@ use crate::{
 
 use super::owner::{self, Ownership};
 
-pub use crate::api::keys::{REGISTERED_BY_ANNOTATION, REGISTERED_BY_GROUPS_ANNOTATION, ROTATE_ANNOTATION};
+use crate::api::keys::{REGISTERED_BY_ANNOTATION, ROTATE_ANNOTATION};
 /// How long to wait before looking again at an app whose Secret name is taken
 /// (foreign Secrets are not watched).
 const CONFLICT_RETRY: Duration = Duration::from_secs(30);

@@ -62,6 +62,7 @@ use crate::{
 };
 
 pub use crate::api::keys::{FIELD_MANAGER, FINALIZER};
+use crate::api::keys::{REGISTERED_BY_ANNOTATION, REGISTERED_BY_GROUPS_ANNOTATION};
 
 /// Shared state of the controller.
 pub struct Context {
@@ -823,7 +824,7 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
 async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> Result<Option<String>, Error> {
     use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
     let ns = app.namespace().unwrap_or_default();
-    let Some(user) = app.annotations().get(plan::REGISTERED_BY_ANNOTATION).filter(|u| !u.is_empty()) else {
+    let Some(user) = app.annotations().get(REGISTERED_BY_ANNOTATION).filter(|u| !u.is_empty()) else {
         return Ok(Some(
             "this app records no registering user (the annotation registrar.dev/registered-by, set at admission by \
              deploy/registered-by-policy.yaml), and registrar reads a source only for the user who registered the \
@@ -846,7 +847,7 @@ async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> R
     }
     let groups: Vec<String> = app
         .annotations()
-        .get(plan::REGISTERED_BY_GROUPS_ANNOTATION)
+        .get(REGISTERED_BY_GROUPS_ANNOTATION)
         .map(|g| g.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default();
     let key = (user.clone(), groups.clone(), ns.clone(), secret.to_owned());
@@ -890,14 +891,14 @@ async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> R
 /// who takes over in its organization.
 async fn ownership(app: &AppRegistration, status: &AppRegistrationStatus, ctx: &Context) -> Option<Ownership> {
     let ns = app.namespace().unwrap_or_default();
-    let named = match (&app.spec.owner, app.annotations().get(plan::REGISTERED_BY_ANNOTATION)) {
+    let named = match (&app.spec.owner, app.annotations().get(REGISTERED_BY_ANNOTATION)) {
         (Some(owner), _) => Some((owner.clone(), owner::SPECIFIED)),
         (None, Some(user)) => Some((Owner::user(user.clone()), owner::REGISTERED)),
         (None, None) => None,
     };
     // The registering user is asked about with the groups they had then (the
     // apiserver cannot look groups up); a user named in spec.owner, alone.
-    let groups: Vec<String> = match (&app.spec.owner, app.annotations().get(plan::REGISTERED_BY_GROUPS_ANNOTATION)) {
+    let groups: Vec<String> = match (&app.spec.owner, app.annotations().get(REGISTERED_BY_GROUPS_ANNOTATION)) {
         (None, Some(groups)) => groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
         _ => Vec::new(),
     };
