@@ -34,7 +34,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::ClientSecret;
-use crate::api::MANAGED_BY_LABEL;
+use crate::api::{MANAGED_BY_LABEL, keys::MANAGED_BY};
 
 pub use crate::api::keys::SEAL_ANNOTATION;
 /// The default name of the Secret holding the seal key.
@@ -257,7 +257,7 @@ impl SealKey {
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
-                labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), super::layout::MANAGED_BY.to_owned())])),
+                labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())])),
                 annotations: Some(BTreeMap::from([(
                     "registrar.dev/purpose".to_owned(),
                     "the key registrar seals the credentials Secrets it writes with; only registrar may read it"

@@ -8,6 +8,7 @@
 //! credentials.
 
 mod error;
+pub mod event;
 pub mod owner;
 pub mod plan;
 mod reconcile;

@@ -13,7 +13,7 @@
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::plan::PlannedEvent;
+use super::event::PlannedEvent;
 use crate::api::{
     Owner, OwnerKind, OwnerStatus,
     conditions::{DesiredCondition, ROTATION_RECOMMENDED, reason},

@@ -38,7 +38,10 @@ use crate::{
     runtime::kube::to_time,
 };
 
-use super::owner::{self, Ownership};
+use super::{
+    event::PlannedEvent,
+    owner::{self, Ownership},
+};
 
 use crate::api::keys::{REGISTERED_BY_ANNOTATION, ROTATE_ANNOTATION};
 /// How long to wait before looking again at an app whose Secret name is taken
@@ -630,29 +633,6 @@ impl SecretWrite {
             | SecretWrite::Replace { secret, .. }
             | SecretWrite::TakeOver { secret, .. } => secret,
         }
-    }
-}
-
-/// An Event to publish about the app.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedEvent {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub note: String,
-    /// Names the Secret just written as the related object.
-    pub about_secret: bool,
-    /// May recur (a persisting problem): published through the recorder that
-    /// folds repeats into a series. A mint or a revocation happens once.
-    pub may_repeat: bool,
-}
-
-impl PlannedEvent {
-    fn once(warning: bool, reason: &'static str, note: String) -> Self {
-        PlannedEvent { warning, reason, note, about_secret: true, may_repeat: false }
-    }
-
-    fn warning(reason: &'static str, note: String) -> Self {
-        PlannedEvent { warning: true, reason, note, about_secret: false, may_repeat: true }
     }
 }
 

@@ -33,10 +33,11 @@ use tracing::{debug, info, warn};
 use super::{
     Settings,
     error::{Error, Step},
+    event::PlannedEvent,
     owner::{self, Ownership},
     plan::{
-        self, AuthServerView, Decision, Fresh, Import, Inputs, IssuedHash, MintReason, Outcome, PlannedEvent,
-        Registration, RestartReport, RetainedSecret, SecretWrite,
+        self, AuthServerView, Decision, Fresh, Import, Inputs, IssuedHash, MintReason, Outcome, Registration,
+        RestartReport, RetainedSecret, SecretWrite,
     },
 };
 use crate::{
