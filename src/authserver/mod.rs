@@ -247,6 +247,15 @@ pub enum AsError {
     NotOurs { server: &'static str, whose: String },
 }
 
+/// The outcome of a call to the server, for `registrar_authserver_calls_total`:
+/// `ok`, or the error's [`AsError::reason`].
+pub fn outcome<T>(result: &Result<T, AsError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    }
+}
+
 impl AsError {
     /// A short reason for conditions and metrics.
     pub fn reason(&self) -> &'static str {

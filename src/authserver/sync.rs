@@ -135,7 +135,7 @@ pub async fn compare(
     metrics: &Metrics,
 ) -> Result<Comparison, String> {
     let listed = server.list_owned().await;
-    metrics.count_authserver("list", &listed);
+    metrics.count_authserver("list", super::outcome(&listed));
     let apps = caches.apps.state();
     let remote = match listed {
         Ok(remote) => remote,
@@ -176,7 +176,7 @@ pub async fn compare(
             continue;
         }
         let deleted = server.delete(id, &Lane::listed(&client.registration)).await;
-        metrics.count_authserver("delete", &deleted);
+        metrics.count_authserver("delete", super::outcome(&deleted));
         match deleted {
             Ok(()) => {
                 comparison.orphans_deleted += 1;

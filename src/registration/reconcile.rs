@@ -633,18 +633,18 @@ async fn register(
     match registration {
         Registration::Register { registration, secret } => {
             let result = server.register(registration, secret.as_ref(), lane).await.map(drop);
-            ctx.metrics.count_authserver("register", &result);
+            ctx.metrics.count_authserver("register", authserver::outcome(&result));
             result
         }
         Registration::Update { registration, secret } => {
             let updated = server.update(registration, lane).await;
-            ctx.metrics.count_authserver("update", &updated);
+            ctx.metrics.count_authserver("update", authserver::outcome(&updated));
             if updated? {
                 return Ok(());
             }
             // Missing there: register it anew.
             let result = server.register(registration, secret.as_ref(), lane).await.map(drop);
-            ctx.metrics.count_authserver("register", &result);
+            ctx.metrics.count_authserver("register", authserver::outcome(&result));
             result
         }
     }
@@ -1311,7 +1311,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
     if let (Some(id), Some((server, _))) = (&held, &ctx.settings.auth_server) {
         let attempted = Instant::now();
         let deleted = server.delete(id, &lane_of(app, id, ctx)).await;
-        ctx.metrics.count_authserver("delete", &deleted);
+        ctx.metrics.count_authserver("delete", authserver::outcome(&deleted));
         if let Err(e) = deleted {
             let name = server.capabilities().name;
             let within = server.deregister_within();
