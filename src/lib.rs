@@ -28,6 +28,9 @@ pub mod runtime;
 pub mod telemetry;
 pub mod watches;
 
+#[cfg(test)]
+mod layering;
+
 /// The documentation stays navigable: every relative link in README.md, the
 /// chart's README and docs/ (docs/adr/ too) leads to a file that exists and,
 /// with an anchor, to one of its headings.
