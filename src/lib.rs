@@ -7,8 +7,6 @@
 //! security model.
 #![forbid(unsafe_code)]
 
-pub mod admin_server;
-pub mod announce;
 pub mod api;
 pub mod authserver;
 pub mod catch_up;
@@ -17,15 +15,11 @@ pub mod consent;
 pub mod credentials;
 pub mod index;
 pub mod kept;
-pub mod leadership;
 pub mod ledger;
-pub mod metrics;
 pub mod packed;
 pub mod registration;
 pub mod registry;
-pub mod retry;
 pub mod runtime;
-pub mod telemetry;
 pub mod watches;
 
 #[cfg(test)]

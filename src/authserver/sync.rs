@@ -30,8 +30,8 @@ use crate::{
     api::AppRegistration,
     index::Key,
     ledger::{self, Word},
-    metrics::{Metrics, ReasonLabels},
     packed::PackedApp,
+    runtime::metrics::{Metrics, ReasonLabels},
     watches::Caches,
 };
 

@@ -14,18 +14,18 @@ use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use registrar::{
-    admin_server::{self, Readiness},
     authserver::{self, AuthServer, sync::SyncState},
     consent,
     credentials::{
         HashParams, Hasher,
         seal::{self, SealKey},
     },
-    leadership::{self, LeaseSettings},
-    metrics::{self, Metrics},
     registration::{self, Settings},
     registry,
-    telemetry::{self, LogFormat},
+    runtime::admin_server::{self, Readiness},
+    runtime::leadership::{self, LeaseSettings},
+    runtime::metrics::{self, Metrics},
+    runtime::telemetry::{self, LogFormat},
     watches::{self, Selection},
 };
 use tokio::sync::watch;

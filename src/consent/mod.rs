@@ -2,7 +2,7 @@
 //! consent to a shared app, and keeps that answer current as the app, its
 //! scopes, the namespaces' organizations, the organization's policy and the
 //! app's deletion change. Every change of the answer is an Event on the
-//! consent, published once the statuses have settled ([`crate::announce`]).
+//! consent, published once the statuses have settled ([`crate::runtime::announce`]).
 
 pub mod organizations;
 pub mod policy;
@@ -24,14 +24,14 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
-    announce::Announcer,
     api::{AppConsent, AppConsentStatus, conditions},
     catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
     ledger::Word,
-    metrics::{ErrorLabels, Metrics},
-    retry,
+    runtime::announce::Announcer,
     runtime::kube::{status_patch, to_time},
+    runtime::metrics::{ErrorLabels, Metrics},
+    runtime::retry,
     watches::Caches,
 };
 use policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts};
@@ -287,7 +287,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
 }
 
 /// An Event on the consent for each change of its answer: Normal when it is
-/// granted, Warning with the reason when not (queued: [`crate::announce`]).
+/// granted, Warning with the reason when not (queued: [`crate::runtime::announce`]).
 async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCondition, ctx: &Context) {
     let event = Event {
         type_: if condition.status { EventType::Normal } else { EventType::Warning },

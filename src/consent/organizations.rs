@@ -40,9 +40,9 @@ use crate::{
     },
     catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
-    metrics::{ErrorLabels, Metrics},
-    retry,
     runtime::kube::{status_patch, to_time},
+    runtime::metrics::{ErrorLabels, Metrics},
+    runtime::retry,
     watches::{Caches, Selection},
 };
 

@@ -31,8 +31,8 @@ use crate::{
     authserver::{AuthServer, sync::SyncState},
     catch_up::Passes,
     credentials::{Hasher, seal::SealKey},
-    metrics::Metrics,
     packed::PackedApp,
+    runtime::metrics::Metrics,
     watches::Caches,
 };
 
@@ -161,11 +161,11 @@ pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Dura
         ticks.tick().await;
         let tally = Tally::of(&caches.apps.packed(), &caches.consents.state(), k8s_openapi::jiff::Timestamp::now());
         for (ready, n) in tally.ready {
-            metrics.apps.get_or_create(&crate::metrics::ReadyLabels { ready: ready.into() }).set(n);
+            metrics.apps.get_or_create(&crate::runtime::metrics::ReadyLabels { ready: ready.into() }).set(n);
         }
         for (kind, n) in [("AppRegistration", tally.apps_without_status), ("AppConsent", tally.consents_without_status)]
         {
-            let labels = crate::metrics::KindLabels { kind: kind.into() };
+            let labels = crate::runtime::metrics::KindLabels { kind: kind.into() };
             metrics.without_status.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }

@@ -55,10 +55,10 @@ use crate::{
         seal::SEAL_ANNOTATION,
     },
     ledger::{self, Claim, Clerk, Word},
-    metrics::{ErrorLabels, Metrics, ReasonLabels},
     packed::{PackedApp, Uid},
-    retry,
     runtime::kube::status_patch,
+    runtime::metrics::{ErrorLabels, Metrics, ReasonLabels},
+    runtime::retry,
     watches::Caches,
 };
 

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use tracing::warn;
 
-use crate::metrics::{CacheLabels, Metrics};
+use crate::runtime::metrics::{CacheLabels, Metrics};
 
 const TTL: Duration = Duration::from_secs(30);
 const REFUSAL_TTL: Duration = Duration::from_secs(2);

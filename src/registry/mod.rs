@@ -42,12 +42,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    admin_server::Gate,
     api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
     consent::policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts},
     credentials::{ClientSecret, Hasher, seal::SealKey},
-    metrics::{Metrics, ReasonLabels, RequestLabels},
     packed::Uid,
+    runtime::admin_server::Gate,
+    runtime::metrics::{Metrics, ReasonLabels, RequestLabels},
     watches::Caches,
 };
 use authorize::{AuthorizeRequest, authorize, token_allowed};
@@ -324,7 +324,10 @@ impl Registry {
         };
         self.metrics.registry_verifications.get_or_create(&ReasonLabels { reason: label.into() }).inc();
         if let Some(cache) = cache {
-            self.metrics.registry_cache_hits.get_or_create(&crate::metrics::CacheLabels { cache: cache.into() }).inc();
+            self.metrics
+                .registry_cache_hits
+                .get_or_create(&crate::runtime::metrics::CacheLabels { cache: cache.into() })
+                .inc();
         }
         match outcome {
             Outcome::Verified { .. } => Ok(identity),

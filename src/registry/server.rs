@@ -23,7 +23,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{ServeError, Settings};
-use crate::{admin_server::Gate, metrics::Metrics};
+use crate::runtime::{admin_server::Gate, metrics::Metrics};
 
 /// How often the certificate files are checked for a change.
 const RELOAD_CHECK: Duration = Duration::from_secs(5);

@@ -1,4 +1,11 @@
 //! The operator runtime: the machinery the controllers share, which knows no
-//! domain type. It grows as the controllers' common parts move in (issue 28).
+//! domain type (src/layering.rs checks that it imports nothing of the domain).
+//! It grows as the controllers' common parts move in (issue 28).
 
+pub mod admin_server;
+pub mod announce;
 pub mod kube;
+pub mod leadership;
+pub mod metrics;
+pub mod retry;
+pub mod telemetry;

@@ -390,7 +390,7 @@ async fn the_charts_alerts_and_dashboard_read_metrics_that_exist() {
 
     // What the operator exports: every family it registers (an empty family
     // renders nothing yet), checked against what a running operator renders.
-    let series = registrar::metrics::Metrics::new().series_names();
+    let series = registrar::runtime::metrics::Metrics::new().series_names();
     let ns = TestNamespace::new("observed").await;
     install_registrar(&ns.client).await;
     let (operator, _) = crate::support::registry::registry_operator(&["--watch-namespace", &ns.name]).await;

@@ -9,7 +9,7 @@ use std::{
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Whether the operator is ready to serve: every gate taken with
 /// [`Readiness::gate`] is open. Cheap to clone.
