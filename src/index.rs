@@ -14,8 +14,7 @@ use std::{
 
 use crate::api::organization_of;
 
-/// `(namespace, name)` of an object.
-pub type Key = (String, String);
+use crate::runtime::Key;
 
 /// The indexes. Cheap to share behind an `Arc`.
 #[derive(Debug)]

@@ -39,8 +39,8 @@ use tracing::{debug, info};
 use crate::{
     api::keys::FIELD_MANAGER,
     api::{ClientIdEntry, Holder, LedgerState, Retained, Verifiers, entry_name},
-    index::Key,
     packed::Uid,
+    runtime::Key,
 };
 
 // === impl Ledger ===

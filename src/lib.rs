@@ -9,7 +9,6 @@
 
 pub mod api;
 pub mod authserver;
-pub mod catch_up;
 pub mod cli;
 pub mod consent;
 pub mod credentials;

@@ -15,7 +15,7 @@
 //!   the ledger's keeper ([`crate::registration::retention`]).
 //!
 //! Requests flow only once the controllers run ([`Gate`]); they start with a
-//! pass over everything cached ([`crate::catch_up`]). While a watch lists
+//! pass over everything cached ([`crate::runtime::catch_up`]). While a watch lists
 //! (at first, and again when it re-lists, as after an apiserver restart) its
 //! events ask for nothing: the cache holds the previous list until the new
 //! one is complete, so a controller would look a new object up and not find
@@ -54,10 +54,11 @@ use tracing::{info, warn};
 use crate::{
     api::{AppConsent, AppRegistration, ClientIdEntry, OrganizationPolicy, keys::ORGANIZATION_LABEL},
     credentials::{layout::APP_LABEL, retention::RETAINED_SEAL_ANNOTATION, seal::SealKey},
-    index::{Index, Key},
+    index::Index,
     kept,
     ledger::Ledger,
     packed::{self, PackedApp},
+    runtime::Key,
 };
 
 /// Bound of each reconcile-request queue; the controllers' schedulers drain and
@@ -188,7 +189,7 @@ pub struct Triggers {
     /// Closed until the controllers run: open it when they start.
     pub gate: Gate,
     /// How many re-lists the watches completed: each controller passes over
-    /// everything cached when it changes ([`crate::catch_up::Passes`]).
+    /// everything cached when it changes ([`crate::runtime::catch_up::Passes`]).
     pub relists: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -197,7 +198,7 @@ pub struct Triggers {
 /// until then nobody reads the requests, and a full queue would stop the
 /// watches, freezing a standby's caches and the registry it serves. Each
 /// controller starts with a pass over everything cached
-/// ([`crate::catch_up`]), which covers every request not sent.
+/// ([`crate::runtime::catch_up`]), which covers every request not sent.
 #[derive(Clone, Debug, Default)]
 pub struct Gate(Arc<std::sync::atomic::AtomicBool>);
 

@@ -28,9 +28,9 @@ use tracing::{info, warn};
 use super::{AuthServer, Lane, Mark, RemoteClient};
 use crate::{
     api::AppRegistration,
-    index::Key,
     ledger::{self, Word},
     packed::PackedApp,
+    runtime::Key,
     runtime::metrics::{Metrics, ReasonLabels},
     watches::Caches,
 };

@@ -407,7 +407,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         triggers.retentions,
     ));
     let resync = std::time::Duration::from(args.resync_interval);
-    let passes = || registrar::catch_up::Passes::new(triggers.relists.clone(), resync);
+    let passes = || registrar::runtime::catch_up::Passes::new(triggers.relists.clone(), resync);
     tokio::join!(
         registration::run(
             client.clone(),

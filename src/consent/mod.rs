@@ -25,10 +25,10 @@ use tracing::{info, warn};
 
 use crate::{
     api::{AppConsent, AppConsentStatus, conditions},
-    catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
     ledger::Word,
     runtime::announce::Announcer,
+    runtime::catch_up::{CatchUp, Passes},
     runtime::kube::{status_patch, to_time},
     runtime::metrics::{ErrorLabels, Metrics},
     runtime::retry,
@@ -61,7 +61,7 @@ struct Context {
     /// Each change's Event, published once the statuses have settled.
     announcer: Announcer<ObjectReference>,
     failures: retry::Failures,
-    /// The first pass over every cached consent (see [`crate::catch_up`]).
+    /// The first pass over every cached consent (see [`crate::runtime::catch_up`]).
     catch_up: CatchUp,
 }
 
@@ -134,7 +134,7 @@ pub async fn run(
 }
 
 /// One reconcile of every cached consent when the controller starts, after
-/// a watch re-lists and every resync period (see [`crate::catch_up`]).
+/// a watch re-lists and every resync period (see [`crate::runtime::catch_up`]).
 async fn pass_over_everything(ctx: Arc<Context>, passes: Passes, to: mpsc::Sender<ObjectRef<AppConsent>>) {
     ctx.caches.synced().await;
     let consents = ctx.caches.consents.clone();

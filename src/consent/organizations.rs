@@ -38,8 +38,8 @@ use crate::{
         AppConsent, GrandfatheredApp, OrganizationPolicy, PolicyKind,
         conditions::{self, DesiredCondition},
     },
-    catch_up::{CatchUp, Passes},
     credentials::seal::SealKey,
+    runtime::catch_up::{CatchUp, Passes},
     runtime::kube::{status_patch, to_time},
     runtime::metrics::{ErrorLabels, Metrics},
     runtime::retry,
@@ -66,7 +66,7 @@ struct Context {
     /// its cache holds them all, and the survey reads it instead of the
     /// apiserver.
     sees_all: bool,
-    /// The passes over every cached policy (see [`crate::catch_up`]).
+    /// The passes over every cached policy (see [`crate::runtime::catch_up`]).
     catch_up: CatchUp,
 }
 
@@ -134,7 +134,7 @@ pub async fn run(
 }
 
 /// One reconcile of every cached policy after the first list, after a watch
-/// re-lists and every resync period (see [`crate::catch_up`]).
+/// re-lists and every resync period (see [`crate::runtime::catch_up`]).
 async fn pass_over_everything(ctx: Arc<Context>, passes: Passes, to: mpsc::Sender<ObjectRef<OrganizationPolicy>>) {
     ctx.caches.synced().await;
     let policies = ctx.caches.policies.clone();

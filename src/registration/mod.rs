@@ -29,9 +29,9 @@ pub use reconcile::{Context, FIELD_MANAGER, FINALIZER};
 
 use crate::{
     authserver::{AuthServer, sync::SyncState},
-    catch_up::Passes,
     credentials::{Hasher, seal::SealKey},
     packed::PackedApp,
+    runtime::catch_up::Passes,
     runtime::metrics::Metrics,
     watches::Caches,
 };
@@ -111,7 +111,7 @@ pub async fn run(
 }
 
 /// One reconcile of every cached app when the controller starts, after a
-/// watch re-lists and every resync period (see [`crate::catch_up`]),
+/// watch re-lists and every resync period (see [`crate::runtime::catch_up`]),
 /// namespace by namespace.
 async fn pass_over_everything(
     ctx: Arc<Context>,

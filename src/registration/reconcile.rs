@@ -47,7 +47,6 @@ use crate::{
         validation::{go_duration, validate_spec},
     },
     authserver::{self, AsError, AuthServer},
-    catch_up::CatchUp,
     credentials::{
         ClientSecret, Hasher, SecretOrigin,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
@@ -56,6 +55,7 @@ use crate::{
     },
     ledger::{self, Claim, Clerk, Word},
     packed::{PackedApp, Uid},
+    runtime::catch_up::CatchUp,
     runtime::kube::status_patch,
     runtime::metrics::{ErrorLabels, Metrics, ReasonLabels},
     runtime::retry,
@@ -89,7 +89,7 @@ pub struct Context {
     /// Whether the Registered By admission policies are installed, so that
     /// `registrar.dev/registered-by` is true.
     registered_by: super::registered_by::Guard,
-    /// The first pass over every cached app (see [`crate::catch_up`]).
+    /// The first pass over every cached app (see [`crate::runtime::catch_up`]).
     pub(super) catch_up: CatchUp,
 }
 

@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use crate::{
     api::{ClientIdEntry, Holder, LedgerState, Retained, entry_name},
     credentials::retention::{RETAINED_FROM_ANNOTATION, RETAINED_SEAL_ANNOTATION, Retention},
-    index::Key,
     ledger::{Clerk, Word},
+    runtime::Key,
     watches::Caches,
 };
 

@@ -4,8 +4,12 @@
 
 pub mod admin_server;
 pub mod announce;
+pub mod catch_up;
 pub mod kube;
 pub mod leadership;
 pub mod metrics;
 pub mod retry;
 pub mod telemetry;
+
+/// `(namespace, name)` of an object.
+pub type Key = (String, String);

@@ -2,12 +2,11 @@
 //! reconcile, a window at a time.
 //!
 //! The first when it starts (or its replica takes over the lease): until the
-//! controllers run, the watches send them no reconcile requests
-//! ([`crate::watches::Gate`]): nobody would read them. This pass covers what
-//! was not sent. Again after any watch re-lists (after an apiserver restart,
-//! say): a re-list's objects reach the cache only once the list is complete,
-//! so the watches send no requests for them ([`crate::watches`]) and this
-//! pass covers them. And every period (`--resync-interval`, 10 minutes), a
+//! controllers run, the watches send them no reconcile requests (their gate
+//! is closed): nobody would read them. This pass covers what was not sent.
+//! Again after any watch re-lists (after an apiserver restart, say): a
+//! re-list's objects reach the cache only once the list is complete, so the
+//! watches send no requests for them and this pass covers them. And every period (`--resync-interval`, 10 minutes), a
 //! safety net: whatever a bug lost is found within one period, and an
 //! object that has not drifted costs a read of the caches and no write.
 //!
@@ -28,7 +27,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info};
 
-use crate::index::Key;
+use crate::runtime::Key;
 
 /// How long a request waits for room before it is sent anyway: a reconcile
 /// that never starts (its controller stopping) cannot hold the pass up.
