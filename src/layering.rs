@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The top-level modules, from the top down. (docs/development.md, "Layout".)
+/// The top-level modules, from the top down (docs/development.md, "Development").
 const LAYERS: &[(u8, &[&str])] = &[
     (5, &["cli", "registry"]),
     // The controllers: none imports another.
