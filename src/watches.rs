@@ -450,10 +450,10 @@ fn retrying<K>(
 /// How long a failed watch waits before it tries again: from 250 ms,
 /// doubling, with jitter, to at most 2 s (kube's default grows to 30 s and
 /// stays there for two minutes, so a watch could come back half a minute
-/// after the apiserver did; and a re-list after the apiserver's "too old
-/// resource version" waits one step too). Six watches reconnecting every 2 s
-/// are little load; the apiserver's priority and fairness guards it beyond
-/// that.
+/// after the apiserver did). A re-list after the apiserver's "too old
+/// resource version" does not wait ([`retrying`]). Six watches reconnecting
+/// every 2 s are little load; the apiserver's priority and fairness guards it
+/// beyond that.
 fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<kube::runtime::watcher::ExponentialBackoff> {
     let growing = backon::ExponentialBuilder::default()
         .with_min_delay(std::time::Duration::from_millis(250))

@@ -127,9 +127,9 @@ async fn issue_first_half(ns: &TestNamespace, expected: &mut Expected) {
 
 /// Creates the second half of the apps and rotates the first half (four
 /// clients at once), each request retried until the apiserver takes it; then
-/// rotates every third app of the first half again (the same four clients), each once its first
-/// rotation shows (a value overwritten before registrar saw it is one
-/// rotation, not two). Records the rotations in `expected`; returns the task
+/// rotates every third app of the first half again (the same four clients),
+/// each once its first rotation shows (a value overwritten before registrar
+/// saw it is one rotation, not two). Records the rotations in `expected`; returns the task
 /// and a count of the requests done.
 fn churn(ns: &TestNamespace, expected: &mut Expected) -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
     let apps = ns.api::<AppRegistration>();
@@ -314,8 +314,8 @@ async fn restart_during_churn(prefix: &str, apps: usize) {
 
     // The churn starts while the control plane is down: its requests land
     // as the apiserver comes back, before the operator's watches re-list
-    // (they back off, and the apiserver serves custom resources a moment
-    // after it is ready), so every change reaches registrar in the re-list.
+    // (the apiserver answers custom-resource watches a few seconds after it
+    // is ready), so every change reaches registrar in the re-list.
     control_plane().disturb("stop").await;
     let stopped = Instant::now();
     let (churning, progress) = churn(&ns, &mut expected);
