@@ -75,7 +75,7 @@ impl Index {
             }
         }
         inner.consents_by_app.entry(app).or_default().insert(consent.clone());
-        inner.consents_by_namespace.entry(consent.0.clone()).or_default().insert(consent);
+        inner.consents_by_namespace.entry(consent.namespace.clone()).or_default().insert(consent);
     }
 
     /// Forgets a deleted consent; returns the app it pointed at.
@@ -88,10 +88,10 @@ impl Index {
                 inner.consents_by_app.remove(&app);
             }
         }
-        if let Some(set) = inner.consents_by_namespace.get_mut(&consent.0) {
+        if let Some(set) = inner.consents_by_namespace.get_mut(&consent.namespace) {
             set.remove(consent);
             if set.is_empty() {
-                inner.consents_by_namespace.remove(&consent.0);
+                inner.consents_by_namespace.remove(&consent.namespace);
             }
         }
         Some(app)
@@ -112,18 +112,18 @@ impl Index {
     /// Records an app (new or changed).
     pub fn app_applied(&self, app: &Key) {
         let mut inner = self.write();
-        if !inner.apps_by_namespace.get(&app.0).is_some_and(|s| s.contains(&app.1)) {
-            inner.apps_by_namespace.entry(app.0.clone()).or_default().insert(app.1.clone());
+        if !inner.apps_by_namespace.get(&app.namespace).is_some_and(|s| s.contains(&app.name)) {
+            inner.apps_by_namespace.entry(app.namespace.clone()).or_default().insert(app.name.clone());
         }
     }
 
     /// Forgets a deleted app.
     pub fn app_deleted(&self, app: &Key) {
         let mut inner = self.write();
-        if let Some(set) = inner.apps_by_namespace.get_mut(&app.0) {
-            set.remove(&app.1);
+        if let Some(set) = inner.apps_by_namespace.get_mut(&app.namespace) {
+            set.remove(&app.name);
             if set.is_empty() {
-                inner.apps_by_namespace.remove(&app.0);
+                inner.apps_by_namespace.remove(&app.namespace);
             }
         }
     }
@@ -133,7 +133,7 @@ impl Index {
         self.read()
             .apps_by_namespace
             .get(namespace)
-            .map(|s| s.iter().map(|name| (namespace.to_owned(), name.clone())).collect())
+            .map(|s| s.iter().map(|name| Key::new(namespace, name)).collect())
             .unwrap_or_default()
     }
 
@@ -248,7 +248,7 @@ mod tests {
     use super::*;
 
     fn key(ns: &str, name: &str) -> Key {
-        (ns.to_owned(), name.to_owned())
+        Key::new(ns, name)
     }
 
     #[test]

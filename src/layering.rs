@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// The top-level modules, from the top down (docs/development.md, "Development").
+/// The top-level modules, from the top down (docs/architecture.md, "The layers").
 const LAYERS: &[(u8, &[&str])] = &[
     (5, &["cli", "registry"]),
     // The controllers: none imports another.

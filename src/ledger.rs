@@ -113,7 +113,7 @@ impl Standing {
         }
         Some(Standing {
             state: spec.state,
-            holder: (spec.holder.namespace.clone(), spec.holder.name.clone()),
+            holder: Key::new(&spec.holder.namespace, &spec.holder.name),
             uid: Uid::of(&spec.holder.uid),
             retained: spec
                 .retained
@@ -122,7 +122,7 @@ impl Standing {
             taken_over_from: spec
                 .taken_over_from
                 .as_ref()
-                .map(|h| Box::new(((h.namespace.clone(), h.name.clone()), Uid::of(&h.uid)))),
+                .map(|h| Box::new((Key::new(&h.namespace, &h.name), Uid::of(&h.uid)))),
             verifiers: spec.verifiers.clone().map(Box::new),
         })
     }
@@ -135,7 +135,7 @@ impl Standing {
     /// The Secret keeping it, while Retained.
     fn retained_secret(&self) -> Option<Key> {
         match (&self.state, &self.retained) {
-            (LedgerState::Retained, Some(at)) => Some((self.holder.0.clone(), at.secret_name.clone())),
+            (LedgerState::Retained, Some(at)) => Some(Key::new(&self.holder.namespace, &at.secret_name)),
             _ => None,
         }
     }
@@ -418,7 +418,7 @@ impl Clerk {
                 Ok(Claim::Held)
             }
             Err(kube::Error::Api(s)) if s.is_already_exists() => {
-                let app = (holder.namespace.clone(), holder.name.clone());
+                let app = Key::new(&holder.namespace, &holder.name);
                 let live = self.fetch(client_id).await?;
                 Ok(match live {
                     Some(entry) if Standing::of(&entry).is_some_and(|s| s.is_held_by(&app, Uid::of(&holder.uid))) => {
@@ -452,7 +452,7 @@ impl Clerk {
     /// becomes Active for `holder`, keeping where it was retained (for the
     /// secret) until [`Clerk::settle`]. Refused when it is not retained there.
     pub async fn take_over(&self, client_id: &str, holder: &Holder) -> Result<Claim, LedgerError> {
-        let app = (holder.namespace.clone(), holder.name.clone());
+        let app = Key::new(&holder.namespace, &holder.name);
         for _ in 0..3 {
             let Some(entry) = self.fetch(client_id).await? else { return self.claim(client_id, holder).await };
             let spec = &entry.spec;
@@ -486,7 +486,7 @@ impl Clerk {
         holder: &Holder,
         verifiers: Option<&Verifiers>,
     ) -> Result<bool, LedgerError> {
-        let app = (holder.namespace.clone(), holder.name.clone());
+        let app = Key::new(&holder.namespace, &holder.name);
         for _ in 0..3 {
             let Some(entry) = self.fetch(client_id).await? else { return Ok(false) };
             if !Standing::of(&entry).is_some_and(|s| s.is_held_by(&app, Uid::of(&holder.uid))) {
@@ -506,7 +506,7 @@ impl Clerk {
     /// A takeover is complete (the app is issued): the retained Secret's
     /// verifier leaves the ledger.
     pub async fn settle(&self, client_id: &str, holder: &Holder) -> Result<(), LedgerError> {
-        let app = (holder.namespace.clone(), holder.name.clone());
+        let app = Key::new(&holder.namespace, &holder.name);
         for _ in 0..3 {
             let Some(entry) = self.fetch(client_id).await? else { return Ok(()) };
             let held = Standing::of(&entry).is_some_and(|s| s.is_held_by(&app, Uid::of(&holder.uid)));
@@ -588,8 +588,8 @@ impl Clerk {
     pub async fn revoke_retention(&self, client_id: &str, secret: &Key) -> Result<(), LedgerError> {
         let Some(entry) = self.fetch(client_id).await? else { return Ok(()) };
         let kept_there = entry.spec.state == LedgerState::Retained
-            && entry.spec.holder.namespace == secret.0
-            && entry.spec.retained.as_ref().is_some_and(|r| r.secret_name == secret.1);
+            && entry.spec.holder.namespace == secret.namespace
+            && entry.spec.retained.as_ref().is_some_and(|r| r.secret_name == secret.name);
         if kept_there {
             let uid = entry.spec.holder.uid.clone();
             return self.revoke(client_id, &uid).await;
@@ -630,7 +630,7 @@ mod tests {
     use super::*;
 
     fn key(ns: &str, name: &str) -> Key {
-        (ns.to_owned(), name.to_owned())
+        Key::new(ns, name)
     }
 
     const UID_A: &str = "11111111-1111-1111-1111-111111111111";

@@ -58,7 +58,7 @@ use crate::{
     kept,
     ledger::Ledger,
     packed::{self, PackedApp},
-    runtime::Key,
+    runtime::{Key, key_of},
 };
 
 /// Bound of each reconcile-request queue; the controllers' schedulers drain and
@@ -233,15 +233,15 @@ impl Senders {
         self.gate.is_open() && !self.listing
     }
 
-    async fn app(&mut self, (namespace, name): Key) {
+    async fn app(&mut self, app: Key) {
         if self.asking() {
-            let _ = self.apps.send(ObjectRef::new(&name).within(&namespace)).await;
+            let _ = self.apps.send(app.to_ref()).await;
         }
     }
 
-    async fn consent(&mut self, (namespace, name): Key) {
+    async fn consent(&mut self, consent: Key) {
         if self.asking() {
-            let _ = self.consents.send(ObjectRef::new(&name).within(&namespace)).await;
+            let _ = self.consents.send(consent.to_ref()).await;
         }
     }
 
@@ -277,10 +277,6 @@ impl Senders {
             self.consent(consent).await;
         }
     }
-}
-
-fn key<K: Resource>(obj: &K) -> Key {
-    (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -484,7 +480,7 @@ impl SecretMetas {
     /// The metadata of the Secret `namespace/name`, if it is one of registrar's.
     pub fn get(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
         let state = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let encoded = state.live.get(&(namespace.to_owned(), name.to_owned()))?;
+        let encoded = state.live.get(&Key::new(namespace, name))?;
         let mut meta: ObjectMeta = packed::unpack(packed::Kind::SecretMeta, encoded);
         meta.namespace = Some(namespace.to_owned());
         meta.name = Some(name.to_owned());
@@ -510,7 +506,7 @@ impl SecretMetas {
         match event {
             Event::Init => state.listing = Some(HashMap::new()),
             Event::InitApply(secret) => {
-                let entry = (key(secret), compact(&secret.metadata));
+                let entry = (key_of(secret), compact(&secret.metadata));
                 state.listing.get_or_insert_default().insert(entry.0, entry.1);
             }
             Event::InitDone => {
@@ -519,10 +515,10 @@ impl SecretMetas {
                 state.live = listed;
             }
             Event::Apply(secret) => {
-                state.live.insert(key(secret), compact(&secret.metadata));
+                state.live.insert(key_of(secret), compact(&secret.metadata));
             }
             Event::Delete(secret) => {
-                state.live.remove(&key(secret));
+                state.live.remove(&key_of(secret));
             }
         }
     }
@@ -579,7 +575,7 @@ where
 async fn on_app(event: Event<PackedApp>, mut to: Senders) {
     match event {
         Event::Apply(app) | Event::InitApply(app) => {
-            let key = key(&app);
+            let key = key_of(&app);
             let app = app.unpack();
             to.index.app_applied(&key);
             to.app(key.clone()).await;
@@ -589,7 +585,7 @@ async fn on_app(event: Event<PackedApp>, mut to: Senders) {
             }
         }
         Event::Delete(app) => {
-            let key = key(&app);
+            let key = key_of(&app);
             to.index.app_deleted(&key);
             to.index.app_seen(&key, None);
             to.consents_of_app(&key).await;
@@ -601,14 +597,14 @@ async fn on_app(event: Event<PackedApp>, mut to: Senders) {
 async fn on_consent(event: Event<AppConsent>, mut to: Senders) {
     match event {
         Event::Apply(consent) | Event::InitApply(consent) => {
-            let key = key(&consent);
-            let app = (consent.spec.app_ref.namespace.clone(), consent.spec.app_ref.name.clone());
+            let key = key_of(&consent);
+            let app = Key::new(&consent.spec.app_ref.namespace, &consent.spec.app_ref.name);
             to.index.consent_applied(key.clone(), app.clone());
             to.consent(key).await;
             to.app(app).await;
         }
         Event::Delete(consent) => {
-            if let Some(app) = to.index.consent_deleted(&key(&consent)) {
+            if let Some(app) = to.index.consent_deleted(&key_of(&consent)) {
                 to.app(app).await;
             }
         }
@@ -624,7 +620,7 @@ async fn on_secret(event: Event<PartialObjectMeta<Secret>>, mut to: Senders) {
     };
     // A retained Secret gone gives its Client ID up; one retained before the
     // ledger existed enters it. The keeper checks either against the apiserver.
-    let at = key(&secret);
+    let at = key_of(&secret);
     let retained_here = to.ledger.retention_at(&at).is_some();
     let recorded_before = !deleted && secret.annotations().contains_key(RETAINED_SEAL_ANNOTATION);
     if (deleted && retained_here) || (recorded_before && !retained_here) {
@@ -636,7 +632,7 @@ async fn on_secret(event: Event<PartialObjectMeta<Secret>>, mut to: Senders) {
             && o.api_version == AppRegistration::api_version(&())
     });
     if let Some(owner) = owner {
-        to.app((secret.namespace().unwrap_or_default(), owner.name.clone())).await;
+        to.app(Key::new(secret.namespace().unwrap_or_default(), &owner.name)).await;
     }
 }
 

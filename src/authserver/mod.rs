@@ -204,8 +204,8 @@ impl Lane {
     /// The lane of the app `holder`, and of the app it took its Client ID over from.
     pub fn of(holder: &Holder, taken_over_from: Option<(Key, Uid)>) -> Lane {
         let mut apps = vec![(format!("{}/{}", holder.namespace, holder.name), Uid::of(&holder.uid))];
-        if let Some(((namespace, name), uid)) = taken_over_from {
-            apps.push((format!("{namespace}/{name}"), uid));
+        if let Some((app, uid)) = taken_over_from {
+            apps.push((app.to_string(), uid));
         }
         Lane(apps)
     }
@@ -498,7 +498,7 @@ mod tests {
         assert!(!lane.admits("team-a/billing", ""), "a client without a UID is not admitted");
         assert!(lane.names("team-a/billing") && !lane.names("team-a/other"));
         let old = "33333333-3333-3333-3333-333333333333";
-        let taken = Lane::of(&holder, Some((("team-a".into(), "portal".into()), Uid::of(old))));
+        let taken = Lane::of(&holder, Some((Key::new("team-a", "portal"), Uid::of(old))));
         assert!(taken.admits("team-a/portal", old), "the app it was taken over from");
         assert!(taken.admits("team-a/billing", uid));
     }

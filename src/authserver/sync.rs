@@ -30,8 +30,8 @@ use crate::{
     api::AppRegistration,
     ledger::{self, Word},
     packed::PackedApp,
-    runtime::Key,
     runtime::metrics::{Metrics, ReasonLabels},
+    runtime::{Key, key_of},
     watches::Caches,
 };
 
@@ -198,7 +198,7 @@ pub async fn compare(
     }
     for key in stale {
         state.lock().stale.insert(key.clone());
-        let _ = triggers.send(ObjectRef::new(&key.1).within(&key.0)).await;
+        let _ = triggers.send(key.to_ref()).await;
     }
     Ok(comparison)
 }
@@ -212,7 +212,7 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
     let status = app.status.as_ref()?;
     let client_id = status.client_id.as_deref()?;
     let recorded = status.authorization_server.as_ref()?.registered.as_deref()?;
-    let key = (app.namespace().unwrap_or_default(), app.name_any());
+    let key = key_of(app);
     let uid = app.uid().unwrap_or_default();
     if !caches.ledger.holds(&key, uid.as_str(), client_id) {
         return None;

@@ -196,11 +196,9 @@ struct Args {
 
 // jemalloc, with one arena and freed pages handed back after a second
 // (.cargo/config.toml): the caches grow by many small allocations from several
-// threads, which glibc's per-thread arenas held apart. Measured with 3,000 apps
-// (docs/benchmarks.md, "Memory"): peak RSS 54.4 MiB with glibc, 44.4 MiB with
-// jemalloc's defaults, 40.7 MiB so configured; after a restart 49.9, 53.7 and
-// 43.7 MiB. (mimalloc, tried when argon2id's 19 MiB buffers churned, did worse
-// than glibc.)
+// threads, which glibc's per-thread arenas held apart. The allocators compared
+// (glibc, jemalloc's defaults, this configuration, mimalloc) and what each
+// held are in docs/benchmarks.md, "Memory".
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -374,8 +372,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         default_owner: args.default_owner,
         owner_check: std::time::Duration::from(args.owner_check_interval),
         platform_namespace: args.platform_namespace,
-        concurrency: args.concurrency,
-        instance: args.instance,
         seal_key: seal_key.clone(),
         auth_server: auth_server.clone(),
     };
@@ -407,38 +403,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         triggers.retentions,
     ));
     let resync = std::time::Duration::from(args.resync_interval);
-    let passes = || registrar::runtime::catch_up::Passes::new(triggers.relists.clone(), resync);
+    let harness = |concurrency, failure_events| registrar::runtime::controller::Harness {
+        client: client.clone(),
+        concurrency,
+        failure_events,
+        instance: args.instance.clone(),
+        metrics: metrics.clone(),
+        passes: registrar::runtime::catch_up::Passes::new(triggers.relists.clone(), resync),
+    };
     tokio::join!(
-        registration::run(
-            client.clone(),
-            settings,
-            hasher,
-            metrics.clone(),
-            caches.clone(),
-            app_triggers,
-            passes(),
-            stopped()
-        ),
-        consent::run(
-            client.clone(),
-            caches.clone(),
-            triggers.consents,
-            args.concurrency,
-            metrics.clone(),
-            seal_key.clone(),
-            passes(),
-            stopped()
-        ),
-        consent::organizations::run(
-            client,
-            caches,
-            triggers.policies,
-            metrics.clone(),
-            seal_key,
-            selection,
-            passes(),
-            stopped()
-        ),
+        registration::run(harness(args.concurrency, true), settings, hasher, caches.clone(), app_triggers, stopped()),
+        consent::run(harness(args.concurrency, true), caches.clone(), triggers.consents, seal_key.clone(), stopped()),
+        consent::organizations::run(harness(4, false), caches, triggers.policies, seal_key, selection, stopped()),
     );
     watching.abort();
     keeping.abort();

@@ -10,13 +10,12 @@ pub mod visibility;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, channel::mpsc};
+use futures::channel::mpsc;
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        Controller,
-        controller::{Action, Config as ControllerConfig},
+        controller::Action,
         events::{Event, EventType, Recorder, Reporter},
         reflector::ObjectRef,
     },
@@ -28,10 +27,10 @@ use crate::{
     credentials::seal::SealKey,
     ledger::Word,
     runtime::announce::Announcer,
-    runtime::catch_up::{CatchUp, Passes},
+    runtime::controller::{self, Harness, Reconciler, Source},
     runtime::kube::{status_patch, to_time},
-    runtime::metrics::{ErrorLabels, Metrics},
     runtime::retry,
+    runtime::{Key, key_of},
     watches::Caches,
 };
 use policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts};
@@ -54,34 +53,52 @@ const ANNOUNCE_ON_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 struct Context {
     client: Client,
     caches: Caches,
-    metrics: Metrics,
     seal_key: SealKey,
-    /// Publishes the failures' Events, folding repeats into a series.
-    recorder: Recorder,
     /// Each change's Event, published once the statuses have settled.
     announcer: Announcer<ObjectReference>,
-    failures: retry::Failures,
-    /// The first pass over every cached consent (see [`crate::runtime::catch_up`]).
-    catch_up: CatchUp,
+}
+
+impl Reconciler for Context {
+    type Object = AppConsent;
+    type Read = AppConsent;
+    type Error = Error;
+    const KIND: &'static str = "AppConsent";
+    const CONTROLLER: &'static str = "appconsent";
+
+    async fn synced(&self) {
+        self.caches.synced().await;
+    }
+
+    fn everything(&self) -> Vec<Key> {
+        self.caches.consents.state().iter().map(|c| key_of(c.as_ref())).collect()
+    }
+
+    fn read(consent: Arc<AppConsent>) -> Arc<AppConsent> {
+        consent
+    }
+
+    async fn reconcile(&self, consent: Arc<AppConsent>) -> Result<Action, Error> {
+        let _in_flight = self.announcer.busy(&consent.namespace().unwrap_or_default());
+        evaluate_and_write(&consent, self).await
+    }
+
+    fn category(error: &Error) -> &'static str {
+        match error {
+            Error::WriteStatus { .. } => "write_status",
+        }
+    }
 }
 
 /// Runs the AppConsent controller until `shutdown` resolves.
-// The shared controller runtime (issue 28) will carry these together.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
-    client: Client,
+    harness: Harness,
     caches: Caches,
     triggers: mpsc::Receiver<ObjectRef<AppConsent>>,
-    concurrency: u16,
-    metrics: Metrics,
     seal_key: SealKey,
-    passes: Passes,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let reader = caches.consents.clone();
-    let reporter = Reporter { controller: "registrar".into(), instance: None };
-    let recorder = Recorder::new(client.clone(), reporter.clone());
-    let catch_up = CatchUp::for_concurrency(concurrency);
+    let client = harness.client.clone();
+    let reporter = Reporter { controller: "registrar".into(), instance: harness.instance.clone() };
     let publisher = client.clone();
     let (announcer, announcing) = Announcer::start(move |event: Event, consent: ObjectReference| {
         // A change of answer names the change: nothing to fold into a series,
@@ -96,70 +113,14 @@ pub async fn run(
             }
         }
     });
-    let ctx = Arc::new(Context {
-        client,
-        caches,
-        metrics,
-        seal_key,
-        recorder,
-        announcer,
-        failures: Default::default(),
-        catch_up,
-    });
-    let (pass_tx, pass_rx) = mpsc::channel(usize::from(concurrency));
-    let passing = tokio::spawn(pass_over_everything(ctx.clone(), passes, pass_tx));
-    info!("AppConsent controller started");
-    let found_gone = ctx.clone();
-    let on_stop = ctx.clone();
-    Controller::for_shared_stream(futures::stream::pending(), reader)
-        .reconcile_on(futures::stream::select(triggers, pass_rx))
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| {
-            if let Err(kube::runtime::controller::Error::ObjectNotFound(gone)) = result {
-                // Deleted since it was queued.
-                found_gone.catch_up.started(&(gone.namespace.unwrap_or_default(), gone.name));
-            }
-            futures::future::ready(())
-        })
-        .await;
-    passing.abort();
+    let store = caches.consents.clone();
+    let ctx = Arc::new(Context { client, caches, seal_key, announcer });
+    controller::run(ctx.clone(), harness, Source::Cache(store), triggers, shutdown).await;
     // The Events still queued go out now, for a moment at most.
-    on_stop.announcer.stop();
+    ctx.announcer.stop();
     if tokio::time::timeout(ANNOUNCE_ON_STOP, announcing).await.is_err() {
         warn!("some consent Events were not published before the controller stopped");
     }
-    info!("AppConsent controller stopped");
-}
-
-/// One reconcile of every cached consent when the controller starts, after
-/// a watch re-lists and every resync period (see [`crate::runtime::catch_up`]).
-async fn pass_over_everything(ctx: Arc<Context>, passes: Passes, to: mpsc::Sender<ObjectRef<AppConsent>>) {
-    ctx.caches.synced().await;
-    let consents = ctx.caches.consents.clone();
-    let every_consent =
-        move || consents.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
-    ctx.catch_up.keep_passing("AppConsent", passes, every_consent, to).await;
-}
-
-async fn reconcile(consent: Arc<AppConsent>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _in_flight = ctx.announcer.busy(&consent.namespace().unwrap_or_default());
-    ctx.catch_up.started(&(consent.namespace().unwrap_or_default(), consent.name_any()));
-    // Deciding on a partial view could flap a consent to NotVisible.
-    ctx.caches.synced().await;
-    let started = std::time::Instant::now();
-    let result = evaluate_and_write(&consent, &ctx).await;
-    // Counted once finished, so a reader of the metric knows its writes are done.
-    ctx.metrics.reconciled("appconsent", started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.failures.succeeded(&object_key(&consent));
-    }
-    result
-}
-
-fn object_key(consent: &AppConsent) -> String {
-    format!("{}/{}", consent.namespace().unwrap_or_default(), consent.name_any())
 }
 
 async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Action, Error> {
@@ -175,7 +136,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         // A Client ID the ledger gives another app is not this app's; one it
         // revoked is this app's only while the app is being deleted (its own
         // revocation).
-        let app_key = (app_ref.namespace.clone(), app_ref.name.clone());
+        let app_key = Key::new(&app_ref.namespace, &app_ref.name);
         let uid = crate::packed::Uid::of(app.meta().uid.as_deref().unwrap_or_default());
         let deleting = app.meta().deletion_timestamp.is_some();
         let client_id = status.and_then(|s| s.client_id.as_deref()).filter(|id| match ctx.caches.ledger.word(id) {
@@ -297,29 +258,4 @@ async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCo
         secondary: None,
     };
     ctx.announcer.announce(&consent.namespace().unwrap_or_default(), event, consent.object_ref(&())).await;
-}
-
-/// Retries a failed consent with the app controller's per-object exponential
-/// backoff and jitter, and tells its namespace with a rate-limited Warning Event.
-fn error_policy(consent: Arc<AppConsent>, error: &Error, ctx: Arc<Context>) -> Action {
-    let labels = ErrorLabels { controller: "appconsent".into(), error: "write_status".into() };
-    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
-    let failures = ctx.failures.failed(&object_key(&consent));
-    let delay = retry::backoff(failures);
-    warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %error, retry_in = ?delay, "consent reconcile failed");
-    if retry::worth_an_event(failures) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "ReconcileFailed".into(),
-            note: Some(retry::failure_note(error, delay, failures)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = ctx.recorder.publish(&event, &consent.object_ref(&())).await {
-                warn!(namespace = consent.namespace().unwrap_or_default(), name = consent.name_any(), error = %e, "could not publish an Event");
-            }
-        });
-    }
-    Action::requeue(delay)
 }

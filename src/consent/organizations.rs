@@ -23,12 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client, ResourceExt,
     api::ListParams,
-    runtime::{
-        Controller,
-        controller::{Action, Config as ControllerConfig},
-        reflector::ObjectRef,
-        watcher,
-    },
+    runtime::{controller::Action, reflector::ObjectRef, watcher},
 };
 use tracing::{info, warn};
 
@@ -39,10 +34,9 @@ use crate::{
         conditions::{self, DesiredCondition},
     },
     credentials::seal::SealKey,
-    runtime::catch_up::{CatchUp, Passes},
+    runtime::controller::{self, Harness, Reconciler, Source},
     runtime::kube::{status_patch, to_time},
-    runtime::metrics::{ErrorLabels, Metrics},
-    runtime::retry,
+    runtime::{Key, key_of},
     watches::{Caches, Selection},
 };
 
@@ -59,28 +53,52 @@ pub struct Error {
 struct Context {
     client: Client,
     caches: Caches,
-    metrics: Metrics,
     seal_key: SealKey,
-    failures: retry::Failures,
     /// This instance manages every consent of the cluster (no `--selector`):
     /// its cache holds them all, and the survey reads it instead of the
     /// apiserver.
     sees_all: bool,
-    /// The passes over every cached policy (see [`crate::runtime::catch_up`]).
-    catch_up: CatchUp,
 }
 
-/// Runs the OrganizationPolicy controller until `shutdown` resolves.
-// The shared controller runtime (issue 28) will carry these together.
-#[allow(clippy::too_many_arguments)]
+impl Reconciler for Context {
+    type Object = OrganizationPolicy;
+    type Read = OrganizationPolicy;
+    type Error = Error;
+    const KIND: &'static str = "OrganizationPolicy";
+    const CONTROLLER: &'static str = "organizationpolicy";
+
+    async fn synced(&self) {
+        self.caches.synced().await;
+    }
+
+    fn everything(&self) -> Vec<Key> {
+        self.caches.policies.state().iter().map(|p| key_of(p.as_ref())).collect()
+    }
+
+    fn read(policy: Arc<OrganizationPolicy>) -> Arc<OrganizationPolicy> {
+        policy
+    }
+
+    async fn reconcile(&self, policy: Arc<OrganizationPolicy>) -> Result<Action, Error> {
+        decide_and_write(&policy, self).await
+    }
+
+    fn category(error: &Error) -> &'static str {
+        if error.doing == WRITING_THE_STATUS { "write_status" } else { "list_consents" }
+    }
+}
+
+const WRITING_THE_STATUS: &str = "writing the status";
+
+/// Runs the OrganizationPolicy controller until `shutdown` resolves: a
+/// failure is retried, and logged (no Event: a policy is cluster-scoped, and
+/// its organization's administrators read its status).
 pub async fn run(
-    client: Client,
+    harness: Harness,
     caches: Caches,
     triggers: mpsc::Receiver<ObjectRef<OrganizationPolicy>>,
-    metrics: Metrics,
     seal_key: SealKey,
     selection: Selection,
-    passes: Passes,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     if let Some(namespace) = &selection.namespace {
@@ -101,60 +119,15 @@ pub async fn run(
     if let Some(selector) = &selection.selector {
         config = config.labels(selector);
     }
-    let api: Api<OrganizationPolicy> = Api::all(client.clone());
-    let ctx = Arc::new(Context {
-        client,
-        caches,
-        metrics,
-        seal_key,
-        failures: Default::default(),
-        sees_all: selection.selector.is_none(),
-        catch_up: CatchUp::new(16),
-    });
-    // Its own watch reconciles every policy it lists; a pass after another
-    // watch re-lists, and every resync period, asks again.
-    let (pass_tx, pass_rx) = mpsc::channel(16);
-    let passing = tokio::spawn(pass_over_everything(ctx.clone(), passes, pass_tx));
-    info!("OrganizationPolicy controller started");
-    let found_gone = ctx.clone();
-    Controller::new(api, config)
-        .reconcile_on(futures::stream::select(triggers, pass_rx))
-        .with_config(ControllerConfig::default().concurrency(4))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| {
-            if let Err(kube::runtime::controller::Error::ObjectNotFound(gone)) = result {
-                found_gone.catch_up.started(&(String::new(), gone.name));
-            }
-            futures::future::ready(())
-        })
-        .await;
-    passing.abort();
-    info!("OrganizationPolicy controller stopped");
+    // Its own watch (with the selector) reconciles every policy it lists; a
+    // pass after another watch re-lists, and every resync period, asks again.
+    let api: Api<OrganizationPolicy> = Api::all(harness.client.clone());
+    let ctx = Context { client: harness.client.clone(), caches, seal_key, sees_all: selection.selector.is_none() };
+    let harness = Harness { failure_events: false, ..harness };
+    controller::run(Arc::new(ctx), harness, Source::Watch(Box::new((api, config))), triggers, shutdown).await;
 }
 
-/// One reconcile of every cached policy after the first list, after a watch
-/// re-lists and every resync period (see [`crate::runtime::catch_up`]).
-async fn pass_over_everything(ctx: Arc<Context>, passes: Passes, to: mpsc::Sender<ObjectRef<OrganizationPolicy>>) {
-    ctx.caches.synced().await;
-    let policies = ctx.caches.policies.clone();
-    let every_policy = move || policies.state().iter().map(|p| (String::new(), p.name_any())).collect();
-    ctx.catch_up.keep_passing("OrganizationPolicy", passes, every_policy, to).await;
-}
-
-async fn reconcile(policy: Arc<OrganizationPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.catch_up.started(&(String::new(), policy.name_any()));
-    ctx.caches.synced().await;
-    let started = std::time::Instant::now();
-    let result = decide_and_write(&policy, &ctx).await;
-    ctx.metrics.reconciled("organizationpolicy", started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.failures.succeeded(&policy.name_any());
-    }
-    result
-}
-
-async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) -> Result<Action, Error> {
+async fn decide_and_write(policy: &OrganizationPolicy, ctx: &Context) -> Result<Action, Error> {
     let organization = policy.name_any();
     let current = policy.status.clone().unwrap_or_default();
     let wanted = policy.spec.policy.unwrap_or_default();
@@ -237,11 +210,11 @@ async fn decide_and_write(policy: &Arc<OrganizationPolicy>, ctx: &Arc<Context>) 
     next.conditions = conditions::settle(&current.conditions, &[ready], policy.metadata.generation, &to_time(now));
     if policy.status.as_ref() != Some(&next) {
         let api: Api<OrganizationPolicy> = Api::all(ctx.client.clone());
-        let (params, patch) = status_patch(policy.as_ref(), policy.status.as_ref(), &next);
+        let (params, patch) = status_patch(policy, policy.status.as_ref(), &next);
         match api.patch_status(&organization, &params, &patch).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.is_conflict() => return Ok(Action::await_change()),
-            Err(e) => return Err(Error { doing: "writing the status", object: organization, source: Box::new(e) }),
+            Err(e) => return Err(Error { doing: WRITING_THE_STATUS, object: organization, source: Box::new(e) }),
         }
     }
     Ok(Action::await_change())
@@ -293,8 +266,8 @@ async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) 
     let mut survey = Survey::default();
     if ctx.sees_all {
         for namespace in ctx.caches.index.namespaces_of(organization) {
-            for (ns, name) in ctx.caches.index.consents_in_namespace(&namespace) {
-                if let Some(consent) = ctx.caches.consents.get(&ObjectRef::new(&name).within(&ns)) {
+            for consent in ctx.caches.index.consents_in_namespace(&namespace) {
+                if let Some(consent) = ctx.caches.consents.get(&consent.to_ref()) {
                     survey.add(&facts, &ctx.caches.index, &namespace, &consent);
                 }
             }
@@ -355,15 +328,6 @@ impl Survey {
             self.unrecorded += 1;
         }
     }
-}
-
-fn error_policy(policy: Arc<OrganizationPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    let kind = if error.doing == "writing the status" { "write_status" } else { "list_consents" };
-    let labels = ErrorLabels { controller: "organizationpolicy".into(), error: kind.into() };
-    ctx.metrics.reconcile_errors.get_or_create(&labels).inc();
-    let delay = retry::backoff(ctx.failures.failed(&policy.name_any()));
-    warn!(organization = policy.name_any(), error = %error, retry_in = ?delay, "organization policy reconcile failed");
-    Action::requeue(delay)
 }
 
 #[cfg(test)]

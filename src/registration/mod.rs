@@ -17,21 +17,18 @@ pub mod retention;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
-use kube::{
-    Client,
-    runtime::{Controller, controller::Config as ControllerConfig, events::Reporter, reflector::ObjectRef},
-};
-use tracing::{info, warn};
+use kube::runtime::{controller::Action, events::Reporter, reflector::ObjectRef};
 
 pub use error::Error;
 pub use reconcile::{Context, FIELD_MANAGER, FINALIZER};
 
 use crate::{
+    api::AppRegistration,
     authserver::{AuthServer, sync::SyncState},
     credentials::{Hasher, seal::SealKey},
     packed::PackedApp,
-    runtime::catch_up::Passes,
+    runtime::Key,
+    runtime::controller::{self, Harness, Reconciler, Source},
     runtime::metrics::Metrics,
     watches::Caches,
 };
@@ -41,10 +38,6 @@ use crate::{
 pub struct Settings {
     /// The only namespace where Global apps are accepted.
     pub platform_namespace: String,
-    /// Apps reconciled at once.
-    pub concurrency: u16,
-    /// Name reported on Events (the pod name in a cluster).
-    pub instance: Option<String>,
     /// The key registrar seals the credentials Secrets it writes with.
     pub seal_key: SealKey,
     /// The authorization server apps are registered at, and what the periodic
@@ -64,89 +57,65 @@ pub struct Settings {
 }
 
 /// Runs the controller until `shutdown` resolves.
-// The shared controller runtime (issue 28) will carry these together.
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
-    client: Client,
+    harness: Harness,
     settings: Settings,
     hasher: Hasher,
-    metrics: Metrics,
     caches: Caches,
     triggers: impl futures::Stream<Item = ObjectRef<PackedApp>> + Send + 'static,
-    passes: Passes,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let reporter = Reporter { controller: "registrar".into(), instance: settings.instance.clone() };
-    let reader = caches.apps.store();
-    let concurrency = settings.concurrency;
-    let sweep_every = (settings.owner_check / 10).clamp(Duration::from_millis(200), Duration::from_secs(30));
-    let ctx = Arc::new(Context::new(client, settings, hasher, metrics, reporter, caches));
-    let (sweep_tx, sweep_rx) = futures::channel::mpsc::channel(1024);
-    let sweeping = tokio::spawn(sweep_owner_checks(ctx.clone(), sweep_tx, sweep_every));
-    let (pass_tx, pass_rx) = futures::channel::mpsc::channel(usize::from(concurrency));
-    let passing = tokio::spawn(pass_over_everything(ctx.clone(), passes, pass_tx));
-
-    info!("AppRegistration controller started");
-    let found_gone = ctx.clone();
-    Controller::for_shared_stream(futures::stream::pending(), reader)
-        .reconcile_on(futures::stream::select(futures::stream::select(triggers, sweep_rx), pass_rx))
-        .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| {
-            match result {
-                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {} // logged by error_policy
-                Err(kube::runtime::controller::Error::ObjectNotFound(gone)) => {
-                    // Deleted since it was queued.
-                    found_gone.catch_up.started(&(gone.namespace.unwrap_or_default(), gone.name));
-                }
-                Err(other) => warn!(error = %other, "controller event"),
-            }
-            futures::future::ready(())
-        })
-        .await;
-    sweeping.abort();
-    passing.abort();
-    info!("AppRegistration controller stopped");
+    let reporter = Reporter { controller: "registrar".into(), instance: harness.instance.clone() };
+    let store = caches.apps.store();
+    let ctx = Context::new(harness.client.clone(), settings, hasher, harness.metrics.clone(), reporter, caches);
+    controller::run(Arc::new(ctx), harness, Source::Cache(store), triggers, shutdown).await;
 }
 
-/// One reconcile of every cached app when the controller starts, after a
-/// watch re-lists and every resync period (see [`crate::runtime::catch_up`]),
-/// namespace by namespace.
-async fn pass_over_everything(
-    ctx: Arc<Context>,
-    passes: Passes,
-    to: futures::channel::mpsc::Sender<ObjectRef<PackedApp>>,
-) {
-    ctx.caches.synced().await;
-    ctx.expect_apps(ctx.caches.apps.len());
-    let index = ctx.caches.index.clone();
-    let every_app = move || {
-        let namespaces = index.namespaces_with_apps();
-        let names = |ns: String| index.app_names_in(&ns).into_iter().map(move |name| (ns.clone(), name));
-        namespaces.into_iter().flat_map(names).collect()
-    };
-    ctx.catch_up.keep_passing("AppRegistration", passes, every_app, to).await;
-}
+impl Reconciler for Context {
+    type Object = PackedApp;
+    type Read = AppRegistration;
+    type Error = Error;
+    const KIND: &'static str = "AppRegistration";
+    const CONTROLLER: &'static str = "appregistration";
 
-/// Every `every`, asks for a reconcile of each app whose owner is due for its
-/// periodic check (a period since the last; spread after a restart). One
-/// sweep for all apps rather than a timer each.
-async fn sweep_owner_checks(
-    ctx: Arc<Context>,
-    mut to: futures::channel::mpsc::Sender<ObjectRef<PackedApp>>,
-    every: Duration,
-) {
-    use futures::SinkExt;
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        for (namespace, name) in ctx.owner_checks_due() {
-            if to.send(ObjectRef::new(&name).within(&namespace)).await.is_err() {
-                return;
-            }
-        }
+    async fn synced(&self) {
+        self.caches.synced().await;
+    }
+
+    /// Namespace by namespace.
+    fn everything(&self) -> Vec<Key> {
+        let index = &self.caches.index;
+        let names = |ns: String| index.app_names_in(&ns).into_iter().map(move |name| Key::new(&ns, name));
+        index.namespaces_with_apps().into_iter().flat_map(names).collect()
+    }
+
+    /// The cache keeps apps packed, without their metadata.
+    fn read(app: Arc<PackedApp>) -> Arc<AppRegistration> {
+        Arc::new(app.unpack())
+    }
+
+    async fn reconcile(&self, app: Arc<AppRegistration>) -> Result<Action, Error> {
+        reconcile::reconcile(&app, self).await
+    }
+
+    fn category(error: &Error) -> &'static str {
+        error.metric_label()
+    }
+
+    fn before_pass(&self) {
+        self.expect_apps(self.caches.apps.len());
+    }
+
+    /// A tenth of the owner check period, so each owner is checked within a
+    /// tenth of a period of its due time.
+    fn sweep_every(&self) -> Option<Duration> {
+        Some((self.settings.owner_check / 10).clamp(Duration::from_millis(200), Duration::from_secs(30)))
+    }
+
+    /// The apps whose owner is due for its periodic check (a period since the
+    /// last; spread after a restart).
+    fn due(&self) -> Vec<Key> {
+        self.owner_checks_due()
     }
 }
 
@@ -258,6 +227,16 @@ mod tests {
         let mut consent = AppConsent::new(name, spec);
         consent.metadata.creation_timestamp = Some(Time(created));
         Arc::new(consent)
+    }
+
+    /// The cache's copy of an app has no metadata: the harness keys, backs
+    /// off and tells Events by the app as read, which has.
+    #[test]
+    fn the_harness_reads_a_cached_app_with_its_name() {
+        let cached = Arc::new(app("billing", Timestamp::now(), None, false).as_ref().clone());
+        assert_eq!(crate::runtime::key_of(cached.as_ref()), Key::default(), "the cache's copy is nameless");
+        let read = <Context as Reconciler>::read(cached);
+        assert_eq!(crate::runtime::key_of(read.as_ref()), Key::new("team", "billing"));
     }
 
     #[test]

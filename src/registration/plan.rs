@@ -35,7 +35,7 @@ use crate::{
     },
     ledger::{Standing, Word},
     packed::Uid,
-    runtime::kube::to_time,
+    runtime::{Key, kube::to_time},
 };
 
 use super::{
@@ -140,7 +140,7 @@ pub enum Import {
 impl Import {
     /// What the ledger's word on an imported Client ID means for the app
     /// `app` (of UID `uid`).
-    pub fn from_word(word: Word, app: &(String, String), uid: Uid) -> Import {
+    pub fn from_word(word: Word, app: &Key, uid: Uid) -> Import {
         match word {
             Word::Free => Import::Free,
             Word::Revoked => Import::Revoked,
@@ -149,7 +149,9 @@ impl Import {
             Word::Standing(standing) if standing.is_held_by(app, uid) => {
                 standing.retained.map_or(Import::Free, |at| Import::Retained(at.secret_name))
             }
-            Word::Standing(Standing { state: LedgerState::Retained, holder, retained, .. }) if holder.0 == app.0 => {
+            Word::Standing(Standing { state: LedgerState::Retained, holder, retained, .. })
+                if holder.namespace == app.namespace =>
+            {
                 retained.map_or(Import::Held, |at| Import::Retained(at.secret_name))
             }
             Word::Standing(Standing { state: LedgerState::Retained, .. }) => Import::RetainedElsewhere,
@@ -350,8 +352,9 @@ pub fn next_scheduled_rotation(app: &AppRegistration) -> Option<Timestamp> {
 /// another version). A mismatch may be a replaced seal key: the shell then
 /// asks argon2id once (and the keyed fingerprint is rewritten).
 ///
-/// Deliberately not an argon2id verification every time: that costs ~30 ms of CPU per app,
-/// which after a restart is minutes of CPU for 10,000 apps, and it would only
+/// Deliberately not an argon2id verification every time: at the password cost
+/// of a chosen secret, that is tens of milliseconds of CPU per app, minutes
+/// after a restart at 10,000 apps (docs/benchmarks.md), and it would only
 /// catch what the fingerprint already catches (a Secret edited by hand or by a
 /// tool) except for someone who can write the Secret and searches 2^32 secrets
 /// for a colliding fingerprint: they could break the app's credentials more
@@ -1483,12 +1486,12 @@ mod tests {
     #[test]
     fn the_ledgers_word_decides_whether_a_client_id_may_be_imported() {
         use crate::ledger::RetainedAt;
-        let app = ("team-a".to_owned(), "portal".to_owned());
+        let app = Key::new("team-a", "portal");
         let (uid, other) = (Uid::of("11111111-1111-1111-1111-111111111111"), Uid::of("2"));
         let standing = |state, ns: &str, uid, retained: bool| {
             Word::Standing(Standing {
                 state,
-                holder: (ns.to_owned(), "old".to_owned()),
+                holder: Key::new(ns, "old"),
                 uid,
                 retained: retained.then(|| Box::new(RetainedAt { secret_name: "kept".into(), verifier: None })),
                 taken_over_from: None,

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -54,11 +54,11 @@ use crate::{
         seal::SEAL_ANNOTATION,
     },
     ledger::{self, Claim, Clerk, Word},
-    packed::{PackedApp, Uid},
-    runtime::catch_up::CatchUp,
+    packed::Uid,
     runtime::kube::status_patch,
-    runtime::metrics::{ErrorLabels, Metrics, ReasonLabels},
+    runtime::metrics::{Metrics, ReasonLabels},
     runtime::retry,
+    runtime::{Key, key_of},
     watches::Caches,
 };
 
@@ -68,7 +68,7 @@ use crate::api::keys::{REGISTERED_BY_ANNOTATION, REGISTERED_BY_GROUPS_ANNOTATION
 /// Shared state of the controller.
 pub struct Context {
     client: Client,
-    settings: Settings,
+    pub(super) settings: Settings,
     hasher: Hasher,
     metrics: Metrics,
     reporter: Reporter,
@@ -79,8 +79,6 @@ pub struct Context {
     /// Writes to the Client ID ledger.
     clerk: Clerk,
     memory: Mutex<Memory>,
-    /// Consecutive failures per app, for the backoff.
-    failures: retry::Failures,
     /// Recent answers to "may this owner manage apps in this namespace?".
     owner_answers: moka::sync::Cache<(Owner, Vec<String>, String), bool>,
     /// Recent answers to "may the user who registered an app get this Secret?"
@@ -89,15 +87,13 @@ pub struct Context {
     /// Whether the Registered By admission policies are installed, so that
     /// `registrar.dev/registered-by` is true.
     registered_by: super::registered_by::Guard,
-    /// The first pass over every cached app (see [`crate::runtime::catch_up`]).
-    pub(super) catch_up: CatchUp,
 }
 
 /// What this process remembers between reconciles, one entry per app (held
 /// for every app, so kept small), for the incarnation of its name with the
 /// UID recorded.
 #[derive(Default)]
-struct Memory(HashMap<(String, String), Remembered>);
+struct Memory(HashMap<Key, Remembered>);
 
 #[derive(Default)]
 struct Remembered {
@@ -156,7 +152,7 @@ impl Memory {
 
     /// The apps whose owner was checked `every` ago or longer, and not swept
     /// for it within `every`; each is marked swept.
-    fn owner_checks_due(&mut self, every: Duration) -> Vec<(String, String)> {
+    fn owner_checks_due(&mut self, every: Duration) -> Vec<Key> {
         let mut due = Vec::new();
         for (key, remembered) in &mut self.0 {
             let checked_long_ago = remembered.owner_checked.is_some_and(|at| at.elapsed() >= every);
@@ -170,8 +166,8 @@ impl Memory {
     }
 }
 
-fn app_key(app: &AppRegistration) -> (String, String) {
-    (app.namespace().unwrap_or_default(), app.name_any())
+fn app_key(app: &AppRegistration) -> Key {
+    key_of(app)
 }
 
 /// What an app's Secret holds at a resourceVersion.
@@ -196,7 +192,6 @@ impl Context {
             .max_capacity(10_000)
             .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
             .build();
-        let catch_up = CatchUp::for_concurrency(settings.concurrency);
         let registered_by = super::registered_by::Guard::new(settings.registered_by_policy.clone());
         let clerk = Clerk::new(client.clone(), caches.ledger.clone());
         Context {
@@ -209,14 +204,12 @@ impl Context {
             recorder,
             caches,
             memory: Mutex::default(),
-            failures: retry::Failures::default(),
             owner_answers,
             source_answers: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
             registered_by,
-            catch_up,
         }
     }
 
@@ -244,26 +237,15 @@ impl Context {
 
     /// The apps whose owner is due for its periodic check (each once per
     /// period), for the sweep that asks for their reconcile.
-    pub fn owner_checks_due(&self) -> Vec<(String, String)> {
+    pub fn owner_checks_due(&self) -> Vec<Key> {
         self.memory().owner_checks_due(self.settings.owner_check)
     }
 }
 
-/// Entry point called by the kube-runtime Controller, with the app as cached.
-pub async fn reconcile(packed: Arc<PackedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
-    // Deciding on a partial view could take a not-yet-listed Secret for a deleted one.
-    ctx.caches.synced().await;
-    let app = packed.unpack();
-    ctx.catch_up.started(&app_key(&app));
+/// One reconcile of the app, as cached (unpacked).
+pub(super) async fn reconcile(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
-    let object_key = key(&app);
-    let started = Instant::now();
-    let result = reconcile_with_finalizer(&app, &ctx).await;
-    // Counted once finished, so a reader of the metric knows its writes are done.
-    ctx.metrics.reconciled("appregistration", started.elapsed().as_secs_f64());
-    let action = result?;
-    ctx.failures.succeeded(&object_key);
-    Ok(action)
+    reconcile_with_finalizer(app, ctx).await
 }
 
 /// The finalizer protocol, in one pass: a deleted app is revoked and then
@@ -325,31 +307,6 @@ fn json_patch(patch: serde_json::Value) -> Patch<()> {
     Patch::Json(serde_json::from_value(patch).expect("a well-formed JSON patch"))
 }
 
-/// Retries a failed app with per-object exponential backoff and jitter (about
-/// 1 s doubling to 5 min), and tells its owners with a rate-limited Warning
-/// Event naming the step and the reason.
-pub fn error_policy(packed: Arc<PackedApp>, error: &Error, ctx: Arc<Context>) -> Action {
-    let app = packed.unpack();
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels { controller: "appregistration".into(), error: error.metric_label().into() })
-        .inc();
-    let failures = ctx.failures.failed(&key(&app));
-    let delay = retry::backoff(failures);
-    warn!(namespace = app.namespace().unwrap_or_default(), name = app.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
-    if retry::worth_an_event(failures) {
-        let planned = PlannedEvent {
-            warning: true,
-            reason: "ReconcileFailed",
-            note: retry::failure_note(error, delay, failures),
-            about_secret: false,
-            may_repeat: true,
-        };
-        tokio::spawn(async move { publish(&app, &planned, None, &ctx).await });
-    }
-    Action::requeue(delay)
-}
-
 async fn apply(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     // A chosen secret's verifiers are the ledger's, not status's: the plan
     // reads them where status held them before; status is compared as it is.
@@ -392,7 +349,7 @@ async fn apply_as(real: &AppRegistration, app: &AppRegistration, ctx: &Context) 
     let Some(observed) = observe(app, &layout, cached.as_ref(), ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    let app_key = (ns.clone(), app.name_any());
+    let app_key = key_of(app);
     let ledger = &ctx.caches.ledger;
     let taken = |id: Option<&str>| id.is_some_and(|id| ledger.taken_from(&app_key, uid(app), id));
     let secret_client_id = match &observed {
@@ -455,7 +412,7 @@ async fn apply_as(real: &AppRegistration, app: &AppRegistration, ctx: &Context) 
         import,
         retained: retained.as_ref(),
         chosen_secret: chosen_secret.as_ref(),
-        retention_in_the_way: ledger.retention_at(&(ns.clone(), layout.name.clone())),
+        retention_in_the_way: ledger.retention_at(&Key::new(&ns, &layout.name)),
         source,
         ownership,
         now: Timestamp::now(),
@@ -550,8 +507,8 @@ async fn carry_out(
     }
     // A chosen secret's verifiers go to the ledger before status names its version.
     if let Some(client_id) = outcome.status.client_id.as_deref()
-        && ctx.caches.ledger.holds(&(ns.clone(), app.name_any()), uid(app), client_id)
-        && ctx.caches.ledger.verifiers(&(ns.clone(), app.name_any()), uid(app), client_id) != outcome.verifiers
+        && ctx.caches.ledger.holds(&app_key(app), uid(app), client_id)
+        && ctx.caches.ledger.verifiers(&app_key(app), uid(app), client_id) != outcome.verifiers
         && !ctx
             .clerk
             .set_verifiers(client_id, &ledger::holder_of(app), outcome.verifiers.as_ref())
@@ -567,7 +524,7 @@ async fn carry_out(
         let lane = lane_of(app, registration.client_id(), ctx);
         let result = register(server, registration, &lane, ctx).await;
         match &result {
-            Ok(()) => sync.repaired(&(ns.clone(), app.name_any())),
+            Ok(()) => sync.repaired(&app_key(app)),
             Err(e) => {
                 warn!(namespace = ns, name = app.name_any(), error = %e, "registering at the authorization server failed");
                 registration_failed = Some(e.clone());
@@ -998,7 +955,7 @@ async fn settle_takeover(
     ctx: &Context,
 ) -> Result<(), Error> {
     let ns = app.namespace().unwrap_or_default();
-    let app_key = (ns.clone(), app.name_any());
+    let app_key = key_of(app);
     let Word::Standing(standing) = ctx.caches.ledger.word(client_id) else { return Ok(()) };
     if !standing.is_held_by(&app_key, uid(app)) {
         return Ok(());
@@ -1195,18 +1152,18 @@ async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ct
 /// consents index (entries are checked against the consent cache).
 fn consent_summary(app: &AppRegistration, ctx: &Context) -> Option<ConsentSummary> {
     let client_id = app.status.as_ref()?.client_id.as_deref()?;
-    let key = (app.namespace().unwrap_or_default(), app.name_any());
+    let key = app_key(app);
     let namespaces: BTreeSet<String> = ctx
         .caches
         .index
         .consents_of_app(&key)
         .into_iter()
-        .filter_map(|(ns, name)| ctx.caches.consents.get(&ObjectRef::new(&name).within(&ns)))
+        .filter_map(|consent| ctx.caches.consents.get(&consent.to_ref()))
         .filter(|consent| {
             let app_ref = &consent.spec.app_ref;
             let status = consent.status.as_ref();
-            app_ref.namespace == key.0
-                && app_ref.name == key.1
+            app_ref.namespace == key.namespace
+                && app_ref.name == key.name
                 && status.and_then(|s| s.client_id.as_deref()) == Some(client_id)
                 && status.is_some_and(|s| conditions::is_true(&s.conditions, conditions::GRANTED))
         })
@@ -1401,11 +1358,11 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
 async fn held_at_deletion(app: &AppRegistration, ctx: &Context) -> Result<Option<String>, Error> {
     let holder = ledger::holder_of(app);
     let Some(id) = app.status.as_ref().and_then(|s| s.client_id.clone()) else {
-        return Ok(ctx.caches.ledger.held_by(&(holder.namespace.clone(), holder.name.clone()), uid(app)));
+        return Ok(ctx.caches.ledger.held_by(&Key::new(&holder.namespace, &holder.name), uid(app)));
     };
     let ours = match ctx.caches.ledger.word(&id) {
         Word::Standing(standing) => {
-            standing.holder == (holder.namespace.clone(), holder.name.clone()) && standing.uid == uid(app)
+            standing.holder == Key::new(&holder.namespace, &holder.name) && standing.uid == uid(app)
         }
         Word::Revoked => false,
         Word::Free => {
@@ -1517,7 +1474,7 @@ mod tests {
         memory.of(&due).owner_checked = Instant::now().checked_sub(Duration::from_secs(61));
         memory.of(&fresh).owner_checked = Some(Instant::now());
         memory.of(&unchecked).written = Some(1);
-        assert_eq!(memory.owner_checks_due(every), vec![("team".to_owned(), "due".to_owned())]);
+        assert_eq!(memory.owner_checks_due(every), vec![Key::new("team", "due")]);
         assert!(memory.owner_checks_due(every).is_empty(), "asked once per period, not at every sweep");
     }
 

@@ -35,10 +35,10 @@ pub async fn keep(client: Client, caches: Caches, namespace: Option<String>, tri
     first.extend(caches.secrets.keys().into_iter().filter(|key| {
         caches
             .secrets
-            .get(&key.0, &key.1)
+            .get(&key.namespace, &key.name)
             .is_some_and(|meta| meta.annotations.is_some_and(|a| a.contains_key(RETAINED_SEAL_ANNOTATION)))
     }));
-    let watched = |secret: &Key| namespace.as_ref().is_none_or(|ns| *ns == secret.0);
+    let watched = |secret: &Key| namespace.as_ref().is_none_or(|ns| *ns == secret.namespace);
     for secret in first.iter().filter(|s| watched(s)) {
         look_at(secret, &client, &caches, &clerk).await;
     }
@@ -51,7 +51,7 @@ pub async fn keep(client: Client, caches: Caches, namespace: Option<String>, tri
 /// Revokes the Client ID retained in `secret` if the Secret is gone; records
 /// a sealed retention from before the ledger.
 async fn look_at(secret: &Key, client: &Client, caches: &Caches, clerk: &Clerk) {
-    let (namespace, name) = secret;
+    let Key { namespace, name } = secret;
     let live = match Api::<Secret>::namespaced(client.clone(), namespace).get_metadata_opt(name).await {
         Ok(live) => live,
         Err(e) => {

@@ -35,7 +35,7 @@ pub(super) fn catalog(registry: &Registry, namespace: &str) -> Value {
         let mut entries: Vec<CatalogEntry> = namespaces
             .iter()
             .flat_map(|ns| index.apps_in_namespace(ns))
-            .filter_map(|(ns, name)| registry.caches.apps.get(&ns, &name))
+            .filter_map(|app| registry.caches.apps.get(&app.namespace, &app.name))
             .filter(|app| app.spec.scope == scope && app.meta().deletion_timestamp.is_none())
             .filter_map(|app| {
                 let (client_id, _) = registry.held_client_id(&app)?;

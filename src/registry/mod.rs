@@ -48,6 +48,7 @@ use crate::{
     packed::Uid,
     runtime::admin_server::Gate,
     runtime::metrics::{Metrics, ReasonLabels, RequestLabels},
+    runtime::{Key, key_of},
     watches::Caches,
 };
 use authorize::{AuthorizeRequest, authorize, token_allowed};
@@ -174,16 +175,16 @@ impl Registry {
     /// The app's Client ID, when the ledger gives it to the app, and its namespace.
     fn held_client_id(&self, app: &AppRegistration) -> Option<(String, String)> {
         let client_id = app.status.as_ref()?.client_id.clone()?;
-        let key = (app.namespace().unwrap_or_default(), app.name_any());
+        let key = key_of(app);
         let held = self.caches.ledger.holds(&key, app.meta().uid.as_deref().unwrap_or_default(), &client_id);
-        held.then_some((client_id, key.0))
+        held.then_some((client_id, key.namespace))
     }
 
     /// A retained Client ID (`deletionPolicy: Retain`): who retained it, and
     /// the ledger's verifier of its secret (`None`: a public client). Only
     /// while the Secret keeping it exists.
     fn retained(&self, client_id: &str) -> Option<(Identity, Option<String>)> {
-        let ((ns, name), at) = self.caches.ledger.retained(client_id)?;
+        let (Key { namespace: ns, name }, at) = self.caches.ledger.retained(client_id)?;
         self.caches.secrets.get(&ns, &at.secret_name)?;
         Some((Identity { namespace: ns, name, scope: Scope::Group, state: "retained" }, at.verifier))
     }
@@ -194,7 +195,7 @@ impl Registry {
     /// not its holder, an import the server refused because another client of
     /// that ID exists there — is a client the registry does not know.
     fn client(&self, client_id: &str) -> Option<(Arc<AppRegistration>, bool)> {
-        let ((ns, name), uid) = self.caches.ledger.holder(client_id)?;
+        let (Key { namespace: ns, name }, uid) = self.caches.ledger.holder(client_id)?;
         let app = self.caches.apps.get(&ns, &name)?;
         if Uid::of(app.meta().uid.as_deref().unwrap_or_default()) != uid {
             return None;
@@ -218,7 +219,7 @@ impl Registry {
             .index
             .consents_in_namespace(group)
             .into_iter()
-            .filter_map(|(ns, name)| self.caches.consents.get(&ObjectRef::new(&name).within(&ns)))
+            .filter_map(|consent| self.caches.consents.get(&consent.to_ref()))
             .find_map(|consent| {
                 let status = consent.status.as_ref()?;
                 let points_here =
@@ -248,7 +249,7 @@ impl Registry {
         let consents: Vec<_> = index
             .consents_in_namespace(group)
             .into_iter()
-            .filter_map(|(ns, n)| self.caches.consents.get(&ObjectRef::new(&n).within(&ns)))
+            .filter_map(|consent| self.caches.consents.get(&consent.to_ref()))
             .filter(|c| c.spec.app_ref.namespace == app_ns && c.spec.app_ref.name == name)
             .collect();
         if consents.is_empty() {
@@ -282,7 +283,7 @@ impl Registry {
                 let status = app.status.clone().unwrap_or_default();
                 let now = Timestamp::now();
                 // A minted secret's hashes are in status, a chosen one's in the ledger.
-                let key = (app.namespace().unwrap_or_default(), app.name_any());
+                let key = key_of(app.as_ref());
                 let uid = app.meta().uid.as_deref().unwrap_or_default();
                 let (current, previous, until) =
                     match (&status.secret_hash, self.caches.ledger.verifiers(&key, uid, client_id)) {

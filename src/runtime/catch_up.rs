@@ -104,8 +104,7 @@ impl CatchUp {
                 Ok(Err(_closed)) => {}
                 Err(_elapsed) => debug!("no reconcile started for a while; asking without waiting"),
             }
-            let (namespace, name) = key;
-            if to.send(ObjectRef::new(&name).within(&namespace)).await.is_err() {
+            if to.send(key.to_ref()).await.is_err() {
                 break;
             }
             asked += 1;
@@ -169,7 +168,7 @@ mod tests {
     use super::*;
 
     fn key(i: usize) -> Key {
-        ("ns".into(), format!("app-{i}"))
+        Key::new("ns", format!("app-{i}"))
     }
 
     /// Never more than the window asked for and not started; every object
@@ -257,7 +256,7 @@ mod tests {
             let mut names = Vec::new();
             for _ in 0..n {
                 let request = rx.next().await.expect("a request");
-                catch_up.started(&("ns".into(), request.name.clone()));
+                catch_up.started(&Key::new("ns", &request.name));
                 names.push(request.name);
             }
             names

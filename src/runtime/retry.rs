@@ -3,6 +3,8 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use super::Key;
+
 /// The longest wait between two attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(300);
 
@@ -53,19 +55,19 @@ pub fn event_note(text: &str) -> String {
 
 /// Consecutive failures per object.
 #[derive(Default)]
-pub struct Failures(Mutex<HashMap<String, u32>>);
+pub struct Failures(Mutex<HashMap<Key, u32>>);
 
 impl Failures {
     /// Counts one more failure of `object`; returns how many in a row.
-    pub fn failed(&self, object: &str) -> u32 {
+    pub fn failed(&self, object: &Key) -> u32 {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(object.to_owned()).or_default();
+        let n = map.entry(object.clone()).or_default();
         *n = n.saturating_add(1);
         *n
     }
 
     /// `object` succeeded (or is gone): it starts again from the shortest wait.
-    pub fn succeeded(&self, object: &str) {
+    pub fn succeeded(&self, object: &Key) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(object);
     }
 }
@@ -108,8 +110,9 @@ mod tests {
     #[test]
     fn a_success_starts_over() {
         let failures = Failures::default();
-        assert_eq!((failures.failed("a"), failures.failed("a"), failures.failed("b")), (1, 2, 1));
-        failures.succeeded("a");
-        assert_eq!(failures.failed("a"), 1);
+        let (a, b) = (Key::new("ns", "a"), Key::new("ns", "b"));
+        assert_eq!((failures.failed(&a), failures.failed(&a), failures.failed(&b)), (1, 2, 1));
+        failures.succeeded(&a);
+        assert_eq!(failures.failed(&a), 1);
     }
 }

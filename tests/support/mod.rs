@@ -408,8 +408,21 @@ pub fn stop_supervised(child: &mut Option<Child>) {
 }
 
 /// A free loopback port (released for the caller to bind).
+///
+/// Chosen below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`,
+/// 32768–60999 by default), which the port 0 trick draws from: every outgoing
+/// connection of every test takes its local port there too, so a port found
+/// free there can be some client's by the time a server binds it (Hydra once
+/// lost its port so). A random port here is never handed out by the kernel,
+/// and two tests pick the same one with a chance of one in 22,000.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    for _ in 0..1000 {
+        let port = 10_000 + rand::random::<u16>() % 22_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 10000 and 32000 on 127.0.0.1");
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
