@@ -80,21 +80,23 @@ pub struct Selection {
     pub paginated_lists: bool,
 }
 
-/// The caches, shared by the controllers.
+/// The read model: what this instance knows of the cluster, kept by the
+/// watches (the only writer) and shared by the controllers, the registry and
+/// the authorization-server sync. It answers questions; how each answer is
+/// kept (apps packed, Secrets as metadata only, the indexes) is its own.
 #[derive(Clone)]
 pub struct Caches {
-    pub apps: Apps,
-    pub consents: Store<AppConsent>,
+    apps: Apps,
+    consents: Store<AppConsent>,
     /// The metadata of the Secrets labelled `registrar.dev/app`.
-    pub secrets: SecretMetas,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    secrets: SecretMetas,
     /// Every OrganizationPolicy (cluster-scoped, named after its organization).
-    pub policies: Store<OrganizationPolicy>,
-    pub index: Arc<Index>,
+    policies: Store<OrganizationPolicy>,
+    index: Arc<Index>,
     /// The Client ID ledger, as read by this instance.
-    pub ledger: Arc<Ledger>,
+    ledger: Arc<Ledger>,
     /// The operator's seal key (what the caches' seals are checked against).
-    pub seal_key: SealKey,
+    seal_key: SealKey,
     listed: Arc<Listed>,
 }
 
@@ -107,6 +109,216 @@ impl Caches {
     /// Resolves once every cache has seen its first full list.
     pub async fn synced(&self) {
         self.listed.synced().await;
+    }
+
+    // === apps ===
+
+    /// The app `namespace/name`, decoded.
+    pub fn app(&self, namespace: &str, name: &str) -> Option<Arc<AppRegistration>> {
+        self.apps.get(namespace, name)
+    }
+
+    /// Every app, decoded (a scan: a decode per app).
+    pub fn apps(&self) -> Vec<Arc<AppRegistration>> {
+        self.apps.state()
+    }
+
+    /// Every app as packed, for scans that need only what [`PackedApp`]
+    /// keeps unpacked.
+    pub fn packed_apps(&self) -> Vec<Arc<PackedApp>> {
+        self.apps.packed()
+    }
+
+    /// How many apps are cached.
+    pub fn app_count(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// Every app, namespace by namespace.
+    pub fn app_keys(&self) -> Vec<Key> {
+        let names = |ns: String| self.index.app_names_in(&ns).into_iter().map(move |name| Key::new(&ns, name));
+        self.index.namespaces_with_apps().into_iter().flat_map(names).collect()
+    }
+
+    /// The apps registered in `namespace`.
+    pub fn apps_in(&self, namespace: &str) -> Vec<Key> {
+        self.index.apps_in_namespace(namespace)
+    }
+
+    /// The app store, for the app controller.
+    pub fn app_store(&self) -> Store<PackedApp> {
+        self.apps.store()
+    }
+
+    // === consents ===
+
+    /// The consent `key`.
+    pub fn consent(&self, key: &Key) -> Option<Arc<AppConsent>> {
+        self.consents.get(&key.to_ref())
+    }
+
+    /// Every consent.
+    pub fn consents(&self) -> Vec<Arc<AppConsent>> {
+        self.consents.state()
+    }
+
+    /// The consents in `namespace`.
+    pub fn consents_in(&self, namespace: &str) -> Vec<Arc<AppConsent>> {
+        self.index.consents_in_namespace(namespace).iter().filter_map(|key| self.consent(key)).collect()
+    }
+
+    /// The consents in force for the app `app`'s Client ID `client_id`
+    /// (granted to that Client ID, not to an earlier holder of the name).
+    pub fn consents_granted_to(&self, app: &Key, client_id: &str) -> Vec<Arc<AppConsent>> {
+        let consents = self.index.consents_of_app(app).into_iter().filter_map(|key| self.consent(&key));
+        consents.filter(|consent| consent.grants(&app.namespace, &app.name, client_id)).collect()
+    }
+
+    /// The consent in `namespace` in force for the app `app`'s Client ID
+    /// `client_id`, if any.
+    pub fn consent_granted_in(&self, namespace: &str, app: &Key, client_id: &str) -> Option<Arc<AppConsent>> {
+        self.consents_in(namespace).into_iter().find(|consent| consent.grants(&app.namespace, &app.name, client_id))
+    }
+
+    /// The consents in `namespace` that point at the app `app`, whatever
+    /// their answer.
+    pub fn consents_to(&self, namespace: &str, app: &Key) -> Vec<Arc<AppConsent>> {
+        let points_here =
+            |c: &Arc<AppConsent>| c.spec.app_ref.namespace == app.namespace && c.spec.app_ref.name == app.name;
+        self.consents_in(namespace).into_iter().filter(points_here).collect()
+    }
+
+    /// The consent store, for the consent controller.
+    pub fn consent_store(&self) -> Store<AppConsent> {
+        self.consents.clone()
+    }
+
+    // === organizations and their policies ===
+
+    /// The organization `namespace` belongs to.
+    pub fn organization_of(&self, namespace: &str) -> String {
+        self.index.organization_of(namespace)
+    }
+
+    /// The namespaces of the organization `organization`.
+    pub fn namespaces_of(&self, organization: &str) -> Vec<String> {
+        self.index.namespaces_of(organization)
+    }
+
+    /// The policy of the organization `organization`, if it has one.
+    pub fn policy(&self, organization: &str) -> Option<Arc<OrganizationPolicy>> {
+        self.policies.get(&ObjectRef::new(organization))
+    }
+
+    /// Every organization's policy.
+    pub fn policies(&self) -> Vec<Arc<OrganizationPolicy>> {
+        self.policies.state()
+    }
+
+    /// The organization `namespace` belongs to, and its policy: what governs
+    /// consents there.
+    pub fn policy_for(&self, namespace: &str) -> (String, Option<Arc<OrganizationPolicy>>) {
+        let organization = self.organization_of(namespace);
+        let policy = self.policy(&organization);
+        (organization, policy)
+    }
+
+    // === Secrets and the ledger ===
+
+    /// The metadata of registrar's Secret `namespace/name`.
+    pub fn secret_meta(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        self.secrets.get(namespace, name)
+    }
+
+    /// Every registrar Secret cached.
+    pub fn secret_keys(&self) -> Vec<Key> {
+        self.secrets.keys()
+    }
+
+    /// How many registrar Secrets are cached.
+    pub fn secret_count(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// The Client ID ledger as this instance reads it (cluster-wide).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// The key registrar's seals in the cached objects are checked against.
+    pub fn seal_key(&self) -> &SealKey {
+        &self.seal_key
+    }
+}
+
+/// What test [`Caches`] hold: the objects as the watches would have listed them.
+#[cfg(test)]
+pub struct Contents {
+    pub apps: Vec<AppRegistration>,
+    pub consents: Vec<AppConsent>,
+    pub policies: Vec<OrganizationPolicy>,
+    /// Namespaces and the organization each is labelled with.
+    pub namespaces: Vec<(&'static str, Option<&'static str>)>,
+    pub ledger: Vec<ClientIdEntry>,
+    pub secrets: Vec<PartialObjectMeta<Secret>>,
+    pub default_organization: &'static str,
+    pub seal_key: SealKey,
+}
+
+#[cfg(test)]
+impl Default for Contents {
+    fn default() -> Self {
+        Contents {
+            apps: Vec::new(),
+            consents: Vec::new(),
+            policies: Vec::new(),
+            namespaces: Vec::new(),
+            ledger: Vec::new(),
+            secrets: Vec::new(),
+            default_organization: "default",
+            seal_key: SealKey::from_bytes(&[7; 32]).expect("a 32-byte key"),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Caches {
+    /// Caches holding `listing`, synced, kept the way the watches keep them
+    /// (the same stores, indexes and ledger), for tests of the shells.
+    pub fn holding(listing: Contents) -> Caches {
+        let index = Arc::new(Index::new(listing.default_organization));
+        let ledger = Arc::new(Ledger::new());
+        let (apps, mut app_writer) = reflector::store::<PackedApp>();
+        for app in &listing.apps {
+            let mut kept = app.clone();
+            kept::app(&mut kept);
+            index.app_applied(&key_of(app));
+            index.app_seen(&key_of(app), Some(app_view(app)));
+            app_writer.apply_watcher_event(&Event::Apply(PackedApp::new(&kept)));
+        }
+        let (consents, mut consent_writer) = reflector::store::<AppConsent>();
+        for consent in listing.consents {
+            let app = Key::new(&consent.spec.app_ref.namespace, &consent.spec.app_ref.name);
+            index.consent_applied(key_of(&consent), app);
+            consent_writer.apply_watcher_event(&Event::Apply(consent));
+        }
+        let (policies, mut policy_writer) = reflector::store::<OrganizationPolicy>();
+        for policy in listing.policies {
+            policy_writer.apply_watcher_event(&Event::Apply(policy));
+        }
+        for (namespace, organization) in listing.namespaces {
+            index.namespace_applied(namespace, organization);
+        }
+        for entry in &listing.ledger {
+            ledger.applied(entry);
+        }
+        let secrets = SecretMetas::default();
+        for secret in listing.secrets {
+            secrets.apply(&Event::Apply(secret));
+        }
+        let listed = Arc::new(Listed::new(1));
+        listed.one_listed();
+        Caches { apps: Apps(apps), consents, secrets, policies, index, ledger, seal_key: listing.seal_key, listed }
     }
 }
 
@@ -344,13 +556,10 @@ pub fn start(
     if let Some(ns) = ns {
         namespace_config = namespace_config.fields(&format!("metadata.name={ns}"));
     }
-    let (namespaces, namespace_writer) = reflector::store();
+    // Read into the index only (organizations), not kept in a store.
     let namespace_events = retrying(
         "Namespace",
-        reflector(
-            namespace_writer,
-            watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(kept::namespace),
-        ),
+        watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), namespace_config).modify(kept::namespace),
     );
 
     let (policies, policy_writer) = reflector::store();
@@ -396,17 +605,8 @@ pub fn start(
             );
         }
     };
-    let caches = Caches {
-        apps: Apps(apps),
-        consents,
-        secrets,
-        namespaces,
-        policies,
-        index,
-        ledger,
-        seal_key: seal_key.clone(),
-        listed,
-    };
+    let caches =
+        Caches { apps: Apps(apps), consents, secrets, policies, index, ledger, seal_key: seal_key.clone(), listed };
     let triggers =
         Triggers { apps: app_rx, consents: consent_rx, policies: policy_rx, retentions: retention_rx, gate, relists };
     (caches, triggers, drive)

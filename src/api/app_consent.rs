@@ -114,3 +114,59 @@ pub struct ConsentGrant {
     /// registrar's seal of this record.
     pub seal: String,
 }
+
+impl AppConsent {
+    /// Whether the consent is in force for the app `namespace/name` with the
+    /// Client ID `client_id`: it points at that app, and its status grants
+    /// that Client ID (a grant to an earlier holder of the name is not).
+    pub fn grants(&self, namespace: &str, name: &str, client_id: &str) -> bool {
+        let points_here = self.spec.app_ref.namespace == namespace && self.spec.app_ref.name == name;
+        points_here
+            && self.status.as_ref().is_some_and(|s| {
+                s.client_id.as_deref() == Some(client_id)
+                    && super::conditions::is_true(&s.conditions, super::conditions::GRANTED)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::*;
+
+    fn consent(granted: &str, client_id: &str) -> AppConsent {
+        let spec = AppConsentSpec {
+            app_ref: AppRef { namespace: "owner".into(), name: "billing".into() },
+            oauth_scopes: None,
+        };
+        let mut consent = AppConsent::new("use-billing", spec);
+        consent.status = Some(AppConsentStatus {
+            client_id: Some(client_id.into()),
+            conditions: vec![Condition {
+                type_: "Granted".into(),
+                status: granted.into(),
+                reason: "Granted".into(),
+                message: String::new(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        });
+        consent
+    }
+
+    /// In force only for the app it points at, the Client ID its status
+    /// names, and while Granted is True.
+    #[test]
+    fn a_consent_grants_one_app_s_client_id_while_granted() {
+        assert!(consent("True", "id-1").grants("owner", "billing", "id-1"));
+        assert!(!consent("True", "id-1").grants("owner", "billing", "id-2"), "an earlier holder's grant");
+        assert!(!consent("True", "id-1").grants("owner", "other", "id-1"));
+        assert!(!consent("True", "id-1").grants("elsewhere", "billing", "id-1"));
+        assert!(!consent("False", "id-1").grants("owner", "billing", "id-1"));
+        let mut unevaluated = consent("True", "id-1");
+        unevaluated.status = None;
+        assert!(!unevaluated.grants("owner", "billing", "id-1"));
+    }
+}

@@ -136,7 +136,7 @@ pub async fn compare(
 ) -> Result<Comparison, String> {
     let listed = server.list_owned().await;
     metrics.count_authserver("list", super::outcome(&listed));
-    let apps = caches.apps.state();
+    let apps = caches.apps();
     let remote = match listed {
         Ok(remote) => remote,
         Err(e) => {
@@ -214,10 +214,10 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
     let recorded = status.authorization_server.as_ref()?.registered.as_deref()?;
     let key = key_of(app);
     let uid = app.uid().unwrap_or_default();
-    if !caches.ledger.holds(&key, uid.as_str(), client_id) {
+    if !caches.ledger().holds(&key, uid.as_str(), client_id) {
         return None;
     }
-    let lane = Lane::of(&ledger::holder_of(app), caches.ledger.taken_over_from(client_id));
+    let lane = Lane::of(&ledger::holder_of(app), caches.ledger().taken_over_from(client_id));
     Some((key, client_id, recorded, lane))
 }
 
@@ -233,7 +233,7 @@ fn in_lane(client: &RemoteClient, lane: &Lane) -> bool {
 /// app being issued or deleted (its finalizer deletes its client) or held by
 /// another instance is not an orphan.
 async fn is_orphan(client: &RemoteClient, kube: &kube::Client, caches: &Caches) -> bool {
-    match caches.ledger.word(&client.registration.client_id) {
+    match caches.ledger().word(&client.registration.client_id) {
         Word::Revoked => true,
         Word::Standing(_) => false,
         Word::Free => {
@@ -250,5 +250,239 @@ async fn is_orphan(client: &RemoteClient, kube: &kube::Client, caches: &Caches) 
 async fn trigger_all(apps: &[Arc<AppRegistration>], triggers: &mut mpsc::Sender<ObjectRef<PackedApp>>) {
     for app in apps {
         let _ = triggers.send(ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default())).await;
+    }
+}
+
+/// The comparison against a fake Hydra admin API on loopback that keeps
+/// clients in memory and counts every call: what each comparison costs the
+/// server, and what it repairs.
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use axum::{
+        Json, Router,
+        extract::{Path, Query, State},
+        http::StatusCode,
+        routing::{delete, get},
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{
+        api::{AppRegistrationSpec, AppRegistrationStatus, AuthServerStatus, ClientIdEntry, Holder, LedgerState},
+        authserver::{ClientRegistration, Kind, Settings},
+        runtime::mock,
+        watches::Contents,
+    };
+
+    const UID: &str = "66666666-6666-6666-6666-666666666666";
+
+    #[derive(Clone, Default)]
+    struct Fake {
+        clients: Arc<Mutex<BTreeMap<String, Value>>>,
+        calls: Arc<Mutex<Vec<String>>>,
+        down: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Fake {
+        fn called(&self, call: String) -> Result<(), StatusCode> {
+            self.calls.lock().unwrap().push(call);
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                Err(StatusCode::SERVICE_UNAVAILABLE)
+            } else {
+                Ok(())
+            }
+        }
+
+        /// The calls since the last look.
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
+    }
+
+    async fn list(
+        State(fake): State<Fake>,
+        Query(q): Query<BTreeMap<String, String>>,
+    ) -> Result<Json<Value>, StatusCode> {
+        fake.called("GET /admin/clients".into())?;
+        let clients = fake.clients.lock().unwrap();
+        let owned: Vec<Value> = clients.values().filter(|c| c["owner"] == q["owner"]).cloned().collect();
+        Ok(Json(Value::Array(owned)))
+    }
+
+    async fn create(
+        State(fake): State<Fake>,
+        Json(mut client): Json<Value>,
+    ) -> Result<(StatusCode, Json<Value>), StatusCode> {
+        fake.called("POST /admin/clients".into())?;
+        client.as_object_mut().expect("an object").remove("client_secret");
+        let id = client["client_id"].as_str().expect("an id").to_owned();
+        fake.clients.lock().unwrap().insert(id, client.clone());
+        Ok((StatusCode::CREATED, Json(client)))
+    }
+
+    async fn read(State(fake): State<Fake>, Path(id): Path<String>) -> Result<Json<Value>, StatusCode> {
+        fake.called("GET /admin/clients/{id}".into())?;
+        fake.clients.lock().unwrap().get(&id).cloned().map(Json).ok_or(StatusCode::NOT_FOUND)
+    }
+
+    async fn remove(State(fake): State<Fake>, Path(id): Path<String>) -> Result<StatusCode, StatusCode> {
+        fake.called("DELETE /admin/clients/{id}".into())?;
+        fake.clients.lock().unwrap().remove(&id);
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn revoke_tokens(State(fake): State<Fake>) -> Result<StatusCode, StatusCode> {
+        fake.called("DELETE /admin/oauth2/tokens".into())?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+
+    async fn fake_hydra() -> (Fake, url::Url) {
+        let fake = Fake::default();
+        let router = Router::new()
+            .route("/admin/clients", get(list).post(create))
+            .route("/admin/clients/{id}", get(read).delete(remove))
+            .route("/admin/oauth2/tokens", delete(revoke_tokens))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let url = url::Url::parse(&format!("http://{}", listener.local_addr().expect("an address"))).expect("a URL");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (fake, url)
+    }
+
+    fn server(admin_url: url::Url) -> AuthServer {
+        AuthServer::connect(&Settings {
+            kind: Kind::Hydra,
+            admin_url,
+            ca_file: None,
+            token_file: None,
+            basic_auth_file: None,
+            issuer: url::Url::parse("http://127.0.0.1:4444/").expect("a URL"),
+            token_url: None,
+            owner: "registrar".into(),
+            cluster: "cluster-a".into(),
+            adopt_owners: Vec::new(),
+            sync_interval: Duration::from_secs(60),
+            deregister_within: Duration::from_secs(60),
+        })
+        .expect("a server")
+    }
+
+    fn registration(client_id: &str, app: &str, uid: &str) -> ClientRegistration {
+        ClientRegistration {
+            client_id: client_id.into(),
+            name: "Billing".into(),
+            redirect_uris: vec!["https://billing.example/cb".into()],
+            grant_types: vec!["authorization_code".into()],
+            scopes: vec!["openid".into()],
+            public: true,
+            app: app.into(),
+            uid: uid.into(),
+        }
+    }
+
+    /// The app team/billing, registered at the server as its status records.
+    fn app() -> AppRegistration {
+        let mut app = AppRegistration::new("billing", AppRegistrationSpec::default());
+        app.metadata.namespace = Some("team".into());
+        app.metadata.uid = Some(UID.into());
+        let registered = registration("id-billing", "team/billing", UID).digest();
+        app.status = Some(AppRegistrationStatus {
+            client_id: Some("id-billing".into()),
+            authorization_server: Some(AuthServerStatus { registered: Some(registered), secret_version: None }),
+            ..Default::default()
+        });
+        app
+    }
+
+    fn caches() -> Caches {
+        let holder = |name: &str, uid: &str| Holder { namespace: "team".into(), name: name.into(), uid: uid.into() };
+        let mut revoked = ClientIdEntry::active("id-gone", holder("gone", "77777777-7777-7777-7777-777777777777"));
+        revoked.spec.state = LedgerState::Revoked;
+        let mut elsewhere = ClientIdEntry::active("id-theirs", holder("theirs", UID));
+        elsewhere.spec.state = LedgerState::Revoked;
+        Caches::holding(Contents {
+            apps: vec![app()],
+            ledger: vec![ClientIdEntry::active("id-billing", holder("billing", UID)), revoked, elsewhere],
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn each_comparison_lists_once_and_repairs_only_what_differs() {
+        let (fake, url) = fake_hydra().await;
+        let server = server(url);
+        let caches = caches();
+        let (kube, mut apiserver) = mock::pair();
+        let (state, metrics) = (SyncState::default(), Metrics::new());
+        let (mut triggers, mut asked) = mpsc::channel(16);
+        let lane = Lane::of(&ledger::holder_of(&app()), None);
+        server.register(&registration("id-billing", "team/billing", UID), None, &lane).await.expect("registered");
+        fake.calls();
+
+        // In step: one list, nothing else, nobody asked to reconcile.
+        let c = compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await.expect("compared");
+        assert_eq!((c.owned, c.missing, c.altered, c.orphans_deleted), (1, 0, 0, 0));
+        assert_eq!(fake.calls(), ["GET /admin/clients"]);
+        assert!(asked.try_recv().is_err(), "no reconcile asked for");
+
+        // Lost at the server: the app is stale and asked for, at the cost of the list.
+        fake.clients.lock().unwrap().clear();
+        let c = compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await.expect("compared");
+        assert_eq!((c.owned, c.missing), (0, 1));
+        assert_eq!(fake.calls(), ["GET /admin/clients"]);
+        assert_eq!(asked.try_recv().expect("asked").name, "billing");
+        assert!(state.is_stale(&Key::new("team", "billing")));
+
+        // This cluster's client of a revoked Client ID goes, with its tokens;
+        // another cluster's of a revoked one stays.
+        let gone = registration("id-gone", "team/gone", "77777777-7777-7777-7777-777777777777");
+        server.register(&gone, None, &Lane::listed(&gone)).await.expect("registered");
+        let mut theirs = json!({
+            "client_id": "id-theirs", "owner": "registrar",
+            "metadata": {
+                crate::api::keys::APP_LABEL: "team/theirs", "registrar.dev/uid": UID, "registrar.dev/cluster": "cluster-b",
+            },
+        });
+        theirs["client_name"] = json!("Theirs");
+        fake.clients.lock().unwrap().insert("id-theirs".into(), theirs);
+        fake.calls();
+        let c = compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await.expect("compared");
+        assert_eq!(c.orphans_deleted, 1);
+        assert_eq!(
+            fake.calls(),
+            [
+                "GET /admin/clients",
+                "GET /admin/clients/{id}",
+                "DELETE /admin/oauth2/tokens",
+                "DELETE /admin/clients/{id}",
+            ]
+        );
+        let left: Vec<String> = fake.clients.lock().unwrap().keys().cloned().collect();
+        assert_eq!(left, ["id-theirs"]);
+        apiserver.expect_none_within(Duration::from_millis(100)).await;
+    }
+
+    /// A server that cannot be reached: every app is told, once; its return
+    /// tells them again.
+    #[tokio::test]
+    async fn an_unreachable_server_is_told_to_every_app_once() {
+        let (fake, url) = fake_hydra().await;
+        let server = server(url);
+        let caches = caches();
+        let (kube, _apiserver) = mock::pair();
+        let (state, metrics) = (SyncState::default(), Metrics::new());
+        let (mut triggers, mut asked) = mpsc::channel(16);
+        fake.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await.expect_err("unreachable");
+        assert!(state.unreachable().is_some());
+        assert_eq!(asked.try_recv().expect("asked").name, "billing");
+        compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await.expect_err("still unreachable");
+        assert!(asked.try_recv().is_err(), "told once");
+        fake.down.store(false, std::sync::atomic::Ordering::Relaxed);
+        compare(&server, &kube, &caches, &state, &mut triggers, &metrics).await.expect("back");
+        assert!(state.unreachable().is_none());
+        assert_eq!(asked.try_recv().expect("asked").name, "billing");
     }
 }

@@ -324,10 +324,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // the reverse); the working memory is shared.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let registry_hasher = hasher.sharing_memory(args.registry_hash_workers.unwrap_or(cores));
-        let (client, caches, metrics, key) = (client.clone(), caches.clone(), metrics.clone(), seal_key.clone());
+        let (client, caches, metrics) = (client.clone(), caches.clone(), metrics.clone());
         let listening = readiness.gate("the registry API to listen");
         tokio::spawn(async move {
-            let serving = registry::serve(registry_settings, client, caches, registry_hasher, metrics, key, listening);
+            let serving = registry::serve(registry_settings, client, caches, registry_hasher, metrics, listening);
             if let Err(e) = serving.await {
                 error!(error = %e, "the registry API stopped");
             }

@@ -23,7 +23,7 @@ use kube::{
 use tracing::{info, warn};
 
 use crate::{
-    api::{AppConsent, AppConsentStatus, conditions},
+    api::{AppConsent, AppConsentStatus, OrganizationPolicy, conditions},
     credentials::seal::SealKey,
     ledger::Word,
     runtime::announce::Announcer,
@@ -45,6 +45,53 @@ pub enum Error {
         #[source]
         source: Box<kube::Error>,
     },
+}
+
+/// The policy that governs consents in a namespace, as the caches know it.
+pub struct NamespacePolicy {
+    /// The namespace's organization.
+    pub organization: String,
+    /// Its policy object, if it has one.
+    policy: Option<Arc<OrganizationPolicy>>,
+}
+
+impl NamespacePolicy {
+    pub fn of(caches: &Caches, namespace: &str) -> Self {
+        let (organization, policy) = caches.policy_for(namespace);
+        NamespacePolicy { organization, policy }
+    }
+
+    /// The policy's rules, checking seals with `seal_key`.
+    pub fn facts<'a>(&'a self, seal_key: &'a SealKey) -> PolicyFacts<'a> {
+        PolicyFacts { organization: &self.organization, policy: self.policy.as_deref(), seal_key }
+    }
+}
+
+/// Whether the policy of `namespace` allows the app `app`, holding
+/// `client_id`, there: for one of the namespace's consents to it (a grant
+/// kept from before a switch to Restricted counts), or, with none, for a
+/// consent to come. The app's own namespace always allows it.
+pub fn policy_allows(caches: &Caches, namespace: &str, app: &Key, client_id: &str) -> bool {
+    if namespace == app.namespace {
+        return true;
+    }
+    let in_force = NamespacePolicy::of(caches, namespace);
+    let facts = in_force.facts(caches.seal_key());
+    let app_org = caches.organization_of(&app.namespace);
+    let subject = PolicyApp { namespace: &app.namespace, name: &app.name, organization: &app_org, client_id };
+    let consents = caches.consents_to(namespace, app);
+    if consents.is_empty() {
+        return facts.allowance(None, &subject) != Allowance::Refused;
+    }
+    consents.iter().any(|consent| {
+        let key = key_of(consent.as_ref()).to_string();
+        let seen = ConsentSeen {
+            key: &key,
+            uid: consent.metadata.uid.as_deref().unwrap_or_default(),
+            grant: consent.status.as_ref().and_then(|s| s.grant.as_ref()),
+        };
+        facts.allowance(Some(&seen), &subject) != Allowance::Refused
+    })
 }
 
 /// How long a stopping controller publishes the Events still queued.
@@ -70,7 +117,7 @@ impl Reconciler for Context {
     }
 
     fn everything(&self) -> Vec<Key> {
-        self.caches.consents.state().iter().map(|c| key_of(c.as_ref())).collect()
+        self.caches.consents().iter().map(|c| key_of(c.as_ref())).collect()
     }
 
     fn read(consent: Arc<AppConsent>) -> Arc<AppConsent> {
@@ -113,7 +160,7 @@ pub async fn run(
             }
         }
     });
-    let store = caches.consents.clone();
+    let store = caches.consent_store();
     let ctx = Arc::new(Context { client, caches, seal_key, announcer });
     controller::run(ctx.clone(), harness, Source::Cache(store), triggers, shutdown).await;
     // The Events still queued go out now, for a moment at most.
@@ -126,10 +173,11 @@ pub async fn run(
 async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Action, Error> {
     let namespace = consent.namespace().unwrap_or_default();
     let app_ref = &consent.spec.app_ref;
-    let app = ctx.caches.apps.get(&app_ref.namespace, &app_ref.name);
-    let index = &ctx.caches.index;
-    let consent_org = index.organization_of(&namespace);
-    let app_org = index.organization_of(&app_ref.namespace);
+    let app = ctx.caches.app(&app_ref.namespace, &app_ref.name);
+    // The organization's policy: what it allows this app, and what to ask for.
+    let in_force = NamespacePolicy::of(&ctx.caches, &namespace);
+    let consent_org = &in_force.organization;
+    let app_org = ctx.caches.organization_of(&app_ref.namespace);
     let current = consent.status.clone().unwrap_or_default();
     let facts = app.as_deref().map(|app| {
         let status = app.status.as_ref();
@@ -139,7 +187,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         let app_key = Key::new(&app_ref.namespace, &app_ref.name);
         let uid = crate::packed::Uid::of(app.meta().uid.as_deref().unwrap_or_default());
         let deleting = app.meta().deletion_timestamp.is_some();
-        let client_id = status.and_then(|s| s.client_id.as_deref()).filter(|id| match ctx.caches.ledger.word(id) {
+        let client_id = status.and_then(|s| s.client_id.as_deref()).filter(|id| match ctx.caches.ledger().word(id) {
             Word::Free => true,
             Word::Revoked => deleting,
             Word::Standing(standing) => standing.holder == app_key && standing.uid == uid,
@@ -155,10 +203,8 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
             deleting: app.meta().deletion_timestamp.is_some(),
         }
     });
-    // The organization's policy: what it allows this app, and what to ask for.
-    let policy_object = ctx.caches.policies.get(&ObjectRef::new(&consent_org));
-    let policy = PolicyFacts { organization: &consent_org, policy: policy_object.as_deref(), seal_key: &ctx.seal_key };
-    let consent_key = format!("{namespace}/{}", consent.name_any());
+    let policy = in_force.facts(&ctx.seal_key);
+    let consent_key = key_of(consent).to_string();
     let seen = ConsentSeen {
         key: &consent_key,
         uid: consent.metadata.uid.as_deref().unwrap_or_default(),
@@ -194,7 +240,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         &ConsentFacts {
             namespace: &namespace,
             app: &app_key,
-            organization: &consent_org,
+            organization: consent_org,
             requested_scopes: consent.spec.oauth_scopes.as_deref(),
             status: &current,
             allowance,
@@ -258,4 +304,145 @@ async fn announce_change(consent: &AppConsent, condition: &conditions::DesiredCo
         secondary: None,
     };
     ctx.announcer.announce(&consent.namespace().unwrap_or_default(), event, consent.object_ref(&())).await;
+}
+
+/// The shell against a mock apiserver: the exact requests a consent's
+/// evaluation makes.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kube::api::ObjectMeta;
+    use tokio::sync::mpsc as queue;
+
+    use super::*;
+    use crate::{
+        api::{
+            AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, AppRegistrationStatus, ClientIdEntry, Holder,
+            Scope,
+        },
+        runtime::mock,
+        watches::Contents,
+    };
+
+    const APP_UID: &str = "11111111-1111-1111-1111-111111111111";
+
+    fn app() -> AppRegistration {
+        let spec = AppRegistrationSpec {
+            display_name: "Billing".into(),
+            scope: Scope::Organization,
+            oauth_scopes: vec!["invoices.read".into()],
+            ..Default::default()
+        };
+        let mut app = AppRegistration::new("billing", spec);
+        app.metadata.namespace = Some("owner".into());
+        app.metadata.uid = Some(APP_UID.into());
+        app.status = Some(AppRegistrationStatus { client_id: Some("id-billing".into()), ..Default::default() });
+        app
+    }
+
+    fn consent(status: Option<AppConsentStatus>) -> AppConsent {
+        let spec = AppConsentSpec {
+            app_ref: AppRef { namespace: "owner".into(), name: "billing".into() },
+            oauth_scopes: None,
+        };
+        AppConsent {
+            metadata: ObjectMeta {
+                name: Some("use-billing".into()),
+                namespace: Some("team".into()),
+                uid: Some("22222222-2222-2222-2222-222222222222".into()),
+                resource_version: Some("5".into()),
+                generation: Some(1),
+                ..Default::default()
+            },
+            spec,
+            status,
+        }
+    }
+
+    /// The context over caches holding the app, its Client ID in the ledger
+    /// and `consent`; the Events it would publish come out of the receiver.
+    fn context(client: Client, consent: &AppConsent) -> (Arc<Context>, queue::UnboundedReceiver<Event>) {
+        let holder = Holder { namespace: "owner".into(), name: "billing".into(), uid: APP_UID.into() };
+        let caches = Caches::holding(Contents {
+            apps: vec![app()],
+            consents: vec![consent.clone()],
+            ledger: vec![ClientIdEntry::active("id-billing", holder)],
+            namespaces: vec![("owner", None), ("team", None)],
+            ..Default::default()
+        });
+        let (events, published) = queue::unbounded_channel();
+        let (announcer, _publishing) = Announcer::start(move |event: Event, _: ObjectReference| {
+            let _ = events.send(event);
+            async {}
+        });
+        let seal_key = caches.seal_key().clone();
+        (Arc::new(Context { client, caches, seal_key, announcer }), published)
+    }
+
+    fn evaluate(consent: &AppConsent, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action, Error>> {
+        let (consent, ctx) = (consent.clone(), ctx.clone());
+        tokio::spawn(async move { evaluate_and_write(&consent, &ctx).await })
+    }
+
+    /// A new consent to an app of its organization: one status write,
+    /// conditional on the resourceVersion read, then one Event.
+    #[tokio::test]
+    async fn a_new_consent_is_granted_with_one_status_write_then_one_event() {
+        let (client, mut apiserver) = mock::pair();
+        let new = consent(None);
+        let (ctx, mut events) = context(client, &new);
+        let evaluating = evaluate(&new, &ctx);
+
+        let write = apiserver.next().await;
+        assert_eq!(write.method, http::Method::PATCH);
+        assert_eq!(write.path, "/apis/registrar.dev/v1alpha1/namespaces/team/appconsents/use-billing/status");
+        assert_eq!(write.body["metadata"]["resourceVersion"], "5", "conditional on the version read");
+        let status = &write.body["status"];
+        assert_eq!(status["conditions"][0]["type"], "Granted");
+        assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+        assert_eq!(status["clientId"], "id-billing");
+        assert_eq!(status["grantedScopes"], serde_json::json!(["invoices.read"]));
+        let mut written = new.clone();
+        written.status = Some(serde_json::from_value(status.clone()).expect("a status"));
+        write.answer(200, &serde_json::to_value(&written).expect("JSON"));
+
+        assert_eq!(evaluating.await.expect("joined").expect("evaluated"), Action::await_change());
+        let event = events.recv().await.expect("an Event");
+        assert_eq!((event.type_, event.reason.as_str()), (EventType::Normal, "Granted"));
+        apiserver.expect_none_within(Duration::from_millis(200)).await;
+
+        // Evaluated again as written: nothing to do, no request at all.
+        let (client, mut apiserver) = mock::pair();
+        let (ctx, mut events) = context(client, &written);
+        let again = evaluate(&written, &ctx);
+        apiserver.expect_none_within(Duration::from_millis(200)).await;
+        assert_eq!(again.await.expect("joined").expect("evaluated"), Action::await_change());
+        assert!(events.try_recv().is_err(), "no Event without a change");
+    }
+
+    /// Changed since it was read: no Event, and the change brings it back.
+    #[tokio::test]
+    async fn a_conflicting_write_waits_for_the_change_and_tells_nothing() {
+        let (client, mut apiserver) = mock::pair();
+        let new = consent(None);
+        let (ctx, mut events) = context(client, &new);
+        let evaluating = evaluate(&new, &ctx);
+        apiserver.next().await.fail(409, "Conflict");
+        assert_eq!(evaluating.await.expect("joined").expect("no failure"), Action::await_change());
+        assert!(events.try_recv().is_err(), "no Event for an answer not written");
+    }
+
+    /// A refused write is an error the harness retries, named by its category.
+    #[tokio::test]
+    async fn a_refused_write_is_a_write_status_error() {
+        let (client, mut apiserver) = mock::pair();
+        let new = consent(None);
+        let (ctx, _events) = context(client, &new);
+        let evaluating = evaluate(&new, &ctx);
+        apiserver.next().await.fail(403, "Forbidden");
+        let error = evaluating.await.expect("joined").expect_err("a failure");
+        assert_eq!(<Context as Reconciler>::category(&error), "write_status");
+        assert!(error.to_string().starts_with("writing the status of AppConsent team/use-billing failed"), "{error}");
+    }
 }

@@ -72,7 +72,7 @@ impl Reconciler for Context {
     }
 
     fn everything(&self) -> Vec<Key> {
-        self.caches.policies.state().iter().map(|p| key_of(p.as_ref())).collect()
+        self.caches.policies().iter().map(|p| key_of(p.as_ref())).collect()
     }
 
     fn read(policy: Arc<OrganizationPolicy>) -> Arc<OrganizationPolicy> {
@@ -180,7 +180,7 @@ async fn decide_and_write(policy: &OrganizationPolicy, ctx: &Context) -> Result<
         }
     }
     next.observed_generation = policy.metadata.generation;
-    let namespaces = ctx.caches.index.namespaces_of(&organization).len();
+    let namespaces = ctx.caches.namespaces_of(&organization).len();
     let ready = match next.policy {
         Some(PolicyKind::Restricted) => DesiredCondition {
             type_: conditions::READY,
@@ -265,16 +265,14 @@ async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) 
     let facts = PolicyFacts { organization, policy: Some(policy), seal_key: &ctx.seal_key };
     let mut survey = Survey::default();
     if ctx.sees_all {
-        for namespace in ctx.caches.index.namespaces_of(organization) {
-            for consent in ctx.caches.index.consents_in_namespace(&namespace) {
-                if let Some(consent) = ctx.caches.consents.get(&consent.to_ref()) {
-                    survey.add(&facts, &ctx.caches.index, &namespace, &consent);
-                }
+        for namespace in ctx.caches.namespaces_of(organization) {
+            for consent in ctx.caches.consents_in(&namespace) {
+                survey.add(&facts, &ctx.caches, &consent);
             }
         }
         return Ok(survey);
     }
-    for namespace in ctx.caches.index.namespaces_of(organization) {
+    for namespace in ctx.caches.namespaces_of(organization) {
         let api = Api::<AppConsent>::namespaced(ctx.client.clone(), &namespace);
         let mut params = ListParams::default().limit(PAGE);
         loop {
@@ -284,7 +282,7 @@ async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) 
                 source: Box::new(e),
             })?;
             for consent in &page.items {
-                survey.add(&facts, &ctx.caches.index, &namespace, consent);
+                survey.add(&facts, &ctx.caches, consent);
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),
@@ -299,14 +297,14 @@ async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) 
 const PAGE: u32 = 500;
 
 impl Survey {
-    fn add(&mut self, facts: &PolicyFacts<'_>, index: &crate::index::Index, namespace: &str, consent: &AppConsent) {
+    fn add(&mut self, facts: &PolicyFacts<'_>, caches: &Caches, consent: &AppConsent) {
         let Some(status) = consent.status.as_ref() else { return };
         if !conditions::is_true(&status.conditions, conditions::GRANTED) {
             return;
         }
         let Some(client_id) = status.client_id.as_deref() else { return };
         let app = &consent.spec.app_ref;
-        let app_org = index.organization_of(&app.namespace);
+        let app_org = caches.organization_of(&app.namespace);
         let subject = PolicyApp { namespace: &app.namespace, name: &app.name, organization: &app_org, client_id };
         let covered = facts.covers_internally(&subject)
             || facts
@@ -315,7 +313,7 @@ impl Survey {
         if covered {
             return;
         }
-        let key = format!("{namespace}/{}", consent.name_any());
+        let key = key_of(consent).to_string();
         let seen = ConsentSeen {
             key: &key,
             uid: consent.metadata.uid.as_deref().unwrap_or_default(),
@@ -332,7 +330,190 @@ impl Survey {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use kube::api::ObjectMeta;
+
     use super::*;
+    use crate::{
+        api::{AppConsentSpec, AppConsentStatus, AppRef, OrganizationPolicySpec, OrganizationPolicyStatus},
+        runtime::mock,
+        watches::Contents,
+    };
+
+    /// A consent in `namespace` shown Granted to the vendor's app, with
+    /// registrar's sealed record of the grant when `recorded`.
+    fn granted(namespace: &str, name: &str, recorded: bool) -> AppConsent {
+        let uid = format!("uid-{name}");
+        let grant = recorded.then(|| {
+            let unrestricted = PolicyFacts { organization: "acme", policy: None, seal_key: &SEAL };
+            let key = format!("{namespace}/{name}");
+            let seen = ConsentSeen { key: &key, uid: &uid, grant: None };
+            let app = PolicyApp { namespace: "vendor", name: "tool", organization: "other", client_id: "id-tool" };
+            unrestricted.record(&seen, &app, Some(&["read".to_owned()]), Timestamp::now()).expect("a record")
+        });
+        let status = AppConsentStatus {
+            client_id: Some("id-tool".into()),
+            granted_scopes: vec!["read".into()],
+            grant,
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: conditions::GRANTED.into(),
+                status: "True".into(),
+                reason: "Granted".into(),
+                message: String::new(),
+                last_transition_time: to_time(Timestamp::now()),
+                observed_generation: None,
+            }],
+            ..Default::default()
+        };
+        AppConsent {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                uid: Some(uid),
+                ..Default::default()
+            },
+            spec: AppConsentSpec {
+                app_ref: AppRef { namespace: "vendor".into(), name: "tool".into() },
+                oauth_scopes: None,
+            },
+            status: Some(status),
+        }
+    }
+
+    static SEAL: std::sync::LazyLock<SealKey> =
+        std::sync::LazyLock::new(|| SealKey::from_bytes(&[7; 32]).expect("a key"));
+
+    fn restricted() -> OrganizationPolicy {
+        let spec = OrganizationPolicySpec { policy: Some(PolicyKind::Restricted), ..Default::default() };
+        let mut policy = OrganizationPolicy::new("acme", spec);
+        policy.metadata.resource_version = Some("9".into());
+        policy.metadata.generation = Some(2);
+        policy
+    }
+
+    /// Acme's two namespaces: one consent with registrar's record (kept), one
+    /// showing a grant without it (not kept).
+    fn context(client: Client, sees_all: bool) -> Arc<Context> {
+        let caches = Caches::holding(Contents {
+            consents: vec![granted("acme-a", "uses-tool", true), granted("acme-b", "claims-tool", false)],
+            policies: vec![restricted()],
+            namespaces: vec![("acme-a", Some("acme")), ("acme-b", Some("acme")), ("vendor", Some("other"))],
+            seal_key: SEAL.clone(),
+            ..Default::default()
+        });
+        Arc::new(Context { client, caches, seal_key: SEAL.clone(), sees_all })
+    }
+
+    fn decide(policy: &OrganizationPolicy, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action, Error>> {
+        let (policy, ctx) = (policy.clone(), ctx.clone());
+        tokio::spawn(async move { decide_and_write(&policy, &ctx).await })
+    }
+
+    /// The status write of a switch: what it kept, conditional on the version read.
+    fn assert_switched(write: &mock::Received) -> OrganizationPolicyStatus {
+        assert_eq!(write.method, http::Method::PATCH);
+        assert_eq!(write.path, "/apis/registrar.dev/v1alpha1/organizationpolicies/acme/status");
+        assert_eq!(write.body["metadata"]["resourceVersion"], "9");
+        let status: OrganizationPolicyStatus = serde_json::from_value(write.body["status"].clone()).expect("a status");
+        assert_eq!(status.policy, Some(PolicyKind::Restricted));
+        assert_eq!(status.grandfathered_count, 1, "the recorded consent is kept");
+        let apps: Vec<_> = status.grandfathered_apps.iter().map(|a| (a.app.as_str(), a.consents)).collect();
+        assert_eq!(apps, [("vendor/tool", 1)]);
+        let message = &status.conditions[0].message;
+        assert!(message.contains("1 consent(s) kept") && message.contains("(1 consent(s) whose status"), "{message}");
+        status
+    }
+
+    /// Managing every consent, the switch reads them from the cache: one
+    /// request, the status; done again, none.
+    #[tokio::test]
+    async fn a_switch_surveys_the_cache_and_writes_one_status() {
+        let (client, mut apiserver) = mock::pair();
+        let ctx = context(client, true);
+        let deciding = decide(&restricted(), &ctx);
+        let write = apiserver.next().await;
+        let status = assert_switched(&write);
+        let mut written = restricted();
+        written.status = Some(status.clone());
+        write.answer(200, &serde_json::to_value(&written).expect("JSON"));
+        assert_eq!(deciding.await.expect("joined").expect("decided"), Action::await_change());
+        apiserver.expect_none_within(Duration::from_millis(200)).await;
+
+        // The next pass keeps what the switch kept; it drops the note on the
+        // consents not kept from the message (once), then writes nothing.
+        let again = decide(&written, &ctx);
+        let write = apiserver.next().await;
+        let status: OrganizationPolicyStatus = serde_json::from_value(write.body["status"].clone()).expect("a status");
+        assert_eq!((status.grandfathered_count, status.restricted_at.is_some()), (1, true));
+        written.status = Some(status);
+        write.answer(200, &serde_json::to_value(&written).expect("JSON"));
+        assert_eq!(again.await.expect("joined").expect("decided"), Action::await_change());
+        let quiet = decide(&written, &ctx);
+        apiserver.expect_none_within(Duration::from_millis(200)).await;
+        assert_eq!(quiet.await.expect("joined").expect("decided"), Action::await_change());
+    }
+
+    /// Managing some consents (a selector), the switch lists each namespace's
+    /// consents from the apiserver, page by page, then writes the status.
+    #[tokio::test]
+    async fn with_a_selector_the_switch_lists_each_namespace_in_pages() {
+        let (client, mut apiserver) = mock::pair();
+        let ctx = context(client, false);
+        let deciding = decide(&restricted(), &ctx);
+        let list = |items: Vec<AppConsent>, next: &str| {
+            serde_json::json!({
+                "apiVersion": "registrar.dev/v1alpha1", "kind": "AppConsentList",
+                "metadata": { "continue": next }, "items": items,
+            })
+        };
+        let mut listed = Vec::new();
+        loop {
+            let request = apiserver.next().await;
+            if request.method == http::Method::PATCH {
+                let mut written = restricted();
+                written.status = Some(assert_switched(&request));
+                request.answer(200, &serde_json::to_value(&written).expect("JSON"));
+                break;
+            }
+            assert_eq!(request.method, http::Method::GET);
+            assert!(request.query.contains("limit=500"), "{}", request.query);
+            listed.push(format!("{}?{}", request.path, request.query.contains("continue=page-2")));
+            match (request.path.as_str(), request.query.contains("continue=page-2")) {
+                ("/apis/registrar.dev/v1alpha1/namespaces/acme-a/appconsents", false) => {
+                    request.answer(200, &list(vec![], "page-2"));
+                }
+                ("/apis/registrar.dev/v1alpha1/namespaces/acme-a/appconsents", true) => {
+                    request.answer(200, &list(vec![granted("acme-a", "uses-tool", true)], ""));
+                }
+                ("/apis/registrar.dev/v1alpha1/namespaces/acme-b/appconsents", false) => {
+                    request.answer(200, &list(vec![granted("acme-b", "claims-tool", false)], ""));
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                "/apis/registrar.dev/v1alpha1/namespaces/acme-a/appconsents?false",
+                "/apis/registrar.dev/v1alpha1/namespaces/acme-a/appconsents?true",
+                "/apis/registrar.dev/v1alpha1/namespaces/acme-b/appconsents?false",
+            ]
+        );
+        assert_eq!(deciding.await.expect("joined").expect("decided"), Action::await_change());
+    }
+
+    /// A list refused is an error the harness retries, named by its category.
+    #[tokio::test]
+    async fn a_refused_list_is_a_list_consents_error() {
+        let (client, mut apiserver) = mock::pair();
+        let ctx = context(client, false);
+        let deciding = decide(&restricted(), &ctx);
+        apiserver.next().await.fail(403, "Forbidden");
+        let error = deciding.await.expect("joined").expect_err("a failure");
+        assert_eq!(<Context as Reconciler>::category(&error), "list_consents");
+    }
 
     #[test]
     fn the_kept_apps_are_listed_most_consents_first_and_at_most_a_hundred() {

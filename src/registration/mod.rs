@@ -66,7 +66,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let reporter = Reporter { controller: "registrar".into(), instance: harness.instance.clone() };
-    let store = caches.apps.store();
+    let store = caches.app_store();
     let ctx = Context::new(harness.client.clone(), settings, hasher, harness.metrics.clone(), reporter, caches);
     controller::run(Arc::new(ctx), harness, Source::Cache(store), triggers, shutdown).await;
 }
@@ -84,9 +84,7 @@ impl Reconciler for Context {
 
     /// Namespace by namespace.
     fn everything(&self) -> Vec<Key> {
-        let index = &self.caches.index;
-        let names = |ns: String| index.app_names_in(&ns).into_iter().map(move |name| Key::new(&ns, name));
-        index.namespaces_with_apps().into_iter().flat_map(names).collect()
+        self.caches.app_keys()
     }
 
     /// The cache keeps apps packed, without their metadata.
@@ -103,7 +101,7 @@ impl Reconciler for Context {
     }
 
     fn before_pass(&self) {
-        self.expect_apps(self.caches.apps.len());
+        self.expect_apps(self.caches.app_count());
     }
 
     /// A tenth of the owner check period, so each owner is checked within a
@@ -128,7 +126,7 @@ pub async fn count_apps(caches: Caches, metrics: Metrics, every: std::time::Dura
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
-        let tally = Tally::of(&caches.apps.packed(), &caches.consents.state(), k8s_openapi::jiff::Timestamp::now());
+        let tally = Tally::of(&caches.packed_apps(), &caches.consents(), k8s_openapi::jiff::Timestamp::now());
         for (ready, n) in tally.ready {
             metrics.apps.get_or_create(&crate::runtime::metrics::ReadyLabels { ready: ready.into() }).set(n);
         }

@@ -24,7 +24,6 @@ use kube::{
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::ObjectRef,
     },
 };
 use serde_json::json;
@@ -43,7 +42,7 @@ use super::{
 use crate::{
     api::{
         AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, Scope,
-        WorkloadKind, conditions,
+        WorkloadKind,
         validation::{go_duration, validate_spec},
     },
     authserver::{self, AsError, AuthServer},
@@ -193,7 +192,7 @@ impl Context {
             .time_to_live((settings.owner_check / 2).max(Duration::from_millis(500)))
             .build();
         let registered_by = super::registered_by::Guard::new(settings.registered_by_policy.clone());
-        let clerk = Clerk::new(client.clone(), caches.ledger.clone());
+        let clerk = Clerk::new(client.clone(), caches.ledger().clone());
         Context {
             clerk,
             client,
@@ -244,7 +243,7 @@ impl Context {
 
 /// One reconcile of the app, as cached (unpacked).
 pub(super) async fn reconcile(app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
-    ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secrets.len()).unwrap_or(i64::MAX));
+    ctx.metrics.cached_secrets.set(i64::try_from(ctx.caches.secret_count()).unwrap_or(i64::MAX));
     reconcile_with_finalizer(app, ctx).await
 }
 
@@ -321,7 +320,7 @@ fn with_ledger_verifiers(app: &AppRegistration, ctx: &Context) -> Option<AppRegi
     if status.secret_hash.is_some() {
         return None;
     }
-    let verifiers = ctx.caches.ledger.verifiers(&app_key(app), uid(app), status.client_id.as_deref()?)?;
+    let verifiers = ctx.caches.ledger().verifiers(&app_key(app), uid(app), status.client_id.as_deref()?)?;
     let mut merged = app.clone();
     let status = merged.status.get_or_insert_default();
     status.secret_hash = Some(verifiers.current);
@@ -345,12 +344,12 @@ async fn apply_as(real: &AppRegistration, app: &AppRegistration, ctx: &Context) 
 
     let server = ctx.settings.auth_server.as_ref();
     let layout = SecretLayout::for_app(app).with_server(server.map(|(s, _)| s.urls()));
-    let cached = ctx.caches.secrets.get(&ns, &layout.name);
+    let cached = ctx.caches.secret_meta(&ns, &layout.name);
     let Some(observed) = observe(app, &layout, cached.as_ref(), ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
     let app_key = key_of(app);
-    let ledger = &ctx.caches.ledger;
+    let ledger = &ctx.caches.ledger();
     let taken = |id: Option<&str>| id.is_some_and(|id| ledger.taken_from(&app_key, uid(app), id));
     let secret_client_id = match &observed {
         Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
@@ -507,8 +506,8 @@ async fn carry_out(
     }
     // A chosen secret's verifiers go to the ledger before status names its version.
     if let Some(client_id) = outcome.status.client_id.as_deref()
-        && ctx.caches.ledger.holds(&app_key(app), uid(app), client_id)
-        && ctx.caches.ledger.verifiers(&app_key(app), uid(app), client_id) != outcome.verifiers
+        && ctx.caches.ledger().holds(&app_key(app), uid(app), client_id)
+        && ctx.caches.ledger().verifiers(&app_key(app), uid(app), client_id) != outcome.verifiers
         && !ctx
             .clerk
             .set_verifiers(client_id, &ledger::holder_of(app), outcome.verifiers.as_ref())
@@ -577,7 +576,7 @@ async fn carry_out(
 /// The app's lane at the authorization server for `client_id`: the app, and
 /// the app it took the Client ID over from.
 fn lane_of(app: &AppRegistration, client_id: &str, ctx: &Context) -> authserver::Lane {
-    authserver::Lane::of(&ledger::holder_of(app), ctx.caches.ledger.taken_over_from(client_id))
+    authserver::Lane::of(&ledger::holder_of(app), ctx.caches.ledger().taken_over_from(client_id))
 }
 
 /// Carries out a registration at the authorization server, in the app's lane.
@@ -708,7 +707,7 @@ async fn read_retained(
     ctx: &Context,
 ) -> Result<Option<(RetainedSecret, Option<ClientSecret>)>, Error> {
     let ns = app.namespace().unwrap_or_default();
-    let verifier = match ctx.caches.ledger.word(client_id) {
+    let verifier = match ctx.caches.ledger().word(client_id) {
         Word::Standing(standing) => match standing.retained {
             Some(at) if at.secret_name == secret_name => at.verifier,
             _ => return Ok(None),
@@ -860,8 +859,8 @@ async fn ownership(app: &AppRegistration, status: &AppRegistrationStatus, ctx: &
         (None, Some(groups)) => groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
         _ => Vec::new(),
     };
-    let organization = ctx.caches.index.organization_of(&ns);
-    let policy = ctx.caches.policies.get(&ObjectRef::new(&organization));
+    let organization = ctx.caches.organization_of(&ns);
+    let policy = ctx.caches.policy(&organization);
     let organization_owner =
         policy.as_ref().and_then(|p| p.spec.owner.clone()).unwrap_or_else(|| ctx.settings.default_owner.clone());
     let rotate_on_transfer = policy.as_ref().is_some_and(|p| p.spec.rotate_on_owner_transfer == Some(true));
@@ -956,7 +955,7 @@ async fn settle_takeover(
 ) -> Result<(), Error> {
     let ns = app.namespace().unwrap_or_default();
     let app_key = key_of(app);
-    let Word::Standing(standing) = ctx.caches.ledger.word(client_id) else { return Ok(()) };
+    let Word::Standing(standing) = ctx.caches.ledger().word(client_id) else { return Ok(()) };
     if !standing.is_held_by(&app_key, uid(app)) {
         return Ok(());
     }
@@ -1076,7 +1075,7 @@ async fn apply_secret(
     ctx: &Context,
 ) -> Result<Option<Secret>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let cached = ctx.caches.secrets.get(ns, &secret.name_any());
+    let cached = ctx.caches.secret_meta(ns, &secret.name_any());
     let (stale_labels, stale_annotations) = cached.map(|m| layout.stale_extras(&m)).unwrap_or_default();
     let mut body = secret.clone();
     body.metadata.resource_version = resource_version;
@@ -1148,27 +1147,11 @@ async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ct
     Ok(true)
 }
 
-/// The namespaces holding a consent granted to this app's Client ID, from the
-/// consents index (entries are checked against the consent cache).
+/// The namespaces holding a consent granted to this app's Client ID.
 fn consent_summary(app: &AppRegistration, ctx: &Context) -> Option<ConsentSummary> {
     let client_id = app.status.as_ref()?.client_id.as_deref()?;
-    let key = app_key(app);
-    let namespaces: BTreeSet<String> = ctx
-        .caches
-        .index
-        .consents_of_app(&key)
-        .into_iter()
-        .filter_map(|consent| ctx.caches.consents.get(&consent.to_ref()))
-        .filter(|consent| {
-            let app_ref = &consent.spec.app_ref;
-            let status = consent.status.as_ref();
-            app_ref.namespace == key.namespace
-                && app_ref.name == key.name
-                && status.and_then(|s| s.client_id.as_deref()) == Some(client_id)
-                && status.is_some_and(|s| conditions::is_true(&s.conditions, conditions::GRANTED))
-        })
-        .filter_map(|consent| consent.namespace())
-        .collect();
+    let consents = ctx.caches.consents_granted_to(&app_key(app), client_id);
+    let namespaces: BTreeSet<String> = consents.iter().filter_map(|consent| consent.namespace()).collect();
     if namespaces.is_empty() {
         return None;
     }
@@ -1358,9 +1341,9 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
 async fn held_at_deletion(app: &AppRegistration, ctx: &Context) -> Result<Option<String>, Error> {
     let holder = ledger::holder_of(app);
     let Some(id) = app.status.as_ref().and_then(|s| s.client_id.clone()) else {
-        return Ok(ctx.caches.ledger.held_by(&Key::new(&holder.namespace, &holder.name), uid(app)));
+        return Ok(ctx.caches.ledger().held_by(&Key::new(&holder.namespace, &holder.name), uid(app)));
     };
-    let ours = match ctx.caches.ledger.word(&id) {
+    let ours = match ctx.caches.ledger().word(&id) {
         Word::Standing(standing) => {
             standing.holder == Key::new(&holder.namespace, &holder.name) && standing.uid == uid(app)
         }
@@ -1491,5 +1474,186 @@ mod tests {
         assert_eq!(memory.get(&second).and_then(|r| r.written), Some(1), "forgetting the old one keeps the new");
         memory.forget(&second);
         assert!(memory.get(&second).is_none());
+    }
+
+    /// The shell against a mock apiserver: the exact requests an app's
+    /// reconciles make, in order, and the crash-safe order among them.
+    mod shell {
+        use std::{collections::BTreeMap, sync::Arc};
+
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::{
+            credentials::HashParams,
+            runtime::mock::{self, ApiServer},
+            watches::Contents,
+        };
+
+        const UID: &str = "33333333-3333-3333-3333-333333333333";
+
+        fn context(client: Client, caches: Caches) -> Arc<Context> {
+            let settings = Settings {
+                platform_namespace: "platform".into(),
+                seal_key: caches.seal_key().clone(),
+                auth_server: None,
+                source_recheck: Duration::from_secs(60),
+                registered_by_policy: "registrar-registered-by".into(),
+                default_owner: Owner { kind: None, name: "platform-admins".into() },
+                owner_check: Duration::from_secs(600),
+            };
+            let hasher = Hasher::new(HashParams::MINTED, 1).expect("a hasher");
+            let reporter = Reporter { controller: "registrar".into(), instance: None };
+            Arc::new(Context::new(client, settings, hasher, Metrics::new(), reporter, caches))
+        }
+
+        fn new_app() -> AppRegistration {
+            let spec = crate::api::AppRegistrationSpec { display_name: "Billing".into(), ..Default::default() };
+            let mut app = AppRegistration::new("billing", spec);
+            app.metadata.namespace = Some("team".into());
+            app.metadata.uid = Some(UID.into());
+            app.metadata.resource_version = Some("1".into());
+            app.metadata.generation = Some(1);
+            app
+        }
+
+        /// `object` as the apiserver returns it after a write: at `version`,
+        /// with a UID.
+        fn stored(mut object: Value, version: &str) -> Value {
+            object["metadata"]["resourceVersion"] = json!(version);
+            if object["metadata"]["uid"].is_null() {
+                object["metadata"]["uid"] = json!("44444444-4444-4444-4444-444444444444");
+            }
+            object
+        }
+
+        /// Answers every request the reconcile of `app` makes as a healthy
+        /// apiserver would; returns them as `METHOD path` in order, and the
+        /// bodies by that name.
+        async fn serve(
+            apiserver: &mut ApiServer,
+            app: &AppRegistration,
+            ctx: &Arc<Context>,
+        ) -> (Vec<String>, BTreeMap<String, Value>, AppRegistration) {
+            let reconciling = {
+                let (app, ctx) = (app.clone(), ctx.clone());
+                tokio::spawn(async move { reconcile(&app, &ctx).await })
+            };
+            let mut seen = Vec::new();
+            let mut bodies = BTreeMap::new();
+            let mut current = serde_json::to_value(app).expect("JSON");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !reconciling.is_finished() {
+                assert!(Instant::now() < deadline, "the reconcile finished within 30 s (requests so far: {seen:?})");
+                let Ok(request) = tokio::time::timeout(Duration::from_millis(500), apiserver.next()).await else {
+                    continue;
+                };
+                let name = format!("{} {}", request.method, request.path);
+                seen.push(name.clone());
+                bodies.insert(name.clone(), request.body.clone());
+                match (request.method.as_str(), request.path.as_str()) {
+                    ("PATCH", "/apis/registrar.dev/v1alpha1/namespaces/team/appregistrations/billing") => {
+                        current["metadata"]["finalizers"] = json!([FINALIZER]);
+                        let answer = stored(current.clone(), "2");
+                        request.answer(200, &answer);
+                    }
+                    ("PATCH", "/apis/registrar.dev/v1alpha1/namespaces/team/appregistrations/billing/status") => {
+                        current["status"] = request.body["status"].clone();
+                        let answer = stored(current.clone(), "4");
+                        request.answer(200, &answer);
+                    }
+                    ("POST", _) => {
+                        let answer = stored(request.body.clone(), "3");
+                        request.answer(201, &answer);
+                    }
+                    ("GET", _) => request.fail(404, "NotFound"),
+                    other => panic!("unexpected request {other:?}"),
+                }
+            }
+            reconciling.await.expect("joined").expect("reconciled");
+            (seen, bodies, serde_json::from_value(current).expect("an app"))
+        }
+
+        /// A new app: the finalizer first, the Client ID claimed in the
+        /// ledger before anything names it, the sealed Secret before the
+        /// status that points at it, the Event last; nothing else.
+        #[tokio::test]
+        async fn a_new_app_is_issued_in_the_crash_safe_order_with_nothing_else() {
+            let (client, mut apiserver) = mock::pair();
+            let app = new_app();
+            let ctx = context(client, Caches::holding(Contents { apps: vec![app.clone()], ..Default::default() }));
+            let (seen, bodies, _) = serve(&mut apiserver, &app, &ctx).await;
+            assert_eq!(
+                seen,
+                [
+                    "PATCH /apis/registrar.dev/v1alpha1/namespaces/team/appregistrations/billing",
+                    "POST /apis/registrar.dev/v1alpha1/clientidentries",
+                    "POST /api/v1/namespaces/team/secrets",
+                    "PATCH /apis/registrar.dev/v1alpha1/namespaces/team/appregistrations/billing/status",
+                    "POST /apis/events.k8s.io/v1/namespaces/team/events",
+                ]
+            );
+            let claim = &bodies["POST /apis/registrar.dev/v1alpha1/clientidentries"];
+            let secret = &bodies["POST /api/v1/namespaces/team/secrets"];
+            let status = &bodies["PATCH /apis/registrar.dev/v1alpha1/namespaces/team/appregistrations/billing/status"];
+            let client_id = status["status"]["clientId"].as_str().expect("a Client ID");
+            assert_eq!(claim["spec"]["clientId"], client_id, "the Client ID claimed is the one issued");
+            assert_eq!(claim["spec"]["holder"]["uid"], UID);
+            assert!(secret["metadata"]["annotations"][crate::credentials::seal::SEAL_ANNOTATION].is_string(), "sealed");
+            assert_eq!(status["metadata"]["resourceVersion"], "2", "conditional on the app as the finalizer left it");
+            assert_eq!(status["status"]["conditions"][0]["reason"], "Issued");
+            let event = &bodies["POST /apis/events.k8s.io/v1/namespaces/team/events"];
+            assert_eq!(event["reason"], "Issued");
+            // The secret itself is in the Secret and nowhere else.
+            use base64::Engine;
+            let data =
+                secret["data"][crate::credentials::layout::DEFAULT_CLIENT_SECRET_KEY].as_str().expect("the secret");
+            let plain = base64::engine::general_purpose::STANDARD.decode(data).expect("base64");
+            let plain = String::from_utf8(plain).expect("text");
+            assert!(plain.len() >= 32, "a minted secret");
+            for (request, body) in bodies.iter().filter(|(name, _)| !name.ends_with("/secrets")) {
+                assert!(!body.to_string().contains(&plain), "the secret leaked into {request}");
+            }
+        }
+
+        /// After a restart an issued app costs one read (its Secret's data,
+        /// which no cache holds) and no write; after that, nothing at all.
+        #[tokio::test]
+        async fn an_issued_app_costs_one_read_after_a_restart_then_nothing() {
+            let (client, mut apiserver) = mock::pair();
+            let app = new_app();
+            let ctx = context(client, Caches::holding(Contents { apps: vec![app.clone()], ..Default::default() }));
+            let (_, bodies, issued) = serve(&mut apiserver, &app, &ctx).await;
+            let secret = stored(bodies["POST /api/v1/namespaces/team/secrets"].clone(), "3");
+            let claim = stored(bodies["POST /apis/registrar.dev/v1alpha1/clientidentries"].clone(), "3");
+            let meta: ObjectMeta = serde_json::from_value(secret["metadata"].clone()).expect("metadata");
+
+            // A new process: the same cluster, nothing remembered.
+            let (client, mut apiserver) = mock::pair();
+            let caches = Caches::holding(Contents {
+                apps: vec![issued.clone()],
+                ledger: vec![serde_json::from_value(claim).expect("an entry")],
+                secrets: vec![kube::core::PartialObjectMetaExt::into_response_partial::<Secret>(meta)],
+                ..Default::default()
+            });
+            let ctx = context(client, caches);
+            let reconciling = {
+                let (app, ctx) = (issued.clone(), ctx.clone());
+                tokio::spawn(async move { reconcile(&app, &ctx).await })
+            };
+            let read = apiserver.next().await;
+            assert_eq!(read.method, http::Method::GET);
+            assert!(read.path.starts_with("/api/v1/namespaces/team/secrets/"), "{}", read.path);
+            read.answer(200, &secret);
+            apiserver.expect_none_within(Duration::from_millis(300)).await;
+            reconciling.await.expect("joined").expect("reconciled");
+
+            let again = {
+                let (app, ctx) = (issued.clone(), ctx.clone());
+                tokio::spawn(async move { reconcile(&app, &ctx).await })
+            };
+            apiserver.expect_none_within(Duration::from_millis(300)).await;
+            again.await.expect("joined").expect("reconciled");
+        }
     }
 }

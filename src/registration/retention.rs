@@ -29,13 +29,12 @@ use crate::{
 /// `--watch-namespace`), or in every namespace.
 pub async fn keep(client: Client, caches: Caches, namespace: Option<String>, triggers: impl Stream<Item = Key>) {
     caches.synced().await;
-    let clerk = Clerk::new(client.clone(), caches.ledger.clone());
+    let clerk = Clerk::new(client.clone(), caches.ledger().clone());
     // The ledger's retentions here, and sealed records from before the ledger.
-    let mut first: Vec<Key> = caches.ledger.retained_secrets();
-    first.extend(caches.secrets.keys().into_iter().filter(|key| {
+    let mut first: Vec<Key> = caches.ledger().retained_secrets();
+    first.extend(caches.secret_keys().into_iter().filter(|key| {
         caches
-            .secrets
-            .get(&key.namespace, &key.name)
+            .secret_meta(&key.namespace, &key.name)
             .is_some_and(|meta| meta.annotations.is_some_and(|a| a.contains_key(RETAINED_SEAL_ANNOTATION)))
     }));
     let watched = |secret: &Key| namespace.as_ref().is_none_or(|ns| *ns == secret.namespace);
@@ -60,18 +59,18 @@ async fn look_at(secret: &Key, client: &Client, caches: &Caches, clerk: &Clerk) 
         }
     };
     let Some(live) = live else {
-        if let Some(client_id) = caches.ledger.retention_at(secret)
+        if let Some(client_id) = caches.ledger().retention_at(secret)
             && let Err(e) = clerk.revoke_retention(&client_id, secret).await
         {
             warn!(namespace, secret = name, client_id, error = %e, "could not revoke a retention given up");
         }
         return;
     };
-    if caches.ledger.retention_at(secret).is_some() {
+    if caches.ledger().retention_at(secret).is_some() {
         return;
     }
-    let Some(retention) = Retention::read(namespace, name, live.annotations(), &caches.seal_key) else { return };
-    if caches.ledger.word(&retention.client_id) != Word::Free {
+    let Some(retention) = Retention::read(namespace, name, live.annotations(), caches.seal_key()) else { return };
+    if caches.ledger().word(&retention.client_id) != Word::Free {
         return;
     }
     let holder = Holder {

@@ -84,16 +84,23 @@ impl Budget {
         Budget { left: REFUSED_BURST, at: now }
     }
 
-    /// Whether a new token may be reviewed now; if not, how long until one may.
-    fn allows(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Takes one review from the budget, if it has one now; if not, how
+    /// long until it has. Taken before the review, not after it is refused,
+    /// so reviews in flight at once cannot overdraw it.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let refilled = now.saturating_duration_since(self.at).as_secs_f64() * REFUSED_PER_SECOND;
         self.left = (self.left + refilled).min(REFUSED_BURST);
         self.at = now;
-        if self.left >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - self.left) / REFUSED_PER_SECOND)) }
+        if self.left < 1.0 {
+            return Err(Duration::from_secs_f64((1.0 - self.left) / REFUSED_PER_SECOND));
+        }
+        self.left -= 1.0;
+        Ok(())
     }
 
-    fn spend(&mut self) {
-        self.left -= 1.0;
+    /// Gives back a review taken for a token that was not refused.
+    fn give_back(&mut self) {
+        self.left = (self.left + 1.0).min(REFUSED_BURST);
     }
 }
 
@@ -161,20 +168,25 @@ impl Callers {
             return Err(Refusal::Unauthenticated);
         }
         let budget = self.budgets.get_with(source, || Arc::new(Mutex::new(Budget::new(Instant::now()))));
-        let spend = |budget: &Mutex<Budget>| budget.lock().unwrap_or_else(|p| p.into_inner()).spend();
-        budget.lock().unwrap_or_else(|p| p.into_inner()).allows(Instant::now()).map_err(|after| {
+        let lock = |budget: &Mutex<Budget>| budget.lock().unwrap_or_else(|p| p.into_inner()).take(Instant::now());
+        lock(&budget).map_err(|after| {
             self.metrics.registry_token_throttled.inc();
             Refusal::Throttled(after)
         })?;
-        match self.review(token).await? {
-            Some(user) => {
+        let give_back = || budget.lock().unwrap_or_else(|p| p.into_inner()).give_back();
+        match self.review(token).await {
+            Ok(Some(user)) => {
+                give_back();
                 self.users.insert(token_key, user.clone());
                 Ok(Caller { username: user.username.clone().unwrap_or_default(), token_key, user })
             }
-            None => {
+            Ok(None) => {
                 self.unknown_tokens.insert(token_key, ());
-                spend(&budget);
                 Err(Refusal::Unauthenticated)
+            }
+            Err(refusal) => {
+                give_back();
+                Err(refusal)
             }
         }
     }
@@ -260,15 +272,30 @@ mod tests {
         let start = Instant::now();
         let mut budget = Budget::new(start);
         for _ in 0..10 {
-            assert!(budget.allows(start).is_ok());
-            budget.spend();
+            assert!(budget.take(start).is_ok());
         }
-        let wait = budget.allows(start).expect_err("the burst is spent");
+        let wait = budget.take(start).expect_err("the burst is spent");
         assert!(wait <= Duration::from_millis(500) && wait > Duration::ZERO, "{wait:?}");
-        assert!(budget.allows(start + Duration::from_millis(500)).is_ok(), "one more after half a second");
-        budget.spend();
-        assert!(budget.allows(start + Duration::from_millis(600)).is_err());
-        assert!(budget.allows(start + Duration::from_secs(60)).is_ok());
+        assert!(budget.take(start + Duration::from_millis(500)).is_ok(), "one more after half a second");
+        assert!(budget.take(start + Duration::from_millis(600)).is_err());
+        assert!(budget.take(start + Duration::from_secs(60)).is_ok());
+        assert!(budget.left <= REFUSED_BURST, "never more than a burst");
+    }
+
+    /// Reviews in flight at once each hold their share: ten at the edge of
+    /// the budget are not all let through because none was refused yet.
+    #[test]
+    fn reviews_in_flight_cannot_overdraw_the_budget() {
+        let start = Instant::now();
+        let mut budget = Budget::new(start);
+        let taken = (0..20).filter(|_| budget.take(start).is_ok()).count();
+        assert_eq!(taken, 10, "the burst, however many are asked for at once");
+        budget.give_back();
+        assert!(budget.take(start).is_ok(), "a token that was not refused gives its review back");
+        assert!(budget.take(start).is_err());
+        for _ in 0..20 {
+            budget.give_back();
+        }
         assert!(budget.left <= REFUSED_BURST, "never more than a burst");
     }
 }

@@ -25,17 +25,17 @@ struct CatalogEntry {
 
 /// The catalog of `namespace`.
 pub(super) fn catalog(registry: &Registry, namespace: &str) -> Value {
-    let index = &registry.caches.index;
-    let org = index.organization_of(namespace);
-    let mut org_namespaces = index.namespaces_of(&org);
+    let caches = &registry.caches;
+    let org = caches.organization_of(namespace);
+    let mut org_namespaces = caches.namespaces_of(&org);
     if !org_namespaces.iter().any(|n| n == namespace) {
         org_namespaces.push(namespace.to_owned());
     }
     let entries = |namespaces: &[String], scope: Scope| -> Vec<CatalogEntry> {
         let mut entries: Vec<CatalogEntry> = namespaces
             .iter()
-            .flat_map(|ns| index.apps_in_namespace(ns))
-            .filter_map(|app| registry.caches.apps.get(&app.namespace, &app.name))
+            .flat_map(|ns| caches.apps_in(ns))
+            .filter_map(|app| caches.app(&app.namespace, &app.name))
             .filter(|app| app.spec.scope == scope && app.meta().deletion_timestamp.is_none())
             .filter_map(|app| {
                 let (client_id, _) = registry.held_client_id(&app)?;

@@ -37,14 +37,13 @@ use axum::{
     routing::{get, post},
 };
 use k8s_openapi::jiff::Timestamp;
-use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    api::{AcceptedSpec, AppRegistration, GrantType, Scope, conditions},
-    consent::policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts},
-    credentials::{ClientSecret, Hasher, seal::SealKey},
+    api::{AcceptedSpec, AppRegistration, GrantType, Scope},
+    credentials::{ClientSecret, Hasher},
     packed::Uid,
     runtime::admin_server::Gate,
     runtime::metrics::{Metrics, ReasonLabels, RequestLabels},
@@ -89,7 +88,6 @@ struct Registry {
     callers: Callers,
     platform_namespace: String,
     metrics: Metrics,
-    seal_key: SealKey,
     /// An authorization server is configured: only apps registered there are served.
     backend: bool,
 }
@@ -176,7 +174,7 @@ impl Registry {
     fn held_client_id(&self, app: &AppRegistration) -> Option<(String, String)> {
         let client_id = app.status.as_ref()?.client_id.clone()?;
         let key = key_of(app);
-        let held = self.caches.ledger.holds(&key, app.meta().uid.as_deref().unwrap_or_default(), &client_id);
+        let held = self.caches.ledger().holds(&key, app.meta().uid.as_deref().unwrap_or_default(), &client_id);
         held.then_some((client_id, key.namespace))
     }
 
@@ -184,8 +182,8 @@ impl Registry {
     /// the ledger's verifier of its secret (`None`: a public client). Only
     /// while the Secret keeping it exists.
     fn retained(&self, client_id: &str) -> Option<(Identity, Option<String>)> {
-        let (Key { namespace: ns, name }, at) = self.caches.ledger.retained(client_id)?;
-        self.caches.secrets.get(&ns, &at.secret_name)?;
+        let (Key { namespace: ns, name }, at) = self.caches.ledger().retained(client_id)?;
+        self.caches.secret_meta(&ns, &at.secret_name)?;
         Some((Identity { namespace: ns, name, scope: Scope::Group, state: "retained" }, at.verifier))
     }
 
@@ -195,8 +193,8 @@ impl Registry {
     /// not its holder, an import the server refused because another client of
     /// that ID exists there — is a client the registry does not know.
     fn client(&self, client_id: &str) -> Option<(Arc<AppRegistration>, bool)> {
-        let (Key { namespace: ns, name }, uid) = self.caches.ledger.holder(client_id)?;
-        let app = self.caches.apps.get(&ns, &name)?;
+        let (Key { namespace: ns, name }, uid) = self.caches.ledger().holder(client_id)?;
+        let app = self.caches.app(&ns, &name)?;
         if Uid::of(app.meta().uid.as_deref().unwrap_or_default()) != uid {
             return None;
         }
@@ -210,60 +208,24 @@ impl Registry {
     /// The scopes `group` may use with `app`: all of the app's in its own
     /// namespace, a granted consent's elsewhere, `None` without one.
     fn granted_scopes(&self, app: &AppRegistration, group: &str) -> Option<Vec<String>> {
-        let app_ns = app.namespace().unwrap_or_default();
-        if group == app_ns {
+        let key = key_of(app);
+        if group == key.namespace {
             return Some(served(app).oauth_scopes);
         }
         let client_id = app.status.as_ref()?.client_id.as_deref()?;
-        self.caches
-            .index
-            .consents_in_namespace(group)
-            .into_iter()
-            .filter_map(|consent| self.caches.consents.get(&consent.to_ref()))
-            .find_map(|consent| {
-                let status = consent.status.as_ref()?;
-                let points_here =
-                    consent.spec.app_ref.namespace == app_ns && consent.spec.app_ref.name == app.name_any();
-                let in_force = status.client_id.as_deref() == Some(client_id)
-                    && conditions::is_true(&status.conditions, conditions::GRANTED);
-                (points_here && in_force).then(|| status.granted_scopes.clone())
-            })
+        let consent = self.caches.consent_granted_in(group, &key, client_id)?;
+        consent.status.as_ref().map(|s| s.granted_scopes.clone())
     }
 
     /// Whether `group`'s organization policy allows `app` there (its own
     /// namespace always does).
     fn policy_allows(&self, app: &AppRegistration, group: &str) -> bool {
-        let app_ns = app.namespace().unwrap_or_default();
-        if group == app_ns {
+        let key = key_of(app);
+        if group == key.namespace {
             return true;
         }
         let Some((client_id, _)) = self.held_client_id(app) else { return false };
-        let index = &self.caches.index;
-        let organization = index.organization_of(group);
-        let policy = self.caches.policies.get(&ObjectRef::new(&organization));
-        let facts = PolicyFacts { organization: &organization, policy: policy.as_deref(), seal_key: &self.seal_key };
-        let app_org = index.organization_of(&app_ns);
-        let name = app.name_any();
-        let subject = PolicyApp { namespace: &app_ns, name: &name, organization: &app_org, client_id: &client_id };
-        // The group's own consents to it, for a grant kept from before Restricted.
-        let consents: Vec<_> = index
-            .consents_in_namespace(group)
-            .into_iter()
-            .filter_map(|consent| self.caches.consents.get(&consent.to_ref()))
-            .filter(|c| c.spec.app_ref.namespace == app_ns && c.spec.app_ref.name == name)
-            .collect();
-        if consents.is_empty() {
-            return facts.allowance(None, &subject) != Allowance::Refused;
-        }
-        consents.iter().any(|c| {
-            let key = format!("{group}/{}", c.name_any());
-            let seen = ConsentSeen {
-                key: &key,
-                uid: c.metadata.uid.as_deref().unwrap_or_default(),
-                grant: c.status.as_ref().and_then(|s| s.grant.as_ref()),
-            };
-            facts.allowance(Some(&seen), &subject) != Allowance::Refused
-        })
+        crate::consent::policy_allows(&self.caches, group, &key, &client_id)
     }
 
     fn consenting_namespaces(&self, app: &AppRegistration) -> Vec<String> {
@@ -286,7 +248,7 @@ impl Registry {
                 let key = key_of(app.as_ref());
                 let uid = app.meta().uid.as_deref().unwrap_or_default();
                 let (current, previous, until) =
-                    match (&status.secret_hash, self.caches.ledger.verifiers(&key, uid, client_id)) {
+                    match (&status.secret_hash, self.caches.ledger().verifiers(&key, uid, client_id)) {
                         (None, Some(v)) => (Some(v.current), v.previous, v.previous_expires_at),
                         _ => (
                             status.secret_hash.clone(),
@@ -470,7 +432,7 @@ async fn authorize_check(
         }
         None => {
             registry.unplaced(&caller, Access::Check).await?;
-            if !registry.caches.ledger.is_revoked(&client_id) {
+            if !registry.caches.ledger().is_revoked(&client_id) {
                 return Err(Failure::NotFound);
             }
             Err(authorize::Denial::Revoked)
@@ -550,7 +512,7 @@ async fn hydra_token_hook(
         }
         None => {
             registry.unplaced(&caller, Access::Check).await?;
-            if !registry.caches.ledger.is_revoked(client_id) {
+            if !registry.caches.ledger().is_revoked(client_id) {
                 return Ok(StatusCode::NO_CONTENT.into_response());
             }
             Err(authorize::Denial::Revoked)
@@ -674,7 +636,6 @@ pub async fn serve(
     caches: Caches,
     hasher: Hasher,
     metrics: Metrics,
-    seal_key: SealKey,
     listening: Gate,
 ) -> Result<(), ServeError> {
     // The hashing pool's occupancy, for /metrics (also while nobody waits on it).
@@ -694,8 +655,143 @@ pub async fn serve(
         callers: Callers::new(client, settings.audience.clone(), metrics.clone()),
         platform_namespace: settings.platform_namespace.clone(),
         metrics: metrics.clone(),
-        seal_key,
         backend: settings.backend,
     });
     server::serve(&settings, router(registry), metrics, listening).await
+}
+
+/// The router in-process (`oneshot`), its apiserver a mock: what each answer
+/// costs in TokenReviews and SubjectAccessReviews, and that cached answers
+/// cost none.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use http::Request;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{
+        api::{AppRegistrationSpec, AppRegistrationStatus, ClientIdEntry, Holder},
+        runtime::mock,
+        watches::Contents,
+    };
+
+    const UID: &str = "55555555-5555-5555-5555-555555555555";
+    const AUDIENCE: &str = "registrar";
+
+    fn registry(client: kube::Client) -> Arc<Registry> {
+        let spec = AppRegistrationSpec { display_name: "Billing".into(), ..Default::default() };
+        let mut app = AppRegistration::new("billing", spec);
+        app.metadata.namespace = Some("team".into());
+        app.metadata.uid = Some(UID.into());
+        app.status = Some(AppRegistrationStatus { client_id: Some("id-billing".into()), ..Default::default() });
+        let holder = Holder { namespace: "team".into(), name: "billing".into(), uid: UID.into() };
+        let caches = Caches::holding(Contents {
+            apps: vec![app],
+            ledger: vec![ClientIdEntry::active("id-billing", holder)],
+            namespaces: vec![("team", None)],
+            ..Default::default()
+        });
+        let metrics = Metrics::new();
+        let hasher = Hasher::new(crate::credentials::HashParams::MINTED, 1).expect("a hasher");
+        Arc::new(Registry {
+            caches,
+            verifier: Verifier::new(hasher, verifier::Limits::default()),
+            callers: Callers::new(client, AUDIENCE.into(), metrics.clone()),
+            platform_namespace: "platform".into(),
+            metrics,
+            backend: false,
+        })
+    }
+
+    fn lookup(token: Option<&str>) -> Request<Body> {
+        let mut request = Request::get("/v1/clients/id-billing");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let mut request = request.body(Body::empty()).expect("a request");
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        request
+    }
+
+    async fn answer(router: &Router, request: Request<Body>) -> (StatusCode, Value) {
+        let response = router.clone().oneshot(request).await.expect("an answer");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("a body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The apiserver says who the token is and whether they may read `team`.
+    async fn review(apiserver: &mut mock::ApiServer, allowed: bool) {
+        let review = apiserver.next().await;
+        assert_eq!(
+            (review.method.as_str(), review.path.as_str()),
+            ("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
+        );
+        assert_eq!(review.body["spec"]["audiences"], serde_json::json!([AUDIENCE]));
+        let mut answered = review.body.clone();
+        answered["status"] = serde_json::json!({
+            "authenticated": true, "audiences": [AUDIENCE],
+            "user": { "username": "system:serviceaccount:team:gateway", "groups": ["system:serviceaccounts"] },
+        });
+        review.answer(201, &answered);
+        let access = apiserver.next().await;
+        assert_eq!(
+            (access.method.as_str(), access.path.as_str()),
+            ("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews")
+        );
+        let attributes = &access.body["spec"]["resourceAttributes"];
+        assert_eq!((&attributes["verb"], &attributes["namespace"]), (&Value::from("get"), &Value::from("team")));
+        let mut answered = access.body.clone();
+        answered["status"] = serde_json::json!({ "allowed": allowed });
+        access.answer(201, &answered);
+    }
+
+    #[tokio::test]
+    async fn without_a_token_the_answer_is_401_and_the_apiserver_is_not_asked() {
+        let (client, mut apiserver) = mock::pair();
+        let router = router(registry(client));
+        let (status, _) = answer(&router, lookup(None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        apiserver.expect_none_within(Duration::from_millis(200)).await;
+    }
+
+    /// One TokenReview and one SubjectAccessReview for the first lookup; the
+    /// second is answered from the caches alone.
+    #[tokio::test]
+    async fn a_lookup_reviews_the_caller_once_then_answers_from_the_caches() {
+        let (client, mut apiserver) = mock::pair();
+        let router = router(registry(client));
+        let first = tokio::spawn({
+            let router = router.clone();
+            async move { answer(&router, lookup(Some("gateway-token"))).await }
+        });
+        review(&mut apiserver, true).await;
+        let (status, body) = first.await.expect("joined");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!((&body["clientId"], &body["namespace"]), (&Value::from("id-billing"), &Value::from("team")));
+
+        let (status, again) = answer(&router, lookup(Some("gateway-token"))).await;
+        assert_eq!((status, again), (StatusCode::OK, body));
+        apiserver.expect_none_within(Duration::from_millis(200)).await;
+    }
+
+    /// A caller the apiserver does not allow in the client's namespace is
+    /// refused, and learns nothing of the client.
+    #[tokio::test]
+    async fn a_caller_not_allowed_in_the_namespace_is_refused() {
+        let (client, mut apiserver) = mock::pair();
+        let router = router(registry(client));
+        let asking = tokio::spawn({
+            let router = router.clone();
+            async move { answer(&router, lookup(Some("stranger-token"))).await }
+        });
+        review(&mut apiserver, false).await;
+        let (status, body) = asking.await.expect("joined");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(!body.to_string().contains("billing"), "{body}");
+    }
 }

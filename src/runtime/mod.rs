@@ -8,6 +8,8 @@ pub mod controller;
 pub mod kube;
 pub mod leadership;
 pub mod metrics;
+#[cfg(test)]
+pub mod mock;
 pub mod retry;
 pub mod telemetry;
 
