@@ -2,15 +2,16 @@
 //! kept as its JSON compressed with zstd against a dictionary of a typical app,
 //! and the metadata of its Secret the same way; both are decoded when read.
 //!
-//! Decoded, an AppRegistration is a tree of k8s-openapi structs of about 3 KB
-//! (every `ObjectMeta` about 0.4 KB inline, every map a B-tree node of about
-//! 0.5 KB even with one entry, five conditions of five strings each, the
-//! accepted spec a second copy of the spec). Its JSON is about 2 KB, most of it
-//! field names, condition messages and timestamps an app shares with every
-//! other; against a dictionary of a typical app what remains is mostly what is
-//! unique to it (its UID, hashes, seals, names): a few hundred bytes. A read
-//! costs a decompression and a JSON decode, tens of microseconds; reconciles
-//! read an app once, the registry once per request.
+//! Decoded, an AppRegistration is a tree of k8s-openapi structs several
+//! times the size of its JSON (every `ObjectMeta` inline, every map a B-tree
+//! node even with one entry, five conditions of five strings each, the
+//! accepted spec a second copy of the spec). Its JSON is mostly field names,
+//! condition messages and timestamps an app shares with every other; against a
+//! dictionary of a typical app what remains is mostly what is unique to it
+//! (its UID, hashes, seals, names). A read costs a decompression and a JSON
+//! decode; reconciles read an app once, the registry once per request. The
+//! sizes and costs measured are in docs/benchmarks.md ("Memory") and
+//! docs/adr/0003-packed-caches.md.
 //!
 //! The dictionaries are samples captured from a running registrar
 //! (`src/packed/*.json`); a different app still packs and unpacks exactly, it
@@ -28,7 +29,7 @@ use zstd::{
 
 use crate::api::AppRegistration;
 
-/// zstd's level: on a 2 KB object, higher levels cost more time for a few bytes.
+/// zstd's level: on an app's JSON, higher levels cost more time for a few bytes.
 const LEVEL: i32 = 9;
 
 /// The largest object the apiserver stores (etcd's request limit), the most a

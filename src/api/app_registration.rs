@@ -452,7 +452,7 @@ impl AcceptedSpec {
             redirect_uris: spec.redirect_uris.clone(),
             grant_types: spec.grant_types.clone().unwrap_or_else(|| DEFAULT_GRANT_TYPES.to_vec()),
             oauth_scopes: spec.oauth_scopes.clone(),
-            require_pkce: spec.public_client == Some(true) || spec.require_pkce == Some(true),
+            require_pkce: spec.is_public_client() || spec.require_pkce == Some(true),
         }
     }
 }
@@ -534,6 +534,14 @@ pub struct AppRegistrationStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+impl AppRegistrationSpec {
+    /// A public client (`publicClient: true`): no secret is issued; PKCE
+    /// stands in for it.
+    pub fn is_public_client(&self) -> bool {
+        self.public_client == Some(true)
+    }
 }
 
 impl AppRegistrationStatus {

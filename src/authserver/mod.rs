@@ -142,7 +142,7 @@ impl ClientRegistration {
             redirect_uris,
             grant_types,
             scopes,
-            public: app.spec.public_client == Some(true),
+            public: app.spec.is_public_client(),
             app: format!(
                 "{}/{}",
                 app.metadata.namespace.as_deref().unwrap_or_default(),

@@ -413,8 +413,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::join!(
         registration::run(harness(args.concurrency, true), settings, hasher, caches.clone(), app_triggers, stopped()),
-        consent::run(harness(args.concurrency, true), caches.clone(), triggers.consents, seal_key.clone(), stopped()),
-        consent::organizations::run(harness(4, false), caches, triggers.policies, seal_key, selection, stopped()),
+        consent::run(harness(args.concurrency, true), caches.clone(), triggers.consents, stopped()),
+        consent::organizations::run(harness(4, false), caches, triggers.policies, selection, stopped()),
     );
     watching.abort();
     keeping.abort();

@@ -240,7 +240,7 @@ fn status_of(app: &AppRegistration) -> crate::api::AppRegistrationStatus {
 }
 
 fn is_public(app: &AppRegistration) -> bool {
-    app.spec.public_client == Some(true)
+    app.spec.is_public_client()
 }
 
 async fn read_secret(target: &Target, ns: &str, name: &str) -> Result<Secret, CliError> {

@@ -99,8 +99,8 @@ const ANNOUNCE_ON_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Context {
     client: Client,
+    /// The read model; its seal key checks and seals the grants' records.
     caches: Caches,
-    seal_key: SealKey,
     /// Each change's Event, published once the statuses have settled.
     announcer: Announcer<ObjectReference>,
 }
@@ -141,7 +141,6 @@ pub async fn run(
     harness: Harness,
     caches: Caches,
     triggers: mpsc::Receiver<ObjectRef<AppConsent>>,
-    seal_key: SealKey,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = harness.client.clone();
@@ -161,7 +160,7 @@ pub async fn run(
         }
     });
     let store = caches.consent_store();
-    let ctx = Arc::new(Context { client, caches, seal_key, announcer });
+    let ctx = Arc::new(Context { client, caches, announcer });
     controller::run(ctx.clone(), harness, Source::Cache(store), triggers, shutdown).await;
     // The Events still queued go out now, for a moment at most.
     ctx.announcer.stop();
@@ -203,7 +202,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
             deleting: app.meta().deletion_timestamp.is_some(),
         }
     });
-    let policy = in_force.facts(&ctx.seal_key);
+    let policy = in_force.facts(ctx.caches.seal_key());
     let consent_key = key_of(consent).to_string();
     let seen = ConsentSeen {
         key: &consent_key,
@@ -376,8 +375,7 @@ mod tests {
             let _ = events.send(event);
             async {}
         });
-        let seal_key = caches.seal_key().clone();
-        (Arc::new(Context { client, caches, seal_key, announcer }), published)
+        (Arc::new(Context { client, caches, announcer }), published)
     }
 
     fn evaluate(consent: &AppConsent, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action, Error>> {

@@ -33,7 +33,6 @@ use crate::{
         AppConsent, GrandfatheredApp, OrganizationPolicy, PolicyKind,
         conditions::{self, DesiredCondition},
     },
-    credentials::seal::SealKey,
     runtime::controller::{self, Harness, Reconciler, Source},
     runtime::kube::{status_patch, to_time},
     runtime::{Key, key_of},
@@ -52,8 +51,8 @@ pub struct Error {
 
 struct Context {
     client: Client,
+    /// The read model; its seal key checks the grants' records.
     caches: Caches,
-    seal_key: SealKey,
     /// This instance manages every consent of the cluster (no `--selector`):
     /// its cache holds them all, and the survey reads it instead of the
     /// apiserver.
@@ -97,7 +96,6 @@ pub async fn run(
     harness: Harness,
     caches: Caches,
     triggers: mpsc::Receiver<ObjectRef<OrganizationPolicy>>,
-    seal_key: SealKey,
     selection: Selection,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -122,7 +120,7 @@ pub async fn run(
     // Its own watch (with the selector) reconciles every policy it lists; a
     // pass after another watch re-lists, and every resync period, asks again.
     let api: Api<OrganizationPolicy> = Api::all(harness.client.clone());
-    let ctx = Context { client: harness.client.clone(), caches, seal_key, sees_all: selection.selector.is_none() };
+    let ctx = Context { client: harness.client.clone(), caches, sees_all: selection.selector.is_none() };
     let harness = Harness { failure_events: false, ..harness };
     controller::run(Arc::new(ctx), harness, Source::Watch(Box::new((api, config))), triggers, shutdown).await;
 }
@@ -262,7 +260,7 @@ fn count(n: usize) -> i64 {
 /// granted a moment ago (its status write still on its way): it is kept all
 /// the same (its record is older than the switch), only not counted.
 async fn survey(organization: &str, policy: &OrganizationPolicy, ctx: &Context) -> Result<Survey, Error> {
-    let facts = PolicyFacts { organization, policy: Some(policy), seal_key: &ctx.seal_key };
+    let facts = PolicyFacts { organization, policy: Some(policy), seal_key: ctx.caches.seal_key() };
     let mut survey = Survey::default();
     if ctx.sees_all {
         for namespace in ctx.caches.namespaces_of(organization) {
@@ -337,6 +335,7 @@ mod tests {
     use super::*;
     use crate::{
         api::{AppConsentSpec, AppConsentStatus, AppRef, OrganizationPolicySpec, OrganizationPolicyStatus},
+        credentials::seal::SealKey,
         runtime::mock,
         watches::Contents,
     };
@@ -402,7 +401,7 @@ mod tests {
             seal_key: SEAL.clone(),
             ..Default::default()
         });
-        Arc::new(Context { client, caches, seal_key: SEAL.clone(), sees_all })
+        Arc::new(Context { client, caches, sees_all })
     }
 
     fn decide(policy: &OrganizationPolicy, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action, Error>> {

@@ -120,8 +120,9 @@ impl HashParams {
     /// For secrets registrar mints: 256 random bits cannot be guessed, so
     /// slow, memory-hard hashing buys nothing against an attacker who has the
     /// hash (NIST SP 800-63B §5.1.2.2: secrets of 112 bits or more need only an
-    /// approved one-way function). argon2id at its smallest useful cost — about
-    /// 0.1 ms of CPU and 256 KiB — keeps one format for every hash.
+    /// approved one-way function). argon2id at its smallest useful cost (256 KiB,
+    /// one pass; its CPU cost is in docs/benchmarks.md) keeps one format for
+    /// every hash.
     pub const MINTED: HashParams = HashParams { memory_kib: 256, iterations: 1, parallelism: 1 };
 }
 

@@ -319,10 +319,6 @@ fn status_of(app: &AppRegistration) -> AppRegistrationStatus {
     app.status.clone().unwrap_or_default()
 }
 
-fn is_public(app: &AppRegistration) -> bool {
-    app.spec.public_client == Some(true)
-}
-
 /// The pending rotate request: the annotation's value when it differs from the
 /// last one handled.
 pub fn pending_rotate(app: &AppRegistration) -> Option<String> {
@@ -336,7 +332,7 @@ fn interval_due(app: &AppRegistration, now: Timestamp) -> bool {
 
 /// When `rotation.interval` next rotates the secret.
 pub fn next_scheduled_rotation(app: &AppRegistration) -> Option<Timestamp> {
-    if is_public(app) {
+    if app.spec.is_public_client() {
         return None;
     }
     let interval: Duration = app.spec.rotation.as_ref()?.interval?.into();
@@ -477,7 +473,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         let issued = &owned.issued;
         let ahead = issued.version.unwrap_or(0) > current_version;
         let same_client = status.client_id.as_deref().is_none_or(|id| id == issued.client_id);
-        let complete = !issued.client_id.is_empty() && (is_public(app) || issued.secret.is_some());
+        let complete = !issued.client_id.is_empty() && (app.spec.is_public_client() || issued.secret.is_some());
         if ahead && owned.sealed && same_client && complete && !inputs.secret_client_id_taken {
             return Decision::Adopt(issued.clone());
         }
@@ -530,7 +526,7 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     };
     let intact = client_id_matches
         && secret_version == current_version
-        && (is_public(app) || (issued.secret.is_some() && inputs.secret_verifies == Some(true)));
+        && (app.spec.is_public_client() || (issued.secret.is_some() && inputs.secret_verifies == Some(true)));
     if let Some(source) = &inputs.source {
         // The source decides: a new value there is a rotation; with nothing
         // usable there, what is issued stays (a lost Secret is not re-minted:
@@ -554,13 +550,13 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
     // Ownership passes now, in an organization that rotates on a transfer.
     if let Some(ownership) = &inputs.ownership
         && ownership.rotate_on_transfer
-        && !is_public(app)
+        && !app.spec.is_public_client()
         && owner::decide(status.owner.as_ref(), ownership, inputs.now).transferred
     {
         return mint(MintReason::OwnerTransferred, Some(client_id));
     }
     if let Some(request) = pending_rotate(app)
-        && !is_public(app)
+        && !app.spec.is_public_client()
     {
         return mint(MintReason::RotateRequested(request), Some(client_id));
     }
@@ -598,7 +594,7 @@ impl Decision {
         match self {
             Decision::Mint { client_id, version, rotate_request, .. } => Some(Issued {
                 client_id: client_id.clone(),
-                secret: (!is_public(inputs.app))
+                secret: (!inputs.app.spec.is_public_client())
                     .then(|| inputs.chosen_secret.cloned().unwrap_or_else(|| inputs.fresh.secret.clone())),
                 version: Some(*version),
                 rotate_request: rotate_request.clone(),
@@ -691,7 +687,7 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
     let app = inputs.app;
     let status = status_of(app);
     let layout = inputs.layout();
-    let public = is_public(app);
+    let public = app.spec.is_public_client();
     let mut secret = None;
     let mut restart = status.pending_restart.filter(|_| !app.spec.restart_on_rotate.is_empty());
     let mut events = Vec::new();
@@ -875,7 +871,7 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
     let verifiers = chosen_verifiers(&mut next);
     // A source is read again on its own schedule: nothing tells registrar it
     // changed. (A named owner is asked again by the controller's sweep, not a
-    // timer per app: kube's scheduler holds about 0.6 KB per scheduled app.)
+    // timer per app: kube's scheduler holds memory for every scheduled app.)
     let requeue = [requeue, inputs.source.as_ref().map(|s| s.recheck)].into_iter().flatten().min();
     Outcome { secret, registration, restart, status: next, events, requeue, minted, verifiers }
 }
@@ -912,7 +908,7 @@ fn registered_condition(view: &AuthServerView<'_>, app: &AppRegistration, client
     let name = view.capabilities.name;
     let mut message = format!("{name} holds Client ID {client_id} with the current secret and spec");
     let grace: Duration = app.spec.rotation.as_ref().and_then(|r| r.grace_period).map(Into::into).unwrap_or_default();
-    if !grace.is_zero() && !view.capabilities.keeps_previous_secret && !is_public(app) {
+    if !grace.is_zero() && !view.capabilities.keeps_previous_secret && !app.spec.is_public_client() {
         message.push_str(&format!(
             "; {name} keeps one secret per client, so after a rotation the previous secret stops working at {name} \
              at once: rotation.gracePeriod applies to the registry API only"
@@ -1146,7 +1142,7 @@ pub fn desired_status(inputs: StatusInputs<'_>) -> AppRegistrationStatus {
             next.last_handled_rotate = Some(request.clone());
         }
     }
-    if is_public(app)
+    if app.spec.is_public_client()
         && let Some(request) = app.annotations().get(ROTATE_ANNOTATION)
     {
         // A public client has no secret: a rotate request is acknowledged as is.
@@ -1443,7 +1439,7 @@ mod tests {
         now: Timestamp,
         issued: Option<(&Issued, &IssuedHash, bool)>,
     ) -> AppRegistrationStatus {
-        let public = is_public(app);
+        let public = app.spec.is_public_client();
         let condition = match issued {
             Some((issued, _, _)) => issued_condition(&issued.client_id, issued.version, public),
             None => {

@@ -143,8 +143,7 @@ impl Memory {
     }
 
     /// Room for `apps` entries in all, made at once: a table that grows
-    /// doubles, holding the old table and the new one for a moment (10,000
-    /// apps: about 1 MB more at that moment).
+    /// doubles, holding the old table and the new one for a moment.
     fn reserve(&mut self, apps: usize) {
         self.0.reserve(apps.saturating_sub(self.0.len()));
     }

@@ -360,7 +360,7 @@ async fn lookup(
         namespace,
         name: app.name_any(),
         scope: app.spec.scope,
-        public: app.spec.public_client == Some(true),
+        public: app.spec.is_public_client(),
         require_pkce: served.require_pkce,
         redirect_uris: served.redirect_uris,
         grant_types: served.grant_types,

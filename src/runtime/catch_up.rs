@@ -12,9 +12,9 @@
 //!
 //! A pass asks for a few reconciles more than the controller runs at
 //! once and asks for more as they start, rather than queueing every object at
-//! once: kube's scheduler keeps about 0.3 KB per queued object, and keeps the
-//! room after the queue drains (10,000 apps: about 3 MB for the life of the
-//! process).
+//! once: kube's scheduler keeps room for every object queued at once, and
+//! keeps it after the queue drains, for the life of the process
+//! (docs/benchmarks.md, "Memory").
 
 use std::{
     collections::HashMap,
