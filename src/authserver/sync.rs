@@ -249,7 +249,7 @@ async fn is_orphan(client: &RemoteClient, kube: &kube::Client, caches: &Caches) 
 
 async fn trigger_all(apps: &[Arc<AppRegistration>], triggers: &mut mpsc::Sender<ObjectRef<PackedApp>>) {
     for app in apps {
-        let _ = triggers.send(ObjectRef::new(&app.name_any()).within(&app.namespace().unwrap_or_default())).await;
+        let _ = triggers.send(key_of(app.as_ref()).to_ref()).await;
     }
 }
 

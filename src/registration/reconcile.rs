@@ -1526,6 +1526,15 @@ mod tests {
             object
         }
 
+        /// A reconcile of `app` running beside the test, which answers its requests.
+        fn spawn_reconcile(
+            app: &AppRegistration,
+            ctx: &Arc<Context>,
+        ) -> tokio::task::JoinHandle<Result<Action, Error>> {
+            let (app, ctx) = (app.clone(), ctx.clone());
+            tokio::spawn(async move { reconcile(&app, &ctx).await })
+        }
+
         /// Answers every request the reconcile of `app` makes as a healthy
         /// apiserver would; returns them as `METHOD path` in order, and the
         /// bodies by that name.
@@ -1534,10 +1543,7 @@ mod tests {
             app: &AppRegistration,
             ctx: &Arc<Context>,
         ) -> (Vec<String>, BTreeMap<String, Value>, AppRegistration) {
-            let reconciling = {
-                let (app, ctx) = (app.clone(), ctx.clone());
-                tokio::spawn(async move { reconcile(&app, &ctx).await })
-            };
+            let reconciling = spawn_reconcile(app, ctx);
             let mut seen = Vec::new();
             let mut bodies = BTreeMap::new();
             let mut current = serde_json::to_value(app).expect("JSON");
@@ -1636,10 +1642,7 @@ mod tests {
                 ..Default::default()
             });
             let ctx = context(client, caches);
-            let reconciling = {
-                let (app, ctx) = (issued.clone(), ctx.clone());
-                tokio::spawn(async move { reconcile(&app, &ctx).await })
-            };
+            let reconciling = spawn_reconcile(&issued, &ctx);
             let read = apiserver.next().await;
             assert_eq!(read.method, http::Method::GET);
             assert!(read.path.starts_with("/api/v1/namespaces/team/secrets/"), "{}", read.path);
@@ -1647,10 +1650,7 @@ mod tests {
             apiserver.expect_none_within(Duration::from_millis(300)).await;
             reconciling.await.expect("joined").expect("reconciled");
 
-            let again = {
-                let (app, ctx) = (issued.clone(), ctx.clone());
-                tokio::spawn(async move { reconcile(&app, &ctx).await })
-            };
+            let again = spawn_reconcile(&issued, &ctx);
             apiserver.expect_none_within(Duration::from_millis(300)).await;
             again.await.expect("joined").expect("reconciled");
         }

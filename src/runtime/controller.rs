@@ -160,9 +160,7 @@ pub async fn run<R: Reconciler>(
             match result {
                 Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {} // told by error_policy
                 // Deleted since it was asked for: its place in the pass is free.
-                Err(ControllerError::ObjectNotFound(gone)) => {
-                    found_gone.catch_up.started(&Key::new(gone.namespace.clone().unwrap_or_default(), &gone.name))
-                }
+                Err(ControllerError::ObjectNotFound(gone)) => found_gone.catch_up.started(&Key::from(gone.as_ref())),
                 Err(other) => warn!(kind = R::KIND, error = %other, "controller event"),
             }
             futures::future::ready(())
