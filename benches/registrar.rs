@@ -968,19 +968,19 @@ async fn hydra_scenario(report: &mut Report, n: usize, cpu_per_write: f64, cpu_p
         "",
     );
     let started = Instant::now();
-    let name = ns.name.clone();
-    ns.delete().await;
-    wait_until("no client left at Hydra", Duration::from_secs(3600), SLOW, || {
+    ns.delete_as_a_user().await;
+    wait_until("no client left at Hydra", Duration::from_secs(600), SLOW, || {
         let (hydra, owner) = (&hydra, &owner);
         async move { hydra.clients_of(owner).await.is_empty() }
     })
     .await;
     report.row(
-        format!("Hydra: namespace {name} with {n} apps deleted → no client left"),
+        format!("Hydra: namespace {} with {n} apps deleted → no client left", ns.name),
         format!("{:.1} s", started.elapsed().as_secs_f64()),
         "",
     );
     drop(operator);
+    ns.delete().await;
 }
 
 /// apiserver+etcd CPU seconds per request, by kind of AppRegistration write.

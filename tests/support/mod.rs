@@ -242,6 +242,17 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
+    /// Deletes the namespace as a user would: its apps keep registrar's
+    /// finalizer, so the running operator revokes each one before it goes.
+    /// For tests that measure or check revocation; [`TestNamespace::delete`]
+    /// cleans up after them.
+    pub async fn delete_as_a_user(&self) {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete namespace {}: {e}", self.name));
+    }
+
     /// Deletes the namespace (the controller-manager removes its contents),
     /// and its apps with it, taking registrar's finalizer off them: the
     /// test's operator is gone or about to go, and a namespace holding a
@@ -251,7 +262,8 @@ impl TestNamespace {
     /// and a namespace deleted by a test waited minutes behind them). The
     /// apps are deleted first, so a running operator cannot put the
     /// finalizer back. Tests that check revocation delete their apps or
-    /// namespaces themselves, with their operator running.
+    /// namespaces themselves, with their operator running
+    /// ([`TestNamespace::delete_as_a_user`]).
     /// A namespace left behind by a failed test goes with the control plane.
     pub async fn delete(self) {
         let _ = self.delete_contents().await;
