@@ -18,7 +18,7 @@ const LAYERS: &[(u8, &[&str])] = &[
     (4, &["registration", "consent"]),
     (3, &["authserver"]),
     // The runtime and the read model over the caches.
-    (2, &["runtime", "watches", "index", "packed", "kept", "ledger"]),
+    (2, &["runtime", "cluster"]),
     (1, &["credentials"]),
     (0, &["api"]),
 ];

@@ -10,16 +10,12 @@
 pub mod api;
 pub mod authserver;
 pub mod cli;
+pub mod cluster;
 pub mod consent;
 pub mod credentials;
-pub mod index;
-pub mod kept;
-pub mod ledger;
-pub mod packed;
 pub mod registration;
 pub mod registry;
 pub mod runtime;
-pub mod watches;
 
 #[cfg(test)]
 mod layering;

@@ -555,7 +555,13 @@ impl AppRegistrationStatus {
     /// Whether the authorization server holds a client of this Client ID
     /// that is not registrar's (`Registered=False, reason=ClientExists`).
     pub fn client_exists_at_server(&self) -> bool {
-        super::conditions::find(&self.conditions, super::conditions::REGISTERED)
-            .is_some_and(|c| c.status == "False" && c.reason == super::conditions::reason::CLIENT_EXISTS)
+        super::conditions::find(&self.conditions, super::conditions::REGISTERED).is_some_and(|c| {
+            super::conditions::truth(c) == Some(false) && c.reason == super::conditions::reason::CLIENT_EXISTS
+        })
+    }
+
+    /// What its Ready condition says (`None`: none yet, or Unknown).
+    pub fn ready(&self) -> Option<bool> {
+        super::conditions::find(&self.conditions, super::conditions::READY).and_then(super::conditions::truth)
     }
 }

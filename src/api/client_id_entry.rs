@@ -111,6 +111,18 @@ pub struct Holder {
     pub uid: String,
 }
 
+impl Holder {
+    /// The holder that `app` is: its namespace, name and UID.
+    pub fn of(app: &impl kube::Resource) -> Holder {
+        let meta = app.meta();
+        Holder {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// A retained Client ID's Secret, and what proves its secret.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -175,7 +175,25 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 
 /// Whether a condition of `type_` is `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    find(conditions, type_).is_some_and(|c| c.status == "True")
+    find(conditions, type_).and_then(truth) == Some(true)
+}
+
+/// What a condition's status says: `Some(true)` for `True`, `Some(false)` for
+/// `False`, `None` for `Unknown` (or anything else).
+pub fn truth(condition: &Condition) -> Option<bool> {
+    match condition.status.as_str() {
+        "True" => Some(true),
+        "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The status word of a truth: `True`, `False` or `Unknown`.
+pub fn word(truth: Option<bool>) -> &'static str {
+    match truth {
+        Some(status) => status_word(status),
+        None => "Unknown",
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +216,22 @@ mod tests {
 
     fn at(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn a_status_word_reads_as_a_truth_and_back() {
+        for (status, expected) in [("True", Some(true)), ("False", Some(false)), ("Unknown", None), ("", None)] {
+            let condition = Condition {
+                type_: READY.into(),
+                status: status.into(),
+                reason: String::new(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            };
+            assert_eq!(truth(&condition), expected, "{status}");
+        }
+        assert_eq!([word(Some(true)), word(Some(false)), word(None)], ["True", "False", "Unknown"]);
     }
 
     #[test]

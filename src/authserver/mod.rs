@@ -31,8 +31,8 @@ use sha2::{Digest, Sha256};
 use crate::{
     api::{AppRegistration, DEFAULT_GRANT_TYPES, GrantType, Holder},
     credentials::ClientSecret,
-    packed::Uid,
     runtime::Key,
+    runtime::Uid,
 };
 
 /// How to reach the authorization server, from flags and environment.

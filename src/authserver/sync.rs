@@ -28,11 +28,12 @@ use tracing::{info, warn};
 use super::{AuthServer, Lane, Mark, RemoteClient};
 use crate::{
     api::AppRegistration,
-    ledger::{self, Word},
-    packed::PackedApp,
+    api::Holder,
+    cluster::Caches,
+    cluster::PackedApp,
+    cluster::ledger::Word,
     runtime::metrics::{Metrics, ReasonLabels},
     runtime::{Key, key_of},
-    watches::Caches,
 };
 
 /// What the comparisons found, shared with the controller.
@@ -217,7 +218,7 @@ fn registered<'a>(app: &'a AppRegistration, caches: &Caches) -> Option<(Key, &'a
     if !caches.ledger().holds(&key, uid.as_str(), client_id) {
         return None;
     }
-    let lane = Lane::of(&ledger::holder_of(app), caches.ledger().taken_over_from(client_id));
+    let lane = Lane::of(&Holder::of(app), caches.ledger().taken_over_from(client_id));
     Some((key, client_id, recorded, lane))
 }
 
@@ -272,8 +273,8 @@ mod tests {
     use crate::{
         api::{AppRegistrationSpec, AppRegistrationStatus, AuthServerStatus, ClientIdEntry, Holder, LedgerState},
         authserver::{ClientRegistration, Kind, Settings},
+        cluster::Contents,
         runtime::mock,
-        watches::Contents,
     };
 
     const UID: &str = "66666666-6666-6666-6666-666666666666";
@@ -417,7 +418,7 @@ mod tests {
         let (kube, mut apiserver) = mock::pair();
         let (state, metrics) = (SyncState::default(), Metrics::new());
         let (mut triggers, mut asked) = mpsc::channel(16);
-        let lane = Lane::of(&ledger::holder_of(&app()), None);
+        let lane = Lane::of(&Holder::of(&app()), None);
         server.register(&registration("id-billing", "team/billing", UID), None, &lane).await.expect("registered");
         fake.calls();
 

@@ -15,6 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::Api;
 use registrar::{
     authserver::{self, AuthServer, sync::SyncState},
+    cluster::{self, Selection},
     consent,
     credentials::{
         HashParams, Hasher,
@@ -26,7 +27,6 @@ use registrar::{
     runtime::leadership::{self, LeaseSettings},
     runtime::metrics::{self, Metrics},
     runtime::telemetry::{self, LogFormat},
-    watches::{self, Selection},
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -295,7 +295,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let selection =
         Selection { namespace: args.watch_namespace, selector: args.selector, paginated_lists: args.paginated_lists };
     info!(?selection, default_organization = args.default_organization, ?params, "starting");
-    let (caches, triggers, drive) = watches::start(&client, &selection, &args.default_organization, &seal_key);
+    let (caches, triggers, drive) = cluster::start(&client, &selection, &args.default_organization, &seal_key);
     let watching = tokio::spawn(drive);
     let synced = caches.clone();
     tokio::spawn(async move {

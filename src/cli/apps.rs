@@ -194,13 +194,14 @@ pub(super) async fn wait_settled(
     name: &str,
     what: &str,
 ) -> Result<AppRegistration, CliError> {
-    let settled = |app: Option<&AppRegistration>| app.and_then(ready).is_some_and(|r| r.status == "True" || r.final_);
+    let settled =
+        |app: Option<&AppRegistration>| app.and_then(ready).is_some_and(|r| r.ready == Some(true) || r.final_);
     let app = target
         .wait_for(target.apps(ns), name, what, settled)
         .await?
         .ok_or_else(|| CliError::Refused(format!("AppRegistration {name:?} was deleted while waiting")))?;
     match ready(&app) {
-        Some(r) if r.status == "True" => Ok(app),
+        Some(r) if r.ready == Some(true) => Ok(app),
         Some(r) => Err(CliError::Refused(format!("{name} is not ready: {} — {}", r.reason, r.message))),
         None => Err(CliError::Refused(format!("{name} is not ready"))),
     }
@@ -208,7 +209,7 @@ pub(super) async fn wait_settled(
 
 /// The Ready condition for the current generation.
 struct ReadyState {
-    status: String,
+    ready: Option<bool>,
     reason: String,
     message: String,
     /// A refusal waiting does not fix.
@@ -232,7 +233,7 @@ fn ready(app: &AppRegistration) -> Option<ReadyState> {
         r::REVOKED,
     ]
     .contains(&c.reason.as_str());
-    Some(ReadyState { status: c.status.clone(), reason: c.reason.clone(), message: c.message.clone(), final_ })
+    Some(ReadyState { ready: conditions::truth(c), reason: c.reason.clone(), message: c.message.clone(), final_ })
 }
 
 fn status_of(app: &AppRegistration) -> crate::api::AppRegistrationStatus {
@@ -362,7 +363,10 @@ pub async fn show(target: &Target, args: ShowArgs) -> Result<(), CliError> {
         secret_fingerprint: status.secret_fingerprint.clone(),
         consents: consents.count,
         consenting_namespaces: consents.namespaces,
-        ready: ready(&app).map_or_else(|| "Unknown".into(), |r| format!("{} ({}) {}", r.status, r.reason, r.message)),
+        ready: ready(&app).map_or_else(
+            || "Unknown".into(),
+            |r| format!("{} ({}) {}", conditions::word(r.ready), r.reason, r.message),
+        ),
         issuer: value(&layout.issuer_key),
         token_url: value(&layout.token_url_key),
         secret: format!("{ns}/{}", layout.name),
@@ -427,7 +431,7 @@ pub async fn show(target: &Target, args: ShowArgs) -> Result<(), CliError> {
         pairs.push(("Token URL", token_url.clone()));
     }
     let ready_text = match ready(&app) {
-        Some(r) if r.status == "True" => paint(GOOD, "True"),
+        Some(r) if r.ready == Some(true) => paint(GOOD, "True"),
         Some(r) => format!("{} {} — {}", paint(BAD, "False"), r.reason, r.message),
         None => paint(DIM, "Unknown (not reconciled yet)"),
     };
@@ -671,7 +675,10 @@ pub async fn browse(target: &Target, args: BrowseArgs) -> Result<(), CliError> {
         let consent =
             consents.iter().find(|c| c.spec.app_ref.namespace == app_ns && c.spec.app_ref.name == app.name_any());
         let granted = consent.and_then(|c| c.status.as_ref()).and_then(|s| {
-            s.conditions.iter().find(|c| c.type_ == conditions::GRANTED).map(|c| (c.status == "True", c.reason.clone()))
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == conditions::GRANTED)
+                .map(|c| (conditions::truth(c) == Some(true), c.reason.clone()))
         });
         let policy_app =
             PolicyApp { namespace: &app_ns, name: &app.name_any(), organization: &app_org, client_id: &client_id };

@@ -102,7 +102,7 @@ async fn add(target: &Target, args: AddArgs) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Refused(format!("AppConsent {name:?} was deleted while waiting")))?;
     let (status, reason, message) = granted(&consent).unwrap_or_default();
     let app = format!("{}/{}", app_ref.namespace, app_ref.name);
-    if status == "True" {
+    if status {
         let st = consent.status.clone().unwrap_or_default();
         let scopes = if st.granted_scopes.is_empty() { "no scopes".to_owned() } else { st.granted_scopes.join(", ") };
         render::out(&format!(
@@ -121,13 +121,13 @@ async fn add(target: &Target, args: AddArgs) -> Result<(), CliError> {
 }
 
 /// The Granted condition for the current generation: (status, reason, message).
-fn granted(consent: &AppConsent) -> Option<(String, String, String)> {
+fn granted(consent: &AppConsent) -> Option<(bool, String, String)> {
     let status = consent.status.as_ref()?;
     let c = status.conditions.iter().find(|c| c.type_ == conditions::GRANTED)?;
     if c.observed_generation.is_some() && c.observed_generation != consent.metadata.generation {
         return None;
     }
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    Some((conditions::truth(c) == Some(true), c.reason.clone(), c.message.clone()))
 }
 
 /// A consent's reason, in words.

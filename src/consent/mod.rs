@@ -24,14 +24,14 @@ use tracing::{info, warn};
 
 use crate::{
     api::{AppConsent, AppConsentStatus, OrganizationPolicy, conditions},
+    cluster::Caches,
+    cluster::ledger::Word,
     credentials::seal::SealKey,
-    ledger::Word,
     runtime::announce::Announcer,
     runtime::controller::{self, Harness, Reconciler, Source},
     runtime::kube::{status_patch, to_time},
     runtime::retry,
     runtime::{Key, key_of},
-    watches::Caches,
 };
 use policy::{Allowance, ConsentSeen, PolicyApp, PolicyFacts};
 use visibility::{AppFacts, ConsentFacts, evaluate};
@@ -184,7 +184,7 @@ async fn evaluate_and_write(consent: &AppConsent, ctx: &Context) -> Result<Actio
         // revoked is this app's only while the app is being deleted (its own
         // revocation).
         let app_key = Key::new(&app_ref.namespace, &app_ref.name);
-        let uid = crate::packed::Uid::of(app.meta().uid.as_deref().unwrap_or_default());
+        let uid = crate::runtime::Uid::of(app.meta().uid.as_deref().unwrap_or_default());
         let deleting = app.meta().deletion_timestamp.is_some();
         let client_id = status.and_then(|s| s.client_id.as_deref()).filter(|id| match ctx.caches.ledger().word(id) {
             Word::Free => true,
@@ -320,8 +320,8 @@ mod tests {
             AppConsentSpec, AppRef, AppRegistration, AppRegistrationSpec, AppRegistrationStatus, ClientIdEntry, Holder,
             Scope,
         },
+        cluster::Contents,
         runtime::mock,
-        watches::Contents,
     };
 
     const APP_UID: &str = "11111111-1111-1111-1111-111111111111";

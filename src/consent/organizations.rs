@@ -30,13 +30,13 @@ use tracing::{info, warn};
 use super::policy::{ConsentSeen, PolicyApp, PolicyFacts, to_micro_time};
 use crate::{
     api::{
-        AppConsent, GrandfatheredApp, OrganizationPolicy, PolicyKind,
+        AppConsent, GrandfatheredApp, OrganizationPolicy, OrganizationPolicyStatus, PolicyKind,
         conditions::{self, DesiredCondition},
     },
+    cluster::{Caches, Selection},
     runtime::controller::{self, Harness, Reconciler, Source},
     runtime::kube::{status_patch, to_time},
     runtime::{Key, key_of},
-    watches::{Caches, Selection},
 };
 
 /// Why a policy reconcile failed.
@@ -128,21 +128,11 @@ pub async fn run(
 async fn decide_and_write(policy: &OrganizationPolicy, ctx: &Context) -> Result<Action, Error> {
     let organization = policy.name_any();
     let current = policy.status.clone().unwrap_or_default();
-    let wanted = policy.spec.policy.unwrap_or_default();
-    let now = Timestamp::now();
-    let mut next = current.clone();
-    next.auto_approve_internal = Some(policy.spec.auto_approve_internal.unwrap_or(true));
-    next.allowlisted = i64::try_from(policy.spec.allowlist.len()).unwrap_or(i64::MAX);
-    let mut unrecorded = 0;
-    match (wanted, current.policy) {
-        (PolicyKind::Restricted, Some(PolicyKind::Restricted)) => {
-            if next.restricted_at.is_none() {
-                // Put in force by a registrar from before consents carried
-                // their record: the grants it kept are counted here.
-                next.grandfathered_count = count(next.grandfathered.len());
-            }
-        }
-        (PolicyKind::Restricted, _) => {
+    // Observe: a switch to Restricted surveys the consents it keeps.
+    let switching = policy.spec.policy.unwrap_or_default() == PolicyKind::Restricted
+        && current.policy != Some(PolicyKind::Restricted);
+    let survey = match switching {
+        true => {
             let surveying = std::time::Instant::now();
             let survey = survey(&organization, policy, ctx).await?;
             info!(
@@ -160,52 +150,14 @@ async fn decide_and_write(policy: &OrganizationPolicy, ctx: &Context) -> Result<
                      record of"
                 );
             }
-            unrecorded = survey.unrecorded;
-            next.policy = Some(PolicyKind::Restricted);
-            next.restricted_since = Some(to_time(now));
-            next.restricted_at = Some(to_micro_time(now));
-            next.grandfathered = Vec::new();
-            next.grandfathered_count = count(survey.kept);
-            next.grandfathered_apps = survey.apps();
+            Some(survey)
         }
-        (PolicyKind::Unrestricted, _) => {
-            next.policy = Some(PolicyKind::Unrestricted);
-            next.restricted_since = None;
-            next.restricted_at = None;
-            next.grandfathered = Vec::new();
-            next.grandfathered_count = 0;
-            next.grandfathered_apps = Vec::new();
-        }
-    }
-    next.observed_generation = policy.metadata.generation;
-    let namespaces = ctx.caches.namespaces_of(&organization).len();
-    let ready = match next.policy {
-        Some(PolicyKind::Restricted) => DesiredCondition {
-            type_: conditions::READY,
-            status: true,
-            reason: "InForce",
-            message: format!(
-                "Restricted for {namespaces} namespace(s) of organization {organization}: internal apps {}, {} \
-                 allowlisted, {} consent(s) kept from before the switch{}",
-                if next.auto_approve_internal == Some(false) { "need an allowlist entry" } else { "approved" },
-                next.allowlisted,
-                next.grandfathered_count,
-                match unrecorded {
-                    0 => String::new(),
-                    n => format!(
-                        " ({n} consent(s) whose status showed a grant registrar has no record of were not kept)"
-                    ),
-                }
-            ),
-        },
-        _ => DesiredCondition {
-            type_: conditions::READY,
-            status: true,
-            reason: "InForce",
-            message: format!("Unrestricted for {namespaces} namespace(s) of organization {organization}"),
-        },
+        false => None,
     };
-    next.conditions = conditions::settle(&current.conditions, &[ready], policy.metadata.generation, &to_time(now));
+    // Plan.
+    let namespaces = ctx.caches.namespaces_of(&organization).len();
+    let next = planned_status(policy, survey.as_ref(), namespaces, Timestamp::now());
+    // Carry out.
     if policy.status.as_ref() != Some(&next) {
         let api: Api<OrganizationPolicy> = Api::all(ctx.client.clone());
         let (params, patch) = status_patch(policy, policy.status.as_ref(), &next);
@@ -218,13 +170,75 @@ async fn decide_and_write(policy: &OrganizationPolicy, ctx: &Context) -> Result<
     Ok(Action::await_change())
 }
 
+/// The policy's status after this pass: the policy in force, and what a switch
+/// to Restricted kept (`survey`, taken at the switch) — every word of its
+/// Ready condition decided here.
+fn planned_status(
+    policy: &OrganizationPolicy,
+    survey: Option<&Survey>,
+    namespaces: usize,
+    now: Timestamp,
+) -> OrganizationPolicyStatus {
+    let organization = policy.name_any();
+    let current = policy.status.clone().unwrap_or_default();
+    let mut next = current.clone();
+    next.auto_approve_internal = Some(policy.spec.auto_approve_internal.unwrap_or(true));
+    next.allowlisted = i64::try_from(policy.spec.allowlist.len()).unwrap_or(i64::MAX);
+    let mut unrecorded = 0;
+    match (policy.spec.policy.unwrap_or_default(), current.policy, survey) {
+        (PolicyKind::Restricted, Some(PolicyKind::Restricted), _) => {
+            if next.restricted_at.is_none() {
+                // Put in force by a registrar from before consents carried
+                // their record: the grants it kept are counted here.
+                next.grandfathered_count = count(next.grandfathered.len());
+            }
+        }
+        (PolicyKind::Restricted, _, survey) => {
+            let survey = survey.cloned().unwrap_or_default();
+            unrecorded = survey.unrecorded;
+            next.policy = Some(PolicyKind::Restricted);
+            next.restricted_since = Some(to_time(now));
+            next.restricted_at = Some(to_micro_time(now));
+            next.grandfathered = Vec::new();
+            next.grandfathered_count = count(survey.kept);
+            next.grandfathered_apps = survey.apps();
+        }
+        (PolicyKind::Unrestricted, ..) => {
+            next.policy = Some(PolicyKind::Unrestricted);
+            next.restricted_since = None;
+            next.restricted_at = None;
+            next.grandfathered = Vec::new();
+            next.grandfathered_count = 0;
+            next.grandfathered_apps = Vec::new();
+        }
+    }
+    next.observed_generation = policy.metadata.generation;
+    let message = match next.policy {
+        Some(PolicyKind::Restricted) => format!(
+            "Restricted for {namespaces} namespace(s) of organization {organization}: internal apps {}, {} \
+             allowlisted, {} consent(s) kept from before the switch{}",
+            if next.auto_approve_internal == Some(false) { "need an allowlist entry" } else { "approved" },
+            next.allowlisted,
+            next.grandfathered_count,
+            match unrecorded {
+                0 => String::new(),
+                n => format!(" ({n} consent(s) whose status showed a grant registrar has no record of were not kept)"),
+            }
+        ),
+        _ => format!("Unrestricted for {namespaces} namespace(s) of organization {organization}"),
+    };
+    let ready = DesiredCondition { type_: conditions::READY, status: true, reason: "InForce", message };
+    next.conditions = conditions::settle(&current.conditions, &[ready], policy.metadata.generation, &to_time(now));
+    next
+}
+
 /// The most apps listed in status.grandfatheredApps.
 const LISTED_APPS: usize = 100;
 
 /// The consents of the organization's namespaces granted right now that the
 /// Restricted policy would not allow by itself (an internal app while
 /// auto-approval is on, or an allowlist entry with all of its scopes).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Survey {
     /// With registrar's record of their grant: kept by the switch.
     kept: usize,
@@ -335,9 +349,9 @@ mod tests {
     use super::*;
     use crate::{
         api::{AppConsentSpec, AppConsentStatus, AppRef, OrganizationPolicySpec, OrganizationPolicyStatus},
+        cluster::Contents,
         credentials::seal::SealKey,
         runtime::mock,
-        watches::Contents,
     };
 
     /// A consent in `namespace` shown Granted to the vendor's app, with
@@ -402,6 +416,41 @@ mod tests {
             ..Default::default()
         });
         Arc::new(Context { client, caches, sees_all })
+    }
+
+    /// The plan alone: a switch counts what its survey kept and says what it
+    /// did not keep; a policy already in force keeps its count and its words;
+    /// Unrestricted forgets the switch.
+    #[test]
+    fn the_status_planned_for_a_switch_a_policy_in_force_and_unrestricted() {
+        let now = Timestamp::now();
+        let ready = |status: &OrganizationPolicyStatus| {
+            conditions::find(&status.conditions, conditions::READY).expect("Ready").message.clone()
+        };
+        let mut survey = Survey { kept: 3, unrecorded: 1, ..Default::default() };
+        survey.by_app.insert(("vendor/tool".into(), "id-tool".into()), 3);
+        let switched = planned_status(&restricted(), Some(&survey), 2, now);
+        assert_eq!(switched.policy, Some(PolicyKind::Restricted));
+        assert_eq!((switched.grandfathered_count, switched.grandfathered_apps.len()), (3, 1));
+        assert!(switched.restricted_at.is_some() && switched.observed_generation == Some(2));
+        assert_eq!(
+            ready(&switched),
+            "Restricted for 2 namespace(s) of organization acme: internal apps approved, 0 allowlisted, 3 consent(s) \
+             kept from before the switch (1 consent(s) whose status showed a grant registrar has no record of were \
+             not kept)"
+        );
+
+        let mut in_force = restricted();
+        in_force.status = Some(switched.clone());
+        let again = planned_status(&in_force, None, 2, now);
+        assert_eq!((again.grandfathered_count, again.restricted_at.clone()), (3, switched.restricted_at.clone()));
+        assert!(ready(&again).ends_with("3 consent(s) kept from before the switch"), "{}", ready(&again));
+
+        in_force.spec.policy = Some(PolicyKind::Unrestricted);
+        let lifted = planned_status(&in_force, None, 2, now);
+        assert_eq!((lifted.policy, lifted.grandfathered_count), (Some(PolicyKind::Unrestricted), 0));
+        assert!(lifted.restricted_at.is_none() && lifted.grandfathered_apps.is_empty());
+        assert_eq!(ready(&lifted), "Unrestricted for 2 namespace(s) of organization acme");
     }
 
     fn decide(policy: &OrganizationPolicy, ctx: &Arc<Context>) -> tokio::task::JoinHandle<Result<Action, Error>> {

@@ -386,7 +386,7 @@ fn verify_blocking(memory: &WorkingMemory, secret: &ClientSecret, hash: &str) ->
 /// Whether `hash` is a minted secret's (argon2id at [`HashParams::MINTED`]):
 /// 256 random bits, nothing to guess. Any other — a secret someone chose, at
 /// the password cost — is a verifier registrar keeps out of status (see
-/// `crate::ledger`).
+/// `crate::cluster::ledger`).
 pub fn is_minted_hash(hash: &str) -> bool {
     // The parameters field of the PHC string: `$argon2id$v=19$m=…,t=…,p=…$salt$hash`.
     let Some(params) = hash.split('$').nth(3) else { return false };

@@ -1,7 +1,7 @@
 //! Retention records from before the Client ID ledger.
 //!
 //! A retained Client ID (`deletionPolicy: Retain`) is recorded in the ledger
-//! (`crate::ledger`), with the verifier of its secret; the Secret that keeps
+//! (`crate::cluster::ledger`), with the verifier of its secret; the Secret that keeps
 //! it only loses its owner reference and gains annotations naming the Client
 //! ID and the app, for people. Before the ledger, the record was on the Secret:
 //! the Client ID, the argon2id hash of its secret and a seal over both and over

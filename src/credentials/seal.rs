@@ -13,7 +13,7 @@
 //! adopted only when its seal verifies. Anything else is someone else's writing.
 //!
 //! Which app holds a Client ID is not sealed: the Client ID ledger records it
-//! (`crate::ledger`), written only by registrar's identity.
+//! (`crate::cluster::ledger`), written only by registrar's identity.
 //!
 //! The key lives in a Secret in the operator's own namespace (tenants cannot
 //! read it), created at first start and shared by every replica. Losing it costs

@@ -75,7 +75,7 @@ pub enum Error {
     Ledger {
         object: String,
         #[source]
-        source: crate::ledger::LedgerError,
+        source: super::ledger::LedgerError,
     },
     #[error("the AppRegistration has no namespace")]
     NoNamespace,

@@ -1,7 +1,7 @@
 //! The AppRegistration controller: reconcile = read → validate → plan (pure) →
 //! apply (I/O) → status.
 //!
-//! It reads the shared caches (`crate::watches`): AppRegistrations, the
+//! It reads the shared caches (`crate::cluster`): AppRegistrations, the
 //! metadata of the Secrets labelled `registrar.dev/app` (so unrelated Secrets
 //! are never cached, and no Secret's data is held because of a label), and the
 //! consents that point at each app. Deletion runs a finalizer that revokes the
@@ -9,6 +9,7 @@
 
 mod error;
 pub mod event;
+pub mod ledger;
 pub mod owner;
 pub mod plan;
 mod reconcile;
@@ -25,12 +26,12 @@ pub use reconcile::{Context, FIELD_MANAGER, FINALIZER};
 use crate::{
     api::AppRegistration,
     authserver::{AuthServer, sync::SyncState},
+    cluster::Caches,
+    cluster::PackedApp,
     credentials::{Hasher, seal::SealKey},
-    packed::PackedApp,
     runtime::Key,
     runtime::controller::{self, Harness, Reconciler, Source},
     runtime::metrics::Metrics,
-    watches::Caches,
 };
 
 /// How the controller runs.
@@ -87,7 +88,7 @@ impl Reconciler for Context {
         self.caches.app_keys()
     }
 
-    /// The cache keeps apps packed, without their metadata.
+    /// The cache keeps apps packed: a reconcile reads one decoded.
     fn read(app: Arc<PackedApp>) -> Arc<AppRegistration> {
         Arc::new(app.unpack())
     }
@@ -162,12 +163,7 @@ impl Tally {
         let mut ready = std::collections::BTreeMap::from([("True", 0i64), ("False", 0), ("Unknown", 0)]);
         let mut apps_without_status = 0;
         for app in apps.iter().filter(|app| !app.deleting()) {
-            let condition = match app.ready() {
-                Some(true) => "True",
-                Some(false) => "False",
-                None => "Unknown",
-            };
-            *ready.entry(condition).or_default() += 1;
+            *ready.entry(crate::api::conditions::word(app.ready())).or_default() += 1;
             if app.ready().is_none() && overdue(app.unpack().metadata.creation_timestamp.as_ref()) {
                 apps_without_status += 1;
             }
@@ -227,14 +223,14 @@ mod tests {
         Arc::new(consent)
     }
 
-    /// The cache's copy of an app has no metadata: the harness keys, backs
-    /// off and tells Events by the app as read, which has.
+    /// The harness keys, backs off and tells Events by the app as read
+    /// (decoded), the same app as the cache's copy names.
     #[test]
     fn the_harness_reads_a_cached_app_with_its_name() {
         let cached = Arc::new(app("billing", Timestamp::now(), None, false).as_ref().clone());
-        assert_eq!(crate::runtime::key_of(cached.as_ref()), Key::default(), "the cache's copy is nameless");
-        let read = <Context as Reconciler>::read(cached);
+        let read = <Context as Reconciler>::read(cached.clone());
         assert_eq!(crate::runtime::key_of(read.as_ref()), Key::new("team", "billing"));
+        assert_eq!(crate::runtime::key_of(cached.as_ref()), Key::new("team", "billing"), "the copy answers alike");
     }
 
     #[test]

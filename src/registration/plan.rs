@@ -11,7 +11,7 @@
 //! Client ID and secret) is passed in, so both are deterministic.
 //!
 //! What registrar trusts: status (only registrar writes it), the Client ID
-//! ledger (`crate::ledger`, written only by registrar), and a Secret's contents
+//! ledger (`crate::cluster::ledger`, written only by registrar), and a Secret's contents
 //! only when its seal verifies (`crate::credentials::seal`). A Secret never
 //! sets or changes an app's Client ID unless registrar sealed it for this very
 //! app; a Client ID the ledger gives to another app, or revoked, is never used.
@@ -28,13 +28,13 @@ use crate::{
         validation::{Violation, summarize},
     },
     authserver::{AsError, Capabilities, ClientRegistration},
+    cluster::ledger::{Standing, Word},
     credentials::{
         ClientSecret,
         layout::{Issued, Observed, SecretLayout, ServerUrls},
         seal::SealKey,
     },
-    ledger::{Standing, Word},
-    packed::Uid,
+    runtime::Uid,
     runtime::{Key, kube::to_time},
 };
 
@@ -215,8 +215,9 @@ pub struct Inputs<'a> {
 /// The secret of the user's choice (`secret.sourceRef`), as read.
 #[derive(Clone, Debug)]
 pub struct Source {
-    /// `Secret <name>, key <key>`, for messages.
-    pub describe: String,
+    /// The Secret named, and its key.
+    pub secret: String,
+    pub key: String,
     pub read: SourceRead,
     /// How long until the source is read again without any event.
     pub recheck: Duration,
@@ -227,12 +228,27 @@ pub struct Source {
 pub enum SourceRead {
     /// A secret that may be issued.
     Value(ClientSecret),
-    /// No such Secret, or no such key: why.
-    Missing(String),
+    /// No Secret of that name (yet).
+    NoSecret,
+    /// The Secret has no such key.
+    NoKey,
     /// A value registrar refuses (nothing about the value is told).
     Weak,
-    /// The registering user may not read the Secret: nothing was read. Why.
-    Forbidden(String),
+    /// Nothing was read: the registering user may not read the Secret, or
+    /// registrar cannot tell who they are.
+    Forbidden(SourceRefusal),
+}
+
+/// Why registrar read nothing for `secret.sourceRef`: it reads a source only
+/// for the user who registered the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceRefusal {
+    /// The app records no registering user.
+    NoRegisteringUser,
+    /// The record of the registering user is not believed: why.
+    RegisteredByDoubted(String),
+    /// The registering user may not get the Secret.
+    NotAllowed { user: String },
 }
 
 impl Source {
@@ -243,21 +259,54 @@ impl Source {
         }
     }
 
+    /// `Secret <name>, key <key>`.
+    fn describe(&self) -> String {
+        format!("Secret {}, key {}", self.secret, self.key)
+    }
+
     /// The reason and message when the source holds nothing to issue.
     fn problem(&self) -> Option<(&'static str, String)> {
+        let secret = &self.secret;
         match &self.read {
             SourceRead::Value(_) => None,
-            SourceRead::Missing(why) => Some((reason::SECRET_SOURCE_MISSING, format!("secret.sourceRef: {why}"))),
+            SourceRead::NoSecret => Some((
+                reason::SECRET_SOURCE_MISSING,
+                format!(
+                    "secret.sourceRef: Secret {secret} does not exist (yet); the app is issued once it does, and \
+                     nothing is invented meanwhile"
+                ),
+            )),
+            SourceRead::NoKey => Some((
+                reason::SECRET_SOURCE_MISSING,
+                format!("secret.sourceRef: Secret {secret} has no key {}", self.key),
+            )),
             SourceRead::Weak => Some((
                 reason::WEAK_SECRET,
                 format!(
                     "secret.sourceRef: the secret in {} is refused: registrar takes a secret of at least 32 \
                      characters of text, without control characters or a pattern a guesser tries early (a random \
                      value passes: `openssl rand -base64 32`)",
-                    self.describe
+                    self.describe()
                 ),
             )),
-            SourceRead::Forbidden(why) => Some((reason::FORBIDDEN, format!("secret.sourceRef: {why}"))),
+            SourceRead::Forbidden(refusal) => {
+                let why = match refusal {
+                    SourceRefusal::NoRegisteringUser => "this app records no registering user (the annotation \
+                         registrar.dev/registered-by, set at admission by deploy/registered-by-policy.yaml), and \
+                         registrar reads a source only for the user who registered the app: nothing was read"
+                        .to_owned(),
+                    SourceRefusal::RegisteredByDoubted(doubt) => format!(
+                        "registrar reads a source only for the user who registered the app, and believes the \
+                         annotation registrar.dev/registered-by only where the Registered By admission policies \
+                         (deploy/registered-by-policy.yaml) set and keep it: {doubt}: nothing was read"
+                    ),
+                    SourceRefusal::NotAllowed { user } => format!(
+                        "{user}, who registered the app, may not get Secret {secret} in this namespace, and \
+                         registrar reads a source only for the user who registered the app: nothing was read"
+                    ),
+                };
+                Some((reason::FORBIDDEN, format!("secret.sourceRef: {why}")))
+            }
         }
     }
 }
@@ -811,7 +860,7 @@ pub fn outcome(inputs: &Inputs<'_>, decision: &Decision, hash: Option<&IssuedHas
             None => DesiredCondition::sourced(
                 true,
                 reason::SOURCED,
-                format!("the client secret comes from {}; a new value there is a rotation", source.describe),
+                format!("the client secret comes from {}; a new value there is a rotation", source.describe()),
             ),
             Some((reason, message)) => DesiredCondition::sourced(false, reason, message),
         };
@@ -1481,7 +1530,7 @@ mod tests {
 
     #[test]
     fn the_ledgers_word_decides_whether_a_client_id_may_be_imported() {
-        use crate::ledger::RetainedAt;
+        use crate::cluster::ledger::RetainedAt;
         let app = Key::new("team-a", "portal");
         let (uid, other) = (Uid::of("11111111-1111-1111-1111-111111111111"), Uid::of("2"));
         let standing = |state, ns: &str, uid, retained: bool| {
@@ -1626,7 +1675,7 @@ mod tests {
     // A secret of the user's choice (secret.sourceRef).
 
     fn source(read: SourceRead) -> Option<Source> {
-        Some(Source { describe: "Secret chosen, key client_secret".into(), read, recheck: secs(60) })
+        Some(Source { secret: "chosen".into(), key: "client_secret".into(), read, recheck: secs(60) })
     }
 
     fn chosen(value: &str) -> ClientSecret {
@@ -1636,10 +1685,21 @@ mod tests {
     #[test]
     fn a_missing_weak_or_forbidden_source_issues_nothing_and_says_why() {
         let app = app();
-        for (read, expected) in [
-            (SourceRead::Missing("Secret chosen does not exist (yet)".into()), reason::SECRET_SOURCE_MISSING),
-            (SourceRead::Weak, reason::WEAK_SECRET),
-            (SourceRead::Forbidden("alice may not get Secret chosen".into()), reason::FORBIDDEN),
+        for (read, expected, says) in [
+            (SourceRead::NoSecret, reason::SECRET_SOURCE_MISSING, "Secret chosen does not exist (yet)"),
+            (SourceRead::NoKey, reason::SECRET_SOURCE_MISSING, "Secret chosen has no key client_secret"),
+            (SourceRead::Weak, reason::WEAK_SECRET, "the secret in Secret chosen, key client_secret is refused"),
+            (SourceRead::Forbidden(SourceRefusal::NoRegisteringUser), reason::FORBIDDEN, "records no registering user"),
+            (
+                SourceRead::Forbidden(SourceRefusal::RegisteredByDoubted("not installed".into())),
+                reason::FORBIDDEN,
+                "set and keep it: not installed: nothing was read",
+            ),
+            (
+                SourceRead::Forbidden(SourceRefusal::NotAllowed { user: "alice".into() }),
+                reason::FORBIDDEN,
+                "alice, who registered the app, may not get Secret chosen",
+            ),
         ] {
             let inputs = Inputs { source: source(read), ..inputs(&app, &Observed::Missing) };
             let decision = decide(&inputs);
@@ -1649,6 +1709,7 @@ mod tests {
             assert_eq!(outcome.requeue, Some(secs(60)), "read again on schedule");
             let sourced = conditions::find(&outcome.status.conditions, conditions::SECRET_SOURCE).expect("condition");
             assert_eq!((sourced.status.as_str(), sourced.reason.as_str()), ("False", expected));
+            assert!(sourced.message.starts_with("secret.sourceRef: ") && sourced.message.contains(says), "{says}");
         }
     }
 
@@ -1773,7 +1834,7 @@ mod tests {
         assert!(conditions::is_true(&outcome.status.conditions, READY), "still Ready: the issued secret works");
         assert!(outcome.events.iter().any(|e| e.warning && e.reason == reason::WEAK_SECRET), "{:?}", outcome.events);
         // The credentials Secret lost, with nothing usable at the source: not re-minted.
-        let inputs = Inputs { source: source(SourceRead::Missing("gone".into())), ..inputs(&app, &Observed::Missing) };
+        let inputs = Inputs { source: source(SourceRead::NoSecret), ..inputs(&app, &Observed::Missing) };
         assert!(matches!(decide(&inputs), Decision::Reject { reason: reason::SECRET_SOURCE_MISSING, .. }));
     }
 

@@ -33,32 +33,33 @@ use super::{
     Settings,
     error::{Error, Step},
     event::PlannedEvent,
+    ledger::{Claim, Clerk},
     owner::{self, Ownership},
     plan::{
         self, AuthServerView, Decision, Fresh, Import, Inputs, IssuedHash, MintReason, Outcome, Registration,
-        RestartReport, RetainedSecret, SecretWrite,
+        RestartReport, RetainedSecret, SecretWrite, SourceRefusal,
     },
 };
 use crate::{
     api::{
-        AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, MAX_LISTED_CONSENTS, Owner, Scope,
-        WorkloadKind,
-        validation::{go_duration, validate_spec},
+        AppRegistration, AppRegistrationStatus, ConsentSummary, DeletionPolicy, Holder, MAX_LISTED_CONSENTS, Owner,
+        Scope, WorkloadKind,
+        validation::{Violation, go_duration, validate_spec},
     },
     authserver::{self, AsError, AuthServer},
+    cluster::Caches,
+    cluster::ledger::Word,
     credentials::{
         ClientSecret, Hasher, SecretOrigin,
         layout::{Issued, Observed, SecretContents, SecretLayout, VERSION_ANNOTATION, controlled_by},
         retention::{RETAINED_CLIENT_ID_ANNOTATION, RETAINED_FROM_ANNOTATION, RETAINED_SEAL_ANNOTATION},
         seal::SEAL_ANNOTATION,
     },
-    ledger::{self, Claim, Clerk, Word},
-    packed::Uid,
+    runtime::Uid,
     runtime::kube::status_patch,
     runtime::metrics::{Metrics, ReasonLabels},
     runtime::retry,
     runtime::{Key, key_of},
-    watches::Caches,
 };
 
 pub use crate::api::keys::{FIELD_MANAGER, FINALIZER};
@@ -116,13 +117,13 @@ struct Remembered {
 
 impl Memory {
     fn get(&self, app: &AppRegistration) -> Option<&Remembered> {
-        self.0.get(&app_key(app)).filter(|r| r.uid == uid(app))
+        self.0.get(&key_of(app)).filter(|r| r.uid == uid(app))
     }
 
     /// The app's entry; a new one for a new incarnation of its name.
     fn of(&mut self, app: &AppRegistration) -> &mut Remembered {
         let uid = uid(app);
-        let entry = self.0.entry(app_key(app)).or_default();
+        let entry = self.0.entry(key_of(app)).or_default();
         if entry.uid != uid {
             *entry = Remembered { uid, ..Default::default() };
         }
@@ -131,14 +132,14 @@ impl Memory {
 
     /// Nobody to check for this app: the sweep leaves it alone.
     fn no_owner(&mut self, app: &AppRegistration) {
-        if let Some(remembered) = self.0.get_mut(&app_key(app)).filter(|r| r.uid == uid(app)) {
+        if let Some(remembered) = self.0.get_mut(&key_of(app)).filter(|r| r.uid == uid(app)) {
             remembered.owner_checked = None;
         }
     }
 
     fn forget(&mut self, app: &AppRegistration) {
         if self.get(app).is_some() {
-            self.0.remove(&app_key(app));
+            self.0.remove(&key_of(app));
         }
     }
 
@@ -162,10 +163,6 @@ impl Memory {
         }
         due
     }
-}
-
-fn app_key(app: &AppRegistration) -> Key {
-    key_of(app)
 }
 
 /// What an app's Secret holds at a resourceVersion.
@@ -218,8 +215,9 @@ impl Context {
     }
 }
 
+/// `namespace/name`, for errors.
 fn key(app: &AppRegistration) -> String {
-    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+    key_of(app).to_string()
 }
 
 fn uid(app: &AppRegistration) -> Uid {
@@ -295,7 +293,7 @@ async fn reconcile_with_finalizer(app: &AppRegistration, ctx: &Context) -> Resul
             .map_err(|e| Error::kube(Step::AddFinalizer, key(app), e))?;
         // Applied from the object as patched (its resourceVersion is the status
         // write's precondition), read as the cache keeps it.
-        crate::kept::app(&mut patched);
+        crate::cluster::as_cached(&mut patched);
         return apply(&patched, ctx).await;
     }
     apply(app, ctx).await
@@ -319,7 +317,7 @@ fn with_ledger_verifiers(app: &AppRegistration, ctx: &Context) -> Option<AppRegi
     if status.secret_hash.is_some() {
         return None;
     }
-    let verifiers = ctx.caches.ledger().verifiers(&app_key(app), uid(app), status.client_id.as_deref()?)?;
+    let verifiers = ctx.caches.ledger().verifiers(&key_of(app), uid(app), status.client_id.as_deref()?)?;
     let mut merged = app.clone();
     let status = merged.status.get_or_insert_default();
     status.secret_hash = Some(verifiers.current);
@@ -329,107 +327,70 @@ fn with_ledger_verifiers(app: &AppRegistration, ctx: &Context) -> Option<AppRegi
 }
 
 /// Reconciles `app` (its status as the plan reads it); `real` is the app as
-/// cached, whose status a write is compared with.
+/// cached, whose status a write is compared with. Observe (reads only), plan
+/// (pure: every decision and every word), carry out (writes, in the order that
+/// survives a crash between any two).
 async fn apply_as(real: &AppRegistration, app: &AppRegistration, ctx: &Context) -> Result<Action, Error> {
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
-    let status = app.status.clone().unwrap_or_default();
-    let status_version = status.secret_version.unwrap_or(0);
-
     // Our own status write may not have reached the cache yet.
+    let status_version = app.status.as_ref().and_then(|s| s.secret_version).unwrap_or(0);
     if ctx.memory().get(app).and_then(|r| r.written).is_some_and(|written| status_version < written) {
         debug!(namespace = ns, name = app.name_any(), "cache lags the last status write; waiting");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-
     let server = ctx.settings.auth_server.as_ref();
     let layout = SecretLayout::for_app(app).with_server(server.map(|(s, _)| s.urls()));
-    let cached = ctx.caches.secret_meta(&ns, &layout.name);
-    let Some(observed) = observe(app, &layout, cached.as_ref(), ctx).await? else {
+
+    let Some(seen) = observe_all(app, &layout, ctx).await? else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    let app_key = key_of(app);
-    let ledger = &ctx.caches.ledger();
-    let taken = |id: Option<&str>| id.is_some_and(|id| ledger.taken_from(&app_key, uid(app), id));
-    let secret_client_id = match &observed {
-        Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
-        _ => None,
-    };
-    // An imported Client ID (spec.clientId) before the app has a Client ID:
-    // may it be had, and is it a retained one to take over?
-    let mut retained = None;
-    let mut chosen_secret = None;
-    let import = match (&app.spec.client_id, &status.client_id) {
-        (Some(id), None) => {
-            let state = Import::from_word(ledger.word(id), &app_key, uid(app));
-            if let Import::Retained(secret_name) = &state {
-                let Some((found, secret)) = read_retained(app, secret_name, id, ctx).await? else {
-                    return Ok(Action::requeue(Duration::from_secs(1)));
-                };
-                retained = Some(found);
-                chosen_secret = secret;
-            }
-            Some(state)
-        }
-        _ => None,
-    };
-    if let Some(id) = &status.client_id {
-        settle_takeover(app, &layout, id, ctx).await?;
-    }
-    let ownership = ownership(app, &status, ctx).await;
-    // A secret of the user's choice: read at every pass (and every recheck).
-    let source = read_source(app, ctx).await?;
-    if let Some(plan::Source { read: plan::SourceRead::Value(value), .. }) = &source {
-        chosen_secret = Some(value.clone());
-    }
-    let violations = validate_spec(&app.spec);
-    // A first issuance interrupted after its claim uses the Client ID claimed.
-    let mut fresh = Fresh::mint();
-    if let Some(claimed) = ledger.held_by(&app_key, uid(app)) {
-        fresh.client_id = claimed;
-    }
-    let unreachable = server.and_then(|(_, sync)| sync.unreachable());
-    let auth_server = server.map(|(s, sync)| AuthServerView {
-        capabilities: s.capabilities(),
-        urls: s.urls(),
-        unreachable: unreachable.as_deref(),
-        stale: sync.is_stale(&app_key),
-    });
+    let Seen {
+        observed,
+        cached,
+        import,
+        retained,
+        chosen_secret,
+        ownership,
+        source,
+        violations,
+        secret_verifies,
+        status_client_id_taken,
+        secret_client_id_taken,
+        consents,
+        fresh,
+        unreachable,
+        stale,
+        retention_in_the_way,
+    } = seen;
     let inputs = Inputs {
         app,
         violations: &violations,
         scope_permitted: app.spec.scope != Scope::Global || ns == ctx.settings.platform_namespace,
         platform_namespace: &ctx.settings.platform_namespace,
         observed: &observed,
-        secret_verifies: secret_verifies(app, &status, &observed, ctx).await?,
-        status_client_id_taken: taken(status.client_id.as_deref()),
-        secret_client_id_taken: taken(secret_client_id),
-        consents: consent_summary(app, ctx),
+        secret_verifies,
+        status_client_id_taken,
+        secret_client_id_taken,
+        consents,
         seal_key: &ctx.settings.seal_key,
         fresh: &fresh,
-        auth_server,
+        auth_server: server.map(|(s, _)| AuthServerView {
+            capabilities: s.capabilities(),
+            urls: s.urls(),
+            unreachable: unreachable.as_deref(),
+            stale,
+        }),
         import,
         retained: retained.as_ref(),
         chosen_secret: chosen_secret.as_ref(),
-        retention_in_the_way: ledger.retention_at(&Key::new(&ns, &layout.name)),
+        retention_in_the_way,
         source,
         ownership,
         now: Timestamp::now(),
     };
+
     let decision = plan::decide(&inputs);
-    if let Decision::Mint {
-        reason: MintReason::SecretMissing | MintReason::SecretAltered | MintReason::SecretUntrusted,
-        ..
-    } = &decision
-        && cache_lags(&layout, &ns, cached.as_ref(), ctx).await?
-    {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    // The Client ID goes to this app in the ledger before anything is written:
-    // the apiserver decides a race with any other app, of any instance.
-    if let Some(client_id) = decision.client_id(&inputs)
-        && !ledger.holds(&app_key, uid(app), client_id)
-        && !claim(app, client_id, &inputs, ctx).await?
-    {
+    if !ready_to_issue(&inputs, &decision, &layout, cached.as_ref(), ctx).await? {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     if let Decision::Adopt(issued) = &decision {
@@ -456,7 +417,129 @@ async fn apply_as(real: &AppRegistration, app: &AppRegistration, ctx: &Context) 
     carry_out(&inputs, &layout, outcome, real, ctx).await
 }
 
-/// Carries out a planned outcome: the Secret, the workload restarts, the
+/// What one pass read, from the caches and the apiserver: everything the plan
+/// decides on. Nothing is written while it is gathered.
+struct Seen {
+    /// The app's Secret.
+    observed: Observed,
+    /// That Secret's metadata as cached, to confirm a re-mint against.
+    cached: Option<ObjectMeta>,
+    /// An imported Client ID (spec.clientId) before the app has one: may it
+    /// be had, and is it a retained one to take over?
+    import: Option<Import>,
+    retained: Option<RetainedSecret>,
+    /// A secret to issue instead of a fresh one: a source's, or a retained
+    /// one taken over.
+    chosen_secret: Option<ClientSecret>,
+    ownership: Option<Ownership>,
+    source: Option<plan::Source>,
+    violations: Vec<Violation>,
+    secret_verifies: Option<bool>,
+    status_client_id_taken: bool,
+    secret_client_id_taken: bool,
+    consents: Option<ConsentSummary>,
+    /// What a mint would issue (a first issuance interrupted after its claim
+    /// uses the Client ID claimed).
+    fresh: Fresh,
+    /// Why the authorization server could not be reached at its last comparison.
+    unreachable: Option<String>,
+    /// The server lost or altered the app's client.
+    stale: bool,
+    retention_in_the_way: Option<String>,
+}
+
+/// Reads what the plan decides on. `None`: something changed while it was
+/// read (the Secret, or a retention); look again.
+async fn observe_all(app: &AppRegistration, layout: &SecretLayout, ctx: &Context) -> Result<Option<Seen>, Error> {
+    let ns = app.namespace().unwrap_or_default();
+    let status = app.status.clone().unwrap_or_default();
+    let cached = ctx.caches.secret_meta(&ns, &layout.name);
+    let Some(observed) = observe(app, layout, cached.as_ref(), ctx).await? else { return Ok(None) };
+    let app_key = key_of(app);
+    let ledger = ctx.caches.ledger();
+    let taken = |id: Option<&str>| id.is_some_and(|id| ledger.taken_from(&app_key, uid(app), id));
+    let secret_client_id = match &observed {
+        Observed::Owned(owned) => Some(owned.issued.client_id.as_str()),
+        _ => None,
+    };
+    let (status_client_id_taken, secret_client_id_taken) =
+        (taken(status.client_id.as_deref()), taken(secret_client_id));
+    let mut retained = None;
+    let mut chosen_secret = None;
+    let import = match (&app.spec.client_id, &status.client_id) {
+        (Some(id), None) => {
+            let state = Import::from_word(ledger.word(id), &app_key, uid(app));
+            if let Import::Retained(secret_name) = &state {
+                let Some((found, secret)) = read_retained(app, secret_name, id, ctx).await? else { return Ok(None) };
+                retained = Some(found);
+                chosen_secret = secret;
+            }
+            Some(state)
+        }
+        _ => None,
+    };
+    let ownership = ownership(app, &status, ctx).await;
+    // A secret of the user's choice: read at every pass (and every recheck).
+    let source = read_source(app, ctx).await?;
+    if let Some(plan::Source { read: plan::SourceRead::Value(value), .. }) = &source {
+        chosen_secret = Some(value.clone());
+    }
+    let mut fresh = Fresh::mint();
+    if let Some(claimed) = ledger.held_by(&app_key, uid(app)) {
+        fresh.client_id = claimed;
+    }
+    let sync = ctx.settings.auth_server.as_ref().map(|(_, sync)| sync);
+    Ok(Some(Seen {
+        secret_verifies: secret_verifies(app, &status, &observed, ctx).await?,
+        observed,
+        cached,
+        import,
+        retained,
+        chosen_secret,
+        ownership,
+        source,
+        violations: validate_spec(&app.spec),
+        status_client_id_taken,
+        secret_client_id_taken,
+        consents: consent_summary(app, ctx),
+        fresh,
+        unreachable: sync.and_then(|sync| sync.unreachable()),
+        stale: sync.is_some_and(|sync| sync.is_stale(&app_key)),
+        retention_in_the_way: ledger.retention_at(&Key::new(&ns, &layout.name)),
+    }))
+}
+
+/// What must hold before the decision issues anything: a re-mint because the
+/// cached Secret looks deleted or altered is confirmed with the apiserver (a
+/// cache that has not caught up must not cost a secret), and the Client ID
+/// goes to this app in the ledger before anything is written (the apiserver
+/// decides a race with any other app, of any instance). `false`: look again.
+async fn ready_to_issue(
+    inputs: &Inputs<'_>,
+    decision: &Decision,
+    layout: &SecretLayout,
+    cached: Option<&ObjectMeta>,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    let app = inputs.app;
+    if let Decision::Mint {
+        reason: MintReason::SecretMissing | MintReason::SecretAltered | MintReason::SecretUntrusted,
+        ..
+    } = decision
+        && cache_lags(layout, &app.namespace().unwrap_or_default(), cached, ctx).await?
+    {
+        return Ok(false);
+    }
+    match decision.client_id(inputs) {
+        Some(client_id) if !ctx.caches.ledger().holds(&key_of(app), uid(app), client_id) => {
+            claim(app, client_id, inputs, ctx).await
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Carries out a planned outcome: a takeover settled, the Secret, the
+/// ledger's verifiers, the authorization server, the workload restarts, the
 /// status, the Events — in that order, so a crash between any two leaves a
 /// state the next pass finishes (a sealed Secret ahead of status is adopted).
 async fn carry_out(
@@ -468,6 +551,9 @@ async fn carry_out(
 ) -> Result<Action, Error> {
     let app = inputs.app;
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
+    if let Some(client_id) = app.status.as_ref().and_then(|s| s.client_id.as_deref()) {
+        settle_takeover(app, layout, client_id, ctx).await?;
+    }
     let written = match &outcome.secret {
         None => None,
         Some(SecretWrite::Create(secret)) => match create_secret(&ns, secret, ctx).await? {
@@ -505,11 +591,11 @@ async fn carry_out(
     }
     // A chosen secret's verifiers go to the ledger before status names its version.
     if let Some(client_id) = outcome.status.client_id.as_deref()
-        && ctx.caches.ledger().holds(&app_key(app), uid(app), client_id)
-        && ctx.caches.ledger().verifiers(&app_key(app), uid(app), client_id) != outcome.verifiers
+        && ctx.caches.ledger().holds(&key_of(app), uid(app), client_id)
+        && ctx.caches.ledger().verifiers(&key_of(app), uid(app), client_id) != outcome.verifiers
         && !ctx
             .clerk
-            .set_verifiers(client_id, &ledger::holder_of(app), outcome.verifiers.as_ref())
+            .set_verifiers(client_id, &Holder::of(app), outcome.verifiers.as_ref())
             .await
             .map_err(|source| Error::Ledger { object: key(app), source })?
     {
@@ -522,7 +608,7 @@ async fn carry_out(
         let lane = lane_of(app, registration.client_id(), ctx);
         let result = register(server, registration, &lane, ctx).await;
         match &result {
-            Ok(()) => sync.repaired(&app_key(app)),
+            Ok(()) => sync.repaired(&key_of(app)),
             Err(e) => {
                 warn!(namespace = ns, name = app.name_any(), error = %e, "registering at the authorization server failed");
                 registration_failed = Some(e.clone());
@@ -575,7 +661,7 @@ async fn carry_out(
 /// The app's lane at the authorization server for `client_id`: the app, and
 /// the app it took the Client ID over from.
 fn lane_of(app: &AppRegistration, client_id: &str, ctx: &Context) -> authserver::Lane {
-    authserver::Lane::of(&ledger::holder_of(app), ctx.caches.ledger().taken_over_from(client_id))
+    authserver::Lane::of(&Holder::of(app), ctx.caches.ledger().taken_over_from(client_id))
 }
 
 /// Carries out a registration at the authorization server, in the app's lane.
@@ -674,7 +760,7 @@ async fn secret_verifies(
 /// Client ID the app imports). `false` when it is not the app's: the next
 /// pass sees the ledger's word (a conflict).
 async fn claim(app: &AppRegistration, client_id: &str, inputs: &Inputs<'_>, ctx: &Context) -> Result<bool, Error> {
-    let holder = ledger::holder_of(app);
+    let holder = Holder::of(app);
     let taking_over =
         matches!(inputs.import, Some(Import::Retained(_))) && app.spec.client_id.as_deref() == Some(client_id);
     let claimed = match taking_over {
@@ -745,11 +831,15 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
     let Some(source) = app.spec.secret.as_ref().and_then(|s| s.source_ref.as_ref()) else { return Ok(None) };
     let ns = app.namespace().unwrap_or_default();
     let key = source.key.clone().unwrap_or_else(|| crate::api::DEFAULT_CLIENT_SECRET_KEY.to_owned());
-    let describe = format!("Secret {}, key {key}", source.name);
-    let recheck = ctx.settings.source_recheck;
+    let found = |read| plan::Source {
+        secret: source.name.clone(),
+        key: key.clone(),
+        read,
+        recheck: ctx.settings.source_recheck,
+    };
     // Read for the user who registered the app, never on registrar's own authority.
-    if let Some(why) = source_refusal(app, &source.name, ctx).await? {
-        return Ok(Some(plan::Source { describe, read: plan::SourceRead::Forbidden(why), recheck }));
+    if let Some(refusal) = source_refusal(app, &source.name, ctx).await? {
+        return Ok(Some(found(plan::SourceRead::Forbidden(refusal))));
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let live = api
@@ -757,11 +847,8 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
         .await
         .map_err(|e| Error::kube(Step::ReadSecret, format!("{ns}/{}", source.name), e))?;
     let read = match live.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&key)) {
-        None if live.is_none() => plan::SourceRead::Missing(format!(
-            "Secret {} does not exist (yet); the app is issued once it does, and nothing is invented meanwhile",
-            source.name
-        )),
-        None => plan::SourceRead::Missing(format!("Secret {} has no key {key}", source.name)),
+        None if live.is_none() => plan::SourceRead::NoSecret,
+        None => plan::SourceRead::NoKey,
         // Too long, not text, or weak: refused alike, nothing told of the value.
         Some(bytes) if bytes.0.len() > MAX_CHOSEN_SECRET_BYTES => plan::SourceRead::Weak,
         Some(bytes) => match ClientSecret::from_bytes(&bytes.0) {
@@ -769,7 +856,7 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
             _ => plan::SourceRead::Weak,
         },
     };
-    Ok(Some(plan::Source { describe, read, recheck }))
+    Ok(Some(found(read)))
 }
 
 /// Why registrar may not read the Secret `secret` for `app`, if it may not.
@@ -777,16 +864,11 @@ async fn read_source(app: &AppRegistration, ctx: &Context) -> Result<Option<plan
 /// SubjectAccessReview: may that user, with the groups recorded at admission,
 /// `get` it?): an editor of AppRegistrations who may not read a Secret cannot
 /// have registrar read it for them, nor learn whether it exists.
-async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> Result<Option<String>, Error> {
+async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> Result<Option<SourceRefusal>, Error> {
     use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
     let ns = app.namespace().unwrap_or_default();
     let Some(user) = app.annotations().get(REGISTERED_BY_ANNOTATION).filter(|u| !u.is_empty()) else {
-        return Ok(Some(
-            "this app records no registering user (the annotation registrar.dev/registered-by, set at admission by \
-             deploy/registered-by-policy.yaml), and registrar reads a source only for the user who registered the \
-             app: nothing was read"
-                .to_owned(),
-        ));
+        return Ok(Some(SourceRefusal::NoRegisteringUser));
     };
     // The annotation is the editor's to write unless the policies that set
     // and keep it are in place, and were before the app was created.
@@ -795,11 +877,7 @@ async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> R
             Error::kube(Step::ReadSecret, format!("admission policy {}", ctx.registered_by.policy()), e)
         })?;
     if let Some(why) = super::registered_by::doubt(&verdict, app.meta().creation_timestamp.as_ref()) {
-        return Ok(Some(format!(
-            "registrar reads a source only for the user who registered the app, and believes the annotation \
-             registrar.dev/registered-by only where the Registered By admission policies \
-             (deploy/registered-by-policy.yaml) set and keep it: {why}: nothing was read"
-        )));
+        return Ok(Some(SourceRefusal::RegisteredByDoubted(why)));
     }
     let groups: Vec<String> = app
         .annotations()
@@ -834,12 +912,7 @@ async fn source_refusal(app: &AppRegistration, secret: &str, ctx: &Context) -> R
             allowed
         }
     };
-    Ok((!allowed).then(|| {
-        format!(
-            "{user}, who registered the app, may not get Secret {secret} in this namespace, and registrar reads a \
-             source only for the user who registered the app: nothing was read"
-        )
-    }))
+    Ok((!allowed).then(|| SourceRefusal::NotAllowed { user: user.clone() }))
 }
 
 /// Who owns the app this pass: the owner named, whether they may still
@@ -986,10 +1059,7 @@ async fn settle_takeover(
             }
         }
     }
-    ctx.clerk
-        .settle(client_id, &ledger::holder_of(app))
-        .await
-        .map_err(|source| Error::Ledger { object: key(app), source })
+    ctx.clerk.settle(client_id, &Holder::of(app)).await.map_err(|source| Error::Ledger { object: key(app), source })
 }
 
 /// Remembers what the app's Secret holds at the resourceVersion of `secret`.
@@ -1149,7 +1219,7 @@ async fn write_status(app: &AppRegistration, desired: &AppRegistrationStatus, ct
 /// The namespaces holding a consent granted to this app's Client ID.
 fn consent_summary(app: &AppRegistration, ctx: &Context) -> Option<ConsentSummary> {
     let client_id = app.status.as_ref()?.client_id.as_deref()?;
-    let consents = ctx.caches.consents_granted_to(&app_key(app), client_id);
+    let consents = ctx.caches.consents_granted_to(&key_of(app), client_id);
     let namespaces: BTreeSet<String> = consents.iter().filter_map(|consent| consent.namespace()).collect();
     if namespaces.is_empty() {
         return None;
@@ -1223,7 +1293,7 @@ enum Revocation {
 async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Error> {
     let ns = app.namespace().ok_or(Error::NoNamespace)?;
     let held = held_at_deletion(app, ctx).await?;
-    let holder = ledger::holder_of(app);
+    let holder = Holder::of(app);
     let ledger_failed = |source| Error::Ledger { object: key(app), source };
     if app.spec.deletion_policy == Some(DeletionPolicy::Retain)
         && let Some(id) = &held
@@ -1338,7 +1408,7 @@ async fn revoke(app: &AppRegistration, ctx: &Context) -> Result<Revocation, Erro
 /// before its first pass after the upgrade, claims it first, so that it is
 /// revoked (or retained) like any other.
 async fn held_at_deletion(app: &AppRegistration, ctx: &Context) -> Result<Option<String>, Error> {
-    let holder = ledger::holder_of(app);
+    let holder = Holder::of(app);
     let Some(id) = app.status.as_ref().and_then(|s| s.client_id.clone()) else {
         return Ok(ctx.caches.ledger().held_by(&Key::new(&holder.namespace, &holder.name), uid(app)));
     };
@@ -1382,7 +1452,7 @@ async fn retain_secret(app: &AppRegistration, client_id: &str, ctx: &Context) ->
     let minted = app.status.as_ref().and_then(|s| s.secret_hash.clone());
     let retained = ctx
         .clerk
-        .retain(client_id, &ledger::holder_of(app), &layout.name, minted)
+        .retain(client_id, &Holder::of(app), &layout.name, minted)
         .await
         .map_err(|source| Error::Ledger { object: key(app), source })?;
     if !retained {
@@ -1484,9 +1554,9 @@ mod tests {
 
         use super::*;
         use crate::{
+            cluster::Contents,
             credentials::HashParams,
             runtime::mock::{self, ApiServer},
-            watches::Contents,
         };
 
         const UID: &str = "33333333-3333-3333-3333-333333333333";

@@ -19,11 +19,13 @@ use tracing::{info, warn};
 
 use crate::{
     api::{ClientIdEntry, Holder, LedgerState, Retained, entry_name},
+    cluster::Caches,
+    cluster::ledger::Word,
     credentials::retention::{RETAINED_FROM_ANNOTATION, RETAINED_SEAL_ANNOTATION, Retention},
-    ledger::{Clerk, Word},
     runtime::Key,
-    watches::Caches,
 };
+
+use super::ledger::Clerk;
 
 /// Looks after retentions until `triggers` ends: those in `namespace` (with
 /// `--watch-namespace`), or in every namespace.

@@ -43,12 +43,12 @@ use serde_json::json;
 
 use crate::{
     api::{AcceptedSpec, AppRegistration, GrantType, Scope},
+    cluster::Caches,
     credentials::{ClientSecret, Hasher},
-    packed::Uid,
+    runtime::Uid,
     runtime::admin_server::Gate,
     runtime::metrics::{Metrics, ReasonLabels, RequestLabels},
     runtime::{Key, key_of},
-    watches::Caches,
 };
 use authorize::{AuthorizeRequest, authorize, token_allowed};
 use callers::{Access, Caller, Callers, Refusal};
@@ -675,8 +675,8 @@ mod tests {
     use super::*;
     use crate::{
         api::{AppRegistrationSpec, AppRegistrationStatus, ClientIdEntry, Holder},
+        cluster::Contents,
         runtime::mock,
-        watches::Contents,
     };
 
     const UID: &str = "55555555-5555-5555-5555-555555555555";

@@ -55,11 +55,6 @@ impl Index {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The organization the operator assigns to namespaces without the label.
-    pub fn default_organization(&self) -> &str {
-        &self.default_organization
-    }
-
     // === consents ===
 
     /// Records a consent (new or changed) and the app it points at.
@@ -238,6 +233,7 @@ impl Index {
 
     /// The namespaces that carry the organization label with value `org`
     /// (namespaces in the default organization by absence of the label are not listed).
+    #[cfg(test)]
     pub fn labelled_namespaces_of(&self, org: &str) -> Vec<String> {
         self.read().namespaces_by_org.get(org).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }

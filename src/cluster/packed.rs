@@ -14,10 +14,14 @@
 //! docs/adr/0003-packed-caches.md.
 //!
 //! The dictionaries are samples captured from a running registrar
-//! (`src/packed/*.json`); a different app still packs and unpacks exactly, it
+//! (`src/cluster/packed/*.json`); a different app still packs and unpacks exactly, it
 //! only compresses less. A unit test notices when they go stale.
 
-use std::{borrow::Cow, cell::RefCell, sync::LazyLock};
+use std::{
+    borrow::Cow,
+    cell::RefCell,
+    sync::{LazyLock, OnceLock},
+};
 
 use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::Resource;
@@ -116,49 +120,39 @@ pub fn unpack<T: DeserializeOwned>(kind: Kind, packed: &[u8]) -> T {
 }
 
 /// An AppRegistration as the app cache holds it: the object packed (with what
-/// [`crate::watches`] drops before caching anything) and the two facts read of
-/// every app on a scan.
+/// the watches drop before caching anything) and the two facts read of every
+/// app on a scan.
 ///
-/// Its name, namespace and resource version are kept unpacked for the watch
-/// (which resumes from the last resource version) and for kube's cache, which
-/// keys each object by them and then keeps a clone of it. That clone is all
-/// the cache holds, so it leaves the metadata out: an `ObjectMeta` takes 344
-/// bytes even empty, more than the packed app. Read a cached app's name with
-/// [`PackedApp::unpack`], never from [`Resource::meta`], which is empty there.
+/// kube's cache keys each object by the metadata of the one it is given and
+/// keeps a clone of it ([`kube::runtime::reflector::store::Writer`]). An
+/// `ObjectMeta` takes 344 bytes even empty, more than the packed app, so a
+/// clone does not copy it: it decodes it from the packed app the first time
+/// it is asked for ([`Resource::meta`]). Both copies answer the same; the
+/// cached one holds a pointer until then. Scans read what is kept unpacked
+/// ([`PackedApp::deleting`], [`PackedApp::ready`]) or the cache's keys, and a
+/// reconcile reads [`PackedApp::unpack`], so the cached copies stay small.
 #[derive(Debug)]
 pub struct PackedApp {
-    /// `None` in the copy the cache keeps.
-    metadata: Option<Box<ObjectMeta>>,
+    /// Set at once in the copy made from a watch event, on first read in a clone.
+    metadata: OnceLock<Box<ObjectMeta>>,
     packed: Box<[u8]>,
     deleting: bool,
     ready: Option<bool>,
 }
 
-/// The copy kube's cache keeps: everything but the metadata (see [`PackedApp`]).
+/// A copy whose metadata is decoded when first read (see [`PackedApp`]).
 impl Clone for PackedApp {
     fn clone(&self) -> Self {
-        PackedApp { metadata: None, packed: self.packed.clone(), deleting: self.deleting, ready: self.ready }
+        PackedApp { metadata: OnceLock::new(), packed: self.packed.clone(), deleting: self.deleting, ready: self.ready }
     }
 }
-
-/// What [`Resource::meta`] answers for a cached copy.
-static NO_METADATA: LazyLock<ObjectMeta> = LazyLock::new(ObjectMeta::default);
 
 impl PackedApp {
     pub fn new(app: &AppRegistration) -> Self {
         let meta = &app.metadata;
-        let ready = app
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == crate::api::conditions::READY))
-            .map(|c| c.status == "True");
+        let ready = app.status.as_ref().and_then(|s| s.ready());
         PackedApp {
-            metadata: Some(Box::new(ObjectMeta {
-                name: meta.name.clone(),
-                namespace: meta.namespace.clone(),
-                resource_version: meta.resource_version.clone(),
-                ..Default::default()
-            })),
+            metadata: OnceLock::from(Box::new(meta.clone())),
             packed: pack(Kind::App, app),
             deleting: meta.deletion_timestamp.is_some(),
             ready,
@@ -185,12 +179,19 @@ impl PackedApp {
     fn packed_len(&self) -> usize {
         self.packed.len()
     }
+
+    /// Whether its metadata is decoded (always in a watch event's copy; in a
+    /// cached copy, once read).
+    #[cfg(test)]
+    pub(super) fn holds_metadata(&self) -> bool {
+        self.metadata.get().is_some()
+    }
 }
 
 impl<'de> Deserialize<'de> for PackedApp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut app = AppRegistration::deserialize(deserializer)?;
-        crate::kept::app(&mut app);
+        super::kept::app(&mut app);
         Ok(PackedApp::new(&app))
     }
 }
@@ -216,61 +217,13 @@ impl Resource for PackedApp {
     }
 
     fn meta(&self) -> &ObjectMeta {
-        self.metadata.as_deref().unwrap_or(&NO_METADATA)
+        self.metadata.get_or_init(|| Box::new(self.unpack().metadata))
     }
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        self.metadata.get_or_insert_default()
+        self.meta();
+        self.metadata.get_mut().expect("decoded just now")
     }
-}
-
-/// An object's UID in 16 bytes instead of a 36-byte string and its heap
-/// allocation, for maps that hold one per app. The apiserver's UIDs are UUIDs
-/// and are kept exactly, ordered as their text; anything else (never from a
-/// real apiserver) is kept as a digest of it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Uid(u128);
-
-impl Uid {
-    pub fn of(uid: &str) -> Uid {
-        Uid(parse_uuid(uid).unwrap_or_else(|| {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(uid.as_bytes());
-            let mut first = [0; 16];
-            first.copy_from_slice(&digest[..16]);
-            u128::from_be_bytes(first)
-        }))
-    }
-}
-
-impl From<&str> for Uid {
-    fn from(uid: &str) -> Uid {
-        Uid::of(uid)
-    }
-}
-
-/// A UUID in its canonical lowercase form (8-4-4-4-12 hex digits).
-fn parse_uuid(text: &str) -> Option<u128> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    let mut value: u128 = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if b != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        value = (value << 4) | u128::from(digit);
-    }
-    Some(value)
 }
 
 #[cfg(test)]
@@ -306,36 +259,21 @@ mod tests {
             let packed = PackedApp::new(&app);
             let back = packed.unpack();
             assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&app).unwrap());
-            assert_eq!(packed.meta().name, app.metadata.name);
-            assert_eq!(packed.meta().namespace, app.metadata.namespace);
-            assert_eq!(packed.meta().resource_version, app.metadata.resource_version);
-            assert!(packed.meta().uid.is_none(), "only what the cache needs is kept unpacked");
+            assert_eq!(packed.meta(), &app.metadata);
+            let copy = packed.clone();
+            assert!(!copy.holds_metadata(), "a clone decodes its metadata when first read");
+            assert_eq!(copy.meta(), &app.metadata, "and then answers as the original does");
+            assert!(copy.holds_metadata());
         }
-    }
-
-    #[test]
-    fn a_uid_is_kept_exactly_and_in_order() {
-        let a = "5f0c2b7e-9d41-4c3a-8e2f-7b6a1d9c0e34";
-        let b = "5f0c2b7e-9d41-4c3a-8e2f-7b6a1d9c0e35";
-        let c = "a0000000-0000-4000-8000-000000000000";
-        assert_eq!(Uid::of(a), Uid::of(a));
-        assert_ne!(Uid::of(a), Uid::of(b));
-        assert!(Uid::of(a) < Uid::of(b) && Uid::of(b) < Uid::of(c), "ordered as the text");
-        assert_eq!(Uid::of(a).0, 0x5f0c2b7e_9d41_4c3a_8e2f_7b6a1d9c0e34);
-        // Not a canonical UUID: a digest, still one value per text.
-        for other in ["uid-1", "", "5F0C2B7E-9D41-4C3A-8E2F-7B6A1D9C0E34", "5f0c2b7e+9d41-4c3a-8e2f-7b6a1d9c0e34"] {
-            assert_eq!(Uid::of(other), Uid::of(other));
-            assert_ne!(Uid::of(other), Uid::of(a), "{other}");
-        }
-        assert_ne!(Uid::of("uid-1"), Uid::of("uid-2"));
     }
 
     /// kube's cache keys each app by the metadata of the object it is given
-    /// and keeps a clone without it: found by name, deleted by name, small.
+    /// and keeps a clone, which holds no decoded metadata until it is read:
+    /// found by name, deleted by name, small.
     #[test]
     fn the_cache_keeps_an_app_without_its_metadata_and_finds_it_by_name() {
         use kube::runtime::{reflector::ObjectRef, watcher::Event};
-        assert!(std::mem::size_of::<PackedApp>() <= 32, "the cached struct stays small");
+        assert!(std::mem::size_of::<PackedApp>() <= 40, "the cached struct stays small");
         let (store, mut writer) = kube::runtime::reflector::store::<PackedApp>();
         let app = another_app();
         let name = ObjectRef::new("payroll-portal").within("team-payroll");
@@ -345,8 +283,10 @@ mod tests {
         writer.apply_watcher_event(&Event::Apply(PackedApp::new(&app)));
         assert_eq!(store.state().len(), 2);
         let cached = store.get(&name).expect("the cache finds the app by name");
-        assert_eq!(cached.meta(), &ObjectMeta::default(), "the cached copy holds no metadata");
+        assert!(!cached.holds_metadata(), "the cached copy holds no decoded metadata");
         assert_eq!(serde_json::to_value(cached.unpack()).unwrap(), serde_json::to_value(&app).unwrap());
+        assert!(!cached.holds_metadata(), "reading the app does not keep its metadata");
+        assert_eq!(cached.meta(), &app.metadata, "asked for, it is the app's");
         writer.apply_watcher_event(&Event::Delete(PackedApp::new(&app)));
         assert!(store.get(&name).is_none(), "a deleted app leaves the cache");
         assert_eq!(store.state().len(), 1);
@@ -369,7 +309,7 @@ mod tests {
 
     /// The dictionaries fit what registrar writes: an app other than the
     /// sample packs to a third of its JSON, a Secret's metadata to half. When this fails, capture a new
-    /// sample (see src/packed/README.md).
+    /// sample (see src/cluster/packed/README.md).
     #[test]
     fn the_dictionaries_still_fit_what_registrar_writes() {
         let app = another_app();

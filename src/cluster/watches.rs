@@ -12,7 +12,7 @@
 //! - an organization's policy changed: the policy, and every consent in a
 //!   namespace of that organization;
 //! - a retained Secret deleted (or one retained before the ledger existed):
-//!   the ledger's keeper ([`crate::registration::retention`]).
+//!   the ledger's keeper (the app controller's `retention`).
 //!
 //! Requests flow only once the controllers run ([`Gate`]); they start with a
 //! pass over everything cached ([`crate::runtime::catch_up`]). While a watch lists
@@ -27,7 +27,7 @@
 //! be downloaded, let alone held, because of a label. The controller reads a
 //! Secret's data when a decision needs it, and keeps only what registrar wrote.
 //! Their metadata is held compactly ([`SecretMetas`]), and so are the apps
-//! ([`Apps`]): packed, decoded when read ([`crate::packed`]).
+//! ([`Apps`]): packed, decoded when read (`cluster::packed`).
 
 use std::{
     collections::HashMap,
@@ -54,11 +54,14 @@ use tracing::{info, warn};
 use crate::{
     api::{AppConsent, AppRegistration, ClientIdEntry, OrganizationPolicy, keys::ORGANIZATION_LABEL},
     credentials::{layout::APP_LABEL, retention::RETAINED_SEAL_ANNOTATION, seal::SealKey},
+    runtime::{Key, key_of},
+};
+
+use super::{
     index::Index,
     kept,
     ledger::Ledger,
     packed::{self, PackedApp},
-    runtime::{Key, key_of},
 };
 
 /// Bound of each reconcile-request queue; the controllers' schedulers drain and
@@ -323,7 +326,7 @@ impl Caches {
 }
 
 /// The app cache: every AppRegistration selected, packed
-/// ([`crate::packed`]) and decoded when read.
+/// (`cluster::packed`) and decoded when read.
 #[derive(Clone)]
 pub struct Apps(Store<PackedApp>);
 
@@ -662,7 +665,7 @@ fn watch_backoff() -> kube::runtime::utils::ResetTimerBackoff<kube::runtime::wat
 
 /// The metadata of registrar's Secrets (those labelled `registrar.dev/app`),
 /// each kept as what registrar reads of it — resource version, labels,
-/// annotations, controller reference — packed ([`crate::packed`]), and decoded
+/// annotations, controller reference — packed (`cluster::packed`), and decoded
 /// when asked for (once per reconcile). Decoded, a `BTreeMap` holds even one
 /// entry in a node of eleven slots: several times the memory.
 #[derive(Clone, Default)]
@@ -1035,6 +1038,31 @@ mod tests {
             ..Default::default()
         };
         meta
+    }
+
+    #[test]
+    fn answering_questions_leaves_the_cached_apps_metadata_undecoded() {
+        let app = |ns: &str, name: &str| {
+            let mut app = AppRegistration::new(name, Default::default());
+            app.metadata.namespace = Some(ns.into());
+            app.metadata.uid = Some(format!("uid-{name}"));
+            app
+        };
+        let caches = Caches::holding(Contents {
+            apps: vec![app("team-a", "billing"), app("team-a", "payroll"), app("team-b", "portal")],
+            ..Default::default()
+        });
+        assert_eq!(
+            caches.app("team-a", "billing").and_then(|a| a.metadata.uid.clone()).as_deref(),
+            Some("uid-billing")
+        );
+        assert_eq!(caches.apps().len(), 3);
+        assert_eq!(caches.app_count(), 3);
+        assert_eq!(caches.app_keys().len(), 3);
+        assert_eq!(caches.apps_in("team-a").len(), 2);
+        assert!(caches.packed_apps().iter().all(|a| !a.deleting()));
+        let cached = caches.app_store().state();
+        assert!(cached.iter().all(|a| !a.holds_metadata()), "no cached copy decoded its metadata");
     }
 
     #[test]
