@@ -1,4 +1,7 @@
-# registrar operator image: static-enough Rust binary on a distroless, non-root base.
+# registrar's image for those who build with a registry (docker build, kaniko,
+# buildkit): the same layout as `make image` (scripts/image.sh), which builds
+# it here with buildah and no registry. Untested here: this machine reaches no
+# container registry, so the `rust` base image below cannot be pulled.
 #   docker build -t registrar .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -6,10 +9,14 @@ COPY Cargo.toml Cargo.lock ./
 # The allocator's build-time settings (one jemalloc arena; docs/benchmarks.md).
 COPY .cargo ./.cargo
 COPY src ./src
-RUN cargo build --locked --release --bin registrar
+COPY scripts/image-rootfs.sh ./scripts/
+RUN cargo build --locked --release --bin registrar \
+ && bash scripts/image-rootfs.sh target/release/registrar /rootfs
 
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/registrar /usr/local/bin/registrar
+# Nothing but the binary, the libraries it links, a CA bundle and uid 65532.
+FROM scratch
+COPY --from=build /rootfs/ /
 USER 65532:65532
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/registrar"]

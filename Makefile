@@ -1,7 +1,7 @@
 # registrar's two set-up commands (see README.md):
 #   make run    run registrar against $KUBECONFIG, or against a local control plane
 #   make test   the whole test suite, exactly what CI runs (.ci/run)
-.PHONY: run test bench bench-smoke crds controlplane clean-cache
+.PHONY: run test bench bench-smoke image crds controlplane clean-cache
 
 run:
 	@bash scripts/run.sh
@@ -21,6 +21,11 @@ bench:
 bench-smoke:
 	@REGISTRAR_CONTROLPLANE=$$(bash tests/controlplane/build.sh) REGISTRAR_HYDRA=$$(bash scripts/install-hydra.sh) BENCH_APPS=$${BENCH_APPS:-200} BENCH_CONSENTS=100 \
 		BENCH_STEADY=20 BENCH_REGISTRY_SECONDS=2 BENCH_HYDRA_APPS=$${BENCH_HYDRA_APPS:-50} BENCH_LEDGER_ENTRIES=$${BENCH_LEDGER_ENTRIES:-1000} cargo bench --locked --profile dev --bench registrar
+
+# registrar's container image, built here with Debian's buildah and no registry
+# (scripts/image.sh): prints the docker-archive it wrote under target/image/.
+image:
+	@bash scripts/image.sh
 
 # Regenerate crds/ from the Rust API types.
 crds:

@@ -2,8 +2,9 @@
 # The whole test suite, phase by phase, with the wall time of each: formatting,
 # lints, the control-plane, helm, Hydra and krew builds, unit tests, end-to-end
 # tests against a real control plane (the Helm chart and the krew manifest
-# included), the chaos suite (its control plane restarted and frozen), the quickstart, and a check that no control-plane process outlived
-# the tests.
+# included), the chaos suite (its control plane restarted and frozen), the
+# container image (built with buildah and checked), the quickstart, and a check
+# that no control-plane process outlived the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -32,6 +33,7 @@ phase "e2e at scale (10,000 consents, alone)" cargo test --locked --test e2e -- 
 # One test at a time: each restarts or freezes the suite's control plane.
 # --nocapture shows the recovery times (docs/benchmarks.md, "Recovery").
 phase "chaos (apiserver restarted and frozen)" cargo test --locked --test chaos -- --test-threads 1 --nocapture
+phase "image (buildah, checked; the e2e tests' binary)" env REGISTRAR_BINARY=target/debug/registrar bash scripts/check-image.sh
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "benchmark smoke (200 apps)" make --no-print-directory bench-smoke
 phase "no leftover control-plane processes" check_no_leftovers
