@@ -26,29 +26,15 @@ if [ -z "$binary" ]; then
   binary=target/release/registrar
 fi
 
-tools=$(bash scripts/install-node-tools.sh)
 out=target/image
 mkdir -p "$out"
 work=$(mktemp -d "$PWD/$out/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 bash scripts/image-rootfs.sh "$binary" "$work/rootfs"
+source scripts/buildah-env.sh "$work/buildah"
 
-# buildah with its storage and configuration in the work directory (vfs: no
-# mounts), trusting nothing from any registry, since it pulls nothing.
-cat >"$work/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-runroot = "$work/run"
-graphroot = "$work/graph"
-EOF
-echo '{"default": [{"type": "reject"}], "transports": {"docker-archive": {"": [{"type": "insecureAcceptAnything"}]}}}' >"$work/policy.json"
-echo 'unqualified-search-registries = []' >"$work/registries.conf"
-buildah() {
-  LD_LIBRARY_PATH="$tools/usr/lib/x86_64-linux-gnu" CONTAINERS_STORAGE_CONF="$work/storage.conf" \
-    CONTAINERS_REGISTRIES_CONF="$work/registries.conf" "$tools/usr/bin/buildah" "$@"
-}
 source_url=https://github.com/registrar-dev/registrar
-container=$(buildah --signature-policy "$work/policy.json" from scratch)
+container=$(buildah from scratch)
 buildah copy "$container" "$work/rootfs/" / >/dev/null
 metadata=()
 for key in source:$source_url revision:$commit version:$version title:registrar \
@@ -57,10 +43,10 @@ for key in source:$source_url revision:$commit version:$version title:registrar 
 done
 buildah config --user 65532:65532 --workingdir / --entrypoint '["/usr/local/bin/registrar"]' --cmd '' \
   --port 8080 --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt "${metadata[@]}" "$container"
-buildah commit --quiet --signature-policy "$work/policy.json" --rm "$container" "$repository:$tag" >/dev/null
+buildah commit --quiet --rm "$container" "$repository:$tag" >/dev/null
 archive="$out/registrar-$tag.tar"
 rm -f "$archive"
-buildah push --quiet --signature-policy "$work/policy.json" "$repository:$tag" "docker-archive:$PWD/$archive:$repository:$tag" >&2
+buildah push --quiet "$repository:$tag" "docker-archive:$PWD/$archive:$repository:$tag" >&2
 size=$(du -sb "$work/rootfs" | cut -f1)
 echo "image $repository:$tag: $(( size / 1024 / 1024 )) MiB unpacked ($size bytes), archive $(du -h "$archive" | cut -f1)" >&2
 echo "$archive"

@@ -67,17 +67,40 @@ fetch_proxies() {
   echo "proxies: ${REGISTRAR_PROXIES}"
 }
 
-# Every harness state directory starts with registrar-e2e-, and every
-# control-plane process names its state directory on its command line.
+# Builds (or finds cached) the test node's kubelet and kube-scheduler, its
+# container tools and its images (tests/node/).
+build_node() {
+  echo "node binaries: $(bash tests/node/build/build.sh)"
+  echo "node tools: $(bash scripts/install-node-tools.sh)"
+  echo "node images: $(bash tests/node/images.sh)"
+}
+
+# Every harness state directory starts with registrar-e2e-, every control-plane
+# and node process names its state directory on its command line, and the test
+# node's cgroups are named after its directory; its mounts live in a mount
+# namespace of their own, so none may show in this one.
 check_no_leftovers() {
   local deadline=$((SECONDS + 60))
   while pgrep -f 'registrar-e2e-' >/dev/null; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "control-plane, Hydra or proxy processes outlived the tests:" >&2
+      echo "control-plane, node, Hydra or proxy processes outlived the tests:" >&2
       pgrep -af 'registrar-e2e-' >&2
       return 1
     fi
     sleep 0.5
   done
-  echo "no etcd, kube-apiserver, kube-controller-manager, Hydra, nginx or Caddy process left"
+  local cgroups mounts
+  cgroups=$(find /sys/fs/cgroup -maxdepth 2 -type d -name 'registrar-e2e-*' 2>/dev/null || true)
+  if [ -n "$cgroups" ]; then
+    echo "cgroups of the test node outlived the tests:" >&2
+    echo "$cgroups" >&2
+    return 1
+  fi
+  mounts=$(grep 'registrar-e2e-' /proc/self/mountinfo || true)
+  if [ -n "$mounts" ]; then
+    echo "mounts of the test node outlived the tests:" >&2
+    echo "$mounts" >&2
+    return 1
+  fi
+  echo "no etcd, kube-apiserver, kube-controller-manager, kubelet, containerd, shim, Hydra, nginx or Caddy process left; no cgroup or mount of the test node"
 }

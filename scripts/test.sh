@@ -34,6 +34,10 @@ phase "e2e at scale (10,000 consents, alone)" cargo test --locked --test e2e -- 
 # --nocapture shows the recovery times (docs/benchmarks.md, "Recovery").
 phase "chaos (apiserver restarted and frozen)" cargo test --locked --test chaos -- --test-threads 1 --nocapture
 phase "image (buildah, checked; the e2e tests' binary)" env REGISTRAR_BINARY=target/debug/registrar bash scripts/check-image.sh
+if [ "${E2E_NODE:-on}" != off ]; then
+  phase "node build (kubelet, kube-scheduler, containerd, images)" build_node
+  phase "e2e on a real node (kubelet, containerd)" cargo test --locked --test node -- --test-threads 2
+fi
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "benchmark smoke (200 apps)" make --no-print-directory bench-smoke
 phase "no leftover control-plane processes" check_no_leftovers

@@ -18,8 +18,11 @@ import (
 )
 
 // pki is the key material of one throwaway cluster: a CA that signs the
-// apiserver's serving certificate and the admin client certificate (group
-// system:masters), and the key that signs service-account tokens.
+// apiserver's serving certificate, the admin client certificate (group
+// system:masters) and the client certificate of the one node a test may run
+// (system:node:127.0.0.1 in system:nodes, which the Node authorizer and
+// NodeRestriction hold to its own Pods and node), and the key that signs
+// service-account tokens. The CA's key is not kept.
 type pki struct {
 	dir string
 }
@@ -31,8 +34,14 @@ func (p pki) servingCert() string { return p.path("apiserver.crt") }
 func (p pki) servingKey() string  { return p.path("apiserver.key") }
 func (p pki) adminCert() string   { return p.path("admin.crt") }
 func (p pki) adminKey() string    { return p.path("admin.key") }
+func (p pki) kubeletCert() string { return p.path("kubelet.crt") }
+func (p pki) kubeletKey() string  { return p.path("kubelet.key") }
 func (p pki) saKey() string       { return p.path("sa.key") }
 func (p pki) saPub() string       { return p.path("sa.pub") }
+
+// nodeName is the name of the one node a test may run: its kubelet has no
+// address but loopback.
+const nodeName = "127.0.0.1"
 
 func generatePKI(dir string) (pki, error) {
 	p := pki{dir: dir}
@@ -98,6 +107,13 @@ func generatePKI(dir string) (pki, error) {
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}); err != nil {
 		return p, fmt.Errorf("admin certificate: %w", err)
+	}
+
+	if err := leaf(p.kubeletCert(), p.kubeletKey(), &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "system:node:" + nodeName, Organization: []string{"system:nodes"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return p, fmt.Errorf("kubelet certificate: %w", err)
 	}
 
 	saKey, err := rsa.GenerateKey(rand.Reader, 2048)

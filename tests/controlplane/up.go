@@ -189,6 +189,12 @@ func (s *supervisor) start(ctx context.Context, apiserverPort int) error {
 		return err
 	}
 
+	// The node's identity, for a test that runs a kubelet (tests/node).
+	kubeletKubeconfig := filepath.Join(s.dir, "kubelet.kubeconfig")
+	if err := writeKubeconfigFor(kubeletKubeconfig, s.server, s.certs, "system:node:"+nodeName,
+		s.certs.kubeletCert(), s.certs.kubeletKey()); err != nil {
+		return err
+	}
 	kubeconfig := filepath.Join(s.dir, "kubeconfig")
 	if err := writeKubeconfig(kubeconfig+".tmp", s.server, s.certs); err != nil {
 		return err
@@ -197,11 +203,13 @@ func (s *supervisor) start(ctx context.Context, apiserverPort int) error {
 		return err
 	}
 	ready, err := json.Marshal(map[string]any{
-		"ready":      true,
-		"kubeconfig": kubeconfig,
-		"server":     s.server,
-		"dir":        s.dir,
-		"pid":        os.Getpid(),
+		"ready":              true,
+		"kubeconfig":         kubeconfig,
+		"kubelet_kubeconfig": kubeletKubeconfig,
+		"ca":                 s.certs.caCert(),
+		"server":             s.server,
+		"dir":                s.dir,
+		"pid":                os.Getpid(),
 	})
 	if err != nil {
 		return err
@@ -281,7 +289,10 @@ func (s *supervisor) launch(ctx context.Context) error {
 		"--tls-cert-file="+certs.servingCert(),
 		"--tls-private-key-file="+certs.servingKey(),
 		"--client-ca-file="+certs.caCert(),
-		"--authorization-mode=RBAC",
+		// The Node authorizer and NodeRestriction hold a kubelet to its own
+		// node and Pods (no node runs unless a test starts one).
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+certs.saPub(),
 		"--service-account-signing-key-file="+certs.saKey(),
@@ -495,6 +506,11 @@ func httpClient(certs pki) (*http.Client, error) {
 }
 
 func writeKubeconfig(path, server string, certs pki) error {
+	return writeKubeconfigFor(path, server, certs, "registrar-admin", certs.adminCert(), certs.adminKey())
+}
+
+// writeKubeconfigFor writes a kubeconfig for the client certificate at cert and key.
+func writeKubeconfigFor(path, server string, certs pki, user, cert, key string) error {
 	read := func(p string) []byte {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -507,11 +523,11 @@ func writeKubeconfig(path, server string, certs pki) error {
 		Server:                   server,
 		CertificateAuthorityData: read(certs.caCert()),
 	}
-	cfg.AuthInfos["registrar-admin"] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: read(certs.adminCert()),
-		ClientKeyData:         read(certs.adminKey()),
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{
+		ClientCertificateData: read(cert),
+		ClientKeyData:         read(key),
 	}
-	cfg.Contexts["registrar-local"] = &clientcmdapi.Context{Cluster: "registrar-local", AuthInfo: "registrar-admin", Namespace: "default"}
+	cfg.Contexts["registrar-local"] = &clientcmdapi.Context{Cluster: "registrar-local", AuthInfo: user, Namespace: "default"}
 	cfg.CurrentContext = "registrar-local"
 	return clientcmd.WriteToFile(*cfg, path)
 }

@@ -24,6 +24,7 @@ pub mod helm;
 pub mod hydra;
 pub mod ledger_attacks;
 pub mod memory_attacks;
+pub mod node;
 pub mod operator;
 pub mod proxies;
 pub mod registry;
@@ -43,6 +44,9 @@ pub const STATE_DIR_PREFIX: &str = "registrar-e2e-";
 pub struct ControlPlane {
     binary: PathBuf,
     kubeconfig: PathBuf,
+    /// The one node's identity (system:node:127.0.0.1), for a test node's kubelet.
+    kubelet_kubeconfig: PathBuf,
+    ca: PathBuf,
     server: String,
     // Held for the life of the process: closing it stops the control plane.
     // Each line written to it is a command (see [`ControlPlane::disturb`]),
@@ -94,6 +98,8 @@ impl ControlPlane {
         Ok(ControlPlane {
             binary,
             kubeconfig: field("kubeconfig")?.into(),
+            kubelet_kubeconfig: field("kubelet_kubeconfig")?.into(),
+            ca: field("ca")?.into(),
             server: field("server")?,
             supervisor: Mutex::new((child, stdin, stdout)),
         })
@@ -129,6 +135,21 @@ impl ControlPlane {
     /// Path of an admin kubeconfig, for tests that drive kubectl or helm.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The control-plane binary (it runs any of its components, and kubectl).
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// A kubeconfig with the test node's identity (system:node:127.0.0.1).
+    pub fn kubelet_kubeconfig(&self) -> &Path {
+        &self.kubelet_kubeconfig
+    }
+
+    /// The cluster's CA certificate.
+    pub fn ca(&self) -> &Path {
+        &self.ca
     }
 
     /// The apiserver's URL.
