@@ -73,6 +73,20 @@ pub enum PolicyKind {
     Restricted,
 }
 
+impl OrganizationPolicy {
+    /// Restricted is in force: registrar has put it in force (status), after
+    /// the consents granted before had their records.
+    pub fn restricted_in_force(&self) -> bool {
+        self.status.as_ref().and_then(|s| s.policy) == Some(PolicyKind::Restricted)
+    }
+
+    /// Restricted is asked for (spec) but not yet in force (status): the switch
+    /// is under way, and nothing new is granted meanwhile.
+    pub fn switching_to_restricted(&self) -> bool {
+        self.spec.policy == Some(PolicyKind::Restricted) && !self.restricted_in_force()
+    }
+}
+
 impl PolicyKind {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -127,11 +127,8 @@ pub async fn run(
 
 async fn decide_and_write(policy: &OrganizationPolicy, ctx: &Context) -> Result<Action, Error> {
     let organization = policy.name_any();
-    let current = policy.status.clone().unwrap_or_default();
     // Observe: a switch to Restricted surveys the consents it keeps.
-    let switching = policy.spec.policy.unwrap_or_default() == PolicyKind::Restricted
-        && current.policy != Some(PolicyKind::Restricted);
-    let survey = match switching {
+    let survey = match policy.switching_to_restricted() {
         true => {
             let surveying = std::time::Instant::now();
             let survey = survey(&organization, policy, ctx).await?;

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff::Timestamp};
 
 use crate::{
-    api::{AllowlistEntry, ConsentGrant, Grant, OrganizationPolicy, PolicyKind},
+    api::{AllowlistEntry, ConsentGrant, Grant, OrganizationPolicy},
     credentials::seal::{ConsentOf, SealKey},
 };
 
@@ -84,13 +84,13 @@ impl PolicyFacts<'_> {
     /// The policy in force: Restricted only once registrar has put it in
     /// force (status), after the consents granted before had their records.
     pub fn restricted(&self) -> bool {
-        self.policy.and_then(|p| p.status.as_ref()).and_then(|s| s.policy) == Some(PolicyKind::Restricted)
+        self.policy.is_some_and(OrganizationPolicy::restricted_in_force)
     }
 
     /// Restricted is asked for (spec) but not yet in force (status): nothing
     /// new is granted meanwhile.
     pub fn switching(&self) -> bool {
-        self.policy.is_some_and(|p| p.spec.policy == Some(PolicyKind::Restricted)) && !self.restricted()
+        self.policy.is_some_and(OrganizationPolicy::switching_to_restricted)
     }
 
     fn auto_approve_internal(&self) -> bool {
@@ -269,7 +269,7 @@ impl PolicyFacts<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AppRef, OrganizationPolicySpec, OrganizationPolicyStatus, RevokedApp};
+    use crate::api::{AppRef, OrganizationPolicySpec, OrganizationPolicyStatus, PolicyKind, RevokedApp};
 
     const ORG: &str = "acme";
     /// When the policy came in force in these tests (seconds since the epoch).
