@@ -11,6 +11,7 @@
 #
 #   scripts/image.sh                  builds the release binary first
 #   REGISTRAR_BINARY=path scripts/image.sh    uses that binary
+#   IMAGE_TAG=tag scripts/image.sh            tags it so instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repository=${IMAGE_REPOSITORY:-ghcr.io/registrar-dev/registrar}
@@ -19,7 +20,7 @@ commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
   commit="$commit-dirty"
 fi
-tag="$version-$commit"
+tag=${IMAGE_TAG:-$version-$commit}
 binary=${REGISTRAR_BINARY:-}
 if [ -z "$binary" ]; then
   cargo build --locked --release --bin registrar >&2

@@ -5,6 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chart;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};

@@ -87,7 +87,9 @@ pids+=($!)
 "$bin/kube-scheduler" --kubeconfig="$admin" --authentication-kubeconfig="$admin" --authorization-kubeconfig="$admin" \
   --leader-elect=false --secure-port=0 >"$dir/logs/kube-scheduler.log" 2>&1 </dev/null &
 pids+=($!)
-kubectl apply --server-side -f "$here/config/test-only-policies.yaml" >/dev/null
+server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+sed "s|APISERVER_PORT|${server##*:}|g" "$here/config/test-only-policies.yaml" >"$dir/test-only-policies.yaml"
+kubectl apply --server-side -f "$dir/test-only-policies.yaml" >/dev/null
 unshare -m --propagation private bash "$here/inner.sh" "$dir" "$tools" "$images" "$bin/kubelet" \
   "$kubelet_kubeconfig" >"$dir/logs/inner.log" 2>&1 </dev/null &
 inner=$!
@@ -96,10 +98,11 @@ pids+=($inner)
 ready() {
   kubectl get node 127.0.0.1 -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
-# A Pod created now is put on the host's network: the policy is in force.
+# A Pod created now is put on the host's network, told where the apiserver
+# is: the policy is in force.
 policy_in_force() {
-  kubectl run registrar-node-probe --image=registrar.local/busybox:1 --dry-run=server -o jsonpath='{.spec.hostNetwork}' \
-    2>/dev/null | grep -qx true
+  kubectl run registrar-node-probe --image=registrar.local/busybox:1 --dry-run=server \
+    -o jsonpath='{.spec.hostNetwork} {.spec.containers[0].env[0].value}' 2>/dev/null | grep -qx 'true 127.0.0.1'
 }
 deadline=$((SECONDS + 180))
 until ready && policy_in_force; do
