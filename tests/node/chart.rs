@@ -9,16 +9,22 @@ use std::{
     time::Duration,
 };
 
+use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     coordination::v1::Lease,
     core::v1::{Pod, Secret},
 };
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
+use registrar::api::AppRegistration;
+use serde_json::json;
 
 use crate::support::{
     TestNamespace,
-    apps::{apply, confidential, wait_issued},
+    apps::{apply, confidential, is_ready, wait_issued},
     control_plane, eventually, free_port,
     helm::{chart, helm, run},
     node,
@@ -73,8 +79,10 @@ fn container_pid(metrics_port: u16) -> u32 {
 /// `helm install` of the chart with the image built here: the operator Pod
 /// runs and is Ready, holds the leader Lease and issues an app, as uid 65532
 /// with a read-only root filesystem and no capability (read from the
-/// container's own `/proc/1`), serves its metrics; `helm uninstall` keeps the
-/// CRDs and the credentials Secrets.
+/// container's own `/proc/1`), serves its metrics; `helm upgrade` to an image
+/// of another tag rolls the operator while 100 apps rotate, each exactly once;
+/// `helm uninstall` keeps the CRDs and the credentials Secrets. (One test:
+/// two releases of the chart would share its cluster-scoped objects.)
 #[tokio::test]
 async fn the_chart_runs_the_operator_from_its_image() {
     if node::skipped() {
@@ -138,6 +146,87 @@ async fn the_chart_runs_the_operator_from_its_image() {
         .expect("metrics");
     assert!(metrics.contains("registrar_reconciliations_total"), "{metrics}");
     assert!(metrics.contains("registrar_leader 1"), "the Pod is the leader");
+
+    // 100 apps rotate while `helm upgrade` rolls the operator to an image of
+    // another tag: each rotation happens exactly once.
+    let names: Vec<String> = (0..100).map(|i| format!("app-{i:03}")).collect();
+    futures::stream::iter(&names)
+        .for_each_concurrent(16, |name| {
+            let apps_ns = &apps_ns;
+            async move {
+                apply(apps_ns, &confidential(name)).await;
+            }
+        })
+        .await;
+    let apps: Api<AppRegistration> = apps_ns.api();
+    let versions = || async {
+        let list = apps.list(&ListParams::default()).await.ok()?;
+        let versions: Vec<i64> = list
+            .items
+            .iter()
+            .filter(|a| a.name_any().starts_with("app-"))
+            .filter(|a| is_ready(a))
+            .filter_map(|a| a.status.as_ref()?.secret_version)
+            .collect();
+        Some(versions)
+    };
+    eventually("100 apps issued", Duration::from_secs(180), || async {
+        let v = versions().await?;
+        (v.len() == 100 && v.iter().all(|v| *v == 1)).then_some(())
+    })
+    .await;
+    let upgraded = format!("{tag}-upgraded");
+    let archive = image(&upgraded);
+    node.import_image(&archive);
+    let _ = std::fs::remove_file(&archive);
+    let rotating = {
+        let apps = apps.clone();
+        let names = names.clone();
+        tokio::spawn(async move {
+            let patch = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/rotate": "upgrade" } } }));
+            futures::stream::iter(&names)
+                .for_each_concurrent(8, |name| {
+                    let (apps, patch) = (&apps, &patch);
+                    async move {
+                        apps.patch(name, &PatchParams::default(), patch).await.expect("rotate");
+                    }
+                })
+                .await;
+        })
+    };
+    let upgrade = {
+        let (namespace, values) = (release_ns.name.clone(), host_network_values(&upgraded, metrics_port));
+        tokio::task::spawn_blocking(move || {
+            run(helm().args(["upgrade", release, &chart(), "--namespace", &namespace]).args(values))
+        })
+    };
+    rotating.await.expect("rotations asked for");
+    upgrade.await.expect("helm upgrade");
+    eventually("the operator rolled to the new image", Duration::from_secs(180), || async {
+        let pods = pods.list(&ListParams::default()).await.ok()?.items;
+        let ready = pods.iter().filter(|p| {
+            let image = p.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default();
+            let is_ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            image.ends_with(&upgraded) && is_ready && p.metadata.deletion_timestamp.is_none()
+        });
+        (pods.len() == 1 && ready.count() == 1).then_some(())
+    })
+    .await;
+    eventually("every app rotated", Duration::from_secs(180), || async {
+        let v = versions().await?;
+        (v.len() == 100 && v.iter().all(|v| *v == 2)).then_some(())
+    })
+    .await;
+    // Exactly once: no app went past version 2, and each Secret holds version 2.
+    for name in &names {
+        let (app, secret) = wait_issued(&apps_ns, name).await;
+        assert_eq!(app.status.as_ref().and_then(|s| s.secret_version), Some(2), "{name} rotated exactly once");
+        assert_eq!(secret.annotations().get("registrar.dev/secret-version").map(String::as_str), Some("2"));
+    }
 
     run(helm().args(["uninstall", release, "--namespace", &release_ns.name, "--wait", "--timeout", "120s"]));
     let crds =
