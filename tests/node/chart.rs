@@ -89,6 +89,7 @@ async fn the_chart_runs_the_operator_from_its_image() {
         eprintln!("E2E_NODE=off: skipped");
         return;
     }
+    let _cluster_wide = node::CLUSTER_WIDE.lock().await;
     let node = node::node();
     let tag = format!("e2e-{:08x}", rand::random::<u32>());
     let archive = image(&tag);

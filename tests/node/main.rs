@@ -6,6 +6,7 @@
 mod support;
 
 mod chart;
+mod workloads;
 
 use std::time::Duration;
 

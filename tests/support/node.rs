@@ -31,6 +31,10 @@ pub struct Node {
 
 static NODE: OnceLock<Node> = OnceLock::new();
 
+/// Held by a test that installs cluster-wide objects (the CRDs, the chart's
+/// ClusterRoles), so that two such tests do not take them from each other.
+pub static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Whether the tests that need a node are skipped (`E2E_NODE=off`).
 pub fn skipped() -> bool {
     std::env::var("E2E_NODE").is_ok_and(|v| v == "off")
@@ -104,6 +108,22 @@ impl Node {
             super::proc_memory_kib(pid, "VmRSS").map(|kib| kib as f64 / 1024.0)
         };
         (rss("kubelet.pid").unwrap_or_default(), rss("containerd.pid").unwrap_or_default())
+    }
+
+    /// The host PIDs of the processes the containers of the Pod of UID
+    /// `pod_uid` run (its sandbox aside), found by their cgroups.
+    pub fn container_pids(&self, pod_uid: &str) -> Vec<u32> {
+        let marker = format!("/pod{pod_uid}/");
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let in_pod = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&marker));
+            let sandbox = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"/pause"));
+            if in_pod && !sandbox {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// Imports a docker-archive into the node's containerd (Pods use it with
