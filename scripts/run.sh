@@ -9,6 +9,13 @@
 # install the CRDs, run the operator, and print how to point kubectl at it and
 # a curl that gets a token from Hydra with an example app's Secret. Ctrl-C
 # stops everything; the local cluster's state is discarded.
+#
+# With REGISTRAR_NODE=on (as root: the node mounts and makes cgroups), the local
+# cluster gets a real node too (kubelet, containerd: tests/node/node.sh), and
+# registrar runs on it as it ships: its image built here (scripts/image.sh) and
+# the chart installed (one replica, metrics on loopback, Hydra as its
+# authorization server), beside an example workload that gets tokens with its
+# app's credentials (examples/node/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -23,6 +30,12 @@ if [ -n "${KUBECONFIG:-}" ]; then
   exec "$operator" "$@"
 fi
 
+node_mode=${REGISTRAR_NODE:-off}
+if [ "$node_mode" = on ] && [ "$(id -u)" != 0 ]; then
+  echo "REGISTRAR_NODE=on needs root (the node mounts volumes and makes cgroups)" >&2
+  exit 1
+fi
+
 echo "==> KUBECONFIG is not set: starting a local control plane"
 controlplane=$(bash tests/controlplane/build.sh)
 kubectl_bin="$(dirname "$controlplane")/kubectl"
@@ -32,11 +45,14 @@ mkdir -p "$(dirname "$state")"
 cp_pid=""
 op_pid=""
 hydra_pid=""
+node_pid=""
 stop() {
   trap - EXIT INT TERM
   echo
   echo "==> stopping"
   [ -n "$op_pid" ] && kill -TERM "$op_pid" 2>/dev/null && wait "$op_pid" 2>/dev/null
+  # The node stops (containers, kubelet, containerd, its cgroups) when its input closes.
+  [ -n "$node_pid" ] && exec 7>&- && wait "$node_pid" 2>/dev/null
   [ -n "$hydra_pid" ] && kill -TERM "$hydra_pid" 2>/dev/null && wait "$hydra_pid" 2>/dev/null
   [ -n "$cp_pid" ] && kill -TERM "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null
   echo "==> stopped"
@@ -56,18 +72,41 @@ while [ ! -f "$state/kubeconfig" ]; do
 done
 export KUBECONFIG="$state/kubeconfig"
 
-echo "==> installing the CRDs and the admission policies"
-"$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
-"$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-"$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
-# Admission policies take effect asynchronously: wait until a dry run shows one act.
-probe='{"apiVersion":"registrar.dev/v1alpha1","kind":"AppRegistration","metadata":{"name":"policy-probe","namespace":"default"},"spec":{"displayName":"probe","scope":"Group"}}'
-until [ -n "$(echo "$probe" | "$kubectl_bin" create --dry-run=server -f - \
-    -o jsonpath='{.metadata.annotations.registrar\.dev/registered-by}' 2>/dev/null)" ]; do
-  sleep 0.2
-done
-
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Admission policies take effect asynchronously: wait until a dry run shows one act.
+policies_in_force() {
+  local probe='{"apiVersion":"registrar.dev/v1alpha1","kind":"AppRegistration","metadata":{"name":"policy-probe","namespace":"default"},"spec":{"displayName":"probe","scope":"Group"}}'
+  until [ -n "$(echo "$probe" | "$kubectl_bin" create --dry-run=server -f - \
+      -o jsonpath='{.metadata.annotations.registrar\.dev/registered-by}' 2>/dev/null)" ]; do
+    sleep 0.2
+  done
+}
+if [ "$node_mode" = on ]; then
+  echo "==> starting a node: kubelet, containerd, kube-scheduler (REGISTRAR_NODE=on)"
+  node_dir="$(dirname "$state")/registrar-node"
+  mkdir -p "$state/logs"
+  rm -f "$state/node.in" && mkfifo "$state/node.in"
+  bash tests/node/node.sh "$node_dir" "$controlplane" "$KUBECONFIG" "$state/kubelet.kubeconfig" "$state/pki/ca.crt" \
+    "$(free_port)" "$(free_port)" <"$state/node.in" >"$state/node.out" 2>"$state/logs/node.log" &
+  node_pid=$!
+  exec 7>"$state/node.in"
+  until grep -q '"ready":true' "$state/node.out" 2>/dev/null; do
+    kill -0 "$node_pid" 2>/dev/null || { echo "the node did not start; see $state/logs/node.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  tools=$(bash scripts/install-node-tools.sh)
+  node_ctr() {
+    LD_LIBRARY_PATH="$tools/usr/lib/x86_64-linux-gnu" "$tools/usr/bin/ctr" \
+      --address "$node_dir/containerd/containerd.sock" -n k8s.io "$@"
+  }
+else
+  echo "==> installing the CRDs and the admission policies"
+  "$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
+  "$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
+  "$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
+  policies_in_force
+fi
+
 auth_args=()
 if [ "${REGISTRAR_HYDRA:-on}" != "off" ]; then
   echo "==> starting Ory Hydra (REGISTRAR_HYDRA=off to skip)"
@@ -105,12 +144,32 @@ metrics_addr=${REGISTRAR_METRICS_ADDR:-127.0.0.1:8080}
 # The operator's log goes to a file, not into this walkthrough.
 mkdir -p "$state/logs"
 operator_log="$state/logs/registrar.log"
-"$operator" --metrics-addr "$metrics_addr" "${auth_args[@]}" "$@" >"$operator_log" 2>&1 &
-op_pid=$!
+if [ "$node_mode" = on ]; then
+  echo "==> building registrar's image and installing the chart on the node"
+  archive=$(REGISTRAR_BINARY="$operator" IMAGE_TAG=dev bash scripts/image.sh 2>/dev/null)
+  node_ctr images import "$archive" >/dev/null
+  helm_values=(--set image.tag=dev --set image.pullPolicy=Never --set replicaCount=1
+    --set "metrics.port=${metrics_addr##*:}" --set "metrics.bindAddress=${metrics_addr%:*}")
+  if [ -n "$hydra_pid" ]; then
+    helm_values+=(--set authServer.type=hydra --set "authServer.adminUrl=http://127.0.0.1:$hydra_admin"
+      --set "authServer.issuer=http://127.0.0.1:$hydra_public")
+  fi
+  "$(bash scripts/install-helm.sh)" install registrar charts/registrar --namespace registrar-system \
+    --create-namespace "${helm_values[@]}" >/dev/null
+  policies_in_force
+  "$kubectl_bin" -n registrar-system rollout status deployment/registrar --timeout=180s >/dev/null
+else
+  "$operator" --metrics-addr "$metrics_addr" "${auth_args[@]}" "$@" >"$operator_log" 2>&1 &
+  op_pid=$!
+fi
 
 echo "==> waiting for the operator to be ready"
 until curl -fsS "http://$metrics_addr/readyz" >/dev/null 2>&1; do
-  kill -0 "$op_pid" 2>/dev/null || { echo "the operator exited; its log:" >&2; cat "$operator_log" >&2; exit 1; }
+  if [ -n "$op_pid" ] && ! kill -0 "$op_pid" 2>/dev/null; then
+    echo "the operator exited; its log:" >&2
+    cat "$operator_log" >&2
+    exit 1
+  fi
   sleep 0.2
 done
 
@@ -118,6 +177,12 @@ echo "==> applying examples/ (one app of each kind, and a shared app with consen
 "$kubectl_bin" apply -f examples/confidential-app.yaml -f examples/public-client.yaml \
   -f examples/workload-restart.yaml -f examples/organizations/
 "$kubectl_bin" wait --for=condition=Ready appreg --all --all-namespaces --timeout=120s >/dev/null
+if [ "$node_mode" = on ]; then
+  "$kubectl_bin" apply -f examples/node/
+  "$kubectl_bin" rollout status deployment/reports-worker --timeout=120s >/dev/null
+  echo
+  "$kubectl_bin" get pods -A
+fi
 echo
 "$kubectl_bin" get appregs -A
 echo
@@ -135,9 +200,22 @@ cat <<MSG
     kubectl annotate appreg billing-portal registrar.dev/rotate=\$(date +%s) --overwrite
     kubectl get secret billing-portal-credentials -o yaml
 
+MSG
+if [ "$node_mode" = on ]; then
+  cat <<MSG
+  registrar runs on the node as a Pod, from the image built here:
+    kubectl -n registrar-system logs deploy/registrar -f     # the operator's log
+    kubectl logs deploy/reports-worker -f                    # a workload getting tokens
+  Rotate reports-worker and watch registrar roll it onto the new secret:
+    kubectl annotate appreg reports-worker registrar.dev/rotate=\$(date +%s) --overwrite
+  Metrics: http://$metrics_addr/metrics. Component logs: $state/logs and $node_dir/logs.
+MSG
+else
+  cat <<MSG
   The operator's log: tail -f $operator_log
   Metrics: http://$metrics_addr/metrics. Component logs: $state/logs.
 MSG
+fi
 if [ -n "$hydra_pid" ]; then
   secret() { "$kubectl_bin" get secret reports-oauth -o "jsonpath={.data.$1}" | base64 -d; }
   token_request=(curl -sS -u "$(secret OAUTH_CLIENT_ID):$(secret OAUTH_CLIENT_SECRET)"
@@ -161,5 +239,5 @@ cat <<MSG
 
 MSG
 
-# Stop when either the operator or the control plane exits.
-wait -n "$op_pid" "$cp_pid" || true
+# Stop when the operator (or the node it runs on) or the control plane exits.
+wait -n ${op_pid:+"$op_pid"} ${node_pid:+"$node_pid"} "$cp_pid" || true

@@ -37,6 +37,7 @@ phase "image (buildah, checked; the e2e tests' binary)" env REGISTRAR_BINARY=tar
 if [ "${E2E_NODE:-on}" != off ]; then
   phase "node build (kubelet, kube-scheduler, containerd, images)" build_node
   phase "e2e on a real node (kubelet, containerd)" cargo test --locked --test node -- --test-threads 2
+  phase "quickstart on a node (REGISTRAR_NODE=on make run, then Ctrl-C)" env REGISTRAR_NODE=on bash scripts/check-quickstart.sh
 fi
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "benchmark smoke (200 apps)" make --no-print-directory bench-smoke

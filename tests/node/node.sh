@@ -53,7 +53,7 @@ teardown() {
   trap - EXIT INT TERM
   local socket=$dir/containerd/containerd.sock
   # The Pods, while the apiserver may still answer (never waited on long).
-  timeout 20 "$controlplane" kubectl --kubeconfig="$admin" delete pods --all --all-namespaces \
+  timeout 8 "$controlplane" kubectl --kubeconfig="$admin" --request-timeout=5s delete pods --all --all-namespaces \
     --grace-period=1 --wait=false >/dev/null 2>&1 || true
   [ -f "$dir/kubelet.pid" ] && stop "$(cat "$dir/kubelet.pid")"
   # The shims of this node's containerd (they name its socket), with the
