@@ -72,6 +72,9 @@ teardown() {
   for hierarchy in /sys/fs/cgroup/*/; do
     [ -d "$hierarchy$cgroup_root" ] && find "$hierarchy$cgroup_root" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
+  if [ -f "$dir/mountpoints-made" ]; then
+    while read -r mountpoint; do rmdir "$mountpoint" 2>/dev/null || true; done <"$dir/mountpoints-made"
+  fi
   # Everything but the logs (container layers, volumes, state).
   find "$dir" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} + 2>/dev/null || true
 }
@@ -90,6 +93,14 @@ pids+=($!)
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
 sed "s|APISERVER_PORT|${server##*:}|g" "$here/config/test-only-policies.yaml" >"$dir/test-only-policies.yaml"
 kubectl apply --server-side -f "$dir/test-only-policies.yaml" >/dev/null
+# The host paths the kubelet and containerd hard-code get the node's own
+# directories mounted over them in its mount namespace (inner.sh); a mount
+# point missing on the host is made here and removed at the end.
+for mountpoint in /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd; do
+  if [ ! -e "$mountpoint" ]; then
+    mkdir -p "$mountpoint" && echo "$mountpoint" >>"$dir/mountpoints-made"
+  fi
+done
 unshare -m --propagation private bash "$here/inner.sh" "$dir" "$tools" "$images" "$bin/kubelet" \
   "$kubelet_kubeconfig" >"$dir/logs/inner.log" 2>&1 </dev/null &
 inner=$!
