@@ -44,8 +44,18 @@ if [ "$node_mode" = on ]; then
   grep -q "kubectl -n registrar-system logs deploy/registrar -f" "$log" ||
     { echo "the walkthrough does not say where the operator's log is" >&2; exit 1; }
   kubectl_bin="$(dirname "$(bash tests/controlplane/build.sh)")/kubectl"
-  KUBECONFIG="$work/cluster/kubeconfig" "$kubectl_bin" -n registrar-system logs deploy/registrar | grep -q "minted credentials" ||
-    { echo "the operator Pod's log holds no mint" >&2; exit 1; }
+  # Read through the apiserver and the kubelet; asked again for a while.
+  deadline=$((SECONDS + 60))
+  until KUBECONFIG="$work/cluster/kubeconfig" "$kubectl_bin" -n registrar-system logs deploy/registrar \
+      >"$work/operator.log" 2>"$work/operator.err" && grep -q "minted credentials" "$work/operator.log"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "the operator Pod's log holds no mint; kubectl logs said:" >&2
+      cat "$work/operator.err" >&2
+      tail -n 20 "$work/operator.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
 else
   grep -q "The operator's log: tail -f $work/cluster/logs/registrar.log" "$log" ||
     { echo "the walkthrough does not say where the operator's log is" >&2; exit 1; }
