@@ -4,18 +4,13 @@
 
 use std::{
     io,
-    path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, SystemTime},
 };
 
 use axum::Router;
-use axum_server::{
-    accept::Accept,
-    tls_rustls::{RustlsAcceptor, RustlsConfig},
-};
+use axum_server::{accept::Accept, tls_rustls::RustlsAcceptor};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     sync::{OwnedSemaphorePermit, Semaphore},
@@ -23,10 +18,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use super::{ServeError, Settings};
-use crate::runtime::{admin_server::Gate, metrics::Metrics};
-
-/// How often the certificate files are checked for a change.
-const RELOAD_CHECK: Duration = Duration::from_secs(5);
+use crate::runtime::{admin_server::Gate, metrics::Metrics, tls};
 
 /// Serves `app` until the process ends; opens `listening` once the socket is
 /// bound, and says where (the port chosen, for an address with port 0).
@@ -43,8 +35,7 @@ pub async fn serve(settings: &Settings, app: Router, metrics: Metrics, listening
     });
     match (&settings.tls, settings.insecure_http) {
         (Some((cert, key)), _) => {
-            let config = RustlsConfig::from_config(tls_config(cert, key)?);
-            tokio::spawn(reload_on_change(config.clone(), cert.clone(), key.clone()));
+            let config = tls::watched("registry", cert, key).map_err(|e| ServeError::Tls(e.to_string()))?;
             info!(addr = %settings.addr, max_connections = settings.max_connections, "serving the registry API over TLS");
             let mut server =
                 axum_server::bind(settings.addr).acceptor(RustlsAcceptor::new(config).acceptor(limited)).handle(handle);
@@ -60,51 +51,6 @@ pub async fn serve(settings: &Settings, app: Router, metrics: Metrics, listening
         (None, false) => return Err(ServeError::NoTls),
     }
     Ok(())
-}
-
-/// The rustls configuration of a certificate chain and key in PEM files.
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
-    Ok(Arc::new(config))
-}
-
-/// What identifies a version of a file: its modification time and length.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// Reloads the certificate and key whenever either file changes. A pair that
-/// does not load (half-written, mismatched) keeps the one in use.
-async fn reload_on_change(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
-    let mut seen = (stamp(&cert), stamp(&key));
-    let mut ticks = tokio::time::interval(RELOAD_CHECK);
-    loop {
-        ticks.tick().await;
-        let now = (stamp(&cert), stamp(&key));
-        if now == seen {
-            continue;
-        }
-        match tls_config(&cert, &key) {
-            Ok(loaded) => {
-                config.reload_from_config(loaded);
-                seen = now;
-                info!(cert = %cert.display(), "reloaded the registry's TLS certificate");
-            }
-            Err(e) => warn!(error = %e, "the registry's new TLS certificate does not load; keeping the current one"),
-        }
-    }
 }
 
 /// Accepts a connection only while fewer than the limit are open; the permit

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod mock;
 pub mod retry;
 pub mod telemetry;
+pub mod tls;
 
 use ::kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 
