@@ -49,6 +49,40 @@ build_controlplane() {
   echo "control plane: ${REGISTRAR_CONTROLPLANE}"
 }
 
+# The older Kubernetes minors registrar supports, oldest first: one per
+# tests/controlplane/go.<MINOR>.mod (go.mod pins the newest).
+older_minors() {
+  local f
+  for f in tests/controlplane/go.*.mod; do
+    [ -e "$f" ] || continue
+    f=${f##*/go.}
+    echo "${f%.mod}"
+  done | sort -V
+}
+
+# build_controlplane_for MINOR: builds (or finds) that release's control plane.
+build_controlplane_for() {
+  echo "control plane (Kubernetes $1): $(bash tests/controlplane/build.sh "$1")"
+}
+
+# The suites that cross versions, run on an older release's control plane
+# (docs/development.md, "Kubernetes versions"): the CRDs with the admission
+# policies or the webhook, the lifecycle, consents, the tenancy attacks (e2e
+# and bare), the chart rendered and run under its RBAC, the kubectl plugin.
+cross_version_suites() {
+  local controlplane
+  controlplane=$(bash tests/controlplane/build.sh "$1")
+  REGISTRAR_CONTROLPLANE=$controlplane cargo test --locked --test e2e -- --test-threads "${E2E_THREADS:-4}" \
+    registration:: consent:: tenancy:: chart:: plugin:: webhook::
+  REGISTRAR_CONTROLPLANE=$controlplane cargo test --locked --test bare -- --test-threads "${E2E_THREADS:-4}"
+}
+
+# chart_on_node MINOR: the chart installed on a real node beside that release's control plane.
+chart_on_node() {
+  REGISTRAR_CONTROLPLANE=$(bash tests/controlplane/build.sh "$1") cargo test --locked --test node -- \
+    --test-threads 1 chart::
+}
+
 # Sets REGISTRAR_HYDRA to the Ory Hydra binary, building it if needed.
 build_hydra() {
   REGISTRAR_HYDRA=$(bash scripts/install-hydra.sh)
@@ -67,8 +101,8 @@ fetch_proxies() {
   echo "proxies: ${REGISTRAR_PROXIES}"
 }
 
-# Builds (or finds cached) the test node's kubelet and kube-scheduler, its
-# container tools and its images (tests/node/).
+# Builds (or finds cached) the test node's kubelet, its container tools and
+# its images (tests/node/).
 build_node() {
   echo "node binaries: $(bash tests/node/build/build.sh)"
   echo "node tools: $(bash scripts/install-node-tools.sh)"

@@ -3,6 +3,8 @@
 #
 # With KUBECONFIG set: run the operator against that cluster (its CRDs must be
 # installed: kubectl apply --server-side -f crds/).
+# REGISTRAR_KUBERNETES=1.35 (or another supported minor) starts the local
+# control plane of that release (tests/controlplane/build.sh).
 # Without: start a local control plane (etcd, kube-apiserver,
 # kube-controller-manager) in .local/cluster and, unless REGISTRAR_HYDRA=off,
 # an Ory Hydra (in-memory database) that registrar registers every app at;
@@ -103,8 +105,18 @@ else
   echo "==> installing the CRDs and the admission policies"
   "$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
   "$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-  "$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
-  policies_in_force
+  if "$kubectl_bin" api-resources --api-group=admissionregistration.k8s.io -o wide |
+    grep -q '^mutatingadmissionpolicies .*admissionregistration.k8s.io/v1 '; then
+    "$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
+    policies_in_force
+  else
+    # Kubernetes 1.35 (REGISTRAR_KUBERNETES=1.35): the ValidatingAdmissionPolicies
+    # only. Registered By needs the webhook, which the chart sets up
+    # (REGISTRAR_NODE=on); here the operator adds the finalizer itself.
+    echo "    this Kubernetes has no MutatingAdmissionPolicy: Registered By is not recorded (REGISTRAR_NODE=on installs the chart, whose webhook records it)"
+    awk 'BEGIN { RS = "\n---\n"; ORS = "\n---\n" } !/(^|\n)kind: MutatingAdmissionPolicy/' deploy/*.yaml |
+      "$kubectl_bin" apply --server-side --field-manager=registrar-install -f -
+  fi
 fi
 
 auth_args=()
@@ -148,8 +160,11 @@ if [ "$node_mode" = on ]; then
   echo "==> building registrar's image and installing the chart on the node"
   archive=$(REGISTRAR_BINARY="$operator" IMAGE_TAG=dev bash scripts/image.sh 2>/dev/null)
   node_ctr images import "$archive" >/dev/null
+  webhook_port=$(free_port)
   helm_values=(--set image.tag=dev --set image.pullPolicy=Never --set replicaCount=1
-    --set "metrics.port=${metrics_addr##*:}" --set "metrics.bindAddress=${metrics_addr%:*}")
+    --set "metrics.port=${metrics_addr##*:}" --set "metrics.bindAddress=${metrics_addr%:*}"
+    --set admissionPolicies.webhook.bindAddress=127.0.0.1 --set "admissionPolicies.webhook.port=$webhook_port"
+    --set "admissionPolicies.webhook.url=https://127.0.0.1:$webhook_port/mutate/appregistrations")
   if [ -n "$hydra_pid" ]; then
     helm_values+=(--set authServer.type=hydra --set "authServer.adminUrl=http://127.0.0.1:$hydra_admin"
       --set "authServer.issuer=http://127.0.0.1:$hydra_public")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, phase by phase, with the wall time of each: formatting,
 # lints, the control-plane, helm, Hydra and krew builds, unit tests, end-to-end
-# tests against a real control plane (the Helm chart and the krew manifest
-# included), the chaos suite (its control plane restarted and frozen), the
-# container image (built with buildah and checked), the quickstart, and a check
-# that no control-plane process outlived the tests.
+# tests against a real control plane of the newest supported Kubernetes (the
+# Helm chart and the krew manifest included), the chaos suite (its control
+# plane restarted and frozen), the container image (built with buildah and
+# checked), the tests on a real node, the suites that cross versions on each
+# older supported Kubernetes, the quickstart, and a check that no
+# control-plane process outlived the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -39,6 +41,15 @@ if [ "${E2E_NODE:-on}" != off ]; then
   phase "e2e on a real node (kubelet, containerd)" cargo test --locked --test node -- --test-threads 2
   phase "quickstart on a node (REGISTRAR_NODE=on make run, then Ctrl-C)" env REGISTRAR_NODE=on bash scripts/check-quickstart.sh
 fi
+# The older supported Kubernetes releases: their control planes, and the
+# suites that cross versions on each.
+for minor in $(older_minors); do
+  phase "control-plane build (Kubernetes $minor)" build_controlplane_for "$minor"
+  phase "e2e on Kubernetes $minor (cross-version suites)" cross_version_suites "$minor"
+  if [ "${E2E_NODE:-on}" != off ]; then
+    phase "the chart on a node, Kubernetes $minor" chart_on_node "$minor"
+  fi
+done
 phase "quickstart (make run, then Ctrl-C)" bash scripts/check-quickstart.sh
 phase "benchmark smoke (200 apps)" make --no-print-directory bench-smoke
 phase "no leftover control-plane processes" check_no_leftovers

@@ -103,6 +103,18 @@ struct Args {
     /// Longest a registry client may take to send a request's headers (a Go duration).
     #[arg(long, env = "REGISTRAR_REGISTRY_HEADER_READ_TIMEOUT", default_value = "10s")]
     registry_header_read_timeout: kube::core::Duration,
+    /// Address of the admission webhook (served when its certificate is given).
+    #[arg(long, env = "REGISTRAR_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    webhook_addr: SocketAddr,
+    /// PEM certificate chain of the admission webhook: with its key, registrar
+    /// serves the webhook that records Registered By and adds the revoke
+    /// finalizer on clusters without MutatingAdmissionPolicy (the chart sets
+    /// both up: charts/registrar/README.md, "Admission").
+    #[arg(long, env = "REGISTRAR_WEBHOOK_TLS_CERT", requires = "webhook_tls_key")]
+    webhook_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the admission webhook.
+    #[arg(long, env = "REGISTRAR_WEBHOOK_TLS_KEY", requires = "webhook_tls_cert")]
+    webhook_tls_key: Option<std::path::PathBuf>,
     /// Run only while holding the leader Lease (for several replicas).
     #[arg(long, env = "REGISTRAR_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
@@ -173,9 +185,11 @@ struct Args {
     secret_source_interval: kube::core::Duration,
     /// The MutatingAdmissionPolicy that records who registered each app
     /// (deploy/registered-by-policy.yaml; the chart names it after the
-    /// release). A `secret.sourceRef` is read for that user only while this
-    /// policy, the ValidatingAdmissionPolicy `<name>-immutable` and their
-    /// bindings are installed; registrar needs `get` on the four.
+    /// release), or on clusters without it the MutatingWebhookConfiguration
+    /// of registrar's webhook, of the same name. A `secret.sourceRef` is read
+    /// for that user only while one of them, the ValidatingAdmissionPolicy
+    /// `<name>-immutable` and their bindings are installed; registrar needs
+    /// `get` on the five.
     #[arg(long, env = "REGISTRAR_REGISTERED_BY_POLICY", default_value = "registrar-registered-by")]
     registered_by_policy: String,
     /// How often each controller passes over every object it caches, a
@@ -330,6 +344,17 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let serving = registry::serve(registry_settings, client, caches, registry_hasher, metrics, listening);
             if let Err(e) = serving.await {
                 error!(error = %e, "the registry API stopped");
+            }
+        });
+    }
+
+    // Every replica serves the webhook too: admission must not wait for a failover.
+    if let Some((cert, key)) = args.webhook_tls_cert.clone().zip(args.webhook_tls_key.clone()) {
+        let settings = registration::webhook::Settings { addr: args.webhook_addr, cert, key };
+        let listening = readiness.gate("the admission webhook to listen");
+        tokio::spawn(async move {
+            if let Err(e) = registration::webhook::serve(settings, listening, None, std::future::pending()).await {
+                error!(error = %e, "the admission webhook stopped");
             }
         });
     }

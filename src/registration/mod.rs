@@ -15,6 +15,7 @@ pub mod plan;
 mod reconcile;
 pub mod registered_by;
 pub mod retention;
+pub mod webhook;
 
 use std::{sync::Arc, time::Duration};
 

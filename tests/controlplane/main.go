@@ -6,7 +6,10 @@
 //
 //	controlplane up --dir DIR          etcd + kube-apiserver + kube-controller-manager
 //	controlplane kubectl ARGS...       the kubectl of the same Kubernetes release
-//	controlplane etcd | kube-apiserver | kube-controller-manager ARGS...
+//	controlplane etcd | kube-apiserver | kube-controller-manager | kube-scheduler ARGS...
+//
+// kube-scheduler runs only beside a test node (tests/node/node.sh): it is
+// here so it always matches the apiserver's release.
 //
 // The binary also dispatches on the name it is invoked by, so a symlink named
 // kubectl behaves as kubectl.
@@ -26,6 +29,7 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 )
 
 func init() {
@@ -56,6 +60,8 @@ func main() {
 		os.Exit(cli.Run(apiserver.NewAPIServerCommand()))
 	case "kube-controller-manager":
 		os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
+	case "kube-scheduler":
+		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
 	case "kubectl":
 		logs.GlogSetter(kubectl.GetLogVerbosity(os.Args)) //nolint:errcheck
 		if err := cli.RunNoErrOutput(kubectl.NewDefaultKubectlCommand()); err != nil {
@@ -68,5 +74,5 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: controlplane up|etcd|kube-apiserver|kube-controller-manager|kubectl [flags]")
+	fmt.Fprintln(os.Stderr, "usage: controlplane up|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kubectl [flags]")
 }

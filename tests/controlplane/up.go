@@ -24,6 +24,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/component-base/version"
 )
 
 // marker names the file that says a directory belongs to `up`, so it may wipe it.
@@ -280,26 +281,39 @@ func (s *supervisor) launch(ctx context.Context) error {
 	}
 
 	v := "--v=" + strconv.Itoa(s.verbosity)
-	apiserver, err := s.spawn("kube-apiserver", v,
-		"--etcd-servers="+etcdURL,
+	apiserverArgs := []string{v,
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiserverPort),
-		"--cert-dir="+filepath.Join(s.dir, "apiserver"),
-		"--tls-cert-file="+certs.servingCert(),
-		"--tls-private-key-file="+certs.servingKey(),
-		"--client-ca-file="+certs.caCert(),
+		"--secure-port=" + strconv.Itoa(apiserverPort),
+		"--cert-dir=" + filepath.Join(s.dir, "apiserver"),
+		"--tls-cert-file=" + certs.servingCert(),
+		"--tls-private-key-file=" + certs.servingKey(),
+		"--client-ca-file=" + certs.caCert(),
 		// The Node authorizer and NodeRestriction hold a kubelet to its own
 		// node and Pods (no node runs unless a test starts one).
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+certs.saPub(),
-		"--service-account-signing-key-file="+certs.saKey(),
+		"--service-account-key-file=" + certs.saPub(),
+		"--service-account-signing-key-file=" + certs.saKey(),
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--allow-privileged=true",
 		"--profiling=false",
-	)
+		// The advertise address is loopback, which 1.37 refuses for the
+		// endpoints of the kubernetes Service; Pods on the test node are
+		// told the apiserver's address directly (tests/node/config).
+		"--endpoint-reconciler-type=none",
+	}
+	if minor, _ := strconv.Atoi(strings.TrimSuffix(version.Get().Minor, "+")); minor < 36 {
+		// Before 1.36 MutatingAdmissionPolicy is beta and off. The test node's
+		// own test-only policies (tests/node/config) need it; registrar and
+		// the chart look for v1 only, so to them this cluster has none.
+		apiserverArgs = append(apiserverArgs,
+			"--feature-gates=MutatingAdmissionPolicy=true",
+			"--runtime-config=admissionregistration.k8s.io/v1beta1=true")
+	}
+	apiserver, err := s.spawn("kube-apiserver", apiserverArgs...)
 	if err != nil {
 		return err
 	}

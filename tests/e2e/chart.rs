@@ -414,3 +414,50 @@ async fn the_charts_alerts_and_dashboard_read_metrics_that_exist() {
     drop(operator);
     ns.delete().await;
 }
+
+/// The chart renders anywhere: `helm template` with no cluster and no
+/// `--kube-version`, and as Argo CD and Flux render it for each supported
+/// release (its version and the API versions it serves): the webhook records
+/// Registered By on 1.35, the MutatingAdmissionPolicies on 1.36 and 1.37; a
+/// release older than 1.35 is refused with a message that says so.
+#[tokio::test]
+async fn the_chart_renders_for_every_supported_kubernetes() {
+    let chart = chart();
+    let kinds = |rendered: &str| -> Vec<String> {
+        let docs: Vec<Option<serde_json::Value>> = serde_saphyr::from_multiple(rendered).expect("YAML");
+        docs.into_iter().flatten().filter_map(|d| d["kind"].as_str().map(str::to_owned)).collect()
+    };
+    run(helm().args(["lint", "--strict", &chart]));
+    let anywhere = run(helm().args(["template", "anywhere", &chart]));
+    assert!(kinds(&anywhere).iter().any(|k| k == "MutatingWebhookConfiguration"), "helm's defaults have no MAP");
+
+    let admission = "admissionregistration.k8s.io/v1";
+    for (version, policies) in [("1.35.4", false), ("1.36.3", true), ("1.37.2", true)] {
+        let mut args = vec!["template", "argo", &chart, "--namespace", "registrar-system", "--kube-version", version];
+        let served = [format!("{admission}/ValidatingAdmissionPolicy"), format!("{admission}/MutatingAdmissionPolicy")];
+        let served = if policies { &served[..] } else { &served[..1] };
+        for api in served {
+            args.extend(["--api-versions", api.as_str()]);
+        }
+        run(helm().args(["lint", "--strict", &chart, "--kube-version", version]));
+        let rendered = kinds(&run(helm().args(&args)));
+        let count = |kind: &str| rendered.iter().filter(|k| *k == kind).count();
+        if policies {
+            assert_eq!(count("MutatingAdmissionPolicy"), 2, "{version}: Registered By and the finalizer");
+            assert_eq!(count("MutatingWebhookConfiguration"), 0, "{version}");
+        } else {
+            assert_eq!(count("MutatingAdmissionPolicy"), 0, "{version}: none served");
+            assert_eq!(count("MutatingWebhookConfiguration"), 1, "{version}: the webhook instead");
+        }
+        assert_eq!(count("ValidatingAdmissionPolicy"), 5, "{version}: every validating policy");
+    }
+
+    let old = helm().args(["template", "old", &chart, "--kube-version", "1.34.4"]).output().expect("helm");
+    assert!(!old.status.success());
+    let said = String::from_utf8_lossy(&old.stderr);
+    assert!(said.contains("registrar supports Kubernetes 1.35 and later; this cluster runs v1.34.4"), "{said}");
+    let recorder = ["--set", "admissionPolicies.recorder=sometimes"];
+    let bad = helm().args(["template", "bad", &chart]).args(recorder).output().expect("helm");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("admissionPolicies/recorder"));
+}

@@ -20,3 +20,4 @@ mod scale;
 mod smoke;
 mod tenancy;
 mod terminal;
+mod webhook;

@@ -18,6 +18,7 @@ use crate::support::{
     eventually, free_port, install_registrar,
     operator::Operator,
     registry::{AUDIENCE, Caller, caller_token, http, registry_operator, service_account_token_for},
+    tls::TestCa,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -394,42 +395,6 @@ fn tempdir(prefix: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("{prefix}-{:08x}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-/// A throwaway CA that issues a serving certificate for 127.0.0.1.
-struct TestCa {
-    cert: rcgen::Certificate,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("registrar test CA {name}"));
-        let cert = params.self_signed(&key).expect("CA cert");
-        TestCa { cert, issuer: rcgen::Issuer::new(params, key) }
-    }
-
-    /// Writes a certificate and key for 127.0.0.1 in place (each file replaced at once).
-    fn issue(&self, cert: &std::path::Path, key: &std::path::Path) {
-        let leaf_key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-        params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-        let leaf = params.signed_by(&leaf_key, &self.issuer).expect("leaf");
-        for (path, pem) in [(key, leaf_key.serialize_pem()), (cert, leaf.pem())] {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, pem).expect("write");
-            std::fs::rename(&tmp, path).expect("rename");
-        }
-    }
-
-    fn client(&self) -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).expect("CA pem");
-        reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(5)).build().expect("client")
-    }
 }
 
 /// No oracle: a caller allowed in namespace A only, and a caller allowed

@@ -11,6 +11,7 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
     coordination::v1::Lease,
     core::v1::{Pod, Secret},
@@ -19,15 +20,19 @@ use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
-use registrar::api::AppRegistration;
+use registrar::api::{
+    AppRegistration,
+    keys::{FINALIZER, REGISTERED_BY_ANNOTATION},
+};
 use serde_json::json;
 
 use crate::support::{
     TestNamespace,
     apps::{apply, confidential, is_ready, wait_issued},
-    control_plane, eventually, free_port,
+    control_plane, eventually, free_port, gitops_apply,
     helm::{chart, helm, run},
     node,
+    webhook::serves_mutating_policies,
 };
 
 /// Builds registrar's image around this build's binary, tagged `tag`, and
@@ -45,15 +50,21 @@ pub fn image(tag: &str) -> PathBuf {
 }
 
 /// The values a node whose Pods share the host's network needs, beside the
-/// image: one replica (two would bind the same port), its metrics on
-/// loopback at a free port.
-pub fn host_network_values(tag: &str, metrics_port: u16) -> Vec<String> {
+/// image: one replica (two would bind the same port), its metrics and its
+/// admission webhook (where the cluster has no MutatingAdmissionPolicy) on
+/// loopback at free ports, and the webhook called there.
+pub fn host_network_values(tag: &str, metrics_port: u16, webhook_port: u16) -> Vec<String> {
     [
         format!("image.tag={tag}"),
         "image.pullPolicy=Never".into(),
         "replicaCount=1".into(),
         format!("metrics.port={metrics_port}"),
         "metrics.bindAddress=127.0.0.1".into(),
+        // No Service reaches a Pod here (an endpoint may not be loopback):
+        // the apiserver calls the webhook where the Pod listens.
+        format!("admissionPolicies.webhook.port={webhook_port}"),
+        "admissionPolicies.webhook.bindAddress=127.0.0.1".into(),
+        format!("admissionPolicies.webhook.url=https://127.0.0.1:{webhook_port}/mutate/appregistrations"),
     ]
     .into_iter()
     .flat_map(|value| ["--set".to_owned(), value])
@@ -97,10 +108,12 @@ async fn the_chart_runs_the_operator_from_its_image() {
     let _ = std::fs::remove_file(&archive);
     let release_ns = TestNamespace::new("node-chart").await;
     let release = "registrar";
-    let metrics_port = free_port();
-    run(helm()
-        .args(["install", release, &chart(), "--namespace", &release_ns.name])
-        .args(host_network_values(&tag, metrics_port)));
+    let (metrics_port, webhook_port) = (free_port(), free_port());
+    run(helm().args(["install", release, &chart(), "--namespace", &release_ns.name]).args(host_network_values(
+        &tag,
+        metrics_port,
+        webhook_port,
+    )));
 
     let deployments: Api<Deployment> = release_ns.api();
     eventually("the operator Deployment to be available", Duration::from_secs(120), || async {
@@ -118,7 +131,36 @@ async fn the_chart_runs_the_operator_from_its_image() {
     .await;
 
     let apps_ns = TestNamespace::new("node-chart-apps").await;
-    apply(&apps_ns, &confidential("portal")).await;
+    // The webhook's Service reaches the apiserver once its EndpointSlice does.
+    let portal = eventually("the first app to be admitted", Duration::from_secs(60), || async {
+        gitops_apply(&apps_ns.api(), &confidential("portal")).await.ok()
+    })
+    .await;
+    // Recorded at admission, by the MutatingAdmissionPolicies or, on a
+    // cluster without them, the chart's webhook served by the operator Pod.
+    assert!(portal.annotations().contains_key(REGISTERED_BY_ANNOTATION), "Registered By: {:?}", portal.metadata);
+    assert!(portal.finalizers().iter().any(|f| f == FINALIZER), "the finalizer comes with the object");
+    let webhook = !serves_mutating_policies(&apps_ns.client).await;
+    let webhook_tls = || async {
+        let secret = Api::<Secret>::namespaced(apps_ns.client.clone(), &release_ns.name)
+            .get("registrar-webhook-tls")
+            .await
+            .expect("the webhook's certificate");
+        let data = secret.data.expect("data");
+        (data["ca.crt"].clone(), data["tls.crt"].clone())
+    };
+    let tls_at_install = if webhook {
+        let configuration = Api::<MutatingWebhookConfiguration>::all(apps_ns.client.clone())
+            .get("registrar-registered-by")
+            .await
+            .expect("the chart's webhook configuration");
+        let bundle = configuration.webhooks.expect("webhooks")[0].client_config.ca_bundle.clone().expect("caBundle");
+        let tls = webhook_tls().await;
+        assert_eq!(bundle, tls.0, "the configuration trusts the CA in the Secret");
+        Some(tls)
+    } else {
+        None
+    };
     wait_issued(&apps_ns, "portal").await;
 
     // The container as the kernel runs it, from its own /proc.
@@ -139,13 +181,14 @@ async fn the_chart_runs_the_operator_from_its_image() {
     let options = root.split_whitespace().nth(5).unwrap_or_default();
     assert!(options.split(',').any(|o| o == "ro"), "the root filesystem is read-only: {root}");
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .expect("scrape the Pod's metrics")
-        .text()
-        .await
-        .expect("metrics");
-    assert!(metrics.contains("registrar_reconciliations_total"), "{metrics}");
+    // The reconcile that issued the app is counted once it returns, a moment
+    // after its status is written.
+    let metrics = eventually("the Pod's metrics to count a reconciliation", Duration::from_secs(30), || async {
+        let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+        let metrics = reqwest::get(url).await.ok()?.text().await.ok()?;
+        metrics.contains("registrar_reconciliations_total").then_some(metrics)
+    })
+    .await;
     assert!(metrics.contains("registrar_leader 1"), "the Pod is the leader");
 
     // 100 apps rotate while `helm upgrade` rolls the operator to an image of
@@ -188,15 +231,24 @@ async fn the_chart_runs_the_operator_from_its_image() {
             futures::stream::iter(&names)
                 .for_each_concurrent(8, |name| {
                     let (apps, patch) = (&apps, &patch);
+                    // Where the webhook records Registered By, one replica on
+                    // one host network leaves a moment of the rollout when
+                    // no Pod serves it: a write then is refused (failurePolicy
+                    // Fail) and, as a GitOps tool would, sent again.
                     async move {
-                        apps.patch(name, &PatchParams::default(), patch).await.expect("rotate");
+                        eventually(
+                            &format!("{name} to take the rotate annotation"),
+                            Duration::from_secs(120),
+                            || async move { apps.patch(name, &PatchParams::default(), patch).await.ok().map(|_| ()) },
+                        )
+                        .await;
                     }
                 })
                 .await;
         })
     };
     let upgrade = {
-        let (namespace, values) = (release_ns.name.clone(), host_network_values(&upgraded, metrics_port));
+        let (namespace, values) = (release_ns.name.clone(), host_network_values(&upgraded, metrics_port, webhook_port));
         tokio::task::spawn_blocking(move || {
             run(helm().args(["upgrade", release, &chart(), "--namespace", &namespace]).args(values))
         })
@@ -222,6 +274,10 @@ async fn the_chart_runs_the_operator_from_its_image() {
         (v.len() == 100 && v.iter().all(|v| *v == 2)).then_some(())
     })
     .await;
+    // The upgrade kept the webhook's CA and certificate (helm read them back).
+    if let Some(tls) = tls_at_install {
+        assert!(webhook_tls().await == tls, "helm upgrade keeps the webhook's CA and certificate");
+    }
     // Exactly once: no app went past version 2, and each Secret holds version 2.
     for name in &names {
         let (app, secret) = wait_issued(&apps_ns, name).await;

@@ -2,7 +2,7 @@
 # A real node beside a test control plane, for the tests that run Pods:
 # kube-scheduler, the controllers Pods need (a second kube-controller-manager:
 # Deployments, ReplicaSets, StatefulSets, DaemonSets, the root CA ConfigMap,
-# node lifecycle), and containerd with a kubelet under its own identity
+# node lifecycle), both of the control plane's release, and containerd with a kubelet under its own identity
 # (system:node:127.0.0.1, held by the Node authorizer and NodeRestriction).
 #
 #   node.sh DIR CONTROLPLANE ADMIN_KUBECONFIG KUBELET_KUBECONFIG CA KUBELET_PORT HEALTHZ_PORT
@@ -87,11 +87,17 @@ trap 'exit 1' INT TERM
   --controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,root-ca-certificate-publisher-controller,node-lifecycle-controller \
   >"$dir/logs/kube-controller-manager.log" 2>&1 </dev/null &
 pids+=($!)
-"$bin/kube-scheduler" --kubeconfig="$admin" --authentication-kubeconfig="$admin" --authorization-kubeconfig="$admin" \
+"$controlplane" kube-scheduler --kubeconfig="$admin" --authentication-kubeconfig="$admin" --authorization-kubeconfig="$admin" \
   --leader-elect=false --secure-port=0 >"$dir/logs/kube-scheduler.log" 2>&1 </dev/null &
 pids+=($!)
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-sed "s|APISERVER_PORT|${server##*:}|g" "$here/config/test-only-policies.yaml" >"$dir/test-only-policies.yaml"
+# Before 1.36, MutatingAdmissionPolicy is the beta the control plane turns on.
+policy_version=v1
+kubectl api-resources --api-group=admissionregistration.k8s.io -o wide 2>/dev/null |
+  grep -q '^mutatingadmissionpolicies .*admissionregistration.k8s.io/v1 ' || policy_version=v1beta1
+sed -e "s|APISERVER_PORT|${server##*:}|g" \
+  -e "s|^apiVersion: admissionregistration.k8s.io/v1$|apiVersion: admissionregistration.k8s.io/$policy_version|" \
+  "$here/config/test-only-policies.yaml" >"$dir/test-only-policies.yaml"
 kubectl apply --server-side -f "$dir/test-only-policies.yaml" >/dev/null
 # The host paths the kubelet and containerd hard-code get the node's own
 # directories mounted over them in its mount namespace (inner.sh); a mount

@@ -29,6 +29,8 @@ pub mod operator;
 pub mod proxies;
 pub mod registry;
 pub mod tenants;
+pub mod tls;
+pub mod webhook;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -534,18 +536,37 @@ pub async fn gitops_apply(
 
 /// Installs registrar's CRDs and admission policies (Registered By, Global
 /// scope), and waits until the policies act (they take effect asynchronously).
+/// On a cluster without MutatingAdmissionPolicy (Kubernetes 1.35) the
+/// ValidatingAdmissionPolicies go in as they are, and registrar's webhook,
+/// served by this test binary, records Registered By and adds the finalizer
+/// under the name of the policy it stands in for.
 pub async fn install_registrar(client: &Client) {
     use registrar::api::{AppRegistration, AppRegistrationSpec};
 
     install_crds(client).await;
-    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
-    let out = control_plane()
-        .kubectl()
-        .args(["apply", "--server-side", "--field-manager=registrar-tests", "-f"])
-        .arg(&manifests)
-        .output()
-        .expect("run kubectl");
-    assert!(out.status.success(), "applying {}: {}", manifests.display(), String::from_utf8_lossy(&out.stderr));
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let policies = webhook::serves_mutating_policies(client).await;
+    let mut manifests = String::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&deploy)
+        .expect("read deploy/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read a policy");
+        for doc in text.split("\n---\n") {
+            let mutating = doc.lines().any(|l| l.starts_with("kind: MutatingAdmissionPolicy"));
+            if policies || !mutating {
+                manifests.push_str(doc);
+                manifests.push_str("\n---\n");
+            }
+        }
+    }
+    helm::kubectl_apply_as(&manifests, "registrar-tests", &[]);
+    if !policies {
+        webhook::for_suite().install(client, "registrar-registered-by", None).await;
+    }
 
     let apps: Api<AppRegistration> = Api::namespaced(client.clone(), "default");
     eventually("the Registered By policy to take effect", Duration::from_secs(60), || {
@@ -579,22 +600,29 @@ pub async fn registered_by_believed(client: &Client, name: &str) {
     .await;
 }
 
-/// The newest creation time (in seconds) of the Registered By policies and bindings.
+/// The newest creation time (in seconds) of the Registered By policies and
+/// bindings, the webhook's configuration standing in for the mutating policy
+/// where the cluster has none.
 async fn registered_by_policies_created(client: &Client, name: &str) -> i64 {
     use k8s_openapi::api::admissionregistration::v1::{
-        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, ValidatingAdmissionPolicy,
-        ValidatingAdmissionPolicyBinding,
+        MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingWebhookConfiguration,
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
     fn created<K: kube::Resource>(object: K) -> i64 {
         object.meta().creation_timestamp.as_ref().map_or(0, |t| t.0.as_second())
     }
     let immutable = registrar::registration::registered_by::immutable_name(name);
     let immutable = immutable.as_str();
-    let m = Api::<MutatingAdmissionPolicy>::all(client.clone()).get(name).await.expect("policy");
-    let mb = Api::<MutatingAdmissionPolicyBinding>::all(client.clone()).get(name).await.expect("binding");
+    let recorder = if webhook::serves_mutating_policies(client).await {
+        let m = Api::<MutatingAdmissionPolicy>::all(client.clone()).get(name).await.expect("policy");
+        let mb = Api::<MutatingAdmissionPolicyBinding>::all(client.clone()).get(name).await.expect("binding");
+        created(m).max(created(mb))
+    } else {
+        created(Api::<MutatingWebhookConfiguration>::all(client.clone()).get(name).await.expect("the webhook"))
+    };
     let v = Api::<ValidatingAdmissionPolicy>::all(client.clone()).get(immutable).await.expect("policy");
     let vb = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()).get(immutable).await.expect("binding");
-    created(m).max(created(mb)).max(created(v)).max(created(vb))
+    recorder.max(created(v)).max(created(vb))
 }
 
 /// Creates the namespace `name` unless it exists (shared ones, such as the
