@@ -60,6 +60,22 @@ older_minors() {
   done | sort -V
 }
 
+# Starts building every older release's control plane in the background, at
+# the lowest priority (logged to target/prebuild-controlplanes.log); stopped
+# when the calling script exits.
+prebuild_older_controlplanes() {
+  local minors
+  minors=$(older_minors)
+  [ -n "$minors" ] || return 0
+  mkdir -p target
+  # A session of its own, so the whole build (go and its compilers) is stopped at once.
+  setsid nice -n 19 bash -c 'for minor in "$@"; do bash tests/controlplane/build.sh "$minor" >/dev/null || exit 1; done' \
+    prebuild $minors >target/prebuild-controlplanes.log 2>&1 </dev/null &
+  PREBUILD_PID=$!
+  trap 'kill -- "-$PREBUILD_PID" 2>/dev/null || true' EXIT
+  echo "building the control planes of Kubernetes $(echo $minors | tr ' ' ',') in the background (pid $PREBUILD_PID)"
+}
+
 # build_controlplane_for MINOR: builds (or finds) that release's control plane.
 build_controlplane_for() {
   echo "control plane (Kubernetes $1): $(bash tests/controlplane/build.sh "$1")"

@@ -22,6 +22,11 @@ phase "format" check_format
 phase "clippy" cargo clippy --locked --all-targets -- -D warnings
 phase "control-plane build" build_controlplane
 export REGISTRAR_CONTROLPLANE
+# The older releases' control planes build in the background at the lowest
+# priority while the suites on the newest run (the tests at scale and the
+# chaos suite leave much of a core idle); their own phases below wait for what
+# is left (tests/controlplane/build.sh takes a lock).
+prebuild_older_controlplanes
 phase "helm build" bash scripts/install-helm.sh
 phase "Ory Hydra build" build_hydra
 export REGISTRAR_HYDRA

@@ -223,6 +223,15 @@ async fn the_chart_runs_the_operator_from_its_image() {
     let archive = image(&upgraded);
     node.import_image(&archive);
     let _ = std::fs::remove_file(&archive);
+    if webhook {
+        // The chart renews the webhook's certificate on the first upgrade
+        // past its renew-after time: say it is due now.
+        let due = Patch::Merge(json!({ "metadata": { "annotations": { "registrar.dev/renew-after": "0" } } }));
+        Api::<Secret>::namespaced(apps_ns.client.clone(), &release_ns.name)
+            .patch("registrar-webhook-tls", &PatchParams::default(), &due)
+            .await
+            .expect("mark the webhook's certificate due");
+    }
     let rotating = {
         let apps = apps.clone();
         let names = names.clone();
@@ -274,9 +283,24 @@ async fn the_chart_runs_the_operator_from_its_image() {
         (v.len() == 100 && v.iter().all(|v| *v == 2)).then_some(())
     })
     .await;
-    // The upgrade kept the webhook's CA and certificate (helm read them back).
-    if let Some(tls) = tls_at_install {
-        assert!(webhook_tls().await == tls, "helm upgrade keeps the webhook's CA and certificate");
+    // The upgrade renewed the webhook's certificate, signed by the CA it
+    // kept (helm read both back), so the configuration's CA bundle still
+    // holds: the rotations above went through the webhook served with it.
+    if let Some((ca, cert)) = tls_at_install {
+        let (ca_now, cert_now) = webhook_tls().await;
+        assert!(ca_now == ca, "helm upgrade keeps the webhook's CA");
+        assert!(cert_now != cert, "and renews its certificate when due");
+        let configuration = Api::<MutatingWebhookConfiguration>::all(apps_ns.client.clone())
+            .get("registrar-registered-by")
+            .await
+            .expect("the chart's webhook configuration");
+        let bundle = configuration.webhooks.expect("webhooks")[0].client_config.ca_bundle.clone().expect("caBundle");
+        assert!(bundle == ca, "the CA bundle is unchanged");
+        let after = eventually("an app admitted after the renewal", Duration::from_secs(60), || async {
+            gitops_apply(&apps_ns.api(), &confidential("after-renewal")).await.ok()
+        })
+        .await;
+        assert!(after.annotations().contains_key(REGISTERED_BY_ANNOTATION));
     }
     // Exactly once: no app went past version 2, and each Secret holds version 2.
     for name in &names {
