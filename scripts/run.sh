@@ -105,8 +105,8 @@ else
   echo "==> installing the CRDs and the admission policies"
   "$kubectl_bin" apply --server-side --field-manager=registrar-install -f crds/
   "$kubectl_bin" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-  if "$kubectl_bin" api-resources --api-group=admissionregistration.k8s.io -o wide |
-    grep -q '^mutatingadmissionpolicies .*admissionregistration.k8s.io/v1 '; then
+  admission_resources=$("$kubectl_bin" api-resources --api-group=admissionregistration.k8s.io -o wide)
+  if grep -q '^mutatingadmissionpolicies .*admissionregistration.k8s.io/v1 ' <<<"$admission_resources"; then
     "$kubectl_bin" apply --server-side --field-manager=registrar-install -f deploy/
     policies_in_force
   else

@@ -92,9 +92,11 @@ pids+=($!)
 pids+=($!)
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
 # Before 1.36, MutatingAdmissionPolicy is the beta the control plane turns on.
+# (Read whole before it is searched: `grep -q` leaving a pipe early fails the
+# pipeline under pipefail.)
+resources=$(kubectl api-resources --api-group=admissionregistration.k8s.io -o wide)
 policy_version=v1
-kubectl api-resources --api-group=admissionregistration.k8s.io -o wide 2>/dev/null |
-  grep -q '^mutatingadmissionpolicies .*admissionregistration.k8s.io/v1 ' || policy_version=v1beta1
+grep -q '^mutatingadmissionpolicies .*admissionregistration.k8s.io/v1 ' <<<"$resources" || policy_version=v1beta1
 sed -e "s|APISERVER_PORT|${server##*:}|g" \
   -e "s|^apiVersion: admissionregistration.k8s.io/v1$|apiVersion: admissionregistration.k8s.io/$policy_version|" \
   "$here/config/test-only-policies.yaml" >"$dir/test-only-policies.yaml"
