@@ -182,7 +182,10 @@ pub async fn serve(
         }
     });
     let mut server = axum_server::bind(settings.addr).acceptor(RustlsAcceptor::new(config)).handle(handle);
-    server.http_builder().http1().header_read_timeout(Duration::from_secs(10));
+    // One request per connection: an idle connection the server closes (its
+    // header deadline) while the apiserver sends its next review on it ends
+    // in "broken pipe", and the apiserver does not retry a POST.
+    server.http_builder().http1().header_read_timeout(Duration::from_secs(10)).keep_alive(false);
     let served = server.serve(router().into_make_service()).await;
     if let Err(e) = &served {
         warn!(error = %e, "the admission webhook stopped");
