@@ -27,7 +27,7 @@ use kube::core::{
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
 };
 use serde_json::Value;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::{
     api::keys::{FINALIZER, REGISTERED_BY_ANNOTATION, REGISTERED_BY_GROUPS_ANNOTATION},
@@ -186,11 +186,9 @@ pub async fn serve(
     // header deadline) while the apiserver sends its next review on it ends
     // in "broken pipe", and the apiserver does not retry a POST.
     server.http_builder().http1().header_read_timeout(Duration::from_secs(10)).keep_alive(false);
-    let served = server.serve(router().into_make_service()).await;
-    if let Err(e) = &served {
-        warn!(error = %e, "the admission webhook stopped");
-    }
-    Ok(served?)
+    // The caller logs an error (the binary: "the admission webhook stopped").
+    server.serve(router().into_make_service()).await?;
+    Ok(())
 }
 
 #[cfg(test)]
